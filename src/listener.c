@@ -1,0 +1,339 @@
+/*
+ * listener.c - listening sockets, the accept path and connection caps.
+ *
+ * Every worker listens on the same sockets; the kernel hands each new
+ * connection to one of them.  Before a session exists the connection must
+ * fit under three caps (SPEC section 6): the daemon's max_connections, the
+ * service's max_connections and its max_connections_per_ip.  A refused
+ * connection is closed at once (after the protocol's temporary failure on
+ * cleartext services, where we can still speak).  When accept() runs out
+ * of descriptors the listener pauses instead of spinning (OpenSMTPD).
+ */
+#include "config.h"
+
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "listener.h"
+#include "log.h"
+#include "mailtlsd.h"
+#include "session.h"
+#include "worker.h"
+
+#define IPTABLE_BUCKETS	1024
+
+struct ipentry {
+	struct ipentry	*next;
+	unsigned char	 addr[16];
+	unsigned	 count;
+};
+
+struct iptable {
+	pthread_mutex_t	 lock;
+	struct ipentry	*bucket[IPTABLE_BUCKETS];
+};
+
+struct listener_ctx {
+	struct worker		*worker;
+	struct service_rt	*srt;
+	struct event		*resume;
+	struct evconnlistener	*lev;
+};
+
+static void	listener_accept_cb(struct evconnlistener *, evutil_socket_t,
+		    struct sockaddr *, int, void *);
+static void	listener_error_cb(struct evconnlistener *, void *);
+static void	listener_resume_cb(evutil_socket_t, short, void *);
+
+/* ---- per-IP counting ---------------------------------------------------- */
+
+struct iptable *
+iptable_new(void)
+{
+	struct iptable	*t = calloc(1, sizeof(*t));
+
+	if (t)
+		pthread_mutex_init(&t->lock, NULL);
+	return t;
+}
+
+void
+iptable_free(struct iptable *t)
+{
+	struct ipentry	*e, *next;
+	size_t		 i;
+
+	if (t == NULL)
+		return;
+	for (i = 0; i < IPTABLE_BUCKETS; i++)
+		for (e = t->bucket[i]; e; e = next) {
+			next = e->next;
+			free(e);
+		}
+	pthread_mutex_destroy(&t->lock);
+	free(t);
+}
+
+/* IPv4 as v4-mapped IPv6, so both spellings count as one address. */
+static void
+iptable_key(const struct sockaddr *sa, unsigned char key[16])
+{
+	memset(key, 0, 16);
+	if (sa->sa_family == AF_INET) {
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12,
+		    &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6)
+		memcpy(key,
+		    &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+}
+
+static unsigned
+iptable_hash(const unsigned char key[16])
+{
+	unsigned	h = 2166136261u;
+	int		i;
+
+	for (i = 0; i < 16; i++)
+		h = (h ^ key[i]) * 16777619u;
+	return h % IPTABLE_BUCKETS;
+}
+
+int
+iptable_take(struct iptable *t, const struct sockaddr *sa, unsigned max)
+{
+	unsigned char	 key[16];
+	struct ipentry	*e, **head;
+	int		 rc = 0;
+
+	iptable_key(sa, key);
+	pthread_mutex_lock(&t->lock);
+	head = &t->bucket[iptable_hash(key)];
+	for (e = *head; e; e = e->next)
+		if (memcmp(e->addr, key, 16) == 0)
+			break;
+	if (e == NULL) {
+		if ((e = calloc(1, sizeof(*e))) == NULL)
+			rc = -1;
+		else {
+			memcpy(e->addr, key, 16);
+			e->next = *head;
+			*head = e;
+		}
+	}
+	if (e != NULL) {
+		if (max != 0 && e->count >= max)
+			rc = -1;
+		else
+			e->count++;
+	}
+	pthread_mutex_unlock(&t->lock);
+	return rc;
+}
+
+void
+iptable_release(struct iptable *t, const struct sockaddr *sa)
+{
+	unsigned char	 key[16];
+	struct ipentry	*e, **pp;
+
+	iptable_key(sa, key);
+	pthread_mutex_lock(&t->lock);
+	for (pp = &t->bucket[iptable_hash(key)]; (e = *pp); pp = &e->next)
+		if (memcmp(e->addr, key, 16) == 0) {
+			if (--e->count == 0) {
+				*pp = e->next;
+				free(e);
+			}
+			break;
+		}
+	pthread_mutex_unlock(&t->lock);
+}
+
+/* ---- binding -------------------------------------------------------------- */
+
+int
+listener_bind(const struct conf_service *svc, int **fdsp, size_t *nfdsp,
+    char *err, size_t errlen)
+{
+	int	*fds, fd, on = 1;
+	size_t	 i;
+
+	fds = calloc(svc->nlisten ? svc->nlisten : 1, sizeof(*fds));
+	if (fds == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (i = 0; i < svc->nlisten; i++) {
+		const struct conf_endpoint *ep = &svc->listen[i];
+
+		fd = socket(ep->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
+		    SOCK_CLOEXEC, 0);
+		if (fd == -1)
+			goto fail;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+		/* "[::]:25" means IPv6 only; "0.0.0.0:25" covers IPv4. */
+		if (ep->ss.ss_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on,
+			    sizeof(on));
+		if (bind(fd, (const struct sockaddr *)&ep->ss, ep->sslen) == -1 ||
+		    listen(fd, 511) == -1) {
+			close(fd);
+			goto fail;
+		}
+		fds[i] = fd;
+		continue;
+fail:
+		snprintf(err, errlen, "service '%s': cannot listen on %s: %s",
+		    svc->name, ep->text, strerror(errno));
+		while (i-- > 0)
+			close(fds[i]);
+		free(fds);
+		return -1;
+	}
+	*fdsp = fds;
+	*nfdsp = svc->nlisten;
+	return 0;
+}
+
+/* ---- accepting -------------------------------------------------------------- */
+
+struct listener_ctx *
+listener_attach(struct worker *w, struct service_rt *srt, int fd)
+{
+	struct listener_ctx	*ctx;
+
+	if ((ctx = calloc(1, sizeof(*ctx))) == NULL)
+		return NULL;
+	ctx->worker = w;
+	ctx->srt = srt;
+	ctx->resume = evtimer_new(w->base, listener_resume_cb, ctx);
+	ctx->lev = evconnlistener_new(w->base, listener_accept_cb, ctx,
+	    LEV_OPT_REUSEABLE, -1, fd);
+	if (ctx->lev == NULL || ctx->resume == NULL) {
+		if (ctx->lev)
+			evconnlistener_free(ctx->lev);
+		if (ctx->resume)
+			event_free(ctx->resume);
+		free(ctx);
+		return NULL;
+	}
+	evconnlistener_set_error_cb(ctx->lev, listener_error_cb);
+	return ctx;
+}
+
+void
+listener_detach(struct listener_ctx *ctx)
+{
+	evconnlistener_free(ctx->lev);
+	event_free(ctx->resume);
+	free(ctx);
+}
+
+/* Best effort temporary failure on cleartext services; never blocks. */
+static void
+listener_refuse(struct service_rt *srt, int fd)
+{
+	struct evbuffer	*b;
+	size_t		 len;
+	char		 msg[512];
+
+	if (srt->svc->tls_mode != TLS_MODE_STARTTLS ||
+	    (b = evbuffer_new()) == NULL)
+		return;
+	srt->ops->unavailable(b, srt->svc->hostname);
+	len = evbuffer_get_length(b);
+	if (len <= sizeof(msg)) {
+		evbuffer_remove(b, msg, len);
+		(void)send(fd, msg, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+	}
+	evbuffer_free(b);
+}
+
+static const char *
+listener_check_caps(struct worker *w, struct service_rt *srt,
+    const struct sockaddr *sa)
+{
+	const struct conf	*conf = w->rt->conf;
+	const struct conf_service *svc = srt->svc;
+
+	if (atomic_fetch_add(&worker_total_conns, 1) >= conf->max_connections) {
+		atomic_fetch_sub(&worker_total_conns, 1);
+		return "daemon connection limit";
+	}
+	if (svc->max_connections &&
+	    atomic_fetch_add(&srt->nconns, 1) >= svc->max_connections) {
+		atomic_fetch_sub(&srt->nconns, 1);
+		atomic_fetch_sub(&worker_total_conns, 1);
+		return "service connection limit";
+	}
+	if (!svc->max_connections)
+		atomic_fetch_add(&srt->nconns, 1);
+	if (iptable_take(srt->per_ip, sa, svc->max_connections_per_ip) == -1) {
+		atomic_fetch_sub(&srt->nconns, 1);
+		atomic_fetch_sub(&worker_total_conns, 1);
+		return "per-address connection limit";
+	}
+	return NULL;
+}
+
+static void
+listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
+    struct sockaddr *sa, int salen, void *arg)
+{
+	struct listener_ctx	*ctx = arg;
+	struct worker		*w = ctx->worker;
+	const char		*why;
+	char			 ip[UTIL_ADDRSTRLEN];
+
+	if (atomic_load(&w->stopping)) {
+		close(fd);
+		return;
+	}
+	if ((why = listener_check_caps(w, ctx->srt, sa)) != NULL) {
+		log_notice("service %s: refusing %s: %s", ctx->srt->svc->name,
+		    util_addr_str(sa, ip, sizeof(ip)), why);
+		listener_refuse(ctx->srt, fd);
+		close(fd);
+		return;
+	}
+	session_accept(w, w->rt, ctx->srt, fd, sa, (socklen_t)salen);
+}
+
+static void
+listener_error_cb(struct evconnlistener *lev, void *arg)
+{
+	struct listener_ctx	*ctx = arg;
+	struct timeval		 tv = { ACCEPT_PAUSE_MS / 1000,
+				    (ACCEPT_PAUSE_MS % 1000) * 1000 };
+	int			 e = EVUTIL_SOCKET_ERROR();
+
+	if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+		log_warnx("service %s: accept: %s; pausing %d ms",
+		    ctx->srt->svc->name, strerror(e), ACCEPT_PAUSE_MS);
+		evconnlistener_disable(lev);
+		evtimer_add(ctx->resume, &tv);
+		return;
+	}
+	log_warnx("service %s: accept: %s", ctx->srt->svc->name, strerror(e));
+}
+
+static void
+listener_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener_ctx	*ctx = arg;
+
+	if (!atomic_load(&ctx->worker->stopping))
+		evconnlistener_enable(ctx->lev);
+}

@@ -1,0 +1,30 @@
+/*
+ * listener.h - listening sockets and the accept path.
+ */
+#ifndef LISTENER_H
+#define LISTENER_H
+
+#include <stddef.h>
+
+#include <event2/listener.h>
+
+struct conf_service;
+struct listener_ctx;
+struct service_rt;
+struct worker;
+
+/*
+ * Bind every listen address of a service (before privileges are
+ * dropped).  Returns 0 with the sockets in *fds, or -1 with a message.
+ */
+int	listener_bind(const struct conf_service *, int **fds, size_t *nfds,
+	    char *err, size_t errlen);
+
+/* Listen on fd in worker w's event loop; NULL on failure. */
+struct listener_ctx *listener_attach(struct worker *, struct service_rt *,
+	    int fd);
+
+/* Stop listening and free the listener (worker thread only). */
+void	listener_detach(struct listener_ctx *);
+
+#endif /* LISTENER_H */

@@ -1,0 +1,63 @@
+/*
+ * mailtlsd.h - limits and defaults shared by every module.
+ *
+ * Every limit of SPEC section 6 is a named constant here; the configuration
+ * can override most of them per service (conf.c), and each is enforced where
+ * the data is read, never after the fact.
+ */
+#ifndef MAILTLSD_H
+#define MAILTLSD_H
+
+#include <stddef.h>
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+#define MAILTLSD_CONF_DEFAULT	SYSCONFDIR "/mailtlsd/mailtlsd.conf"
+
+/* SPEC section 6. */
+#define DEFAULT_HANDSHAKE_TIMEOUT	30	/* seconds */
+#define DEFAULT_SMTP_IDLE_TIMEOUT	300
+#define DEFAULT_IMAP_IDLE_TIMEOUT	1800
+#define DEFAULT_POP3_IDLE_TIMEOUT	600
+#define DEFAULT_BACKEND_CONNECT_TIMEOUT	10
+#define DEFAULT_SMTP_LINE_MAX		4096	/* bytes, without CRLF */
+#define DEFAULT_IMAP_LINE_MAX		8192
+#define DEFAULT_POP3_LINE_MAX		8192
+#define DEFAULT_MAX_CONNECTIONS_PER_IP	50
+#define DEFAULT_MAX_CONNECTIONS		20000
+#define DEFAULT_SHUTDOWN_TIMEOUT	30
+
+/* Hard bounds accepted from the configuration (sanity, not policy). */
+#define LIMIT_LINE_MIN			512
+#define LIMIT_LINE_MAX			65536
+#define LIMIT_TIMEOUT_MAX		86400
+#define LIMIT_WORKERS_MAX		256
+#define LIMIT_CONNECTIONS_MAX		1000000
+
+/*
+ * Relay buffering.  A leg's input is not read while the other leg's output
+ * holds more than RELAY_HIGH_WATERMARK bytes; reading resumes once it drains
+ * below RELAY_LOW_WATERMARK.  Together with the read watermark this bounds a
+ * session's memory whatever the peers do (le-proxy MAX_OUTPUT idea).
+ */
+#define RELAY_HIGH_WATERMARK		(256 * 1024)
+#define RELAY_LOW_WATERMARK		(64 * 1024)
+#define RELAY_READ_WATERMARK		(128 * 1024)
+
+/* Bytes of a line-oriented dialogue that may wait for a protocol filter. */
+#define FILTER_PENDING_MAX		64	/* commands awaiting a reply */
+
+/* Seconds a closing session may spend flushing its last reply. */
+#define CLOSE_LINGER_TIMEOUT		5
+
+/* Descriptors kept free for logging, reload and backend sockets. */
+#define FD_RESERVE			32
+
+/* Pause after accept() fails with EMFILE/ENFILE before trying again. */
+#define ACCEPT_PAUSE_MS			1000
+
+/* Client text is cut to this many bytes in logs (Postfix's %.100s). */
+#define LOG_CLIENT_TEXT_MAX		100
+
+#endif /* MAILTLSD_H */

@@ -1,0 +1,285 @@
+/*
+ * main.c - command line, configuration, privileges, signals.
+ *
+ * Order of startup (OpenSMTPD's habit: everything that can fail is done
+ * before anything is bound, and everything that needs root is done before
+ * privileges are dropped):
+ *   parse -> build TLS contexts (keys read as root) -> bind -> pid file ->
+ *   drop group, then user -> start workers -> READY.
+ * mailtlsd always stays in the foreground (SPEC section 1).
+ */
+#include "config.h"
+
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <confuse.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "conf.h"
+#include "log.h"
+#include "mailtlsd.h"
+#include "sdnotify.h"
+#include "session.h"
+#include "tls.h"
+#include "worker.h"
+
+static void	usage(FILE *, int) __attribute__((noreturn));
+static void	print_versions(void);
+static int	check_config(struct conf *);
+static void	raise_nofile(const struct conf *);
+static void	drop_privileges(const struct conf *);
+static void	write_pid_file(const char *);
+static void	signal_cb(evutil_socket_t, short, void *);
+
+static const char *pid_file_written;
+
+static void
+usage(FILE *fp, int status)
+{
+	fprintf(fp,
+	    "usage: mailtlsd [-c FILE] [-t] [-d] [-V] [-h]\n"
+	    "  -c FILE  configuration file (default: %s)\n"
+	    "  -t       check the configuration and exit (0 if usable)\n"
+	    "  -d       debug logging to stderr\n"
+	    "  -V       print versions and exit\n"
+	    "  -h       this help\n", MAILTLSD_CONF_DEFAULT);
+	exit(status);
+}
+
+static void
+print_versions(void)
+{
+	printf("mailtlsd %s\n", PACKAGE_VERSION);
+	printf("libevent %s\n", event_get_version());
+	printf("%s\n", tls_library_version());
+	printf("libconfuse %s\n", confuse_version);
+}
+
+static void
+check_finding(void *arg, int is_error, const char *msg)
+{
+	int	*errors = arg;
+
+	printf("%s: %s\n", is_error ? "error" : "warning", msg);
+	if (is_error)
+		(*errors)++;
+}
+
+/*
+ * -t: everything short of binding.  The TLS contexts are built exactly as
+ * for a real start, so a key that does not match or a file that cannot be
+ * read fails here too.
+ */
+static int
+check_config(struct conf *conf)
+{
+	struct runtime	*rt;
+	char		 err[1024];
+	int		 errors = 0;
+	size_t		 i;
+
+	for (i = 0; i < conf->ntls; i++)
+		if (tls_check(&conf->tls[i], check_finding, &errors) == -1 &&
+		    errors == 0)
+			errors++;
+	if (conf->user == NULL && geteuid() == 0)
+		check_finding(&errors, 0, "no 'user' set: the daemon would "
+		    "keep running as root");
+	if (errors == 0) {
+		if ((rt = runtime_new(conf, err, sizeof(err))) == NULL) {
+			check_finding(&errors, 1, err);
+			conf_free(conf);
+		} else
+			runtime_free(rt);
+	} else
+		conf_free(conf);
+	printf("configuration %s\n", errors ? "NOT usable" : "OK");
+	return errors ? 1 : 0;
+}
+
+/* Two descriptors per session (client and backend) plus a reserve. */
+static void
+raise_nofile(const struct conf *conf)
+{
+	struct rlimit	 rl;
+	rlim_t		 want = (rlim_t)conf->max_connections * 2 + FD_RESERVE;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur < want)
+		log_warnx("open files limit %llu is below what max_connections "
+		    "%u needs (%llu); connections beyond it wait",
+		    (unsigned long long)rl.rlim_cur, conf->max_connections,
+		    (unsigned long long)want);
+}
+
+static void
+drop_privileges(const struct conf *conf)
+{
+	struct passwd	*pw;
+	struct group	*gr;
+	gid_t		 gid;
+
+	if (conf->user == NULL) {
+		if (geteuid() == 0)
+			log_warnx("no 'user' configured: running as root");
+		return;
+	}
+	if ((pw = getpwnam(conf->user)) == NULL)
+		fatalx("user '%s' does not exist", conf->user);
+	gid = pw->pw_gid;
+	if (conf->group != NULL) {
+		if ((gr = getgrnam(conf->group)) == NULL)
+			fatalx("group '%s' does not exist", conf->group);
+		gid = gr->gr_gid;
+	}
+	/* Group first, while we may still change it; then the user. */
+	if (setgroups(1, &gid) == -1 || setresgid(gid, gid, gid) == -1)
+		fatal("cannot drop group privileges to %u", (unsigned)gid);
+	if (setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1)
+		fatal("cannot drop user privileges to %s", conf->user);
+	if (pw->pw_uid != 0 && setuid(0) != -1)
+		fatalx("privileges could be regained after dropping them");
+	log_info("running as user %s (uid %u, gid %u)", conf->user,
+	    (unsigned)pw->pw_uid, (unsigned)gid);
+}
+
+static void
+write_pid_file(const char *path)
+{
+	FILE	*fp;
+
+	if (path == NULL)
+		return;
+	if ((fp = fopen(path, "w")) == NULL)
+		fatal("cannot write pid file %s", path);
+	fprintf(fp, "%ld\n", (long)getpid());
+	if (fclose(fp) != 0)
+		fatal("cannot write pid file %s", path);
+	pid_file_written = path;
+}
+
+static void
+signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct event_base	*base = arg;
+
+	switch (sig) {
+	case SIGHUP:
+		log_notice("SIGHUP: configuration reload is not supported "
+		    "yet; keeping the running configuration");
+		break;
+	case SIGTERM:
+	case SIGINT:
+		log_notice("signal %d: stopping", (int)sig);
+		event_base_loopbreak(base);
+		break;
+	}
+}
+
+int
+main(int argc, char *argv[])
+{
+	const char		*path = MAILTLSD_CONF_DEFAULT;
+	struct conf		*conf;
+	struct runtime		*rt;
+	struct event_base	*base;
+	struct event		*sigs[3];
+	char			 err[1024];
+	int			 ch, check = 0, debug = 0, i;
+	unsigned		 shutdown_timeout;
+
+	while ((ch = getopt(argc, argv, "c:dhtV")) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'd':
+			debug = 1;
+			break;
+		case 't':
+			check = 1;
+			break;
+		case 'V':
+			print_versions();
+			return 0;
+		case 'h':
+			usage(stdout, 0);
+		default:
+			usage(stderr, 2);
+		}
+	}
+	if (optind != argc)
+		usage(stderr, 2);
+
+	log_init(LOG_TARGET_STDERR, debug ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO, 0);
+	if ((conf = conf_load(path, err, sizeof(err))) == NULL) {
+		fprintf(stderr, "mailtlsd: %s\n", err);
+		return 1;
+	}
+	if (check)
+		return check_config(conf);
+
+	if (!debug)
+		log_init(conf->log_target, conf->log_level,
+		    conf->syslog_facility);
+	if (evthread_use_pthreads() == -1)
+		fatalx("libevent has no pthreads support");
+	raise_nofile(conf);
+	if ((rt = runtime_new(conf, err, sizeof(err))) == NULL) {
+		log_error("%s", err);
+		conf_free(conf);
+		return 1;
+	}
+	if (runtime_bind(rt, err, sizeof(err)) == -1) {
+		log_error("%s", err);
+		runtime_free(rt);
+		return 1;
+	}
+	write_pid_file(conf->pid_file);
+	drop_privileges(conf);
+	signal(SIGPIPE, SIG_IGN);
+
+	if ((base = event_base_new()) == NULL)
+		fatalx("cannot create the main event loop");
+	sigs[0] = evsignal_new(base, SIGTERM, signal_cb, base);
+	sigs[1] = evsignal_new(base, SIGINT, signal_cb, base);
+	sigs[2] = evsignal_new(base, SIGHUP, signal_cb, base);
+	for (i = 0; i < 3; i++)
+		if (sigs[i] == NULL || event_add(sigs[i], NULL) == -1)
+			fatalx("cannot install signal handlers");
+	if (workers_start(rt, conf->workers) == -1)
+		fatalx("cannot start workers");
+
+	log_notice("mailtlsd %s started: %zu services, %u workers",
+	    PACKAGE_VERSION, conf->nservices, conf->workers);
+	sdnotify("READY=1\nSTATUS=accepting connections");
+	event_base_dispatch(base);
+
+	shutdown_timeout = conf->shutdown_timeout;
+	sdnotify("STOPPING=1\nSTATUS=stopping: %u sessions", workers_sessions());
+	workers_stop(shutdown_timeout);
+	workers_join();
+	for (i = 0; i < 3; i++)
+		event_free(sigs[i]);
+	event_base_free(base);
+	runtime_unref(rt);
+	if (pid_file_written)
+		(void)unlink(pid_file_written);
+	log_notice("mailtlsd stopped");
+	return 0;
+}

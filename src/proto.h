@@ -1,0 +1,94 @@
+/*
+ * proto.h - the per-protocol filter between client and backend.
+ *
+ * A filter is a pure state machine over two byte streams; it owns no
+ * socket, timer or TLS object, so unit tests drive it with evbuffers
+ * alone.  The session (session.c) feeds it and acts on its verdicts:
+ *
+ *   client bytes  --client_input()-->  to_backend (+ local replies)
+ *   backend bytes --backend_input()--> to_client
+ *
+ * Rules every filter keeps:
+ *  - It consumes from `in` only what it has completely framed (a whole
+ *    command line, a counted part of a literal/BDAT chunk, DATA bytes up
+ *    to what it has scanned).  Whatever it leaves in `in` it will look at
+ *    again on the next call; the session calls client_input() again after
+ *    every backend_input() and vice versa, so a filter may simply stop
+ *    consuming ("hold") while it waits for a reply that decides how the
+ *    following client bytes are framed (e.g. DATA -> 354).
+ *  - Every client command it forwards or answers itself takes a slot in a
+ *    FIFO; a reply it writes itself is appended to to_client only when all
+ *    earlier slots have been answered, so replies keep command order under
+ *    pipelining.  At most FILTER_PENDING_MAX slots: beyond that it holds.
+ *  - It never writes client bytes it has not framed, and never writes a
+ *    line it could not frame unambiguously (SPEC section 8.4).
+ */
+#ifndef PROTO_H
+#define PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <event2/buffer.h>
+
+#include "conf.h"
+
+struct filter;
+
+enum filter_verdict {
+	/* Progress made or none possible yet; call again on more input. */
+	FILTER_CONTINUE = 0,
+	/*
+	 * The go-ahead for STARTTLS/STLS has been appended to to_client as
+	 * the last cleartext bytes of the session, and the client input held
+	 * nothing after the command line.  The session must upgrade the
+	 * client leg now; the filter already considers TLS active.
+	 */
+	FILTER_STARTTLS,
+	/*
+	 * End the session once to_client is flushed; filter_reason() says
+	 * why (for the session end log line).
+	 */
+	FILTER_CLOSE,
+};
+
+struct filter_params {
+	const struct conf_service *svc;	/* protocol, limits, hostname */
+	bool		 tls_active;	/* true from the start for implicit TLS */
+	const char	*session_id;	/* for log lines */
+	const char	*client_addr;	/* printable client address */
+};
+
+struct proto_ops {
+	const char	*name;		/* "smtp" */
+	const char	*alpn;		/* ALPN protocol id */
+	unsigned	 default_idle_timeout;
+	size_t		 default_line_max;
+
+	struct filter	*(*filter_new)(const struct filter_params *);
+	void		 (*filter_free)(struct filter *);
+
+	/* Client -> backend.  Local replies go to to_client, in order. */
+	enum filter_verdict (*client_input)(struct filter *,
+			    struct evbuffer *in, struct evbuffer *to_backend,
+			    struct evbuffer *to_client);
+	/* Backend -> client.  May talk to the backend itself (to_backend). */
+	enum filter_verdict (*backend_input)(struct filter *,
+			    struct evbuffer *in, struct evbuffer *to_client,
+			    struct evbuffer *to_backend);
+
+	/* Why the filter asked to close (static string). */
+	const char	*(*reason)(const struct filter *);
+
+	/* SPEC section 3: temporary failure when no backend answers. */
+	void		 (*unavailable)(struct evbuffer *to_client,
+			    const char *hostname);
+};
+
+const struct proto_ops	*proto_ops_get(enum proto_id);
+
+extern const struct proto_ops proto_smtp_ops;
+extern const struct proto_ops proto_imap_ops;
+extern const struct proto_ops proto_pop3_ops;
+
+#endif /* PROTO_H */

@@ -1,0 +1,634 @@
+/*
+ * session.c - one client connection, its backend leg, and the relay.
+ *
+ * Lifecycle (SPEC sections 3 and 8):
+ *
+ *   implicit TLS:  accept -> HANDSHAKE -> CONNECTING -> RELAY -> CLOSING
+ *   STARTTLS:      accept -> CONNECTING -> RELAY (cleartext)
+ *                         -> HANDSHAKE (go-ahead sent) -> RELAY (TLS) -> CLOSING
+ *
+ * Invariants kept here rather than in the protocol filters:
+ *  - The client leg is read only through the filter, and only in RELAY.
+ *    During a STARTTLS handshake neither leg is pumped, so nothing the
+ *    backend says before TLS is up can be delivered inside it, and nothing
+ *    the client sent before the go-ahead can be read after it (the filter
+ *    refuses the upgrade if anything is buffered; we check again).
+ *  - Each leg's output is bounded: past RELAY_HIGH_WATERMARK the other leg
+ *    stops being read until the output drains below RELAY_LOW_WATERMARK.
+ *  - A session is freed in exactly one place, session_free(), reached only
+ *    from the session's own timer callback, so no caller ever touches
+ *    freed memory (session_close() never frees synchronously).
+ *  - How a TLS leg ended is decided by tls_classify_close() alone.
+ */
+#include "config.h"
+
+#include <sys/socket.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/rand.h>
+
+#include "backend.h"
+#include "log.h"
+#include "mailtlsd.h"
+#include "proto.h"
+#include "session.h"
+#include "tls.h"
+#include "worker.h"
+
+static void	session_timer_cb(evutil_socket_t, short, void *);
+static void	session_client_read_cb(struct bufferevent *, void *);
+static void	session_client_write_cb(struct bufferevent *, void *);
+static void	session_client_event_cb(struct bufferevent *, short, void *);
+static void	session_backend_read_cb(struct bufferevent *, void *);
+static void	session_backend_write_cb(struct bufferevent *, void *);
+static void	session_backend_event_cb(struct bufferevent *, short, void *);
+static void	session_closing_out_cb(struct evbuffer *,
+		    const struct evbuffer_cb_info *, void *);
+static void	session_enter_state(struct session *, enum session_state);
+static void	session_start_tls(struct session *);
+static void	session_tls_established(struct session *);
+static void	session_pump(struct session *);
+static void	session_flow(struct session *);
+static void	session_arm(struct session *, unsigned seconds);
+static void	session_schedule_free(struct session *);
+static int	session_flushed(struct session *);
+static void	session_free(struct session *);
+
+static const char *session_state_names[] = {
+	[SESSION_ST_HANDSHAKE] = "handshake",
+	[SESSION_ST_CONNECTING] = "connecting",
+	[SESSION_ST_RELAY] = "relay",
+	[SESSION_ST_CLOSING] = "closing",
+};
+
+const char *
+session_state_name(enum session_state st)
+{
+	if ((unsigned)st >= sizeof(session_state_names) /
+	    sizeof(session_state_names[0]))
+		return "?";
+	return session_state_names[st];
+}
+
+static void
+session_enter_state(struct session *s, enum session_state st)
+{
+	log_debug("%s state %s -> %s", s->id, session_state_name(s->state),
+	    session_state_name(st));
+	s->state = st;
+}
+
+/* A session id that is unique per process and not guessable. */
+static void
+session_make_id(struct session *s)
+{
+	static atomic_uint_fast64_t	 counter;
+	static uint64_t			 salt;
+	uint64_t			 v;
+
+	if (salt == 0 && RAND_bytes((unsigned char *)&salt, sizeof(salt)) != 1)
+		salt = (uint64_t)time(NULL) << 20;
+	v = salt ^ (atomic_fetch_add(&counter, 1) * 0x9e3779b97f4a7c15ULL);
+	snprintf(s->id, sizeof(s->id), "%016llx", (unsigned long long)v);
+}
+
+static void
+session_arm(struct session *s, unsigned seconds)
+{
+	struct timeval	tv = { (time_t)seconds, 0 };
+
+	event_add(s->timer, &tv);
+}
+
+static void
+session_schedule_free(struct session *s)
+{
+	event_active(s->timer, EV_TIMEOUT, 0);
+}
+
+void
+session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
+    int fd, const struct sockaddr *sa, socklen_t salen)
+{
+	struct session	*s;
+	struct filter_params fp;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		log_warn("session: calloc");
+		goto fail;
+	}
+	session_make_id(s);
+	s->worker = w;
+	s->rt = rt;
+	runtime_ref(rt);
+	s->srt = srt;
+	s->svc = srt->svc;
+	s->ops = srt->ops;
+	s->flags = SF_COUNTED;
+	memcpy(&s->peer, sa, salen);
+	s->peerlen = salen;
+	util_addr_str(sa, s->peer_ip, sizeof(s->peer_ip));
+	s->peer_port = util_addr_port(sa);
+	gettimeofday(&s->started, NULL);
+	s->state = s->svc->tls_mode == TLS_MODE_IMPLICIT ?
+	    SESSION_ST_HANDSHAKE : SESSION_ST_CONNECTING;
+	worker_session_add(w, s);
+
+	s->timer = event_new(w->base, -1, 0, session_timer_cb, s);
+	s->client = bufferevent_socket_new(w->base, fd,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (s->timer == NULL || s->client == NULL) {
+		log_warnx("%s: cannot allocate session events", s->id);
+		if (s->client == NULL)
+			close(fd);
+		session_free(s);	/* nothing refers to it yet */
+		return;
+	}
+	fd = -1;
+
+	memset(&fp, 0, sizeof(fp));
+	fp.svc = s->svc;
+	fp.tls_active = s->svc->tls_mode == TLS_MODE_IMPLICIT;
+	fp.session_id = s->id;
+	fp.client_addr = s->peer_ip;
+	s->filter = s->ops->filter_new(&fp);
+
+	log_info("%s session start service=%s client=%s port=%d tls=%s",
+	    s->id, s->svc->name, s->peer_ip, s->peer_port,
+	    conf_tls_mode_name(s->svc->tls_mode));
+	if (s->filter == NULL) {
+		session_close(s, "out of memory");
+		return;
+	}
+	bufferevent_setcb(s->client, session_client_read_cb,
+	    session_client_write_cb, session_client_event_cb, s);
+	bufferevent_setwatermark(s->client, EV_READ, 0, RELAY_READ_WATERMARK);
+	bufferevent_setwatermark(s->client, EV_WRITE, RELAY_LOW_WATERMARK, 0);
+
+	if (s->svc->tls_mode == TLS_MODE_IMPLICIT) {
+		session_start_tls(s);
+		return;
+	}
+	/*
+	 * STARTTLS services talk cleartext first: the backend's greeting is
+	 * what the client sees, so connect now.  Client bytes wait in the
+	 * (bounded) input buffer until the backend is up.
+	 */
+	bufferevent_enable(s->client, EV_READ | EV_WRITE);
+	backend_connect(s);
+	return;
+fail:
+	close(fd);
+	/* The listener counted this connection; give the slots back. */
+	atomic_fetch_sub(&srt->nconns, 1);
+	atomic_fetch_sub(&worker_total_conns, 1);
+	iptable_release(srt->per_ip, sa);
+}
+
+/*
+ * Put the client leg under TLS: implicit services at once, STARTTLS ones
+ * right after the go-ahead was queued.  The filter variant of
+ * bufferevent_openssl is used in both cases: it wraps the socket
+ * bufferevent that already holds the go-ahead in its output (so that
+ * reply leaves in cleartext, before any TLS byte), and it honours
+ * allow_dirty_shutdown (see tls_classify_close()).
+ */
+static void
+session_start_tls(struct session *s)
+{
+	struct bufferevent	*tlsbev;
+	struct event_base	*base = s->worker->base;
+
+	s->ssl = tls_server_ssl(s->srt->tls, s->ops->alpn);
+	if (s->ssl == NULL) {
+		session_close(s, "TLS setup failed");
+		return;
+	}
+	tlsbev = bufferevent_openssl_filter_new(base, s->client, s->ssl,
+	    BUFFEREVENT_SSL_ACCEPTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (tlsbev == NULL) {
+		SSL_free(s->ssl);
+		s->ssl = NULL;
+		session_close(s, "TLS setup failed");
+		return;
+	}
+	s->client = tlsbev;
+	s->flags |= SF_TLS;
+	bufferevent_openssl_set_allow_dirty_shutdown(tlsbev, 1);
+	bufferevent_setcb(tlsbev, session_client_read_cb,
+	    session_client_write_cb, session_client_event_cb, s);
+	bufferevent_setwatermark(tlsbev, EV_READ, 0, RELAY_READ_WATERMARK);
+	bufferevent_setwatermark(tlsbev, EV_WRITE, RELAY_LOW_WATERMARK, 0);
+	bufferevent_enable(tlsbev, EV_READ | EV_WRITE);
+	session_enter_state(s, SESSION_ST_HANDSHAKE);
+	session_arm(s, s->svc->handshake_timeout);
+}
+
+static void
+session_tls_established(struct session *s)
+{
+	char	line[512], cert[512];
+
+	s->flags |= SF_TLS_UP;
+	tls_summary(s->ssl, "unknown", s->peer_ip, line, sizeof(line));
+	log_info("%s", line);
+	if (s->svc->tls->client_certificates != CLIENT_CERT_NONE) {
+		tls_peer_cert_info(s->ssl, cert, sizeof(cert));
+		log_info("%s client certificate: %s", s->id, cert);
+	}
+	if (s->flags & SF_BACKEND_UP) {
+		/* After STARTTLS: the backend has been waiting for us. */
+		session_enter_state(s, SESSION_ST_RELAY);
+		session_arm(s, s->svc->idle_timeout);
+		session_pump(s);
+		return;
+	}
+	session_enter_state(s, SESSION_ST_CONNECTING);
+	backend_connect(s);
+}
+
+void
+session_backend_ready(struct session *s)
+{
+	s->flags |= SF_BACKEND_UP;
+	bufferevent_setcb(s->backend, session_backend_read_cb,
+	    session_backend_write_cb, session_backend_event_cb, s);
+	bufferevent_setwatermark(s->backend, EV_READ, 0, RELAY_READ_WATERMARK);
+	bufferevent_setwatermark(s->backend, EV_WRITE, RELAY_LOW_WATERMARK, 0);
+	bufferevent_enable(s->backend, EV_READ | EV_WRITE);
+	log_debug("%s backend %s connected", s->id, s->backend_name);
+	session_enter_state(s, SESSION_ST_RELAY);
+	session_arm(s, s->svc->idle_timeout);
+	session_pump(s);
+}
+
+void
+session_backend_unavailable(struct session *s)
+{
+	struct evbuffer	*out = bufferevent_get_output(s->client);
+	size_t		 before = evbuffer_get_length(out);
+
+	s->ops->unavailable(out, s->svc->hostname);
+	s->bytes_out += evbuffer_get_length(out) - before;
+	session_close(s, "backend unavailable");
+}
+
+/*
+ * Run the filter until neither direction makes progress, then apply flow
+ * control.  Verdicts other than CONTINUE end the pump.
+ */
+static void
+session_pump(struct session *s)
+{
+	struct evbuffer		*cin, *cout, *bin, *bout;
+	enum filter_verdict	 v = FILTER_CONTINUE;
+	size_t			 cin0, cout0, sum;
+	int			 round;
+
+	if (s->state != SESSION_ST_RELAY)
+		return;
+	cin = bufferevent_get_input(s->client);
+	cout = bufferevent_get_output(s->client);
+	bin = bufferevent_get_input(s->backend);
+	bout = bufferevent_get_output(s->backend);
+
+	for (round = 0; round < 64 && v == FILTER_CONTINUE; round++) {
+		cin0 = evbuffer_get_length(cin);
+		cout0 = evbuffer_get_length(cout);
+		sum = cin0 + cout0 + evbuffer_get_length(bin) +
+		    evbuffer_get_length(bout);
+		v = s->ops->backend_input(s->filter, bin, cout, bout);
+		/* Bytes the client sent before its EOF still count. */
+		if (v == FILTER_CONTINUE)
+			v = s->ops->client_input(s->filter, cin, bout, cout);
+		s->bytes_in += cin0 - evbuffer_get_length(cin);
+		s->bytes_out += evbuffer_get_length(cout) - cout0;
+		if (sum == evbuffer_get_length(cin) + evbuffer_get_length(cout) +
+		    evbuffer_get_length(bin) + evbuffer_get_length(bout))
+			break;
+	}
+	switch (v) {
+	case FILTER_CONTINUE:
+		session_flow(s);
+		break;
+	case FILTER_CLOSE:
+		session_close(s, s->ops->reason(s->filter));
+		break;
+	case FILTER_STARTTLS:
+		/* SPEC 8.1: nothing read in cleartext survives the boundary. */
+		if (evbuffer_get_length(cin) != 0) {
+			log_warnx("%s client=%s: pipelined data after "
+			    "STARTTLS, closing", s->id, s->peer_ip);
+			session_close(s, "pipelined data after STARTTLS");
+			break;
+		}
+		session_start_tls(s);
+		break;
+	}
+}
+
+/*
+ * Bounded buffering: stop reading a leg while the other leg's output is
+ * above the high watermark; the write callbacks resume it.
+ */
+static void
+session_flow(struct session *s)
+{
+	size_t	bout = evbuffer_get_length(bufferevent_get_output(s->backend));
+	size_t	cout = evbuffer_get_length(bufferevent_get_output(s->client));
+
+	if (bout >= RELAY_HIGH_WATERMARK && !(s->flags & SF_CLIENT_READ_OFF)) {
+		s->flags |= SF_CLIENT_READ_OFF;
+		bufferevent_disable(s->client, EV_READ);
+	} else if (bout <= RELAY_LOW_WATERMARK &&
+	    (s->flags & SF_CLIENT_READ_OFF)) {
+		s->flags &= ~SF_CLIENT_READ_OFF;
+		bufferevent_enable(s->client, EV_READ);
+	}
+	if (cout >= RELAY_HIGH_WATERMARK && !(s->flags & SF_BACKEND_READ_OFF)) {
+		s->flags |= SF_BACKEND_READ_OFF;
+		bufferevent_disable(s->backend, EV_READ);
+	} else if (cout <= RELAY_LOW_WATERMARK &&
+	    (s->flags & SF_BACKEND_READ_OFF)) {
+		s->flags &= ~SF_BACKEND_READ_OFF;
+		bufferevent_enable(s->backend, EV_READ);
+	}
+	/*
+	 * Client gone and everything it sent handed over: half-close the
+	 * backend so it sees the end too, and keep relaying its answers.
+	 */
+	if ((s->flags & SF_CLIENT_EOF) && bout == 0 &&
+	    evbuffer_get_length(bufferevent_get_input(s->client)) == 0 &&
+	    !(s->flags & SF_SHUTWR_BACKEND)) {
+		s->flags |= SF_SHUTWR_BACKEND;
+		shutdown(bufferevent_getfd(s->backend), SHUT_WR);
+	}
+}
+
+static void
+session_client_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct session	*s = arg;
+
+	if (s->state == SESSION_ST_CLOSING) {
+		evbuffer_drain(bufferevent_get_input(bev),
+		    evbuffer_get_length(bufferevent_get_input(bev)));
+		return;
+	}
+	if (s->state == SESSION_ST_RELAY) {
+		session_arm(s, s->svc->idle_timeout);
+		session_pump(s);
+	}
+}
+
+static void
+session_client_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct session	*s = arg;
+
+	if (s->state == SESSION_ST_CLOSING) {
+		event_active(s->timer, EV_TIMEOUT, 0);
+		return;
+	}
+	if (s->state == SESSION_ST_RELAY && (s->flags & SF_BACKEND_READ_OFF))
+		session_pump(s);
+}
+
+static void
+session_backend_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct session	*s = arg;
+
+	if (s->state == SESSION_ST_RELAY) {
+		session_arm(s, s->svc->idle_timeout);
+		session_pump(s);
+	}
+}
+
+static void
+session_backend_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct session	*s = arg;
+
+	if (s->state == SESSION_ST_RELAY)
+		session_pump(s);
+}
+
+static void
+session_client_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session	*s = arg;
+	char		 detail[256] = "";
+	enum tls_close	 how = TLS_CLOSE_EOF;
+
+	if (what & BEV_EVENT_CONNECTED) {
+		/* The TLS handshake completed. */
+		if (s->state == SESSION_ST_HANDSHAKE)
+			session_tls_established(s);
+		return;
+	}
+	if (s->flags & SF_TLS)
+		how = tls_classify_close(bev, what, detail, sizeof(detail));
+	else if (what & BEV_EVENT_ERROR) {
+		how = TLS_CLOSE_SYSCALL;
+		snprintf(detail, sizeof(detail), "%s",
+		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	}
+
+	if (s->state == SESSION_ST_CLOSING) {
+		/* Client gone while we flushed: nothing more to send. */
+		s->client = NULL;
+		bufferevent_free(bev);
+		session_schedule_free(s);
+		return;
+	}
+	if (s->state == SESSION_ST_HANDSHAKE) {
+		log_info("%s client=%s: TLS handshake failed: %s", s->id,
+		    s->peer_ip, detail[0] ? detail : "connection closed");
+		s->client = NULL;
+		bufferevent_free(bev);
+		session_close(s, "handshake failed");
+		return;
+	}
+	if (how == TLS_CLOSE_PROTOCOL || how == TLS_CLOSE_SYSCALL) {
+		log_info("%s client=%s: %s", s->id, s->peer_ip,
+		    detail[0] ? detail : "connection error");
+		s->client = NULL;
+		bufferevent_free(bev);
+		session_close(s, how == TLS_CLOSE_PROTOCOL ?
+		    "TLS error" : "client connection error");
+		return;
+	}
+	/* EOF (with or without close_notify): SPEC 8.6, no way back. */
+	s->flags |= SF_CLIENT_EOF;
+	bufferevent_disable(bev, EV_READ);
+	if (s->state != SESSION_ST_RELAY) {
+		session_close(s, "client closed");
+		return;
+	}
+	session_pump(s);
+	if (s->state == SESSION_ST_RELAY)
+		session_flow(s);
+}
+
+static void
+session_backend_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct session	*s = arg;
+
+	if (s->state == SESSION_ST_CLOSING)
+		return;
+	if (what & BEV_EVENT_ERROR) {
+		log_info("%s backend %s: %s", s->id, s->backend_name,
+		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		session_close(s, "backend connection error");
+		return;
+	}
+	/* EOF: relay what the backend said last, then end the session. */
+	s->flags |= SF_BACKEND_EOF;
+	session_pump(s);
+	if (s->state != SESSION_ST_CLOSING)
+		session_close(s, (s->flags & SF_CLIENT_EOF) ?
+		    "client closed" : "backend closed");
+}
+
+static void
+session_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session	*s = arg;
+
+	switch (s->state) {
+	case SESSION_ST_HANDSHAKE:
+		log_info("%s client=%s: TLS handshake timeout", s->id,
+		    s->peer_ip);
+		session_close(s, "handshake timeout");
+		break;
+	case SESSION_ST_CONNECTING:
+		backend_connect_timeout(s);
+		break;
+	case SESSION_ST_RELAY:
+		session_close(s, "idle timeout");
+		break;
+	case SESSION_ST_CLOSING:
+		if (session_flushed(s) || !evtimer_pending(s->timer, NULL))
+			session_free(s);
+		break;
+	}
+}
+
+void
+session_close(struct session *s, const char *reason)
+{
+	struct timeval	 now, dur;
+
+	if (s->state == SESSION_ST_CLOSING)
+		return;
+	s->reason = reason ? reason : "unknown";
+	gettimeofday(&now, NULL);
+	timersub(&now, &s->started, &dur);
+	log_info("%s session end service=%s client=%s backend=%s in=%llu "
+	    "out=%llu dur=%ld.%03lds reason=%s", s->id, s->svc->name,
+	    s->peer_ip, s->backend_name ? s->backend_name : "-",
+	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
+	    (long)dur.tv_sec, (long)(dur.tv_usec / 1000), s->reason);
+	session_enter_state(s, SESSION_ST_CLOSING);
+
+	if (s->backend) {
+		bufferevent_free(s->backend);
+		s->backend = NULL;
+	}
+	if (s->client == NULL) {
+		session_schedule_free(s);
+		return;
+	}
+	/*
+	 * Flush the client's last reply (a 421, a BYE, the backend's final
+	 * words), then close_notify, bounded by the linger timeout.  The
+	 * write callback and an output-buffer callback re-run the check.
+	 */
+	bufferevent_disable(s->client, EV_READ);
+	bufferevent_setwatermark(s->client, EV_WRITE, 0, 0);
+	if (s->flags & SF_TLS)
+		evbuffer_add_cb(bufferevent_get_output(
+		    bufferevent_get_underlying(s->client)),
+		    session_closing_out_cb, s);
+	session_arm(s, CLOSE_LINGER_TIMEOUT);
+	if (session_flushed(s))
+		session_schedule_free(s);
+}
+
+static void
+session_closing_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	struct session	*s = arg;
+
+	if (info->n_deleted > 0 && evbuffer_get_length(buf) == 0)
+		event_active(s->timer, EV_TIMEOUT, 0);
+}
+
+/* True when everything queued for the client has left for the socket. */
+static int
+session_flushed(struct session *s)
+{
+	struct bufferevent	*under;
+
+	if (s->client == NULL)
+		return 1;
+	if (evbuffer_get_length(bufferevent_get_output(s->client)) != 0)
+		return 0;
+	if (!(s->flags & SF_TLS))
+		return 1;
+	if ((s->flags & SF_TLS_UP) && !(s->flags & SF_SSL_SHUTDOWN)) {
+		s->flags |= SF_SSL_SHUTDOWN;
+		/* Queue close_notify behind the data; the peer may be gone. */
+		if (SSL_shutdown(s->ssl) < 0)
+			ERR_clear_error();
+	}
+	under = bufferevent_get_underlying(s->client);
+	return under == NULL ||
+	    evbuffer_get_length(bufferevent_get_output(under)) == 0;
+}
+
+static void
+session_free(struct session *s)
+{
+	if (s->client) {
+		if (s->flags & SF_TLS)
+			evbuffer_remove_cb(bufferevent_get_output(
+			    bufferevent_get_underlying(s->client)),
+			    session_closing_out_cb, s);
+		bufferevent_free(s->client);
+	}
+	if (s->backend)
+		bufferevent_free(s->backend);
+	if (s->filter)
+		s->ops->filter_free(s->filter);
+	if (s->timer)
+		event_free(s->timer);
+	if (s->flags & SF_COUNTED) {
+		atomic_fetch_sub(&s->srt->nconns, 1);
+		atomic_fetch_sub(&worker_total_conns, 1);
+		iptable_release(s->srt->per_ip, (struct sockaddr *)&s->peer);
+	}
+	worker_session_remove(s->worker, s);
+	runtime_unref(s->rt);
+	free(s);
+}
+
+void
+session_abandon(struct session *s)
+{
+	session_free(s);
+}

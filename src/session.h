@@ -1,0 +1,137 @@
+/*
+ * session.h - one client connection and its backend leg.
+ */
+#ifndef SESSION_H
+#define SESSION_H
+
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <pthread.h>
+
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <openssl/ssl.h>
+
+#include "conf.h"
+#include "proto.h"
+#include "util.h"
+
+struct worker;
+struct tls_server;
+struct iptable;
+
+/*
+ * What a configuration turns into at run time: the immutable conf, the
+ * TLS contexts built from it, and per-service counters.  Sessions hold a
+ * reference, so a reload can swap in a new runtime while old sessions
+ * finish on the one they started with.
+ */
+struct service_rt {
+	const struct conf_service *svc;
+	const struct proto_ops	*ops;
+	struct tls_server	*tls;
+	int			*fds;		/* listening sockets */
+	size_t			 nfds;
+	atomic_uint		 nconns;
+	struct iptable		*per_ip;
+};
+
+struct runtime {
+	atomic_int		 refs;
+	struct conf		*conf;
+	struct tls_server	**tls;		/* one per conf->tls[] */
+	size_t			 ntls;
+	struct service_rt	*services;	/* one per conf->services[] */
+	size_t			 nservices;
+};
+
+enum session_state {
+	SESSION_ST_HANDSHAKE = 0,	/* implicit TLS, or after STARTTLS */
+	SESSION_ST_CONNECTING,		/* waiting for a backend */
+	SESSION_ST_RELAY,		/* both legs up, filter running */
+	SESSION_ST_CLOSING,		/* flushing the client, then free */
+};
+
+/* session flags */
+#define SF_TLS			0x0001	/* client leg is TLS (handshake begun) */
+#define SF_TLS_UP		0x0002	/* handshake completed */
+#define SF_CLIENT_EOF		0x0004
+#define SF_BACKEND_EOF		0x0008
+#define SF_BACKEND_UP		0x0010
+#define SF_CLIENT_READ_OFF	0x0020	/* paused: backend output full */
+#define SF_BACKEND_READ_OFF	0x0040	/* paused: client output full */
+#define SF_SHUTWR_BACKEND	0x0080	/* write side of the backend shut */
+#define SF_COUNTED		0x0100	/* holds connection slots */
+#define SF_SSL_SHUTDOWN		0x0200	/* close_notify queued */
+
+struct session {
+	TAILQ_ENTRY(session)	 entry;
+	char			 id[17];
+	struct worker		*worker;
+	struct runtime		*rt;
+	struct service_rt	*srt;
+	const struct conf_service *svc;
+	const struct proto_ops	*ops;
+	struct filter		*filter;
+
+	struct sockaddr_storage	 peer;
+	socklen_t		 peerlen;
+	char			 peer_ip[UTIL_ADDRSTRLEN];
+	int			 peer_port;
+
+	struct bufferevent	*client;	/* socket, or TLS filter over it */
+	struct bufferevent	*backend;
+	SSL			*ssl;
+	size_t			 backend_next;	/* next svc->backends[] to try */
+	const char		*backend_name;	/* the one connected */
+
+	enum session_state	 state;
+	unsigned		 flags;
+	struct event		*timer;		/* phase timeout, or deferred free */
+	struct timeval		 started;
+	uint64_t		 bytes_in;	/* from the client */
+	uint64_t		 bytes_out;	/* to the client */
+	const char		*reason;
+};
+
+const char	*session_state_name(enum session_state);
+
+/* Take over an accepted socket.  On failure the fd is closed. */
+void		 session_accept(struct worker *, struct runtime *,
+		    struct service_rt *, int fd, const struct sockaddr *,
+		    socklen_t);
+
+/*
+ * End the session: log the end line, stop reading, flush what is queued
+ * for the client (bounded by CLOSE_LINGER_TIMEOUT), then free.  Never
+ * frees synchronously, so callers may touch s until they return.
+ */
+void		 session_close(struct session *, const char *reason);
+
+/* At exit, after the worker loop has ended: free without ceremony. */
+void		 session_abandon(struct session *);
+
+/* backend.c calls back into the session. */
+void		 session_backend_ready(struct session *);
+void		 session_backend_unavailable(struct session *);
+
+/* Runtimes (runtime.c).  runtime_new() owns conf once it
+ * succeeds; on failure the caller still does. */
+struct runtime	*runtime_new(struct conf *, char *err, size_t errlen);
+int		 runtime_bind(struct runtime *, char *err, size_t errlen);
+void		 runtime_ref(struct runtime *);
+void		 runtime_unref(struct runtime *);
+void		 runtime_free(struct runtime *);
+
+/* Per-IP connection table (one per service). */
+struct iptable	*iptable_new(void);
+void		 iptable_free(struct iptable *);
+/* Returns 0 and counts the address if below max, -1 otherwise. */
+int		 iptable_take(struct iptable *, const struct sockaddr *,
+		    unsigned max);
+void		 iptable_release(struct iptable *, const struct sockaddr *);
+
+#endif /* SESSION_H */

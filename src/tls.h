@@ -1,0 +1,72 @@
+/*
+ * tls.h - server TLS contexts, profiles, SNI, ALPN, close classification.
+ *
+ * One struct tls_server per `tls` section, built when the configuration is
+ * loaded; building fails closed (a bad key, an unreadable file, a mismatch
+ * or an expired certificate is an error, never a downgrade).
+ */
+#ifndef TLS_H
+#define TLS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <event2/bufferevent.h>
+#include <openssl/ssl.h>
+
+#include "conf.h"
+
+struct tls_server;
+
+/*
+ * Build the contexts of a tls section.  Returns NULL with a message
+ * naming the section and the file in err.
+ */
+struct tls_server *tls_server_new(const struct conf_tls *, char *err,
+		    size_t errlen);
+void		tls_server_free(struct tls_server *);
+
+/*
+ * A new server-side SSL for one connection.  alpn is the service's
+ * protocol id ("smtp", "imap", "pop3"): a client that offers ALPN without
+ * it fails the handshake with no_application_protocol (ALPACA), a client
+ * that offers none is served.  Returns NULL on failure (errors logged).
+ */
+SSL		*tls_server_ssl(struct tls_server *, const char *alpn);
+
+/*
+ * Postfix-form summary of an established connection:
+ * "Anonymous TLS connection established from NAME[IP]: TLSv1.3 with
+ *  cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"
+ * Trust: Anonymous (no client certificate), Untrusted (not verified),
+ * Trusted (chain verified).
+ */
+void		tls_summary(SSL *, const char *peer_name, const char *peer_ip,
+		    char *buf, size_t len);
+
+/* Short description of the client certificate ("subject=..., verified"). */
+void		tls_peer_cert_info(SSL *, char *buf, size_t len);
+
+/* -t: "certificate ... expires ..." findings, one per line, via callback. */
+typedef void	(*tls_finding_cb)(void *arg, int is_error, const char *msg);
+int		tls_check(const struct conf_tls *, tls_finding_cb, void *arg);
+
+/* OpenSSL's version string, for -V. */
+const char	*tls_library_version(void);
+
+/*
+ * How a TLS leg ended, from a bufferevent event and the OpenSSL errors
+ * libevent queued for it.  The one place that tells a peer's FIN without
+ * close_notify (dirty but common, not an error) from a real TLS failure.
+ */
+enum tls_close {
+	TLS_CLOSE_NOTIFY = 0,	/* peer sent close_notify */
+	TLS_CLOSE_EOF,		/* TCP FIN without close_notify */
+	TLS_CLOSE_PROTOCOL,	/* alert, decrypt error, bad record... */
+	TLS_CLOSE_SYSCALL,	/* socket error (errno) */
+};
+/* what: BEV_EVENT_* flags; bev: the TLS bufferevent. */
+enum tls_close	tls_classify_close(struct bufferevent *bev, short what,
+		    char *detail, size_t detaillen);
+
+#endif /* TLS_H */

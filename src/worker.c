@@ -1,0 +1,209 @@
+/*
+ * worker.c - event-loop workers.
+ *
+ * `workers` threads, each with its own event_base, all listening on the
+ * same sockets.  A session lives and dies on the worker that accepted it,
+ * so session state is never shared between threads; what is shared (the
+ * connection counters and the per-IP tables) is atomic or locked.
+ *
+ * Stopping (SIGTERM): the main thread wakes every worker through its ctl
+ * event; the worker stops accepting, waits up to shutdown_timeout for its
+ * sessions to end, then closes the rest and leaves its loop.
+ */
+#include "config.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "listener.h"
+#include "log.h"
+#include "mailtlsd.h"
+#include "session.h"
+#include "worker.h"
+
+atomic_uint	worker_total_conns;
+
+static struct worker	*workers;
+static unsigned		 nworkers;
+static unsigned		 shutdown_secs;
+
+static void	*worker_main(void *);
+static void	 worker_ctl_cb(evutil_socket_t, short, void *);
+static void	 worker_drain_cb(evutil_socket_t, short, void *);
+static void	 worker_check_done(struct worker *);
+
+static int
+worker_listen(struct worker *w, struct runtime *rt)
+{
+	size_t	i, j, n = 0;
+
+	for (i = 0; i < rt->nservices; i++)
+		n += rt->services[i].nfds;
+	w->listeners = calloc(n ? n : 1, sizeof(*w->listeners));
+	if (w->listeners == NULL)
+		return -1;
+	for (i = 0; i < rt->nservices; i++)
+		for (j = 0; j < rt->services[i].nfds; j++) {
+			w->listeners[w->nlisteners] = listener_attach(w,
+			    &rt->services[i], rt->services[i].fds[j]);
+			if (w->listeners[w->nlisteners] == NULL)
+				return -1;
+			w->nlisteners++;
+		}
+	return 0;
+}
+
+int
+workers_start(struct runtime *rt, unsigned n)
+{
+	sigset_t	 all, old;
+	unsigned	 i;
+
+	if ((workers = calloc(n, sizeof(*workers))) == NULL)
+		return -1;
+	nworkers = n;
+	for (i = 0; i < n; i++) {
+		struct worker *w = &workers[i];
+
+		w->index = i;
+		w->rt = rt;
+		TAILQ_INIT(&w->sessions);
+		w->base = event_base_new();
+		if (w->base == NULL)
+			return -1;
+		w->ctl = event_new(w->base, -1, EV_PERSIST, worker_ctl_cb, w);
+		w->drain_timer = evtimer_new(w->base, worker_drain_cb, w);
+		if (w->ctl == NULL || w->drain_timer == NULL ||
+		    event_add(w->ctl, NULL) == -1 || worker_listen(w, rt) == -1)
+			return -1;
+	}
+	/* Signals belong to the main thread only. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	for (i = 0; i < n; i++)
+		if (pthread_create(&workers[i].thread, NULL, worker_main,
+		    &workers[i]) != 0) {
+			pthread_sigmask(SIG_SETMASK, &old, NULL);
+			log_error("cannot start worker %u", i);
+			return -1;
+		}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	log_debug("%u workers started", n);
+	return 0;
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct worker	*w = arg;
+
+	event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	return NULL;
+}
+
+void
+workers_stop(unsigned timeout)
+{
+	unsigned	i;
+
+	shutdown_secs = timeout;
+	for (i = 0; i < nworkers; i++) {
+		atomic_store(&workers[i].stopping, 1);
+		event_active(workers[i].ctl, EV_READ, 0);
+	}
+}
+
+/* In the worker thread: stop accepting, start the drain clock. */
+static void
+worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker	*w = arg;
+	struct timeval	 tv = { (time_t)shutdown_secs, 0 };
+	size_t		 i;
+
+	if (!atomic_load(&w->stopping))
+		return;
+	for (i = 0; i < w->nlisteners; i++)
+		listener_detach(w->listeners[i]);
+	w->nlisteners = 0;
+	event_del(w->ctl);
+	evtimer_add(w->drain_timer, &tv);
+	worker_check_done(w);
+}
+
+/* shutdown_timeout reached: close what is left, give it the linger time. */
+static void
+worker_drain_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker	*w = arg;
+	struct session	*s, *next;
+	struct timeval	 tv = { CLOSE_LINGER_TIMEOUT + 1, 0 };
+
+	if (w->nsessions > 0)
+		log_notice("worker %u: closing %u sessions at shutdown",
+		    w->index, w->nsessions);
+	/* session_close() never frees synchronously: the walk is safe. */
+	for (s = TAILQ_FIRST(&w->sessions); s != NULL; s = next) {
+		next = TAILQ_NEXT(s, entry);
+		session_close(s, "shutdown");
+	}
+	event_base_loopexit(w->base, &tv);
+}
+
+static void
+worker_check_done(struct worker *w)
+{
+	if (atomic_load(&w->stopping) && w->nsessions == 0)
+		event_base_loopbreak(w->base);
+}
+
+void
+worker_session_add(struct worker *w, struct session *s)
+{
+	TAILQ_INSERT_TAIL(&w->sessions, s, entry);
+	w->nsessions++;
+}
+
+void
+worker_session_remove(struct worker *w, struct session *s)
+{
+	TAILQ_REMOVE(&w->sessions, s, entry);
+	w->nsessions--;
+	worker_check_done(w);
+}
+
+unsigned
+workers_sessions(void)
+{
+	return atomic_load(&worker_total_conns);
+}
+
+void
+workers_join(void)
+{
+	unsigned	i;
+
+	for (i = 0; i < nworkers; i++)
+		pthread_join(workers[i].thread, NULL);
+	for (i = 0; i < nworkers; i++) {
+		struct worker	*w = &workers[i];
+		struct session	*s;
+
+		/* Sessions still here were past their linger time. */
+		while ((s = TAILQ_FIRST(&w->sessions)) != NULL)
+			session_abandon(s);
+		for (size_t j = 0; j < w->nlisteners; j++)
+			listener_detach(w->listeners[j]);
+		free(w->listeners);
+		event_free(w->ctl);
+		event_free(w->drain_timer);
+		event_base_free(w->base);
+	}
+	free(workers);
+	workers = NULL;
+	nworkers = 0;
+}

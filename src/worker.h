@@ -1,0 +1,46 @@
+/*
+ * worker.h - event-loop workers.
+ */
+#ifndef WORKER_H
+#define WORKER_H
+
+#include <sys/queue.h>
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include <event2/event.h>
+#include <event2/listener.h>
+
+struct listener_ctx;
+struct runtime;
+struct session;
+
+TAILQ_HEAD(session_list, session);
+
+struct worker {
+	unsigned		 index;
+	pthread_t		 thread;
+	struct event_base	*base;
+	struct event		*ctl;		/* woken by the main thread */
+	struct event		*drain_timer;	/* shutdown_timeout */
+	struct listener_ctx	**listeners;
+	size_t			 nlisteners;
+	struct runtime		*rt;		/* for new connections */
+	struct session_list	 sessions;
+	unsigned		 nsessions;
+	atomic_int		 stopping;
+};
+
+/* Daemon-wide connection count (max_connections). */
+extern atomic_uint	worker_total_conns;
+
+int	workers_start(struct runtime *, unsigned n);
+void	workers_stop(unsigned shutdown_timeout);	/* from the main thread */
+void	workers_join(void);
+unsigned workers_sessions(void);
+
+/* Called by session.c. */
+void	worker_session_add(struct worker *, struct session *);
+void	worker_session_remove(struct worker *, struct session *);
+
+#endif /* WORKER_H */
