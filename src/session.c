@@ -54,6 +54,8 @@ static void	session_backend_write_cb(struct bufferevent *, void *);
 static void	session_backend_event_cb(struct bufferevent *, short, void *);
 static void	session_closing_out_cb(struct evbuffer *,
 		    const struct evbuffer_cb_info *, void *);
+static void	session_count_out_cb(struct evbuffer *,
+		    const struct evbuffer_cb_info *, void *);
 static void	session_enter_state(struct session *, enum session_state);
 static void	session_start_tls(struct session *);
 static void	session_tls_established(struct session *);
@@ -140,8 +142,8 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 	util_addr_str(sa, s->peer_ip, sizeof(s->peer_ip));
 	s->peer_port = util_addr_port(sa);
 	gettimeofday(&s->started, NULL);
-	s->state = s->svc->tls_mode == TLS_MODE_IMPLICIT ?
-	    SESSION_ST_HANDSHAKE : SESSION_ST_CONNECTING;
+	/* Implicit TLS enters HANDSHAKE in session_start_tls(). */
+	s->state = SESSION_ST_CONNECTING;
 	worker_session_add(w, s);
 
 	s->timer = event_new(w->base, -1, 0, session_timer_cb, s);
@@ -172,6 +174,7 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 	}
 	bufferevent_setcb(s->client, session_client_read_cb,
 	    session_client_write_cb, session_client_event_cb, s);
+	evbuffer_add_cb(bufferevent_get_output(s->client), session_count_out_cb, s);
 	bufferevent_setwatermark(s->client, EV_READ, 0, RELAY_READ_WATERMARK);
 	bufferevent_setwatermark(s->client, EV_WRITE, RELAY_LOW_WATERMARK, 0);
 
@@ -228,6 +231,10 @@ session_start_tls(struct session *s)
 	bufferevent_openssl_set_allow_dirty_shutdown(tlsbev, 1);
 	bufferevent_setcb(tlsbev, session_client_read_cb,
 	    session_client_write_cb, session_client_event_cb, s);
+	/* Count plaintext handed to TLS; the go-ahead was counted before. */
+	evbuffer_remove_cb(bufferevent_get_output(
+	    bufferevent_get_underlying(tlsbev)), session_count_out_cb, s);
+	evbuffer_add_cb(bufferevent_get_output(tlsbev), session_count_out_cb, s);
 	bufferevent_setwatermark(tlsbev, EV_READ, 0, RELAY_READ_WATERMARK);
 	bufferevent_setwatermark(tlsbev, EV_WRITE, RELAY_LOW_WATERMARK, 0);
 	bufferevent_enable(tlsbev, EV_READ | EV_WRITE);
@@ -276,11 +283,8 @@ session_backend_ready(struct session *s)
 void
 session_backend_unavailable(struct session *s)
 {
-	struct evbuffer	*out = bufferevent_get_output(s->client);
-	size_t		 before = evbuffer_get_length(out);
-
-	s->ops->unavailable(out, s->svc->hostname);
-	s->bytes_out += evbuffer_get_length(out) - before;
+	s->ops->unavailable(bufferevent_get_output(s->client),
+	    s->svc->hostname);
 	session_close(s, "backend unavailable");
 }
 
@@ -293,7 +297,7 @@ session_pump(struct session *s)
 {
 	struct evbuffer		*cin, *cout, *bin, *bout;
 	enum filter_verdict	 v = FILTER_CONTINUE;
-	size_t			 cin0, cout0, sum;
+	size_t			 cin0, sum;
 	int			 round;
 
 	if (s->state != SESSION_ST_RELAY)
@@ -305,15 +309,13 @@ session_pump(struct session *s)
 
 	for (round = 0; round < 64 && v == FILTER_CONTINUE; round++) {
 		cin0 = evbuffer_get_length(cin);
-		cout0 = evbuffer_get_length(cout);
-		sum = cin0 + cout0 + evbuffer_get_length(bin) +
+		sum = cin0 + evbuffer_get_length(cout) + evbuffer_get_length(bin) +
 		    evbuffer_get_length(bout);
 		v = s->ops->backend_input(s->filter, bin, cout, bout);
 		/* Bytes the client sent before its EOF still count. */
 		if (v == FILTER_CONTINUE)
 			v = s->ops->client_input(s->filter, cin, bout, cout);
 		s->bytes_in += cin0 - evbuffer_get_length(cin);
-		s->bytes_out += evbuffer_get_length(cout) - cout0;
 		if (sum == evbuffer_get_length(cin) + evbuffer_get_length(cout) +
 		    evbuffer_get_length(bin) + evbuffer_get_length(bout))
 			break;
@@ -566,6 +568,19 @@ session_close(struct session *s, const char *reason)
 	session_arm(s, CLOSE_LINGER_TIMEOUT);
 	if (session_flushed(s))
 		session_schedule_free(s);
+}
+
+/*
+ * bytes_out counts what was queued for the client; a TLS bufferevent may
+ * encrypt it away before the pump could measure the buffer.
+ */
+static void
+session_count_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	struct session	*s = arg;
+
+	s->bytes_out += info->n_added;
 }
 
 static void

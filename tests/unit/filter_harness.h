@@ -49,13 +49,15 @@ static inline void
 fh_service_init(struct conf_service *svc, enum proto_id proto,
     const struct fh_case *c, const struct proto_ops *ops)
 {
+	static char	name[] = "test", host[] = "mx.example.test";
+
 	memset(svc, 0, sizeof(*svc));
-	svc->name = (char *)"test";
+	svc->name = name;
 	svc->protocol = proto;
 	svc->tls_mode = c->starttls_service ? TLS_MODE_STARTTLS :
 	    TLS_MODE_IMPLICIT;
 	svc->require_starttls = c->require_starttls;
-	svc->hostname = (char *)"mx.example.test";
+	svc->hostname = host;
 	svc->max_line_length = c->max_line ? c->max_line :
 	    ops->default_line_max;
 	svc->idle_timeout = ops->default_idle_timeout;

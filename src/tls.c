@@ -1,0 +1,1415 @@
+/*
+ * tls.c - server TLS: contexts, profiles, SNI, ALPN, resumption, the
+ * Postfix-form log line and the classification of a closed TLS leg.
+ *
+ * One SSL_CTX per `tls` section and one per `sni` subsection, all built
+ * with the same policy when the configuration is loaded.  Building fails
+ * closed: an unreadable or malformed file, a key that does not match its
+ * certificate, an expired or not yet valid certificate or a cipher string
+ * OpenSSL rejects is an error, never a silent downgrade (the opposite of
+ * Postfix's opportunistic tls_server_init, even for our opportunistic
+ * profile; STYLE.md section 8).
+ *
+ * Invariants:
+ *  - SSLv2/SSLv3 are impossible: the protocol floor is TLS 1.0 whatever the
+ *    profile or override says; compression and renegotiation are off.
+ *  - The default SSL_CTX owns, through ex_data, its SNI table and each
+ *    SSL_CTX its copy of the ticket key.  OpenSSL reference-counts contexts
+ *    and every SSL holds a reference, so tls_server_free() during a reload
+ *    never pulls data from under a handshake in progress.
+ *  - A session is bound (session id context) to the tls section and the
+ *    service protocol, so it is never resumed across protocols (ALPACA).
+ *
+ * RFCs: 8446 (TLS 1.3), 5246 (TLS 1.2), 6066 section 3 (SNI), 7301 (ALPN),
+ * 5077/8446 section 4.6.1 (tickets), 7919 (FFDHE), 7435 (opportunistic
+ * security: why port 25 still accepts TLS 1.0), 8996 (why nothing else
+ * does).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/util.h>
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include "mailtlsd.h"
+#include "log.h"
+#include "tls.h"
+#include "util.h"
+
+/*
+ * Ticket key file: 80 bytes, laid out like nginx's ssl_session_ticket_key
+ * so that operators can share one generator: 16 bytes key name, 32 bytes
+ * HMAC-SHA256 key, 32 bytes AES-256-CBC key.
+ */
+#define TLS_TICKET_NAME_LEN	16
+#define TLS_TICKET_HMAC_OFF	16
+#define TLS_TICKET_AES_OFF	48
+#define TLS_TICKET_KEY_LEN	80
+
+#define TLS_EXPIRY_WARN_DAYS	30	/* SPEC section 7 */
+#define TLS_CN_MAX		64	/* X.520 ub-common-name */
+#define TLS_WHERE_MAX		256
+
+/* Mozilla Server Side TLS 6.0 ("intermediate"), in Mozilla's order. */
+#define TLS_MOZILLA_CIPHERS						\
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"	\
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"	\
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"	\
+	"DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:"		\
+	"DHE-RSA-CHACHA20-POLY1305"
+#define TLS_MOZILLA_SUITES						\
+	"TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:"		\
+	"TLS_CHACHA20_POLY1305_SHA256"
+/* Not const: SSL_CTX_set1_groups_list() is a macro that casts to char *. */
+static char tls_mozilla_groups[] = "X25519:prime256v1:secp384r1";
+
+/*
+ * Opportunistic (MTA to MTA, RFC 7435): any encryption beats the
+ * cleartext the sender would fall back to, so everything but anonymous
+ * (no authentication at all: aNULL), unencrypted (eNULL) and EXPORT
+ * suites.  OpenSSL 3 no longer ships EXPORT suites; the exclusion stays
+ * so the intent survives a library that does.
+ */
+#define TLS_OPPORTUNISTIC_CIPHERS	"ALL:!aNULL:!eNULL:!EXPORT"
+
+static const struct tls_profile_def {
+	enum tls_profile	 profile;
+	int			 min_version;
+	/*
+	 * OpenSSL security level.  0 for opportunistic: OpenSSL 3 refuses
+	 * the MD5+SHA1 and SHA1 handshake signatures of TLS 1.0/1.1 at level
+	 * 1 and above, so without level 0 the TLS 1.0 floor would exist only
+	 * on paper and old MTAs would fall back to cleartext.  The price
+	 * (small peer keys accepted) is what RFC 7435 accepts; our own keys
+	 * are checked by the -t audit.  It is set through the API, not as
+	 * "@SECLEVEL=0" in the cipher string, so a `ciphers` override does
+	 * not silently undo it.  Level 2 elsewhere: RSA/DH >= 2048 bits, no
+	 * SHA1 signatures, whatever the system openssl.cnf says.
+	 */
+	int			 seclevel;
+	const char		*ciphers;	/* TLS <= 1.2 */
+	const char		*suites;	/* TLS 1.3, NULL = OpenSSL's */
+	char			*groups;	/* NULL = OpenSSL's */
+} tls_profiles[] = {
+	/* modern keeps the intermediate list for a min_protocol override. */
+	{ TLS_PROFILE_MODERN, TLS1_3_VERSION, 2, TLS_MOZILLA_CIPHERS,
+	    TLS_MOZILLA_SUITES, tls_mozilla_groups },
+	{ TLS_PROFILE_INTERMEDIATE, TLS1_2_VERSION, 2, TLS_MOZILLA_CIPHERS,
+	    TLS_MOZILLA_SUITES, tls_mozilla_groups },
+	{ TLS_PROFILE_OPPORTUNISTIC, TLS1_VERSION, 0,
+	    TLS_OPPORTUNISTIC_CIPHERS, NULL, NULL },
+};
+
+struct tls_server {
+	char		*name;
+	SSL_CTX		*ctx;		/* default; owns the SNI contexts */
+};
+
+struct tls_sni_entry {
+	char		*name;		/* "mail.example.org", "*.example.org" */
+	SSL_CTX		*ctx;
+};
+
+/* Hung on every SSL_CTX we build (ex_data), freed with the context. */
+struct tls_ctx_data {
+	unsigned char		 ticket_key[TLS_TICKET_KEY_LEN];
+	bool			 has_ticket_key;
+	struct tls_sni_entry	*sni;		/* default context only */
+	size_t			 nsni;
+};
+
+/* What tls_server_new() loads once and applies to every context. */
+struct tls_build {
+	const struct conf_tls	*conf;
+	EVP_PKEY		*dh;		/* NULL = automatic */
+	unsigned char		 ticket_key[TLS_TICKET_KEY_LEN];
+	bool			 has_ticket_key;
+	unsigned char		 sid_ctx[SSL_MAX_SID_CTX_LENGTH];
+	char			*err;
+	size_t			 errlen;
+};
+
+/* A certificate file (leaf, then chain) and its key, parsed. */
+struct tls_pair {
+	X509			*leaf;
+	STACK_OF(X509)		*chain;
+	EVP_PKEY		*key;
+};
+
+static CRYPTO_ONCE	tls_once = CRYPTO_ONCE_STATIC_INIT;
+static int		tls_ctx_idx = -1;	/* SSL_CTX: tls_ctx_data */
+static int		tls_alpn_idx = -1;	/* SSL: char *, protocol id */
+
+static int	tls_init(void);
+static void	tls_init_once(void);
+static void	tls_ctx_data_free(void *, void *, CRYPTO_EX_DATA *, int, long,
+		    void *);
+static void	tls_alpn_free(void *, void *, CRYPTO_EX_DATA *, int, long,
+		    void *);
+static void	tls_err(char *, size_t, const char *, ...)
+		    __attribute__((format(printf, 3, 4)));
+static const char *tls_ossl_reason(void);
+static int	tls_open(const char *, const char *, const char *, BIO **,
+		    char *, size_t);
+static int	tls_no_password(char *, int, int, void *);
+static int	tls_read_certs(const char *, const char *, struct tls_pair *,
+		    char *, size_t);
+static int	tls_read_key(const char *, const char *, struct tls_pair *,
+		    char *, size_t);
+static int	tls_check_validity(const char *, const char *, X509 *, char *,
+		    size_t);
+static void	tls_time_text(const ASN1_TIME *, char *, size_t);
+static int	tls_pair_load(const char *, const struct conf_keypair *,
+		    struct tls_pair *, char *, size_t);
+static void	tls_pair_clear(struct tls_pair *);
+static int	tls_build_prepare(struct tls_build *, const char *);
+static int	tls_load_dh(struct tls_build *, const char *);
+static int	tls_load_ticket_key(struct tls_build *, const char *);
+static void	tls_build_clear(struct tls_build *);
+static SSL_CTX	*tls_ctx_new(struct tls_build *, const char *,
+		    const struct conf_keypair *, size_t);
+static int	tls_ctx_policy(struct tls_build *, SSL_CTX *, const char *);
+static int	tls_ctx_protocols(struct tls_build *, SSL_CTX *, const char *,
+		    const struct tls_profile_def *);
+static int	tls_ctx_ciphers(struct tls_build *, SSL_CTX *, const char *,
+		    const struct tls_profile_def *);
+static int	tls_ctx_dh(struct tls_build *, SSL_CTX *, const char *);
+static int	tls_ctx_pairs(struct tls_build *, SSL_CTX *, const char *,
+		    const struct conf_keypair *, size_t);
+static int	tls_ctx_add_pair(struct tls_build *, SSL_CTX *, const char *,
+		    const struct conf_keypair *, struct tls_pair *);
+static int	tls_ctx_clients(struct tls_build *, SSL_CTX *, const char *);
+static int	tls_ctx_sessions(struct tls_build *, SSL_CTX *,
+		    struct tls_ctx_data *);
+static int	tls_sni_build(struct tls_build *, SSL_CTX *, const char *);
+static bool	tls_sni_match(const char *, const char *, bool);
+static SSL_CTX	*tls_sni_lookup(const struct tls_ctx_data *, const char *);
+static int	tls_servername_cb(SSL *, int *, void *);
+static int	tls_alpn_cb(SSL *, const unsigned char **, unsigned char *,
+		    const unsigned char *, unsigned int, void *);
+static int	tls_ticket_cb(SSL *, unsigned char *, unsigned char *,
+		    EVP_CIPHER_CTX *, EVP_MAC_CTX *, int);
+static int	tls_verify_any(int, X509_STORE_CTX *);
+static int	tls_sid_ctx(const char *, const char *, unsigned char *);
+static const char *tls_trust_name(SSL *);
+static void	tls_name_cn(const X509_NAME *, char *, size_t);
+static int	tls_check_pairs(const char *, const struct conf_keypair *,
+		    size_t, tls_finding_cb, void *);
+static void	tls_check_warnings(const char *, const char *, X509 *,
+		    tls_finding_cb, void *);
+static bool	tls_handshake_done(SSL *);
+static int	tls_classify_errors(struct bufferevent *, SSL *, int,
+		    char *, size_t);
+
+/* ------------------------------------------------------------------ */
+/* Process-wide ex_data indices. */
+
+static void
+tls_init_once(void)
+{
+	tls_ctx_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL,
+	    tls_ctx_data_free);
+	tls_alpn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL,
+	    tls_alpn_free);
+}
+
+static int
+tls_init(void)
+{
+	if (!CRYPTO_THREAD_run_once(&tls_once, tls_init_once))
+		return -1;
+	return tls_ctx_idx < 0 || tls_alpn_idx < 0 ? -1 : 0;
+}
+
+/* Called by OpenSSL for every SSL_CTX freed, ours or not (ptr NULL). */
+static void
+tls_ctx_data_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+    long argl, void *argp)
+{
+	struct tls_ctx_data	*d = ptr;
+	size_t			 i;
+
+	if (d == NULL)
+		return;
+	for (i = 0; i < d->nsni; i++) {
+		SSL_CTX_free(d->sni[i].ctx);
+		free(d->sni[i].name);
+	}
+	free(d->sni);
+	OPENSSL_cleanse(d->ticket_key, sizeof(d->ticket_key));
+	free(d);
+}
+
+static void
+tls_alpn_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+    long argl, void *argp)
+{
+	free(ptr);
+}
+
+/* ------------------------------------------------------------------ */
+/* Error messages. */
+
+static void
+tls_err(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list	ap;
+
+	if (err == NULL || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+/*
+ * The root cause OpenSSL queued (the first error; later ones are the
+ * callers' context), and an empty queue afterwards.  The reason strings
+ * are static, so this is thread-safe.
+ */
+static const char *
+tls_ossl_reason(void)
+{
+	unsigned long	 e = ERR_peek_error();
+	const char	*r = e != 0 ? ERR_reason_error_string(e) : NULL;
+
+	ERR_clear_error();
+	return r != NULL ? r : "unknown OpenSSL error";
+}
+
+/* ------------------------------------------------------------------ */
+/* Certificates and keys. */
+
+static int
+tls_open(const char *where, const char *what, const char *path, BIO **bio,
+    char *err, size_t errlen)
+{
+	FILE	*fp;
+
+	if ((fp = fopen(path, "r")) == NULL) {
+		tls_err(err, errlen, "%s: %s %s: cannot open: %s", where, what,
+		    path, strerror(errno));
+		return -1;
+	}
+	if ((*bio = BIO_new_fp(fp, BIO_CLOSE)) == NULL) {
+		fclose(fp);
+		tls_err(err, errlen, "%s: %s %s: %s", where, what, path,
+		    tls_ossl_reason());
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * A daemon must never stop at a passphrase prompt (OpenSSL's default is
+ * to ask on the terminal): encrypted keys are refused.
+ */
+static int
+tls_no_password(char *buf, int size, int rwflag, void *arg)
+{
+	*(int *)arg = 1;
+	return -1;
+}
+
+/*
+ * SSL_CTX_use_certificate_chain_file() semantics (leaf first, then its
+ * chain), parsed here so that the error names the file and the reason.
+ */
+static int
+tls_read_certs(const char *where, const char *path, struct tls_pair *p,
+    char *err, size_t errlen)
+{
+	BIO		*bio;
+	X509		*x;
+	unsigned long	 e;
+
+	if (tls_open(where, "certificate", path, &bio, err, errlen) == -1)
+		return -1;
+	if ((p->leaf = PEM_read_bio_X509(bio, NULL, NULL, NULL)) == NULL) {
+		tls_err(err, errlen, "%s: certificate %s: no PEM certificate "
+		    "(%s)", where, path, tls_ossl_reason());
+		BIO_free(bio);
+		return -1;
+	}
+	if ((p->chain = sk_X509_new_null()) == NULL)
+		goto fail;
+	while ((x = PEM_read_bio_X509(bio, NULL, NULL, NULL)) != NULL)
+		if (!sk_X509_push(p->chain, x)) {
+			X509_free(x);
+			goto fail;
+		}
+	/* The loop ends at the end of the file, or at a damaged block. */
+	e = ERR_peek_last_error();
+	if (ERR_GET_LIB(e) != ERR_LIB_PEM ||
+	    ERR_GET_REASON(e) != PEM_R_NO_START_LINE)
+		goto fail;
+	ERR_clear_error();
+	BIO_free(bio);
+	return 0;
+fail:
+	tls_err(err, errlen, "%s: certificate %s: bad chain certificate (%s)",
+	    where, path, tls_ossl_reason());
+	BIO_free(bio);
+	return -1;
+}
+
+static int
+tls_read_key(const char *where, const char *path, struct tls_pair *p,
+    char *err, size_t errlen)
+{
+	BIO	*bio;
+	int	 asked = 0;
+
+	if (tls_open(where, "key", path, &bio, err, errlen) == -1)
+		return -1;
+	p->key = PEM_read_bio_PrivateKey(bio, NULL, tls_no_password, &asked);
+	BIO_free(bio);
+	if (p->key != NULL)
+		return 0;
+	if (asked) {
+		ERR_clear_error();
+		tls_err(err, errlen, "%s: key %s: encrypted keys are not "
+		    "supported (a daemon cannot ask for a passphrase)", where,
+		    path);
+	} else
+		tls_err(err, errlen, "%s: key %s: no PEM private key (%s)",
+		    where, path, tls_ossl_reason());
+	return -1;
+}
+
+static void
+tls_time_text(const ASN1_TIME *t, char *buf, size_t len)
+{
+	struct tm	tm;
+
+	if (ASN1_TIME_to_tm(t, &tm) != 1 ||
+	    strftime(buf, len, "%Y-%m-%d %H:%M:%S GMT", &tm) == 0)
+		util_strlcpy(buf, "(unreadable date)", len);
+}
+
+/*
+ * Only the leaf is checked: clients build their own paths and a chain may
+ * legitimately carry an expired cross-signature (the Let's Encrypt DST
+ * Root X3 case), which the audit reports instead.
+ */
+static int
+tls_check_validity(const char *where, const char *path, X509 *x,
+    char *err, size_t errlen)
+{
+	const ASN1_TIME	*nb = X509_get0_notBefore(x);
+	const ASN1_TIME	*na = X509_get0_notAfter(x);
+	char		 when[64];
+	int		 days, secs;
+
+	if (!ASN1_TIME_diff(&days, &secs, NULL, nb) ||
+	    (days > 0 || secs > 0)) {
+		tls_time_text(nb, when, sizeof(when));
+		tls_err(err, errlen, "%s: certificate %s: not valid before %s",
+		    where, path, when);
+		return -1;
+	}
+	if (!ASN1_TIME_diff(&days, &secs, NULL, na) ||
+	    (days < 0 || secs < 0)) {
+		tls_time_text(na, when, sizeof(when));
+		tls_err(err, errlen, "%s: certificate %s: expired on %s",
+		    where, path, when);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+tls_pair_load(const char *where, const struct conf_keypair *kp,
+    struct tls_pair *p, char *err, size_t errlen)
+{
+	memset(p, 0, sizeof(*p));
+	if (tls_read_certs(where, kp->certificate, p, err, errlen) == -1 ||
+	    tls_read_key(where, kp->key, p, err, errlen) == -1)
+		goto fail;
+	if (X509_check_private_key(p->leaf, p->key) != 1) {
+		ERR_clear_error();
+		tls_err(err, errlen, "%s: key %s does not match certificate %s",
+		    where, kp->key, kp->certificate);
+		goto fail;
+	}
+	if (tls_check_validity(where, kp->certificate, p->leaf, err,
+	    errlen) == -1)
+		goto fail;
+	return 0;
+fail:
+	tls_pair_clear(p);
+	return -1;
+}
+
+static void
+tls_pair_clear(struct tls_pair *p)
+{
+	X509_free(p->leaf);
+	sk_X509_pop_free(p->chain, X509_free);
+	EVP_PKEY_free(p->key);
+	memset(p, 0, sizeof(*p));
+}
+
+/* ------------------------------------------------------------------ */
+/* Things loaded once per section. */
+
+static int
+tls_build_prepare(struct tls_build *b, const char *where)
+{
+	const struct conf_tls	*c = b->conf;
+	unsigned		 i;
+
+	if (c->npairs == 0) {
+		tls_err(b->err, b->errlen, "%s: no certificate", where);
+		return -1;
+	}
+	if (tls_sid_ctx(c->name, NULL, b->sid_ctx) == -1) {
+		tls_err(b->err, b->errlen, "%s: %s", where, tls_ossl_reason());
+		return -1;
+	}
+	if (c->dh_params != NULL && tls_load_dh(b, where) == -1)
+		return -1;
+	if (c->session_tickets && c->ticket_key_file != NULL &&
+	    tls_load_ticket_key(b, where) == -1)
+		return -1;
+	for (i = 0; i < sizeof(tls_profiles) / sizeof(tls_profiles[0]); i++)
+		if (tls_profiles[i].profile == c->profile)
+			return 0;
+	tls_err(b->err, b->errlen, "%s: unknown profile %d", where,
+	    (int)c->profile);
+	return -1;
+}
+
+/* PEM "DH PARAMETERS" (PKCS#3), as written by `openssl dhparam`. */
+static int
+tls_load_dh(struct tls_build *b, const char *where)
+{
+	const char	*path = b->conf->dh_params;
+	BIO		*bio;
+
+	if (tls_open(where, "dh_params", path, &bio, b->err, b->errlen) == -1)
+		return -1;
+	b->dh = PEM_read_bio_Parameters(bio, NULL);
+	BIO_free(bio);
+	if (b->dh == NULL) {
+		tls_err(b->err, b->errlen, "%s: dh_params %s: no PEM DH "
+		    "parameters (%s)", where, path, tls_ossl_reason());
+		return -1;
+	}
+	if (!EVP_PKEY_is_a(b->dh, "DH")) {
+		tls_err(b->err, b->errlen, "%s: dh_params %s: not DH "
+		    "parameters", where, path);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Exactly 80 bytes; a shorter or longer file is refused rather than
+ * padded or cut, since instances that share a file must derive the same
+ * keys or resumption silently stops working across them.
+ */
+static int
+tls_load_ticket_key(struct tls_build *b, const char *where)
+{
+	const char	*path = b->conf->ticket_key_file;
+	unsigned char	 buf[TLS_TICKET_KEY_LEN + 1];
+	FILE		*fp;
+	size_t		 n;
+
+	if ((fp = fopen(path, "r")) == NULL) {
+		tls_err(b->err, b->errlen, "%s: ticket_key_file %s: cannot "
+		    "open: %s", where, path, strerror(errno));
+		return -1;
+	}
+	n = fread(buf, 1, sizeof(buf), fp);
+	fclose(fp);
+	if (n != TLS_TICKET_KEY_LEN) {
+		OPENSSL_cleanse(buf, sizeof(buf));
+		tls_err(b->err, b->errlen, "%s: ticket_key_file %s: must be "
+		    "exactly %d bytes (%s)", where, path, TLS_TICKET_KEY_LEN,
+		    n > TLS_TICKET_KEY_LEN ? "file too long" : "file too short");
+		return -1;
+	}
+	memcpy(b->ticket_key, buf, TLS_TICKET_KEY_LEN);
+	OPENSSL_cleanse(buf, sizeof(buf));
+	b->has_ticket_key = true;
+	return 0;
+}
+
+static void
+tls_build_clear(struct tls_build *b)
+{
+	EVP_PKEY_free(b->dh);
+	b->dh = NULL;
+	OPENSSL_cleanse(b->ticket_key, sizeof(b->ticket_key));
+}
+
+/* ------------------------------------------------------------------ */
+/* One SSL_CTX. */
+
+static SSL_CTX *
+tls_ctx_new(struct tls_build *b, const char *where,
+    const struct conf_keypair *pairs, size_t npairs)
+{
+	SSL_CTX			*ctx;
+	struct tls_ctx_data	*d;
+
+	if ((ctx = SSL_CTX_new(TLS_server_method())) == NULL) {
+		tls_err(b->err, b->errlen, "%s: %s", where, tls_ossl_reason());
+		return NULL;
+	}
+	if ((d = calloc(1, sizeof(*d))) == NULL ||
+	    !SSL_CTX_set_ex_data(ctx, tls_ctx_idx, d)) {
+		free(d);
+		SSL_CTX_free(ctx);
+		tls_err(b->err, b->errlen, "%s: out of memory", where);
+		return NULL;
+	}
+	/* Policy first: the security level decides which keys are usable. */
+	if (tls_ctx_policy(b, ctx, where) == -1 ||
+	    tls_ctx_pairs(b, ctx, where, pairs, npairs) == -1 ||
+	    tls_ctx_clients(b, ctx, where) == -1 ||
+	    tls_ctx_sessions(b, ctx, d) == -1) {
+		SSL_CTX_free(ctx);
+		return NULL;
+	}
+	/* On every context: after an SNI switch OpenSSL asks the new one. */
+	SSL_CTX_set_alpn_select_cb(ctx, tls_alpn_cb, NULL);
+	return ctx;
+}
+
+static int
+tls_ctx_policy(struct tls_build *b, SSL_CTX *ctx, const char *where)
+{
+	const struct tls_profile_def	*pd = NULL;
+	size_t				 i;
+
+	for (i = 0; i < sizeof(tls_profiles) / sizeof(tls_profiles[0]); i++)
+		if (tls_profiles[i].profile == b->conf->profile)
+			pd = &tls_profiles[i];
+	if (pd == NULL)
+		return -1;	/* tls_build_prepare() said why */
+	/*
+	 * No compression (CRIME), no renegotiation at all (client-initiated
+	 * renegotiation is a DoS lever and nothing here needs the server
+	 * kind), our cipher order (the lists are ordered by strength), and
+	 * ChaCha20 first for clients that put it first (no AES hardware).
+	 */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION |
+	    SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+	    SSL_OP_PRIORITIZE_CHACHA);
+	/* Idle sessions (IMAP IDLE) need not keep 34 kB of buffers. */
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_security_level(ctx, pd->seclevel);
+	if (tls_ctx_protocols(b, ctx, where, pd) == -1 ||
+	    tls_ctx_ciphers(b, ctx, where, pd) == -1 ||
+	    tls_ctx_dh(b, ctx, where) == -1)
+		return -1;
+	return 0;
+}
+
+static int
+tls_ctx_protocols(struct tls_build *b, SSL_CTX *ctx, const char *where,
+    const struct tls_profile_def *pd)
+{
+	int	min = b->conf->min_protocol != 0 ?
+		    b->conf->min_protocol : pd->min_version;
+
+	/* The floor: SSLv2 and SSLv3 are never possible (SPEC section 4). */
+	if (min < TLS1_VERSION || min > TLS1_3_VERSION) {
+		tls_err(b->err, b->errlen, "%s: min_protocol: 0x%x is not "
+		    "TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3 (SSLv2/SSLv3 are never "
+		    "allowed)", where, (unsigned)min);
+		return -1;
+	}
+	/* Both explicit, so a system openssl.cnf cannot move them. */
+	if (SSL_CTX_set_min_proto_version(ctx, min) != 1 ||
+	    SSL_CTX_set_max_proto_version(ctx, 0) != 1) {
+		tls_err(b->err, b->errlen, "%s: min_protocol: %s", where,
+		    tls_ossl_reason());
+		return -1;
+	}
+	return 0;
+}
+
+static int
+tls_ctx_ciphers(struct tls_build *b, SSL_CTX *ctx, const char *where,
+    const struct tls_profile_def *pd)
+{
+	const struct conf_tls	*c = b->conf;
+	const char		*ciphers = c->ciphers ? c->ciphers : pd->ciphers;
+	const char		*suites = c->ciphersuites ? c->ciphersuites :
+				    pd->suites;
+	char			*groups = c->groups ? c->groups : pd->groups;
+
+	if (SSL_CTX_set_cipher_list(ctx, ciphers) != 1) {
+		tls_err(b->err, b->errlen, "%s: ciphers \"%s\": %s", where,
+		    ciphers, tls_ossl_reason());
+		return -1;
+	}
+	if (suites != NULL && SSL_CTX_set_ciphersuites(ctx, suites) != 1) {
+		tls_err(b->err, b->errlen, "%s: ciphersuites \"%s\": %s",
+		    where, suites, tls_ossl_reason());
+		return -1;
+	}
+	if (groups != NULL && SSL_CTX_set1_groups_list(ctx, groups) != 1) {
+		tls_err(b->err, b->errlen, "%s: groups \"%s\": %s", where,
+		    groups, tls_ossl_reason());
+		return -1;
+	}
+	return 0;
+}
+
+static int
+tls_ctx_dh(struct tls_build *b, SSL_CTX *ctx, const char *where)
+{
+	if (b->dh == NULL) {
+		/* RFC 7919 groups sized to the certificate's strength. */
+		if (SSL_CTX_set_dh_auto(ctx, 1) != 1) {
+			tls_err(b->err, b->errlen, "%s: %s", where,
+			    tls_ossl_reason());
+			return -1;
+		}
+		return 0;
+	}
+	/* set0 takes a reference; every context gets its own. */
+	if (!EVP_PKEY_up_ref(b->dh)) {
+		tls_err(b->err, b->errlen, "%s: dh_params %s: %s", where,
+		    b->conf->dh_params, tls_ossl_reason());
+		return -1;
+	}
+	if (SSL_CTX_set0_tmp_dh_pkey(ctx, b->dh) != 1) {
+		EVP_PKEY_free(b->dh);
+		tls_err(b->err, b->errlen, "%s: dh_params %s: %s", where,
+		    b->conf->dh_params, tls_ossl_reason());
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Several pairs, one per key type: OpenSSL keeps one certificate slot per
+ * key type in a context and picks the slot from the client's signature
+ * algorithms, so ECDSA clients get the ECDSA leaf and the rest RSA.  Two
+ * pairs of one type would silently replace each other: refused.
+ */
+static int
+tls_ctx_pairs(struct tls_build *b, SSL_CTX *ctx, const char *where,
+    const struct conf_keypair *pairs, size_t npairs)
+{
+	struct tls_pair	 p;
+	int		 types[8];
+	size_t		 i, j;
+
+	if (npairs == 0 || npairs > sizeof(types) / sizeof(types[0])) {
+		tls_err(b->err, b->errlen, "%s: %zu certificates (1 to %zu)",
+		    where, npairs, sizeof(types) / sizeof(types[0]));
+		return -1;
+	}
+	for (i = 0; i < npairs; i++) {
+		if (tls_pair_load(where, &pairs[i], &p, b->err,
+		    b->errlen) == -1)
+			return -1;
+		types[i] = EVP_PKEY_get_base_id(p.key);
+		for (j = 0; j < i; j++)
+			if (types[j] == types[i]) {
+				tls_err(b->err, b->errlen, "%s: certificates "
+				    "%s and %s have the same key type; give one "
+				    "per type", where, pairs[j].certificate,
+				    pairs[i].certificate);
+				tls_pair_clear(&p);
+				return -1;
+			}
+		if (tls_ctx_add_pair(b, ctx, where, &pairs[i], &p) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+/* Consumes p. */
+static int
+tls_ctx_add_pair(struct tls_build *b, SSL_CTX *ctx, const char *where,
+    const struct conf_keypair *kp, struct tls_pair *p)
+{
+	int	rc = -1;
+
+	/* use_certificate selects the slot; set1_chain fills that slot. */
+	if (SSL_CTX_use_certificate(ctx, p->leaf) != 1 ||
+	    SSL_CTX_set1_chain(ctx, p->chain) != 1)
+		tls_err(b->err, b->errlen, "%s: certificate %s: %s", where,
+		    kp->certificate, tls_ossl_reason());
+	else if (SSL_CTX_use_PrivateKey(ctx, p->key) != 1)
+		tls_err(b->err, b->errlen, "%s: key %s: %s", where, kp->key,
+		    tls_ossl_reason());
+	else if (SSL_CTX_check_private_key(ctx) != 1) {
+		ERR_clear_error();
+		tls_err(b->err, b->errlen, "%s: key %s does not match "
+		    "certificate %s", where, kp->key, kp->certificate);
+	} else
+		rc = 0;
+	tls_pair_clear(p);
+	return rc;
+}
+
+static int
+tls_verify_any(int ok, X509_STORE_CTX *xs)
+{
+	/*
+	 * "request": let the handshake go on whatever the chain; the
+	 * verification result stays in SSL_get_verify_result() and is
+	 * logged (Untrusted) and passed on, never acted upon here.
+	 */
+	return 1;
+}
+
+static int
+tls_ctx_clients(struct tls_build *b, SSL_CTX *ctx, const char *where)
+{
+	const struct conf_tls	*c = b->conf;
+	STACK_OF(X509_NAME)	*names;
+
+	if (c->client_certificates == CLIENT_CERT_NONE) {
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+		return 0;
+	}
+	if (c->client_certificates == CLIENT_CERT_REQUIRE &&
+	    c->ca_file == NULL && c->ca_path == NULL) {
+		tls_err(b->err, b->errlen, "%s: client_certificates = require "
+		    "needs ca_file or ca_path", where);
+		return -1;
+	}
+	if (c->ca_file != NULL) {
+		if (SSL_CTX_load_verify_file(ctx, c->ca_file) != 1 ||
+		    (names = SSL_load_client_CA_file(c->ca_file)) == NULL) {
+			tls_err(b->err, b->errlen, "%s: ca_file %s: %s", where,
+			    c->ca_file, access(c->ca_file, R_OK) == -1 ?
+			    strerror(errno) : tls_ossl_reason());
+			ERR_clear_error();
+			return -1;
+		}
+		/* The names the client may choose a certificate by. */
+		SSL_CTX_set_client_CA_list(ctx, names);
+	}
+	if (c->ca_path != NULL && access(c->ca_path, R_OK | X_OK) == -1) {
+		tls_err(b->err, b->errlen, "%s: ca_path %s: %s", where,
+		    c->ca_path, strerror(errno));
+		return -1;
+	}
+	if (c->ca_path != NULL && SSL_CTX_load_verify_dir(ctx,
+	    c->ca_path) != 1) {
+		tls_err(b->err, b->errlen, "%s: ca_path %s: %s", where,
+		    c->ca_path, tls_ossl_reason());
+		return -1;
+	}
+	if (c->client_certificates == CLIENT_CERT_REQUIRE)
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER |
+		    SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+	else
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, tls_verify_any);
+	return 0;
+}
+
+static int
+tls_ctx_sessions(struct tls_build *b, SSL_CTX *ctx, struct tls_ctx_data *d)
+{
+	/* Each SSL gets a finer context (tls_server_ssl); this is a floor. */
+	if (SSL_CTX_set_session_id_context(ctx, b->sid_ctx,
+	    sizeof(b->sid_ctx)) != 1) {
+		tls_err(b->err, b->errlen, "tls \"%s\": session id context: %s",
+		    b->conf->name, tls_ossl_reason());
+		return -1;
+	}
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+	if (!b->conf->session_tickets) {
+		/* TLS 1.3 then issues stateful tickets from the cache. */
+		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+		return 0;
+	}
+	if (b->has_ticket_key) {
+		memcpy(d->ticket_key, b->ticket_key, sizeof(d->ticket_key));
+		d->has_ticket_key = true;
+		SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_ticket_cb);
+	}
+	/* else OpenSSL's random per-context keys: resumption per process. */
+	return 0;
+}
+
+/*
+ * Session tickets under the shared key (RFC 5077 section 4 layout, as
+ * nginx): enc = 1 issues a ticket, enc = 0 opens one.  A ticket under
+ * another key name is not an error: the client gets a full handshake.
+ */
+static int
+tls_ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv,
+    EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
+{
+	static char			 digest[] = "SHA256";
+	const struct tls_ctx_data	*d;
+	const unsigned char		*k;
+	OSSL_PARAM			 params[2];
+
+	d = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_ctx_idx);
+	if (d == NULL || !d->has_ticket_key)
+		return -1;
+	k = d->ticket_key;
+	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
+	    digest, 0);
+	params[1] = OSSL_PARAM_construct_end();
+	if (enc) {
+		memcpy(name, k, TLS_TICKET_NAME_LEN);
+		if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(
+		    EVP_aes_256_cbc())) != 1 ||
+		    EVP_EncryptInit_ex2(cctx, EVP_aes_256_cbc(),
+		    k + TLS_TICKET_AES_OFF, iv, NULL) != 1)
+			return -1;
+	} else {
+		if (CRYPTO_memcmp(name, k, TLS_TICKET_NAME_LEN) != 0)
+			return 0;
+		if (EVP_DecryptInit_ex2(cctx, EVP_aes_256_cbc(),
+		    k + TLS_TICKET_AES_OFF, iv, NULL) != 1)
+			return -1;
+	}
+	if (EVP_MAC_init(hctx, k + TLS_TICKET_HMAC_OFF, 32, params) != 1)
+		return -1;
+	return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* SNI. */
+
+static int
+tls_sni_build(struct tls_build *b, SSL_CTX *def, const char *where)
+{
+	const struct conf_tls	*c = b->conf;
+	struct tls_ctx_data	*d = SSL_CTX_get_ex_data(def, tls_ctx_idx);
+	char			 swhere[TLS_WHERE_MAX];
+	size_t			 i;
+
+	if (c->nsni == 0)
+		return 0;
+	if ((d->sni = calloc(c->nsni, sizeof(*d->sni))) == NULL) {
+		tls_err(b->err, b->errlen, "%s: out of memory", where);
+		return -1;
+	}
+	for (i = 0; i < c->nsni; i++) {
+		snprintf(swhere, sizeof(swhere), "tls \"%s\" sni \"%s\"",
+		    c->name, c->sni[i].name);
+		if ((d->sni[d->nsni].name = strdup(c->sni[i].name)) == NULL) {
+			tls_err(b->err, b->errlen, "%s: out of memory", swhere);
+			return -1;
+		}
+		/* nsni counts entries the free function must release. */
+		d->nsni++;
+		d->sni[i].ctx = tls_ctx_new(b, swhere, c->sni[i].pairs,
+		    c->sni[i].npairs);
+		if (d->sni[i].ctx == NULL)
+			return -1;
+	}
+	SSL_CTX_set_tlsext_servername_callback(def, tls_servername_cb);
+	SSL_CTX_set_tlsext_servername_arg(def, d);
+	return 0;
+}
+
+/*
+ * Host names compare without case (RFC 6066 section 3, DNS).  "*.example.org"
+ * stands for exactly one non-empty leftmost label, as in certificate
+ * matching (RFC 6125 section 6.4.3): not "example.org", not "a.b.example.org".
+ */
+static bool
+tls_sni_match(const char *pattern, const char *name, bool wildcard)
+{
+	const char	*dot;
+
+	if (!wildcard)
+		return strcasecmp(pattern, name) == 0;
+	if (strncmp(pattern, "*.", 2) != 0)
+		return false;
+	if ((dot = strchr(name, '.')) == NULL || dot == name)
+		return false;
+	return strcasecmp(pattern + 1, dot) == 0;
+}
+
+/* Exact names win over wildcards, whatever the order in the file. */
+static SSL_CTX *
+tls_sni_lookup(const struct tls_ctx_data *d, const char *name)
+{
+	size_t	i;
+	int	pass;
+
+	for (pass = 0; pass < 2; pass++)
+		for (i = 0; i < d->nsni; i++)
+			if (tls_sni_match(d->sni[i].name, name, pass == 1))
+				return d->sni[i].ctx;
+	return NULL;
+}
+
+static int
+tls_servername_cb(SSL *ssl, int *alert, void *arg)
+{
+	const struct tls_ctx_data	*d = arg;
+	const char			*name;
+	SSL_CTX				*ctx;
+
+	name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	if (name == NULL || d == NULL)
+		return SSL_TLSEXT_ERR_NOACK;
+	/* Unknown names get the default certificate, not an alert. */
+	if ((ctx = tls_sni_lookup(d, name)) == NULL)
+		return SSL_TLSEXT_ERR_NOACK;
+	if (SSL_set_SSL_CTX(ssl, ctx) == NULL) {
+		*alert = SSL_AD_INTERNAL_ERROR;
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
+	}
+	return SSL_TLSEXT_ERR_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* ALPN and per-connection objects. */
+
+/*
+ * ALPACA defence (RFC 7301 section 3.2; alpaca-attack.com): a client that
+ * names application protocols but not ours may be a browser tricked into
+ * talking to our port (cross-protocol attack), so the handshake fails
+ * with no_application_protocol.  A client that names none is an ordinary
+ * mail client and is served: OpenSSL does not call us then.
+ */
+static int
+tls_alpn_cb(SSL *ssl, const unsigned char **out, unsigned char *outlen,
+    const unsigned char *in, unsigned int inlen, void *arg)
+{
+	const char	*want = SSL_get_ex_data(ssl, tls_alpn_idx);
+	size_t		 wlen, off, n;
+
+	if (want == NULL || inlen == 0)
+		return SSL_TLSEXT_ERR_NOACK;
+	wlen = strlen(want);
+	/* A list of <len><bytes>; every length checked against the rest. */
+	for (off = 0; off < inlen; off += 1 + n) {
+		n = in[off];
+		if (n == 0 || n > inlen - off - 1)
+			break;
+		if (n == wlen && memcmp(in + off + 1, want, n) == 0) {
+			*out = in + off + 1;
+			*outlen = (unsigned char)n;
+			return SSL_TLSEXT_ERR_OK;
+		}
+	}
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+/*
+ * SHA-256 over the section name and the protocol id: sessions resume only
+ * where they were made, never from the SMTP port on the IMAP port of the
+ * same certificate (cross-protocol resumption, ALPACA paper section 5).
+ */
+static int
+tls_sid_ctx(const char *name, const char *alpn, unsigned char *out)
+{
+	static const char	 tag[] = "mailtlsd session";
+	EVP_MD_CTX		*md;
+	unsigned int		 len = 0;
+	int			 ok;
+
+	if ((md = EVP_MD_CTX_new()) == NULL)
+		return -1;
+	ok = EVP_DigestInit_ex2(md, EVP_sha256(), NULL) &&
+	    EVP_DigestUpdate(md, tag, sizeof(tag)) &&
+	    EVP_DigestUpdate(md, name, strlen(name) + 1) &&
+	    (alpn == NULL || EVP_DigestUpdate(md, alpn, strlen(alpn) + 1)) &&
+	    EVP_DigestFinal_ex(md, out, &len);
+	EVP_MD_CTX_free(md);
+	return ok && len == SSL_MAX_SID_CTX_LENGTH ? 0 : -1;
+}
+
+struct tls_server *
+tls_server_new(const struct conf_tls *conf, char *err, size_t errlen)
+{
+	struct tls_build	 b;
+	struct tls_server	*ts = NULL;
+	char			 where[TLS_WHERE_MAX];
+
+	snprintf(where, sizeof(where), "tls \"%s\"", conf->name);
+	memset(&b, 0, sizeof(b));
+	b.conf = conf;
+	b.err = err;
+	b.errlen = errlen;
+	if (tls_init() == -1) {
+		tls_err(err, errlen, "%s: OpenSSL ex_data unavailable", where);
+		return NULL;
+	}
+	if (tls_build_prepare(&b, where) == -1)
+		goto fail;
+	if ((ts = calloc(1, sizeof(*ts))) == NULL ||
+	    (ts->name = strdup(conf->name)) == NULL) {
+		tls_err(err, errlen, "%s: out of memory", where);
+		goto fail;
+	}
+	if ((ts->ctx = tls_ctx_new(&b, where, conf->pairs,
+	    conf->npairs)) == NULL || tls_sni_build(&b, ts->ctx, where) == -1)
+		goto fail;
+	tls_build_clear(&b);
+	return ts;
+fail:
+	ERR_clear_error();
+	tls_build_clear(&b);
+	tls_server_free(ts);
+	return NULL;
+}
+
+/* Connections already made keep their contexts (reference counted). */
+void
+tls_server_free(struct tls_server *ts)
+{
+	if (ts == NULL)
+		return;
+	SSL_CTX_free(ts->ctx);
+	free(ts->name);
+	free(ts);
+}
+
+SSL *
+tls_server_ssl(struct tls_server *ts, const char *alpn)
+{
+	SSL		*ssl;
+	char		*copy = NULL;
+	unsigned char	 sid[SSL_MAX_SID_CTX_LENGTH];
+
+	if ((ssl = SSL_new(ts->ctx)) == NULL)
+		goto fail;
+	if (alpn != NULL) {
+		if ((copy = strdup(alpn)) == NULL)
+			goto fail;
+		if (!SSL_set_ex_data(ssl, tls_alpn_idx, copy)) {
+			free(copy);
+			goto fail;
+		}
+	}
+	if (tls_sid_ctx(ts->name, alpn, sid) == -1 ||
+	    SSL_set_session_id_context(ssl, sid, sizeof(sid)) != 1)
+		goto fail;
+	SSL_set_accept_state(ssl);
+	return ssl;
+fail:
+	log_ssl_errors(LOG_LEVEL_ERROR, "tls \"%s\": cannot create a "
+	    "connection", ts->name);
+	SSL_free(ssl);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Logging. */
+
+/*
+ * Postfix's server-side words (tls_misc.c tls_log_summary): "Verified"
+ * needs a name match, which only a client does, so a server says
+ * Trusted at most.
+ */
+static const char *
+tls_trust_name(SSL *ssl)
+{
+	if (SSL_get0_peer_certificate(ssl) == NULL)
+		return "Anonymous";
+	if (SSL_get_verify_result(ssl) == X509_V_OK)
+		return "Trusted";
+	return "Untrusted";
+}
+
+void
+tls_summary(SSL *ssl, const char *peer_name, const char *peer_ip,
+    char *buf, size_t len)
+{
+	const SSL_CIPHER	*c = SSL_get_current_cipher(ssl);
+	char			 name[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
+	char			 ip[LOG_ESCAPE_SIZE(UTIL_ADDRSTRLEN)];
+	int			 usebits = 0, algbits = 0;
+
+	if (peer_name == NULL)
+		peer_name = "unknown";
+	if (peer_ip == NULL)
+		peer_ip = "unknown";
+	/* A reverse-DNS name is peer-chosen text. */
+	log_escape(name, sizeof(name), peer_name, strlen(peer_name),
+	    LOG_CLIENT_TEXT_MAX);
+	log_escape(ip, sizeof(ip), peer_ip, strlen(peer_ip), UTIL_ADDRSTRLEN);
+	if (c != NULL)
+		usebits = SSL_CIPHER_get_bits(c, &algbits);
+	snprintf(buf, len, "%s TLS connection established from %s[%s]: %s "
+	    "with cipher %s (%d/%d bits)", tls_trust_name(ssl), name, ip,
+	    SSL_get_version(ssl), c != NULL ? SSL_CIPHER_get_name(c) : "none",
+	    usebits, algbits);
+}
+
+static void
+tls_name_cn(const X509_NAME *xn, char *buf, size_t len)
+{
+	const X509_NAME_ENTRY	*ne;
+	unsigned char		*utf8 = NULL;
+	int			 i, n;
+
+	i = X509_NAME_get_index_by_NID(xn, NID_commonName, -1);
+	if (i < 0 || (ne = X509_NAME_get_entry(xn, i)) == NULL ||
+	    (n = ASN1_STRING_to_UTF8(&utf8,
+	    X509_NAME_ENTRY_get_data(ne))) < 0) {
+		ERR_clear_error();
+		util_strlcpy(buf, "(no CN)", len);
+		return;
+	}
+	/* Peer-chosen bytes: escaped, cut like any client text. */
+	log_escape(buf, len, (const char *)utf8, (size_t)n, TLS_CN_MAX);
+	OPENSSL_free(utf8);
+}
+
+void
+tls_peer_cert_info(SSL *ssl, char *buf, size_t len)
+{
+	X509		*x = SSL_get0_peer_certificate(ssl);
+	char		 subj[LOG_ESCAPE_SIZE(TLS_CN_MAX)];
+	char		 iss[LOG_ESCAPE_SIZE(TLS_CN_MAX)];
+	char		 fp[EVP_MAX_MD_SIZE * 2 + 1];
+	unsigned char	 md[EVP_MAX_MD_SIZE];
+	unsigned int	 mdlen = 0, i;
+	long		 vr;
+
+	if (x == NULL) {
+		util_strlcpy(buf, "none", len);
+		return;
+	}
+	tls_name_cn(X509_get_subject_name(x), subj, sizeof(subj));
+	tls_name_cn(X509_get_issuer_name(x), iss, sizeof(iss));
+	fp[0] = '\0';
+	if (X509_digest(x, EVP_sha256(), md, &mdlen) == 1)
+		for (i = 0; i < mdlen; i++)
+			snprintf(fp + 2 * i, 3, "%02X", md[i]);
+	vr = SSL_get_verify_result(ssl);
+	snprintf(buf, len, "subject=%s, issuer=%s, %s%s%s, sha256=%s", subj,
+	    iss, vr == X509_V_OK ? "verified" : "not verified (",
+	    vr == X509_V_OK ? "" : X509_verify_cert_error_string(vr),
+	    vr == X509_V_OK ? "" : ")", fp);
+}
+
+const char *
+tls_library_version(void)
+{
+	return OpenSSL_version(OPENSSL_VERSION);
+}
+
+/* ------------------------------------------------------------------ */
+/* -t */
+
+static void
+tls_check_warnings(const char *where, const char *path, X509 *x,
+    tls_finding_cb cb, void *arg)
+{
+	char	msg[512], when[64];
+	int	days, secs;
+
+	if (ASN1_TIME_diff(&days, &secs, NULL, X509_get0_notAfter(x)) &&
+	    days < TLS_EXPIRY_WARN_DAYS) {
+		tls_time_text(X509_get0_notAfter(x), when, sizeof(when));
+		snprintf(msg, sizeof(msg), "%s: certificate %s: expires in %d "
+		    "day%s (%s)", where, path, days, days == 1 ? "" : "s",
+		    when);
+		cb(arg, 0, msg);
+	}
+	/* 1: also check the signature, so that only a real self-signature counts. */
+	if (X509_self_signed(x, 1) == 1) {
+		snprintf(msg, sizeof(msg), "%s: certificate %s: self-signed "
+		    "(clients that verify will refuse it)", where, path);
+		cb(arg, 0, msg);
+	}
+	ERR_clear_error();
+}
+
+static int
+tls_check_pairs(const char *where, const struct conf_keypair *pairs,
+    size_t npairs, tls_finding_cb cb, void *arg)
+{
+	struct tls_pair	 p;
+	char		 err[512];
+	size_t		 i;
+	int		 rc = 0;
+
+	for (i = 0; i < npairs; i++) {
+		if (tls_pair_load(where, &pairs[i], &p, err,
+		    sizeof(err)) == -1) {
+			cb(arg, 1, err);
+			rc = -1;
+			continue;
+		}
+		tls_check_warnings(where, pairs[i].certificate, p.leaf, cb,
+		    arg);
+		tls_pair_clear(&p);
+	}
+	return rc;
+}
+
+/*
+ * Every pair first, so that -t reports all broken files at once; then,
+ * if they are fine, a full build catches the rest (cipher strings,
+ * dh_params, CA files, ticket key) exactly as the daemon would.
+ */
+int
+tls_check(const struct conf_tls *conf, tls_finding_cb cb, void *arg)
+{
+	struct tls_server	*ts;
+	char			 where[TLS_WHERE_MAX], err[512];
+	size_t			 i;
+	int			 rc;
+
+	snprintf(where, sizeof(where), "tls \"%s\"", conf->name);
+	rc = tls_check_pairs(where, conf->pairs, conf->npairs, cb, arg);
+	for (i = 0; i < conf->nsni; i++) {
+		snprintf(where, sizeof(where), "tls \"%s\" sni \"%s\"",
+		    conf->name, conf->sni[i].name);
+		if (tls_check_pairs(where, conf->sni[i].pairs,
+		    conf->sni[i].npairs, cb, arg) == -1)
+			rc = -1;
+	}
+	if (rc == -1)
+		return -1;
+	if ((ts = tls_server_new(conf, err, sizeof(err))) == NULL) {
+		cb(arg, 1, err);
+		return -1;
+	}
+	tls_server_free(ts);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* How a TLS leg ended. */
+
+/*
+ * Whether the handshake got as far as the client's Finished (the last
+ * message, full or resumed).  SSL_is_init_finished() cannot say: a fatal
+ * error puts the state machine back "in init".
+ */
+static bool
+tls_handshake_done(SSL *ssl)
+{
+	unsigned char	buf[1];
+
+	return ssl != NULL && SSL_get_peer_finished(ssl, buf, sizeof(buf)) > 0;
+}
+
+/*
+ * The errors libevent queued for this bufferevent.  Three kinds share the
+ * queue (libevent 2.1.12 with OpenSSL 3):
+ *  - OpenSSL packed codes (library, reason): protocol errors, except
+ *    SSL_R_UNEXPECTED_EOF_WHILE_READING, OpenSSL 3's name for a FIN
+ *    without close_notify (the socket variant reports it this way even
+ *    with allow_dirty_shutdown);
+ *  - ERR_SYSTEM_ERROR codes carrying an errno;
+ *  - libevent's own copy of the SSL_get_error() value (a small number,
+ *    library 0): SSL_ERROR_SYSCALL means "look at errno".
+ * All are drained, so none is left to confuse the next connection.
+ */
+static int
+tls_classify_errors(struct bufferevent *bev, SSL *ssl, int err, char *detail,
+    size_t len)
+{
+	unsigned long	 e;
+	const char	*proto = NULL;
+	int		 sys = 0, eof = 0, raw_syscall = 0, raw_ssl = 0;
+
+	while ((e = bufferevent_get_openssl_error(bev)) != 0) {
+		if (ERR_SYSTEM_ERROR(e))
+			sys = ERR_GET_REASON(e);
+		else if (ERR_GET_LIB(e) == 0) {
+			raw_syscall |= e == SSL_ERROR_SYSCALL;
+			raw_ssl |= e == SSL_ERROR_SSL;
+		} else if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+		    ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+			eof = 1;
+		else if (proto == NULL &&
+		    (proto = ERR_reason_error_string(e)) == NULL)
+			proto = "TLS protocol error";
+	}
+	if (proto != NULL) {
+		snprintf(detail, len, "TLS error: %s", proto);
+		return TLS_CLOSE_PROTOCOL;
+	}
+	if (sys == 0 && raw_syscall)
+		sys = err;
+	if (sys != 0) {
+		snprintf(detail, len, "%s", evutil_socket_error_to_string(sys));
+		return TLS_CLOSE_SYSCALL;
+	}
+	if (eof || raw_syscall) {
+		/* SSL_ERROR_SYSCALL with errno 0 is OpenSSL 1.1's dirty EOF. */
+		snprintf(detail, len, "EOF without close_notify%s",
+		    tls_handshake_done(ssl) ? "" : " during handshake");
+		return TLS_CLOSE_EOF;
+	}
+	if (raw_ssl) {
+		snprintf(detail, len, "TLS error");
+		return TLS_CLOSE_PROTOCOL;
+	}
+	return -1;
+}
+
+enum tls_close
+tls_classify_close(struct bufferevent *bev, short what, char *detail,
+    size_t detaillen)
+{
+	SSL		*ssl = bufferevent_openssl_get_ssl(bev);
+	int		 rc, err;
+	char		 dummy[8];
+
+	if (detail == NULL || detaillen == 0) {
+		detail = dummy;
+		detaillen = sizeof(dummy);
+	}
+	/*
+	 * Before anything can change it.  Callbacks may be deferred, so a
+	 * "try again" left over from an earlier read is not the cause.
+	 */
+	err = EVUTIL_SOCKET_ERROR();
+	if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)
+		err = 0;
+	rc = tls_classify_errors(bev, ssl, err, detail, detaillen);
+	ERR_clear_error();
+	if (rc != -1)
+		return (enum tls_close)rc;
+	/* Invariant 6: close_notify and EOF both end the connection. */
+	if (ssl != NULL && (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN)) {
+		snprintf(detail, detaillen, "close_notify");
+		return TLS_CLOSE_NOTIFY;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		snprintf(detail, detaillen, "timeout");
+		return TLS_CLOSE_SYSCALL;
+	}
+	if ((what & BEV_EVENT_ERROR) && err != 0) {
+		/* The filter variant passes the socket's error on as is. */
+		snprintf(detail, detaillen, "%s",
+		    evutil_socket_error_to_string(err));
+		return TLS_CLOSE_SYSCALL;
+	}
+	if (what & BEV_EVENT_ERROR) {
+		snprintf(detail, detaillen, "connection error");
+		return TLS_CLOSE_SYSCALL;
+	}
+	snprintf(detail, detaillen, "EOF without close_notify%s",
+	    tls_handshake_done(ssl) ? "" : " during handshake");
+	return TLS_CLOSE_EOF;
+}

@@ -1,0 +1,1114 @@
+/*
+ * test_smtp.c - the SMTP filter against SPEC sections 3 (SMTP) and 8.
+ *
+ * Table-driven through filter_harness.h: each case scripts client ('C')
+ * and backend ('B') bytes and the exact bytes the filter must write to
+ * each side, step by step.  A property test then throws random DATA
+ * content with bare CR/LF and dots at the filter in random chunk sizes and
+ * checks that the backend can find no end of DATA but ours.
+ */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <event2/buffer.h>
+
+#include "filter_harness.h"
+#include "log.h"
+#include "mailtlsd.h"
+#include "proto.h"
+
+/*
+ * Steps name only the fields they need (verdict and datalen default to
+ * FILTER_CONTINUE and strlen); clang's -Wextra would flag every one.
+ */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
+#define S8(s)	s s s s s s s s
+#define S64(s)	S8(S8(s))
+
+#define GREET		"220 backend.test ESMTP\r\n"
+#define EHLO_C		"EHLO client.test\r\n"
+/* What a Postfix with every troublesome keyword would say. */
+#define EHLO_B		"250-backend.test\r\n" \
+			"250-PIPELINING\r\n" \
+			"250-SIZE 10240000\r\n" \
+			"250-STARTTLS\r\n" \
+			"250-AUTH PLAIN LOGIN\r\n" \
+			"250-AUTH=PLAIN LOGIN\r\n" \
+			"250-XCLIENT NAME ADDR PROTO HELO\r\n" \
+			"250-XFORWARD NAME ADDR\r\n" \
+			"250-CHUNKING\r\n" \
+			"250 8BITMIME\r\n"
+/* Cleartext phase of a STARTTLS service: ours once, no AUTH, no X*. */
+#define EHLO_CLEAR	"250-backend.test\r\n" \
+			"250-PIPELINING\r\n" \
+			"250-SIZE 10240000\r\n" \
+			"250-CHUNKING\r\n" \
+			"250-8BITMIME\r\n" \
+			"250 STARTTLS\r\n"
+/* Inside TLS: no STARTTLS, AUTH as the backend says, no X*. */
+#define EHLO_TLS	"250-backend.test\r\n" \
+			"250-PIPELINING\r\n" \
+			"250-SIZE 10240000\r\n" \
+			"250-AUTH PLAIN LOGIN\r\n" \
+			"250-AUTH=PLAIN LOGIN\r\n" \
+			"250-CHUNKING\r\n" \
+			"250 8BITMIME\r\n"
+
+#define R_SYNTAX	"500 5.5.2 Syntax error\r\n"
+#define R_TOO_LONG	"500 5.5.2 Line too long\r\n"
+#define R_ARGS		"501 5.5.4 Syntax error\r\n"
+#define R_TLS_ACTIVE	"503 5.5.1 TLS already active\r\n"
+#define R_IN_TXN	"503 5.5.1 MAIL transaction in progress\r\n"
+#define R_EHLO_FIRST	"503 5.5.1 Send EHLO first\r\n"
+#define R_GO_AHEAD	"220 2.0.0 Ready to start TLS\r\n"
+#define R_ENCRYPT	"538 5.7.11 Encryption required for requested " \
+			"authentication mechanism\r\n"
+#define R_TLS_FIRST	"530 5.7.0 Must issue a STARTTLS command first\r\n"
+#define R_NOT_PERMITTED	"550 5.7.0 Command not permitted\r\n"
+#define R_BARE		"550 5.6.0 Bare LF/CR in message refused\r\n"
+#define R_TOO_MANY	"421 4.7.0 mx.example.test Too many errors\r\n"
+
+#define OK		"250 2.0.0 Ok\r\n"
+#define MAIL		"MAIL FROM:<a@example.org>\r\n"
+#define RCPT		"RCPT TO:<b@example.net>\r\n"
+#define GO		"354 End data with <CR><LF>.<CR><LF>\r\n"
+#define QUEUED		"250 2.0.0 Ok: queued as 1234\r\n"
+
+/* Common openings. */
+#define ST_GREET	{ 'B', GREET, NULL, GREET }
+#define ST_EHLO_CLEAR	{ 'C', EHLO_C, EHLO_C, NULL }, \
+			{ 'B', EHLO_B, NULL, EHLO_CLEAR }
+#define ST_EHLO_TLS	{ 'C', EHLO_C, EHLO_C, NULL }, \
+			{ 'B', EHLO_B, NULL, EHLO_TLS }
+/* The upgrade: go-ahead, our RSET, its reply swallowed. */
+#define ST_STARTTLS	{ 'C', "STARTTLS\r\n", "RSET\r\n", R_GO_AHEAD, \
+			  FILTER_STARTTLS }, \
+			{ 'B', OK, NULL, NULL }
+/* An open transaction up to the 354. */
+#define ST_TXN_DATA	{ 'C', MAIL, MAIL, NULL }, { 'B', OK, NULL, OK }, \
+			{ 'C', RCPT, RCPT, NULL }, { 'B', OK, NULL, OK }, \
+			{ 'C', "DATA\r\n", "DATA\r\n", NULL }, \
+			{ 'B', GO, NULL, GO }
+
+static struct fh_case smtp_cases[] = {
+	/* ---- greeting and reply assembly ---- */
+	{ .name = "greeting relayed", .starttls_service = true,
+	  .steps = { ST_GREET } },
+	{ .name = "multi-line greeting relayed", .starttls_service = true,
+	  .steps = {
+		{ 'B', "220-backend.test ESMTP\r\n220 hello\r\n", NULL,
+		  "220-backend.test ESMTP\r\n220 hello\r\n" } } },
+	{ .name = "greeting split across reads", .starttls_service = true,
+	  .steps = {
+		{ 'B', "220 backend", NULL, NULL },
+		{ 'B', ".test ESMTP\r\n", NULL, GREET } } },
+	{ .name = "greeting 554 relayed", .starttls_service = true,
+	  .steps = {
+		{ 'B', "554 5.7.1 go away\r\n", NULL, "554 5.7.1 go away\r\n" } } },
+	{ .name = "bare LF reply lines written with CRLF",
+	  .starttls_service = true,
+	  .steps = {
+		{ 'B', "220-a\n220 b\n", NULL, "220-a\r\n220 b\r\n" } } },
+	{ .name = "malformed backend reply closes", .starttls_service = true,
+	  .steps = { { 'B', "hello\r\n", NULL, NULL, FILTER_CLOSE } } },
+	{ .name = "backend reply code 199 closes", .starttls_service = true,
+	  .steps = { { 'B', "199 odd\r\n", NULL, NULL, FILTER_CLOSE } } },
+	{ .name = "reply code changing inside a reply closes",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "NOOP\r\n", "NOOP\r\n", NULL },
+		{ 'B', "250-a\r\n251 b\r\n", NULL, NULL, FILTER_CLOSE } } },
+	{ .name = "reply with too many lines closes", .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "HELP\r\n", "HELP\r\n", NULL },
+		{ 'B', S64(S8("214-x\r\n")) "214 y\r\n", NULL, NULL,
+		  FILTER_CLOSE } } },
+	{ .name = "NUL in backend reply closes", .starttls_service = true,
+	  .steps = { { 'B', "220 a\0b\r\n", NULL, NULL, FILTER_CLOSE, 9 } } },
+	{ .name = "unsolicited backend output closes",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'B', "250 surprise\r\n", NULL, NULL, FILTER_CLOSE } } },
+	{ .name = "334 to a non-AUTH command closes", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "NOOP\r\n", "NOOP\r\n", NULL },
+		{ 'B', "334 VXNlcm5hbWU6\r\n", NULL, NULL, FILTER_CLOSE } } },
+	{ .name = "354 to a non-DATA command closes", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', RCPT, RCPT, NULL },
+		{ 'B', GO, NULL, NULL, FILTER_CLOSE } } },
+
+	/* ---- EHLO rewriting ---- */
+	{ .name = "EHLO cleartext: STARTTLS once, no AUTH/XCLIENT/XFORWARD",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR } },
+	{ .name = "EHLO implicit TLS: no STARTTLS, AUTH kept",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_EHLO_TLS } },
+	{ .name = "EHLO after STARTTLS: TLS rules", .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS, ST_EHLO_TLS } },
+	{ .name = "EHLO: removed last line, previous gets '250 '",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250-b\r\n250-SIZE 1\r\n250 XFORWARD NAME\r\n", NULL,
+		  "250-b\r\n250 SIZE 1\r\n" } } },
+	{ .name = "EHLO: only the name left", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250-b\r\n250-STARTTLS\r\n250 XCLIENT NAME\r\n", NULL,
+		  "250 b\r\n" } } },
+	{ .name = "EHLO: one-line reply gets our STARTTLS",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250 b\r\n", NULL, "250-b\r\n250 STARTTLS\r\n" } } },
+	{ .name = "EHLO: backend STARTTLS twice, any case, advertised once",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250-b\r\n250-starttls\r\n250-STARTTLS\r\n250 auth=login\r\n",
+		  NULL, "250-b\r\n250 STARTTLS\r\n" } } },
+	{ .name = "EHLO: AUTH last line in cleartext", .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250-b\r\n250-DSN\r\n250 AUTH GSSAPI\r\n", NULL,
+		  "250-b\r\n250-DSN\r\n250 STARTTLS\r\n" } } },
+	{ .name = "EHLO: first line is a name, not a keyword",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250-XCLIENT\r\n250 DSN\r\n", NULL,
+		  "250-XCLIENT\r\n250 DSN\r\n" } } },
+	{ .name = "EHLO: reply split across reads", .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250-b\r\n250-AUTH PL", NULL, NULL },
+		{ 'B', "AIN\r\n250 DSN\r\n", NULL,
+		  "250-b\r\n250-DSN\r\n250 STARTTLS\r\n" } } },
+	{ .name = "EHLO refused: relayed as is", .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "EHLO\r\n", "EHLO\r\n", NULL },
+		{ 'B', "501 5.5.4 Syntax: EHLO hostname\r\n", NULL,
+		  "501 5.5.4 Syntax: EHLO hostname\r\n" } } },
+	{ .name = "HELO reply untouched", .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "HELO client.test\r\n", "HELO client.test\r\n", NULL },
+		{ 'B', "250 backend.test\r\n", NULL, "250 backend.test\r\n" } } },
+	{ .name = "EHLO pipelined before the greeting",
+	  .starttls_service = true,
+	  .steps = {
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', GREET EHLO_B, NULL, GREET EHLO_CLEAR } } },
+
+	/* ---- STARTTLS ---- */
+	{ .name = "STARTTLS go-ahead, then Send EHLO first",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS,
+		{ 'C', MAIL, NULL, R_EHLO_FIRST },
+		{ 'C', "NOOP\r\n", "NOOP\r\n", NULL },
+		{ 'B', OK, NULL, OK },
+		{ 'C', "RSET\r\n", "RSET\r\n", NULL },
+		{ 'B', OK, NULL, OK },
+		ST_EHLO_TLS,
+		{ 'C', MAIL, MAIL, NULL },
+		{ 'B', OK, NULL, OK } } },
+	{ .name = "after STARTTLS: AUTH, RCPT, VRFY, DATA need EHLO first",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS,
+		{ 'C', "AUTH PLAIN dGVzdA==\r\n", NULL, R_EHLO_FIRST },
+		{ 'C', RCPT "VRFY x\r\nDATA\r\n", NULL,
+		  R_EHLO_FIRST R_EHLO_FIRST R_EHLO_FIRST },
+		{ 'C', "QUIT\r\n", "QUIT\r\n", NULL },
+		{ 'B', "221 2.0.0 Bye\r\n", NULL, "221 2.0.0 Bye\r\n" } } },
+	{ .name = "after STARTTLS: HELO also starts the new session",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS,
+		{ 'C', "HELO c\r\n", "HELO c\r\n", NULL },
+		{ 'B', "250 b\r\n", NULL, "250 b\r\n" },
+		{ 'C', MAIL, MAIL, NULL } } },
+	{ .name = "after STARTTLS: failed EHLO keeps Send EHLO first",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS,
+		{ 'C', "EHLO\r\n", "EHLO\r\n", NULL },
+		{ 'B', "501 5.5.4 Syntax\r\n", NULL, "501 5.5.4 Syntax\r\n" },
+		{ 'C', MAIL, NULL, R_EHLO_FIRST } } },
+	{ .name = "after STARTTLS: AUTH forwarded after EHLO",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS, ST_EHLO_TLS,
+		{ 'C', "AUTH PLAIN dGVzdA==\r\n", "AUTH PLAIN dGVzdA==\r\n",
+		  NULL },
+		{ 'B', "235 2.7.0 Authentication successful\r\n", NULL,
+		  "235 2.7.0 Authentication successful\r\n" } } },
+	{ .name = "STARTTLS without EHLO", .starttls_service = true,
+	  .steps = { ST_GREET, ST_STARTTLS } },
+	{ .name = "STARTTLS lower case", .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "starttls\r\n", "RSET\r\n", R_GO_AHEAD,
+		  FILTER_STARTTLS } } },
+	{ .name = "STARTTLS with trailing blank only",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "STARTTLS \r\n", "RSET\r\n", R_GO_AHEAD,
+		  FILTER_STARTTLS } } },
+	{ .name = "STARTTLS with arguments: 501", .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "STARTTLS now\r\n", NULL, R_ARGS },
+		{ 'C', "NOOP\r\n", "NOOP\r\n", NULL } } },
+	{ .name = "STARTTLS inside TLS: 503", .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS, ST_EHLO_TLS,
+		{ 'C', "STARTTLS\r\n", NULL, R_TLS_ACTIVE } } },
+	{ .name = "STARTTLS right after the upgrade: 503",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_STARTTLS,
+		{ 'C', "STARTTLS\r\n", NULL, R_TLS_ACTIVE } } },
+	{ .name = "STARTTLS on implicit TLS: 503", .tls_active = true,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
+		{ 'C', "STARTTLS\r\n", NULL, R_TLS_ACTIVE } } },
+	{ .name = "MAIL before STARTTLS, RCPT after: 503 in transaction",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', MAIL, MAIL, NULL },
+		{ 'B', OK, NULL, OK },
+		{ 'C', "STARTTLS\r\n", NULL, R_IN_TXN },
+		{ 'C', RCPT, RCPT, NULL },
+		{ 'B', OK, NULL, OK } } },
+	{ .name = "pipelined MAIL then STARTTLS: decided on MAIL's reply",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', MAIL "STARTTLS\r\n", MAIL, NULL },
+		{ 'B', OK, NULL, OK R_IN_TXN } } },
+	{ .name = "refused MAIL: STARTTLS allowed",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', MAIL "STARTTLS\r\n", MAIL, NULL },
+		{ 'B', "553 5.1.8 no\r\n", "RSET\r\n",
+		  "553 5.1.8 no\r\n" R_GO_AHEAD, FILTER_STARTTLS } } },
+	{ .name = "RSET ends the transaction: STARTTLS allowed",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', MAIL, MAIL, NULL },
+		{ 'B', OK, NULL, OK },
+		{ 'C', "RSET\r\nSTARTTLS\r\n", "RSET\r\n", NULL },
+		{ 'B', OK, "RSET\r\n", OK R_GO_AHEAD, FILTER_STARTTLS } } },
+	{ .name = "end of DATA ends the transaction: STARTTLS allowed",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_TXN_DATA,
+		{ 'C', "hi\r\n.\r\nSTARTTLS\r\n", "hi\r\n.\r\n", NULL },
+		{ 'B', QUEUED, "RSET\r\n", QUEUED R_GO_AHEAD,
+		  FILTER_STARTTLS } } },
+	{ .name = "injection: STARTTLS\\r\\nRSET in one read closes",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "STARTTLS\r\nRSET\r\n", NULL, NULL, FILTER_CLOSE } } },
+	{ .name = "injection: STARTTLS, AUTH, MAIL in one read closes",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "STARTTLS\r\nAUTH PLAIN dGVzdA==\r\nMAIL FROM:<a@b>\r\n",
+		  NULL, NULL, FILTER_CLOSE } } },
+	{ .name = "injection: STARTTLS with bare LF is a syntax error",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "STARTTLS\nRSET\r\n", "RSET\r\n", R_SYNTAX },
+		{ 'B', OK, NULL, OK } } },
+	{ .name = "pipelined EHLO, STARTTLS: go-ahead after EHLO reply",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C "STARTTLS\r\n", EHLO_C, NULL },
+		{ 'B', EHLO_B, "RSET\r\n", EHLO_CLEAR R_GO_AHEAD,
+		  FILTER_STARTTLS },
+		{ 'B', OK, NULL, NULL },
+		ST_EHLO_TLS } },
+	{ .name = "bytes arriving while STARTTLS waits: close",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "NOOP\r\nSTARTTLS\r\n", "NOOP\r\n", NULL },
+		{ 'C', "MAIL FROM:<evil@x>\r\n", NULL, NULL },
+		{ 'B', OK, NULL, OK, FILTER_CLOSE } } },
+	{ .name = "STARTTLS before the greeting waits for it",
+	  .starttls_service = true,
+	  .steps = {
+		{ 'C', "STARTTLS\r\n", NULL, NULL },
+		{ 'B', GREET, "RSET\r\n", GREET R_GO_AHEAD,
+		  FILTER_STARTTLS } } },
+	{ .name = "local refusal before STARTTLS keeps order",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "NOOP\r\nXCLIENT ADDR=1.2.3.4\r\nSTARTTLS\r\n",
+		  "NOOP\r\n", NULL },
+		{ 'B', OK, "RSET\r\n", OK R_NOT_PERMITTED R_GO_AHEAD,
+		  FILTER_STARTTLS } } },
+	{ .name = "backend output beyond our RSET's reply closes",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "STARTTLS\r\n", "RSET\r\n", R_GO_AHEAD,
+		  FILTER_STARTTLS },
+		{ 'B', OK "250 2.0.0 leftover\r\n", NULL, NULL,
+		  FILTER_CLOSE } } },
+	{ .name = "failed RSET after STARTTLS closes",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "STARTTLS\r\n", "RSET\r\n", R_GO_AHEAD,
+		  FILTER_STARTTLS },
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "421 4.3.0 shutting down\r\n", NULL, NULL,
+		  FILTER_CLOSE } } },
+	{ .name = "multi-line reply to our RSET swallowed",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "STARTTLS\r\n", "RSET\r\n", R_GO_AHEAD,
+		  FILTER_STARTTLS },
+		{ 'B', "250-2.0.0 Ok\r\n", NULL, NULL },
+		{ 'B', "250 2.0.0 really\r\n", NULL, NULL },
+		{ 'C', "NOOP\r\n", "NOOP\r\n", NULL },
+		{ 'B', OK, NULL, OK } } },
+
+	/* ---- AUTH ---- */
+	{ .name = "AUTH in cleartext: 538, never forwarded",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "AUTH PLAIN dGVzdA==\r\n", NULL, R_ENCRYPT },
+		{ 'C', "NOOP\r\n", "NOOP\r\n", NULL } } },
+	{ .name = "AUTH in cleartext on require_starttls: 530",
+	  .starttls_service = true, .require_starttls = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "AUTH LOGIN\r\n", NULL, R_TLS_FIRST } } },
+	{ .name = "AUTH with a tab after the verb is still AUTH",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "auth\tPLAIN dGVzdA==\r\n", NULL, R_ENCRYPT } } },
+	{ .name = "AUTH after leading blanks is still AUTH",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "  AUTH PLAIN dGVzdA==\r\n", NULL, R_ENCRYPT } } },
+	{ .name = "X-EXPS in cleartext: 538", .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "X-EXPS GSSAPI\r\n", NULL, R_ENCRYPT } } },
+	{ .name = "AUTH in TLS with 334 continuations",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
+		{ 'C', "AUTH LOGIN\r\n", "AUTH LOGIN\r\n", NULL },
+		/* Held: this line may be a SASL response or a command. */
+		{ 'C', "dXNlcg==\r\n", NULL, NULL },
+		{ 'B', "334 VXNlcm5hbWU6\r\n", "dXNlcg==\r\n",
+		  "334 VXNlcm5hbWU6\r\n" },
+		{ 'B', "334 UGFzc3dvcmQ6\r\n", NULL, "334 UGFzc3dvcmQ6\r\n" },
+		{ 'C', "cGFzcw==\r\n", "cGFzcw==\r\n", NULL },
+		{ 'B', "235 2.7.0 Ok\r\n", NULL, "235 2.7.0 Ok\r\n" },
+		{ 'C', MAIL, MAIL, NULL } } },
+	{ .name = "SASL response is not parsed as a command",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "AUTH LOGIN\r\n", "AUTH LOGIN\r\n", NULL },
+		{ 'B', "334 VXNlcm5hbWU6\r\n", NULL, "334 VXNlcm5hbWU6\r\n" },
+		{ 'C', "XCLIENT ADDR=1.2.3.4\r\n", "XCLIENT ADDR=1.2.3.4\r\n",
+		  NULL },
+		{ 'B', "535 5.7.8 no\r\n", NULL, "535 5.7.8 no\r\n" },
+		{ 'C', "XCLIENT ADDR=1.2.3.4\r\n", NULL, R_NOT_PERMITTED } } },
+	{ .name = "SASL cancel by the client", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL },
+		{ 'B', "334 \r\n", NULL, "334 \r\n" },
+		{ 'C', "*\r\nNOOP\r\n", "*\r\n", NULL },
+		{ 'B', "501 5.7.0 cancelled\r\n", "NOOP\r\n",
+		  "501 5.7.0 cancelled\r\n" } } },
+	{ .name = "SASL response with bare LF becomes a cancel",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL },
+		{ 'B', "334 \r\n", NULL, "334 \r\n" },
+		{ 'C', "dGVzdA==\nNOOP\r\n", "*\r\n", NULL },
+		{ 'B', "501 5.7.0 cancelled\r\n", "NOOP\r\n",
+		  "501 5.7.0 cancelled\r\n" } } },
+	{ .name = "over-long SASL response becomes a cancel",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL },
+		{ 'B', "334 \r\n", NULL, "334 \r\n" },
+		{ 'C', S64(S8(S8("QUFBQUFB"))), NULL, NULL },
+		{ 'C', "QUFB\r\n", "*\r\n", NULL },
+		{ 'B', "501 5.7.0 cancelled\r\n", NULL,
+		  "501 5.7.0 cancelled\r\n" } } },
+	{ .name = "SASL response longer than a command line is fine",
+	  .tls_active = true, .max_line = 69,
+	  .steps = { ST_GREET,
+		{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL },
+		{ 'B', "334 \r\n", NULL, "334 \r\n" },
+		{ 'C', S64("QUFB") "\r\n", S64("QUFB") "\r\n", NULL } } },
+
+	/* ---- require_starttls ---- */
+	{ .name = "require_starttls: MAIL, RCPT, DATA, VRFY refused",
+	  .starttls_service = true, .require_starttls = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', MAIL RCPT "DATA\r\nVRFY x\r\n", NULL,
+		  R_TLS_FIRST R_TLS_FIRST R_TLS_FIRST R_TLS_FIRST } } },
+	{ .name = "require_starttls: EHLO HELO NOOP RSET QUIT pass",
+	  .starttls_service = true, .require_starttls = true,
+	  .steps = { ST_GREET,
+		{ 'C', "HELO c\r\nNOOP\r\nRSET\r\n" EHLO_C "QUIT\r\n",
+		  "HELO c\r\nNOOP\r\nRSET\r\n" EHLO_C "QUIT\r\n", NULL },
+		{ 'B', "250 b\r\n" OK OK EHLO_B "221 Bye\r\n", NULL,
+		  "250 b\r\n" OK OK EHLO_CLEAR "221 Bye\r\n" } } },
+	{ .name = "require_starttls: all passes after STARTTLS",
+	  .starttls_service = true, .require_starttls = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS, ST_EHLO_TLS,
+		{ 'C', MAIL, MAIL, NULL }, { 'B', OK, NULL, OK } } },
+	{ .name = "require_starttls: refused BDAT chunk is discarded",
+	  .starttls_service = true, .require_starttls = true,
+	  .steps = { ST_GREET,
+		{ 'C', "BDAT 10 LAST\r\nNOOP\r\nNOOPNOOP\r\n", "NOOP\r\n",
+		  R_TLS_FIRST } } },
+	{ .name = "no require_starttls: MAIL passes in cleartext",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', MAIL "VRFY x\r\n", MAIL "VRFY x\r\n", NULL } } },
+
+	/* ---- proxy authority ---- */
+	{ .name = "XCLIENT refused in cleartext", .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "XCLIENT ADDR=1.2.3.4 NAME=x\r\n", NULL,
+		  R_NOT_PERMITTED } } },
+	{ .name = "XFORWARD refused in TLS", .tls_active = true,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
+		{ 'C', "xforward ADDR=1.2.3.4\r\n", NULL, R_NOT_PERMITTED } } },
+	{ .name = "XCLIENT refused before EHLO after STARTTLS",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_STARTTLS,
+		{ 'C', "XCLIENT ADDR=1.2.3.4\r\n", NULL, R_NOT_PERMITTED } } },
+	{ .name = "XCLIENT refused under require_starttls",
+	  .starttls_service = true, .require_starttls = true,
+	  .steps = { ST_GREET,
+		{ 'C', "XCLIENT\tADDR=1.2.3.4\r\n", NULL, R_NOT_PERMITTED } } },
+
+	/* ---- pipelining ---- */
+	{ .name = "pipelined MAIL RCPT XCLIENT RCPT DATA: order kept",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
+		{ 'C', MAIL RCPT "XCLIENT NAME=x\r\n" RCPT "DATA\r\n",
+		  MAIL RCPT RCPT "DATA\r\n", NULL },
+		{ 'B', OK OK, NULL, OK OK R_NOT_PERMITTED },
+		{ 'B', "550 5.1.1 unknown\r\n" GO, NULL,
+		  "550 5.1.1 unknown\r\n" GO },
+		{ 'C', "x\r\n.\r\n", "x\r\n.\r\n", NULL },
+		{ 'B', QUEUED, NULL, QUEUED } } },
+	{ .name = "pipelined group with a NUL line in the middle",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', MAIL "RC\0PT TO:<x>\r\n" RCPT, MAIL RCPT, NULL,
+		  FILTER_CONTINUE, sizeof(MAIL "RC\0PT TO:<x>\r\n" RCPT) - 1 },
+		{ 'B', OK, NULL, OK R_SYNTAX },
+		{ 'B', OK, NULL, OK } } },
+	{ .name = "local refusal waits for the greeting",
+	  .starttls_service = true,
+	  .steps = {
+		{ 'C', "XCLIENT NAME=x\r\n", NULL, NULL },
+		{ 'B', GREET, NULL, GREET R_NOT_PERMITTED } } },
+	{ .name = "at most FILTER_PENDING_MAX commands in flight",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', S64("NOOP\r\n") S8("NOOP\r\n"), S64("NOOP\r\n"), NULL },
+		{ 'B', S64(OK), S8("NOOP\r\n"), S64(OK) },
+		{ 'B', S8(OK), NULL, S8(OK) } } },
+
+	/* ---- DATA ---- */
+	{ .name = "DATA content relayed byte-exact", .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_TXN_DATA,
+		{ 'C', "Subject: t\r\n\r\nAUTH PLAIN dGVzdA==\r\nSTARTTLS\r\n"
+		  "XCLIENT ADDR=1.2.3.4\r\n..stuffed\r\n.x\r\n\xc3\xa9\t \r\n"
+		  ".\r\n",
+		  "Subject: t\r\n\r\nAUTH PLAIN dGVzdA==\r\nSTARTTLS\r\n"
+		  "XCLIENT ADDR=1.2.3.4\r\n..stuffed\r\n.x\r\n\xc3\xa9\t \r\n"
+		  ".\r\n", NULL },
+		{ 'B', QUEUED, NULL, QUEUED } } },
+	{ .name = "DATA held until 354, then content, then commands",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "DATA\r\nhello\r\n.\r\nQUIT\r\n", "DATA\r\n", NULL },
+		{ 'B', GO, "hello\r\n.\r\nQUIT\r\n", GO },
+		{ 'B', QUEUED "221 Bye\r\n", NULL, QUEUED "221 Bye\r\n" } } },
+	{ .name = "DATA refused (554): following bytes are commands",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "DATA\r\nRSET\r\nAUTH PLAIN x\r\n", "DATA\r\n", NULL },
+		{ 'B', "554 5.5.1 no valid recipients\r\n", "RSET\r\n",
+		  "554 5.5.1 no valid recipients\r\n" },
+		{ 'B', OK, NULL, OK R_ENCRYPT } } },
+	{ .name = "empty message", .tls_active = true,
+	  .steps = { ST_GREET, ST_TXN_DATA,
+		{ 'C', ".\r\n", ".\r\n", NULL },
+		{ 'B', QUEUED, NULL, QUEUED } } },
+	{ .name = "end of DATA split across reads", .tls_active = true,
+	  .steps = { ST_GREET, ST_TXN_DATA,
+		{ 'C', "a\r\n.", "a\r\n", NULL },
+		{ 'C', "\r", NULL, NULL },
+		{ 'C', "\n", ".\r\n", NULL },
+		{ 'B', QUEUED, NULL, QUEUED } } },
+	{ .name = "dot at a read boundary that is not the end",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_TXN_DATA,
+		{ 'C', "a\r\n.", "a\r\n", NULL },
+		{ 'C', "b\r\n\r", ".b\r\n", NULL },
+		{ 'C', "\n.\r\n", "\r\n.\r\n", NULL } } },
+	{ .name = "\\n.\\n inside DATA normalised and stuffed",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_TXN_DATA,
+		{ 'C', "a\n.\nMAIL FROM:<x@y>\r\n.\r\n",
+		  "a\r\n..\r\nMAIL FROM:<x@y>\r\n.\r\n", NULL },
+		{ 'B', QUEUED, NULL, QUEUED } } },
+	{ .name = "\\r\\n.\\n inside DATA normalised and stuffed",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_TXN_DATA,
+		{ 'C', "a\r\n.\nRCPT TO:<x@y>\r\n.\r\n",
+		  "a\r\n..\r\nRCPT TO:<x@y>\r\n.\r\n", NULL } } },
+	{ .name = "\\n.\\r\\n inside DATA normalised and stuffed",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_TXN_DATA,
+		{ 'C', "a\n.\r\nb\r\n.\r\n", "a\r\n..\r\nb\r\n.\r\n", NULL } } },
+	{ .name = "\\r.\\r inside DATA normalised and stuffed",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_TXN_DATA,
+		{ 'C', "a\r.\rb\r\n.\r\n", "a\r\n..\r\nb\r\n.\r\n", NULL } } },
+	{ .name = "\\r\\n.\\r inside DATA normalised and stuffed",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_TXN_DATA,
+		{ 'C', "a\r\n.\rb\r\n.\r\n", "a\r\n..\r\nb\r\n.\r\n", NULL } } },
+	{ .name = "bare LF and CR lines normalised", .tls_active = true,
+	  .steps = { ST_GREET, ST_TXN_DATA,
+		{ 'C', "a\nb\rc\r\r\n\n.x\r\n.\r\n",
+		  "a\r\nb\r\nc\r\n\r\n\r\n.x\r\n.\r\n", NULL } } },
+	{ .name = "\".\\r\\n\" after a bare LF is content, stuffed",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_TXN_DATA,
+		{ 'C', "a\n.\r\nQUIT\r\n", "a\r\n..\r\nQUIT\r\n", NULL },
+		{ 'C', ".\r\n", ".\r\n", NULL },
+		{ 'B', QUEUED, NULL, QUEUED } } },
+	{ .name = "bare CR at a read boundary", .tls_active = true,
+	  .steps = { ST_GREET, ST_TXN_DATA,
+		{ 'C', "a\r", "a", NULL },
+		{ 'C', "b\r\n.\r\n", "\r\nb\r\n.\r\n", NULL } } },
+	{ .name = "reject mode: bare LF refuses the message and closes",
+	  .tls_active = true, .bare_newline = BARE_NEWLINE_REJECT,
+	  .steps = { ST_GREET, ST_TXN_DATA,
+		{ 'C', "a\nb\r\n", "a", NULL },
+		{ 'C', ".\r\nMAIL FROM:<x@y>\r\n", NULL, R_BARE,
+		  FILTER_CLOSE } } },
+	{ .name = "reject mode: \\n.\\n ends the refused message",
+	  .tls_active = true, .bare_newline = BARE_NEWLINE_REJECT,
+	  .steps = { ST_GREET, ST_TXN_DATA,
+		{ 'C', "a\r\nb\n.\n", "a\r\nb", R_BARE, FILTER_CLOSE } } },
+	{ .name = "reject mode: \\r\\n.\\n refused", .tls_active = true,
+	  .bare_newline = BARE_NEWLINE_REJECT,
+	  .steps = { ST_GREET, ST_TXN_DATA,
+		{ 'C', "a\r\n.\n", "a\r\n", R_BARE, FILTER_CLOSE } } },
+	{ .name = "reject mode: clean message passes", .tls_active = true,
+	  .bare_newline = BARE_NEWLINE_REJECT,
+	  .steps = { ST_GREET, ST_TXN_DATA,
+		{ 'C', "a\r\n..b\r\n.\r\n", "a\r\n..b\r\n.\r\n", NULL },
+		{ 'B', QUEUED, NULL, QUEUED } } },
+
+	/* ---- BDAT ---- */
+	{ .name = "BDAT chunk with CRLF.CRLF relayed unparsed",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "BDAT 13 LAST\r\nab\r\n.\r\nRSET\r\n",
+		  "BDAT 13 LAST\r\nab\r\n.\r\nRSET\r\n", NULL },
+		{ 'B', QUEUED, NULL, QUEUED } } },
+	{ .name = "BDAT chunks pipelined", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "BDAT 3\r\nabcBDAT 2 last\r\nde",
+		  "BDAT 3\r\nabcBDAT 2 last\r\nde", NULL },
+		{ 'B', "250 2.0.0 3 octets\r\n" QUEUED, NULL,
+		  "250 2.0.0 3 octets\r\n" QUEUED } } },
+	{ .name = "BDAT chunk across reads, bare LF untouched",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "BDAT 6 LAST\r\nAU", "BDAT 6 LAST\r\nAU", NULL },
+		{ 'C', "TH\n\rNOOP\r\n", "TH\n\rNOOP\r\n", NULL } } },
+	{ .name = "BDAT 0 LAST", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "BDAT 0 LAST\r\nNOOP\r\n", "BDAT 0 LAST\r\nNOOP\r\n",
+		  NULL } } },
+	{ .name = "BDAT without size: 501 and close", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "BDAT\r\nabc", NULL, R_ARGS, FILTER_CLOSE } } },
+	{ .name = "BDAT bad size: 501 and close", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "BDAT 1x0\r\n", NULL, R_ARGS, FILTER_CLOSE } } },
+	{ .name = "BDAT bad end marker: 501 and close", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "BDAT 10 FIRST\r\n", NULL, R_ARGS, FILTER_CLOSE } } },
+	{ .name = "BDAT size too large: 501 and close", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "BDAT 1234567890123456789\r\n", NULL, R_ARGS,
+		  FILTER_CLOSE } } },
+	{ .name = "BDAT 501 waits for earlier replies", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "NOOP\r\nBDAT x\r\n", "NOOP\r\n", NULL },
+		{ 'B', OK, NULL, OK R_ARGS, FILTER_CLOSE } } },
+	{ .name = "BDAT LAST ends the transaction: STARTTLS allowed",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', MAIL, MAIL, NULL }, { 'B', OK, NULL, OK },
+		{ 'C', "BDAT 1 LAST\r\nxSTARTTLS\r\n", "BDAT 1 LAST\r\nx",
+		  NULL },
+		{ 'B', QUEUED, "RSET\r\n", QUEUED R_GO_AHEAD,
+		  FILTER_STARTTLS } } },
+	{ .name = "BDAT refused before EHLO after STARTTLS: chunk skipped",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_STARTTLS,
+		{ 'C', "BDAT 5\r\nMAIL NOOP\r\n", "NOOP\r\n", R_EHLO_FIRST } } },
+
+	/* ---- line framing ---- */
+	{ .name = "over-long line: 500, rest of it skipped",
+	  .tls_active = true, .max_line = 69,
+	  .steps = { ST_GREET,
+		{ 'C', "NOOP " S64("A") "A\r\nNOOP\r\n", "NOOP\r\n",
+		  R_TOO_LONG } } },
+	{ .name = "over-long line over several reads", .tls_active = true,
+	  .max_line = 69,
+	  .steps = { ST_GREET,
+		{ 'C', "AUTH PLAIN " S64("B"), NULL, R_TOO_LONG },
+		{ 'C', S64("B"), NULL, NULL },
+		{ 'C', "B\r\nNOOP\r\n", "NOOP\r\n", NULL } } },
+	{ .name = "line of exactly the limit passes", .tls_active = true,
+	  .max_line = 69,
+	  .steps = { ST_GREET,
+		{ 'C', "NOOP " S64("A") "\r\n", "NOOP " S64("A") "\r\n",
+		  NULL } } },
+	{ .name = "default limit is 4096", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "NOOP " S64(S64("A")) "\r\n", NULL, R_TOO_LONG } } },
+	{ .name = "NUL in a command: 500", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "NOOP\0\r\nRSET\r\n", "RSET\r\n", R_SYNTAX,
+		  FILTER_CONTINUE, sizeof("NOOP\0\r\nRSET\r\n") - 1 } } },
+	{ .name = "bare CR in a command: 500", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "MAIL FROM:<a>\rRCPT TO:<b>\r\n", NULL, R_SYNTAX } } },
+	{ .name = "bare LF command: 500", .tls_active = true,
+	  .steps = { ST_GREET, { 'C', "NOOP\n", NULL, R_SYNTAX } } },
+	{ .name = "empty and blank lines: 500", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "\r\n \t\r\n", NULL, R_SYNTAX R_SYNTAX } } },
+	{ .name = "unknown verbs are forwarded", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "VRFY x\r\nHELP\r\n", "VRFY x\r\nHELP\r\n", NULL },
+		{ 'B', "252 2.0.0 x\r\n502 5.5.2 no\r\n", NULL,
+		  "252 2.0.0 x\r\n502 5.5.2 no\r\n" } } },
+	{ .name = "8-bit command text forwarded", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "MAIL FROM:<j\xc3\xb6rg@example.org> SMTPUTF8\r\n",
+		  "MAIL FROM:<j\xc3\xb6rg@example.org> SMTPUTF8\r\n", NULL } } },
+	{ .name = "error limit: 421 and close", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', S8("\r\n") "\r\n\r\nNOOP\r\n", NULL,
+		  S8(R_SYNTAX) R_SYNTAX R_SYNTAX R_TOO_MANY, FILTER_CLOSE } } },
+	{ .name = "error limit: 421 keeps its place", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "NOOP\r\n" S8("XCLIENT\r\n") "\r\n\r\n", "NOOP\r\n",
+		  NULL },
+		{ 'B', OK, NULL,
+		  OK S8(R_NOT_PERMITTED) R_SYNTAX R_SYNTAX R_TOO_MANY,
+		  FILTER_CLOSE } } },
+
+	/* ---- QUIT ---- */
+	{ .name = "QUIT relayed, nothing after it forwarded",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "QUIT\r\nNOOP\r\n", "QUIT\r\n", NULL },
+		{ 'B', "221 2.0.0 Bye\r\n", NULL, "221 2.0.0 Bye\r\n" } } },
+};
+
+static void
+test_case(void **state)
+{
+	fh_run(PROTO_SMTP, &proto_smtp_ops, *state);
+}
+
+/* ---- Properties of DATA framing (SPEC section 3, 8.4). ---- */
+
+struct data_rig {
+	struct filter		*f;
+	struct conf_service	 svc;
+	struct evbuffer		*cin, *bin, *to_b, *to_c;
+};
+
+static void
+data_pump(struct data_rig *r)
+{
+	int	 i;
+
+	for (i = 0; i < 100; i++) {
+		size_t before = evbuffer_get_length(r->cin) +
+		    evbuffer_get_length(r->bin) +
+		    evbuffer_get_length(r->to_b) +
+		    evbuffer_get_length(r->to_c);
+
+		assert_int_equal(proto_smtp_ops.backend_input(r->f, r->bin,
+		    r->to_c, r->to_b), FILTER_CONTINUE);
+		assert_int_equal(proto_smtp_ops.client_input(r->f, r->cin,
+		    r->to_b, r->to_c), FILTER_CONTINUE);
+		if (before == evbuffer_get_length(r->cin) +
+		    evbuffer_get_length(r->bin) +
+		    evbuffer_get_length(r->to_b) +
+		    evbuffer_get_length(r->to_c))
+			return;
+	}
+	fail();
+}
+
+/* A filter in a transaction, right after the backend's 354. */
+static void
+data_rig_open(struct data_rig *r)
+{
+	static const struct fh_case c = { .name = "rig", .tls_active = true };
+	struct filter_params	 fp;
+
+	fh_service_init(&r->svc, PROTO_SMTP, &c, &proto_smtp_ops);
+	memset(&fp, 0, sizeof(fp));
+	fp.svc = &r->svc;
+	fp.tls_active = true;
+	fp.session_id = "rig";
+	fp.client_addr = "192.0.2.1";
+	r->f = proto_smtp_ops.filter_new(&fp);
+	assert_non_null(r->f);
+	r->cin = evbuffer_new();
+	r->bin = evbuffer_new();
+	r->to_b = evbuffer_new();
+	r->to_c = evbuffer_new();
+	evbuffer_add_printf(r->bin, "%s", GREET);
+	evbuffer_add_printf(r->cin, "DATA\r\n");
+	data_pump(r);
+	evbuffer_add_printf(r->bin, "%s", GO);
+	data_pump(r);
+	evbuffer_drain(r->to_b, evbuffer_get_length(r->to_b));
+	evbuffer_drain(r->to_c, evbuffer_get_length(r->to_c));
+}
+
+static void
+data_rig_close(struct data_rig *r)
+{
+	proto_smtp_ops.filter_free(r->f);
+	evbuffer_free(r->cin);
+	evbuffer_free(r->bin);
+	evbuffer_free(r->to_b);
+	evbuffer_free(r->to_c);
+}
+
+/* Feed msg in chunks of random size; return what reached the backend. */
+static char *
+data_relay(const char *msg, size_t len, unsigned *seed, size_t *outlen)
+{
+	struct data_rig	 r;
+	size_t		 off = 0, n;
+	char		*out;
+
+	data_rig_open(&r);
+	while (off < len) {
+		n = 1 + (size_t)rand_r(seed) % 7;
+		if (n > len - off)
+			n = len - off;
+		evbuffer_add(r.cin, msg + off, n);
+		data_pump(&r);
+		off += n;
+	}
+	/* The terminator was consumed, and nothing after it. */
+	assert_int_equal(evbuffer_get_length(r.cin), 0);
+	assert_int_equal(evbuffer_get_length(r.to_c), 0);
+	evbuffer_add_printf(r.bin, "%s", QUEUED);
+	data_pump(&r);
+	assert_int_equal(evbuffer_get_length(r.to_c), strlen(QUEUED));
+	out = fh_take(r.to_b, outlen);
+	data_rig_close(&r);
+	return out;
+}
+
+static void
+data_dump(const char *in, size_t inlen, const char *out, size_t outlen)
+{
+	char	 a[LOG_ESCAPE_SIZE(200)], b[LOG_ESCAPE_SIZE(200)];
+
+	print_error("content [%s]\n    sent [%s]\n",
+	    log_escape(a, sizeof(a), in, inlen, 200),
+	    log_escape(b, sizeof(b), out, outlen, 200));
+}
+
+/*
+ * Whatever the content, what the backend receives (after the DATA line's
+ * CRLF) has CRLF as its only line ending and exactly one CRLF.CRLF, at the
+ * very end: the backend finds the end of DATA where mailtlsd did.
+ */
+static void
+test_data_smuggling_property(void **state)
+{
+	static const char alphabet[] = { 'a', '.', '.', '\r', '\n', '\n' };
+	unsigned	 seed = 12345, round, tried = 0;
+	char		 msg[80], *out, *wire;
+	size_t		 len, outlen, i;
+
+	(void)state;
+	for (round = 0; round < 3000; round++) {
+		len = (size_t)rand_r(&seed) % 60;
+		for (i = 0; i < len; i++)
+			msg[i] = alphabet[rand_r(&seed) % sizeof(alphabet)];
+		/* Content without a real end of DATA, then the end. */
+		wire = malloc(len + 8);
+		assert_non_null(wire);
+		memcpy(wire, "\r\n", 2);
+		memcpy(wire + 2, msg, len);
+		memcpy(wire + 2 + len, "\r\n.\r\n", 5);
+		if (memmem(wire, len + 7, "\r\n.\r\n", 5) != wire + len + 2) {
+			free(wire);
+			continue;
+		}
+		memcpy(msg + len, "\r\n.\r\n", 5);
+		tried++;
+		out = data_relay(msg, len + 5, &seed, &outlen);
+		free(wire);
+		wire = malloc(outlen + 2);
+		assert_non_null(wire);
+		memcpy(wire, "\r\n", 2);
+		memcpy(wire + 2, out, outlen);
+		assert_true(outlen >= 3);
+		if (memmem(wire, outlen + 2, "\r\n.\r\n", 5) !=
+		    wire + outlen + 2 - 5)
+			data_dump(msg, len + 5, out, outlen);
+		assert_ptr_equal(memmem(wire, outlen + 2, "\r\n.\r\n", 5),
+		    wire + outlen + 2 - 5);
+		for (i = 0; i < outlen + 2; i++) {
+			if (wire[i] == '\r')
+				assert_true(i + 1 < outlen + 2 &&
+				    wire[i + 1] == '\n');
+			if (wire[i] == '\n')
+				assert_true(i > 0 && wire[i - 1] == '\r');
+		}
+		free(wire);
+		free(out);
+	}
+	/* Most random contents qualify; make sure the test did test. */
+	assert_true(tried > 1000);
+}
+
+/* Chunking never changes the result (state carried across reads). */
+static void
+test_data_chunking_invariant(void **state)
+{
+	static const char msg[] = "x\r.\n.\r\r\n..\n\r\n.a\r\n\n.\r\r\n.\r\n";
+	unsigned	 seed = 99, round;
+	char		*first, *out;
+	size_t		 firstlen, outlen;
+
+	(void)state;
+	first = data_relay(msg, sizeof(msg) - 1, &seed, &firstlen);
+	for (round = 0; round < 200; round++) {
+		out = data_relay(msg, sizeof(msg) - 1, &seed, &outlen);
+		assert_int_equal(outlen, firstlen);
+		assert_memory_equal(out, first, outlen);
+		free(out);
+	}
+	free(first);
+}
+
+/* Large content goes through in one call, whatever the evbuffer layout. */
+static void
+test_data_large(void **state)
+{
+	struct data_rig	 r;
+	char		 chunk[1000];
+	size_t		 i;
+
+	(void)state;
+	data_rig_open(&r);
+	memset(chunk, 'x', sizeof(chunk));
+	chunk[sizeof(chunk) - 2] = '\r';
+	chunk[sizeof(chunk) - 1] = '\n';
+	for (i = 0; i < 300; i++)
+		evbuffer_add(r.cin, chunk, sizeof(chunk));
+	evbuffer_add(r.cin, ".\r\nNOOP\r\n", 9);
+	data_pump(&r);
+	assert_int_equal(evbuffer_get_length(r.to_b),
+	    300 * sizeof(chunk) + 3 + 6);
+	assert_int_equal(evbuffer_get_length(r.cin), 0);
+	data_rig_close(&r);
+}
+
+/*
+ * SPEC 5 and 8.5: refused credentials and discarded pipelined bytes log a
+ * warning with the client address; credentials and SASL lines are never
+ * logged; peer text is escaped.  Everything is logged at debug level here,
+ * into a file standing in for stderr.
+ */
+static void
+test_logs(void **state)
+{
+	static const struct fh_case cases[] = {
+		{ .name = "log: AUTH in cleartext", .starttls_service = true,
+		  .steps = { ST_GREET,
+			{ 'C', "AUTH PLAIN c2VjcmV0MQ==\r\n", NULL, R_ENCRYPT } } },
+		{ .name = "log: injection after STARTTLS",
+		  .starttls_service = true,
+		  .steps = { ST_GREET,
+			{ 'C', "STARTTLS\r\nAUTH PLAIN c2VjcmV0Mg==\r\n", NULL,
+			  NULL, FILTER_CLOSE } } },
+		{ .name = "log: SASL in TLS", .tls_active = true,
+		  .steps = { ST_GREET,
+			{ 'C', "AUTH LOGIN c2VjcmV0Mw==\r\n",
+			  "AUTH LOGIN c2VjcmV0Mw==\r\n", NULL },
+			{ 'B', "334 UGFzc3dvcmQ6\r\n", NULL,
+			  "334 UGFzc3dvcmQ6\r\n" },
+			{ 'C', "c2VjcmV0NA==\r\n", "c2VjcmV0NA==\r\n", NULL },
+			{ 'B', "235 2.7.0 Ok\r\n", NULL, "235 2.7.0 Ok\r\n" } } },
+		{ .name = "log: unsolicited output escaped", .tls_active = true,
+		  .steps = { ST_GREET,
+			{ 'B', "250 \x1b[31mred\r\n", NULL, NULL,
+			  FILTER_CLOSE } } },
+	};
+	char		 path[] = "/tmp/test_smtp_log.XXXXXX";
+	static char	 text[65536];
+	int		 fd, saved;
+	ssize_t		 n;
+	size_t		 i;
+
+	(void)state;
+	fd = mkstemp(path);
+	assert_true(fd != -1);
+	unlink(path);
+	saved = dup(STDERR_FILENO);
+	assert_true(saved != -1);
+	assert_true(dup2(fd, STDERR_FILENO) != -1);
+	log_set_level(LOG_LEVEL_DEBUG);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		fh_run(PROTO_SMTP, &proto_smtp_ops, &cases[i]);
+	log_set_level(LOG_LEVEL_WARNING);
+	assert_true(dup2(saved, STDERR_FILENO) != -1);
+	close(saved);
+	assert_true(lseek(fd, 0, SEEK_SET) == 0);
+	n = read(fd, text, sizeof(text) - 1);
+	close(fd);
+	assert_true(n > 0);
+	text[n] = '\0';
+	assert_null(memmem(text, (size_t)n, "c2VjcmV0", 8));
+	assert_null(memchr(text, 0x1b, (size_t)n));
+	assert_non_null(strstr(text, "\\x1b[31mred"));
+	assert_non_null(strstr(text,
+	    "client=192.0.2.1: AUTH refused in cleartext"));
+	assert_non_null(strstr(text,
+	    "client=192.0.2.1: 25 pipelined bytes after STARTTLS, closing"));
+}
+
+static void
+test_ops(void **state)
+{
+	struct evbuffer	*b = evbuffer_new();
+	size_t		 len;
+	char		*s;
+
+	(void)state;
+	assert_string_equal(proto_smtp_ops.name, "smtp");
+	assert_string_equal(proto_smtp_ops.alpn, "smtp");
+	assert_int_equal(proto_smtp_ops.default_idle_timeout,
+	    DEFAULT_SMTP_IDLE_TIMEOUT);
+	assert_int_equal(proto_smtp_ops.default_line_max,
+	    DEFAULT_SMTP_LINE_MAX);
+	proto_smtp_ops.unavailable(b, "mx.example.test");
+	s = fh_take(b, &len);
+	assert_string_equal(s,
+	    "421 4.3.2 mx.example.test Service temporarily unavailable\r\n");
+	free(s);
+	evbuffer_free(b);
+}
+
+/* The reasons the session end line will show. */
+static void
+test_reasons(void **state)
+{
+	static const struct {
+		const char	*cin;
+		const char	*bin;
+		const char	*reason;
+	} t[] = {
+		{ "STARTTLS\r\nNOOP\r\n", GREET,
+		  "pipelined data after STARTTLS" },
+		{ S8("\r\n") "\r\n\r\n", GREET, "too many errors" },
+		{ "", "hello\r\n", "backend protocol error" },
+		{ "", GREET "250 x\r\n", "unsolicited backend output" },
+		{ "BDAT x\r\n", GREET, "malformed BDAT" },
+	};
+	static const struct fh_case c = { .name = "reasons",
+	    .starttls_service = true };
+	struct conf_service	 svc;
+	struct filter_params	 fp;
+	struct evbuffer		*cin, *bin, *to_b, *to_c;
+	struct filter		*f;
+	enum filter_verdict	 v;
+	size_t			 i;
+
+	(void)state;
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		fh_service_init(&svc, PROTO_SMTP, &c, &proto_smtp_ops);
+		memset(&fp, 0, sizeof(fp));
+		fp.svc = &svc;
+		f = proto_smtp_ops.filter_new(&fp);
+		assert_non_null(f);
+		cin = evbuffer_new();
+		bin = evbuffer_new();
+		to_b = evbuffer_new();
+		to_c = evbuffer_new();
+		evbuffer_add(bin, t[i].bin, strlen(t[i].bin));
+		v = proto_smtp_ops.backend_input(f, bin, to_c, to_b);
+		evbuffer_add(cin, t[i].cin, strlen(t[i].cin));
+		if (v == FILTER_CONTINUE)
+			v = proto_smtp_ops.client_input(f, cin, to_b, to_c);
+		assert_int_equal(v, FILTER_CLOSE);
+		assert_string_equal(proto_smtp_ops.reason(f), t[i].reason);
+		proto_smtp_ops.filter_free(f);
+		evbuffer_free(cin);
+		evbuffer_free(bin);
+		evbuffer_free(to_b);
+		evbuffer_free(to_c);
+	}
+}
+
+int
+main(void)
+{
+	static const struct CMUnitTest extra[] = {
+		cmocka_unit_test(test_data_smuggling_property),
+		cmocka_unit_test(test_data_chunking_invariant),
+		cmocka_unit_test(test_data_large),
+		cmocka_unit_test(test_logs),
+		cmocka_unit_test(test_ops),
+		cmocka_unit_test(test_reasons),
+	};
+	size_t			 ncases = sizeof(smtp_cases) /
+				    sizeof(smtp_cases[0]);
+	size_t			 n = ncases + sizeof(extra) / sizeof(extra[0]);
+	struct CMUnitTest	*tests;
+	size_t			 i;
+	int			 rc;
+
+	/* Quiet by default; test_logs() looks at everything. */
+	log_init(LOG_TARGET_STDERR, LOG_LEVEL_WARNING, 0);
+	if ((tests = calloc(n, sizeof(*tests))) == NULL)
+		return 1;
+	for (i = 0; i < ncases; i++) {
+		tests[i].name = smtp_cases[i].name;
+		tests[i].test_func = test_case;
+		tests[i].initial_state = &smtp_cases[i];
+	}
+	for (i = 0; i < sizeof(extra) / sizeof(extra[0]); i++)
+		tests[ncases + i] = extra[i];
+	rc = _cmocka_run_group_tests("smtp", tests, n, NULL, NULL);
+	free(tests);
+	return rc;
+}
