@@ -226,6 +226,14 @@ session_start_tls(struct session *s)
 		session_close(s, "TLS setup failed");
 		return;
 	}
+	/*
+	 * The TLS layer moves plaintext from its output into the socket's
+	 * output as ciphertext only while that is below its high watermark;
+	 * without one a client that stops reading would make us buffer the
+	 * backend's whole answer (bounded memory, SPEC section 6).
+	 */
+	bufferevent_setwatermark(s->client, EV_WRITE, RELAY_LOW_WATERMARK,
+	    RELAY_HIGH_WATERMARK);
 	s->client = tlsbev;
 	s->flags |= SF_TLS;
 	bufferevent_openssl_set_allow_dirty_shutdown(tlsbev, 1);

@@ -1,0 +1,1105 @@
+/*
+ * test_imap.c - the IMAP filter against SPEC sections 3 and 8.
+ *
+ * Most cases are rows of a table run by filter_harness.h: bytes from the
+ * client or the backend, and exactly what must reach the other side.  A
+ * few tests drive the filter directly where a table cannot: literals cut
+ * at every possible point, large literals and long lines streamed, the
+ * FIFO limit, and what reaches the log.
+ */
+#include "config.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "filter_harness.h"
+#include "log.h"
+#include "mailtlsd.h"
+
+#define CONT		FILTER_CONTINUE
+#define CLOSE		FILTER_CLOSE
+#define GO		FILTER_STARTTLS
+
+/* Replies the filter writes itself: the exact wire text is the contract. */
+#define R_CLEAR		" NO [PRIVACYREQUIRED] Plaintext authentication " \
+			"disallowed on non-secure connection, use STARTTLS " \
+			"first\r\n"
+#define R_GO		" OK Begin TLS negotiation now\r\n"
+#define R_TLSUP		" BAD TLS already active\r\n"
+#define R_TLSARGS	" BAD STARTTLS takes no arguments\r\n"
+#define R_NOTLS		" BAD STARTTLS not available\r\n"
+#define R_BADCHAR	" BAD Invalid characters in command line\r\n"
+#define R_TOOLONG	"* BAD Line too long\r\n"
+#define R_EMPTY		"* BAD Empty command line\r\n"
+#define R_BADTAG	"* BAD Invalid tag\r\n"
+#define R_NOVERB	" BAD Missing command\r\n"
+#define R_BADQUOTE	" BAD Invalid quoted string\r\n"
+#define R_BADLIT	" BAD Invalid literal\r\n"
+#define R_TOOBIG	" BAD [TOOBIG] Literal too large\r\n"
+#define R_BADID		" BAD Invalid ID parameters\r\n"
+#define R_IDLEARGS	" BAD IDLE takes no arguments\r\n"
+#define R_AUTHLIT	" BAD Literal not allowed in AUTHENTICATE\r\n"
+#define R_NODONE	"* BAD Expected DONE\r\n"
+#define R_COMPRESS	" NO [CANNOT] COMPRESS is not available\r\n"
+#define R_CONT		"+ Ready for literal data\r\n"
+#define R_ERRORS	"* BYE Too many errors\r\n"
+#define R_BYE_TOOBIG	"* BYE [TOOBIG] Literal too large\r\n"
+#define R_BYE_TOOLONG	"* BYE Line too long\r\n"
+#define R_BYE_SYNTAX	"* BYE Invalid command continuation\r\n"
+#define R_BYE_PREAUTH	"* BYE [UNAVAILABLE] Pre-authenticated session " \
+			"refused in cleartext\r\n"
+#define R_BYE_BACKEND	"* BYE [UNAVAILABLE] Invalid response from server\r\n"
+#define R_UNAVAIL	"* BYE [UNAVAILABLE] Service temporarily " \
+			"unavailable\r\n"
+
+/* A Dovecot-like greeting and what each phase must make of it. */
+#define G_HEAD		"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS " \
+			"ID ENABLE IDLE LITERAL+"
+#define G_TAIL		"] Dovecot ready.\r\n"
+#define G_B		G_HEAD " STARTTLS AUTH=PLAIN AUTH=LOGIN" G_TAIL
+#define G_CLEAR		"* OK [CAPABILITY IMAP4rev1 LOGIN-REFERRALS ID " \
+			"ENABLE IDLE LITERAL+ STARTTLS LOGINDISABLED" G_TAIL
+#define G_TLS		G_HEAD " AUTH=PLAIN AUTH=LOGIN" G_TAIL
+
+#define GREETING	"* OK IMAP ready\r\n"
+#define GREET		{ 'B', GREETING, NULL, GREETING, CONT, 0 }
+
+#define X10	"xxxxxxxxxx"
+#define X100	X10 X10 X10 X10 X10 X10 X10 X10 X10 X10
+#define X600	X100 X100 X100 X100 X100 X100
+
+/*
+ * A FETCH body (57 bytes) whose lines look like a capability list, the
+ * pending command's completion and a STARTTLS command.
+ */
+#define BODY57		"* CAPABILITY STARTTLS AUTH=PLAIN\r\n" \
+			"a OK fake\r\nb STARTTLS\r\n"
+#define FETCH_B		"* 1 FETCH (BODY[] {57}\r\n" BODY57 ")\r\n"
+
+static const struct fh_case imap_cases[] = {
+	/* ---- greeting and capability lists ---- */
+	{ "greeting_capa_cleartext", false, true, false, 0, 0, {
+		{ 'B', G_B, NULL, G_CLEAR, CONT, 0 },
+		{ 0 } } },
+	{ "greeting_capa_after_tls", true, true, false, 0, 0, {
+		{ 'B', G_B, NULL, G_TLS, CONT, 0 },
+		{ 0 } } },
+	{ "greeting_capa_implicit", true, false, false, 0, 0, {
+		{ 'B', G_B, NULL, G_TLS, CONT, 0 },
+		{ 0 } } },
+	{ "greeting_plain_relayed", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a NOOP\r\n", "a NOOP\r\n", NULL, CONT, 0 },
+		{ 'B', "a OK done\r\n", NULL, "a OK done\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "greeting_split", false, true, false, 0, 0, {
+		{ 'B', "* OK [CAPABILITY IMAP4rev1 AUTH=", NULL, NULL, CONT,
+		    0 },
+		{ 'B', "PLAIN] hi\r\n", NULL,
+		    "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hi\r\n",
+		    CONT, 0 },
+		{ 0 } } },
+	{ "greeting_preauth_cleartext", false, true, false, 0, 0, {
+		{ 'B', "* PREAUTH [CAPABILITY IMAP4rev1] Logged in as bob\r\n",
+		    NULL, R_BYE_PREAUTH, CLOSE, 0 },
+		{ 0 } } },
+	{ "greeting_preauth_implicit", true, false, false, 0, 0, {
+		{ 'B', "* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] bob\r\n",
+		    NULL, "* PREAUTH [CAPABILITY IMAP4rev1] bob\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "greeting_bye_relayed", false, true, false, 0, 0, {
+		{ 'B', "* BYE [UNAVAILABLE] Server shutting down\r\n", NULL,
+		    "* BYE [UNAVAILABLE] Server shutting down\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "greeting_invalid", false, true, false, 0, 0, {
+		{ 'B', "220 smtp.example.test ESMTP\r\n", NULL, R_BYE_BACKEND,
+		    CLOSE, 0 },
+		{ 0 } } },
+	{ "hold_until_greeting", false, true, false, 0, 0, {
+		{ 'C', "a LOGIN bob secret\r\nb NOOP\r\n", NULL, NULL, CONT,
+		    0 },
+		{ 'B', GREETING, "b NOOP\r\n", GREETING "a" R_CLEAR, CONT, 0 },
+		{ 0 } } },
+	{ "capability_untagged_cleartext", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a CAPABILITY\r\n", "a CAPABILITY\r\n", NULL, CONT, 0 },
+		{ 'B', "* CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN "
+		    "LOGINDISABLED SASL-IR COMPRESS=DEFLATE ID\r\n"
+		    "a OK done\r\n",
+		    NULL, "* CAPABILITY IMAP4rev1 ID STARTTLS LOGINDISABLED\r\n"
+		    "a OK done\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "capability_untagged_tls", true, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a CAPABILITY\r\n", "a CAPABILITY\r\n", NULL, CONT, 0 },
+		{ 'B', "* CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN "
+		    "LOGINDISABLED SASL-IR COMPRESS=DEFLATE ID\r\n"
+		    "a OK done\r\n",
+		    NULL, "* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR ID\r\n"
+		    "a OK done\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "capability_case_and_duplicates", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a capability\r\n", "a capability\r\n", NULL, CONT, 0 },
+		{ 'B', "* capability IMAP4rev1  starttls StartTLS auth=plain "
+		    "logindisabled\r\n", NULL, "* capability IMAP4rev1 "
+		    "STARTTLS LOGINDISABLED\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "capability_untagged_ok_code", false, true, false, 0, 0, {
+		GREET,
+		{ 'B', "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN]\r\n", NULL,
+		    "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED]\r\n",
+		    CONT, 0 },
+		{ 0 } } },
+	{ "capability_tagged_after_login", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a LOGIN bob secret\r\n", "a LOGIN bob secret\r\n", NULL,
+		    CONT, 0 },
+		{ 'B', "a OK [CAPABILITY IMAP4rev1 STARTTLS SORT "
+		    "COMPRESS=DEFLATE] Logged in\r\n", NULL,
+		    "a OK [CAPABILITY IMAP4rev1 SORT] Logged in\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "capability_not_in_other_text", false, true, false, 0, 0, {
+		GREET,
+		{ 'B', "* 3 EXISTS\r\n* OK CAPABILITY AUTH=PLAIN is here\r\n",
+		    NULL,
+		    "* 3 EXISTS\r\n* OK CAPABILITY AUTH=PLAIN is here\r\n",
+		    CONT, 0 },
+		{ 0 } } },
+
+	/* ---- STARTTLS ---- */
+	{ "starttls_go_then_tls_rules", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a STARTTLS\r\n", NULL, "a" R_GO, GO, 0 },
+		{ 'C', "b CAPABILITY\r\n", "b CAPABILITY\r\n", NULL, CONT, 0 },
+		{ 'B', "* CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN\r\nb OK\r\n",
+		    NULL, "* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\nb OK\r\n", CONT,
+		    0 },
+		{ 'C', "c STARTTLS\r\n", NULL, "c" R_TLSUP, CONT, 0 },
+		{ 'C', "d LOGIN bob secret\r\n", "d LOGIN bob secret\r\n", NULL,
+		    CONT, 0 },
+		{ 0 } } },
+	{ "starttls_lowercase", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "x1 starttls\r\n", NULL, "x1" R_GO, GO, 0 },
+		{ 0 } } },
+	{ "starttls_injection_closes", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a STARTTLS\r\nb CAPABILITY\r\n", NULL, NULL, CLOSE, 0 },
+		{ 0 } } },
+	{ "starttls_injection_partial", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a STARTTLS\r\nb", NULL, NULL, CLOSE, 0 },
+		{ 0 } } },
+	{ "starttls_waits_for_earlier", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a NOOP\r\nb STARTTLS\r\n", "a NOOP\r\n", NULL, CONT,
+		    0 },
+		{ 'B', "* 1 EXISTS\r\n", NULL, "* 1 EXISTS\r\n", CONT, 0 },
+		{ 'B', "a OK NOOP done\r\n", NULL, "a OK NOOP done\r\nb" R_GO,
+		    GO, 0 },
+		{ 0 } } },
+	{ "starttls_pipelined_while_waiting", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a NOOP\r\nb STARTTLS\r\n", "a NOOP\r\n", NULL, CONT,
+		    0 },
+		{ 'C', "c LOGIN bob secret\r\n", NULL, NULL, CONT, 0 },
+		{ 'B', "a OK\r\n", NULL, "a OK\r\n", CLOSE, 0 },
+		{ 0 } } },
+	{ "starttls_arguments", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a STARTTLS now\r\n", NULL, "a" R_TLSARGS, CONT, 0 },
+		{ 'C', "b STARTTLS \r\n", NULL, "b" R_TLSARGS, CONT, 0 },
+		{ 0 } } },
+	{ "starttls_implicit_refused", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a STARTTLS\r\n", NULL, "a" R_TLSUP, CONT, 0 },
+		{ 0 } } },
+	{ "starttls_not_offered", false, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a STARTTLS\r\n", NULL, "a" R_NOTLS, CONT, 0 },
+		{ 0 } } },
+	{ "starttls_refusal_keeps_order", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a NOOP\r\nb STARTTLS x\r\n", "a NOOP\r\n", NULL, CONT,
+		    0 },
+		{ 'B', "a OK\r\n", NULL, "a OK\r\nb" R_TLSARGS, CONT, 0 },
+		{ 0 } } },
+	{ "starttls_after_literal_refused", false, true, false, 0, 0, {
+		/* The literal's bytes are not a STARTTLS command. */
+		GREET,
+		{ 'C', "a APPEND box {12}\r\n", "a APPEND box {12}\r\n", NULL,
+		    CONT, 0 },
+		{ 'C', "b STARTTLS\r\n", NULL, NULL, CONT, 0 },
+		{ 'B', "a NO [TRYCREATE] No mailbox\r\n", NULL,
+		    "a NO [TRYCREATE] No mailbox\r\nb" R_GO, GO, 0 },
+		{ 0 } } },
+
+	/* ---- credentials in cleartext ---- */
+	{ "login_refused_cleartext", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a LOGIN bob secret\r\n", NULL, "a" R_CLEAR, CONT, 0 },
+		{ 'C', "b login \"bob\" \"secret\"\r\n", NULL, "b" R_CLEAR,
+		    CONT, 0 },
+		{ 0 } } },
+	{ "login_sync_literal_refused", false, true, false, 0, 0, {
+		/* No "+": the client drops the command on the tagged NO. */
+		GREET,
+		{ 'C', "a LOGIN {5}\r\n", NULL, "a" R_CLEAR, CONT, 0 },
+		{ 'C', "b NOOP\r\n", "b NOOP\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "login_nonsync_literals_dropped", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a LOGIN {5+}\r\nb OK  {6+}\r\nsecret\r\nc NOOP\r\n",
+		    "c NOOP\r\n", "a" R_CLEAR, CONT, 0 },
+		{ 0 } } },
+	{ "login_nonsync_literal_split", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a LOGIN {12+}\r\nb STAR", NULL, "a" R_CLEAR, CONT, 0 },
+		{ 'C', "TTLS\r\n {3+}\r\n", NULL, NULL, CONT, 0 },
+		{ 'C', "pw", NULL, NULL, CONT, 0 },
+		{ 'C', "x\r\nc NOOP\r\n", "c NOOP\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "login_nonsync_then_sync", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a LOGIN {3+}\r\nbob {6}\r\n", NULL, "a" R_CLEAR, CONT,
+		    0 },
+		{ 'C', "b NOOP\r\n", "b NOOP\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "login_literal_too_big_cleartext", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a LOGIN {70000+}\r\n", NULL, "a" R_CLEAR R_BYE_TOOBIG,
+		    CLOSE, 0 },
+		{ 0 } } },
+	{ "authenticate_refused_cleartext", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a AUTHENTICATE PLAIN\r\n", NULL, "a" R_CLEAR, CONT, 0 },
+		{ 'C', "b AUTHENTICATE PLAIN AGJvYgBzZWNyZXQ=\r\n", NULL,
+		    "b" R_CLEAR, CONT, 0 },
+		{ 0 } } },
+	{ "credentials_refusal_keeps_order", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a NOOP\r\nb LOGIN x y\r\nc NOOP\r\n",
+		    "a NOOP\r\nc NOOP\r\n", NULL, CONT, 0 },
+		{ 'B', "a OK\r\n", NULL, "a OK\r\nb" R_CLEAR, CONT, 0 },
+		{ 'B', "c OK\r\n", NULL, "c OK\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "out_of_order_completion", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a NOOP\r\nb NOOP\r\nc LOGIN x y\r\n",
+		    "a NOOP\r\nb NOOP\r\n", NULL, CONT, 0 },
+		{ 'B', "b OK\r\n", NULL, "b OK\r\n", CONT, 0 },
+		{ 'B', "a OK\r\n", NULL, "a OK\r\nc" R_CLEAR, CONT, 0 },
+		{ 0 } } },
+	{ "login_tls_forwarded", true, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a LOGIN bob secret\r\n", "a LOGIN bob secret\r\n", NULL,
+		    CONT, 0 },
+		{ 0 } } },
+	{ "login_tls_sync_literals", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a LOGIN {3}\r\nbob {6}\r\n", "a LOGIN {3}\r\n", NULL,
+		    CONT, 0 },
+		{ 'B', "+ OK\r\n", "bob {6}\r\n", "+ OK\r\n", CONT, 0 },
+		{ 'B', "+ OK\r\n", NULL, "+ OK\r\n", CONT, 0 },
+		{ 'C', "secret\r\n", "secret\r\n", NULL, CONT, 0 },
+		{ 'B', "a OK Logged in\r\n", NULL, "a OK Logged in\r\n", CONT,
+		    0 },
+		{ 0 } } },
+
+	/* ---- client literals ---- */
+	{ "literal_text_not_commands", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a APPEND box {28+}\r\nb STARTTLS\r\nc LOGIN bob pw\r\n"
+		    "\r\n", "a APPEND box {28+}\r\nb STARTTLS\r\n"
+		    "c LOGIN bob pw\r\n\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "literal_sync_waits_for_plus", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a APPEND box {10}\r\n0123", "a APPEND box {10}\r\n",
+		    NULL, CONT, 0 },
+		{ 'B', "+ Ready\r\n", "0123", "+ Ready\r\n", CONT, 0 },
+		{ 'C', "456789", "456789", NULL, CONT, 0 },
+		{ 'C', " {2}\r\n", " {2}\r\n", NULL, CONT, 0 },
+		{ 'B', "+ Ready\r\n", NULL, "+ Ready\r\n", CONT, 0 },
+		{ 'C', "ab\r\nb NOOP\r\n", "ab\r\nb NOOP\r\n", NULL, CONT, 0 },
+		{ 'B', "a OK\r\nb OK\r\n", NULL, "a OK\r\nb OK\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "literal_sync_rejected", true, false, false, 0, 0, {
+		/* After the tagged NO, the bytes are commands again. */
+		GREET,
+		{ 'C', "a APPEND box {5}\r\nb NOOP\r\n", "a APPEND box {5}\r\n",
+		    NULL, CONT, 0 },
+		{ 'B', "a NO [OVERQUOTA] Quota\r\n", "b NOOP\r\n",
+		    "a NO [OVERQUOTA] Quota\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "literal_wait_ignores_other_completion", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a NOOP\r\nb APPEND box {5}\r\nc NOOP\r\n",
+		    "a NOOP\r\nb APPEND box {5}\r\n", NULL, CONT, 0 },
+		{ 'B', "a OK\r\n", NULL, "a OK\r\n", CONT, 0 },
+		{ 'B', "+ go\r\n", "c NOOP\r\n", "+ go\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "auth_wait_ignores_other_completion", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a NOOP\r\nb AUTHENTICATE PLAIN\r\nAGJvYgB4\r\n",
+		    "a NOOP\r\nb AUTHENTICATE PLAIN\r\n", NULL, CONT, 0 },
+		{ 'B', "a OK\r\n", NULL, "a OK\r\n", CONT, 0 },
+		{ 'B', "+ \r\n", "AGJvYgB4\r\n", "+ \r\n", CONT, 0 },
+		{ 0 } } },
+	{ "literal_multiappend_nonsync", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a APPEND box (\\Seen) {3+}\r\nabc {2+}\r\nde\r\n",
+		    "a APPEND box (\\Seen) {3+}\r\nabc {2+}\r\nde\r\n", NULL,
+		    CONT, 0 },
+		{ 0 } } },
+	{ "literal8_binary", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a APPEND box ~{4+}\r\n\x01\r\n\xff\r\n", "a APPEND box "
+		    "~{4+}\r\n\x01\r\n\xff\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "literal_zero", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a APPEND box {0+}\r\n\r\nb NOOP\r\n",
+		    "a APPEND box {0+}\r\n\r\nb NOOP\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "literal_too_big_sync_cleartext", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a APPEND box {70000}\r\nb NOOP\r\n", "b NOOP\r\n",
+		    "a" R_TOOBIG, CONT, 0 },
+		{ 0 } } },
+	{ "literal_too_big_nonsync_cleartext", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a APPEND box {70000+}\r\n", NULL, R_BYE_TOOBIG, CLOSE,
+		    0 },
+		{ 0 } } },
+	{ "literal_big_ok_in_tls", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a APPEND box {70000}\r\n", "a APPEND box {70000}\r\n",
+		    NULL, CONT, 0 },
+		{ 0 } } },
+	{ "literals_per_command_cleartext", false, true, false, 0, 0, {
+		/* 16 literals pass before TLS; the 17th ends the session. */
+		GREET,
+		{ 'C', "a LOGIN {1+}\r\n1 {1+}\r\n2 {1+}\r\n3 {1+}\r\n4 "
+		    "{1+}\r\n5 {1+}\r\n6 {1+}\r\n7 {1+}\r\n8 {1+}\r\n9 "
+		    "{1+}\r\na {1+}\r\nb {1+}\r\nc {1+}\r\nd {1+}\r\ne "
+		    "{1+}\r\nf {1+}\r\ng\r\n", NULL, "a" R_CLEAR, CONT, 0 },
+		{ 'C', "b LOGIN {1+}\r\n1 {1+}\r\n2 {1+}\r\n3 {1+}\r\n4 "
+		    "{1+}\r\n5 {1+}\r\n6 {1+}\r\n7 {1+}\r\n8 {1+}\r\n9 "
+		    "{1+}\r\na {1+}\r\nb {1+}\r\nc {1+}\r\nd {1+}\r\ne "
+		    "{1+}\r\nf {1+}\r\ng {1+}\r\n", NULL,
+		    "b" R_CLEAR R_BYE_TOOBIG, CLOSE, 0 },
+		{ 0 } } },
+	{ "literal_number_overflow", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a APPEND box {99999999999999999999999}\r\n", NULL,
+		    R_BYE_TOOBIG, CLOSE, 0 },
+		{ 0 } } },
+	{ "literal_quote_smuggling", false, true, false, 0, 0, {
+		/* `"x {20+}` has no literal for a strict parser: refused. */
+		GREET,
+		{ 'C', "a NOOP \"x {20+}\r\nb LOGIN bob secret\r\n\r\n", NULL,
+		    "a" R_BADQUOTE, CONT, 0 },
+		{ 'C', "c NOOP\r\n", "c NOOP\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "literal_brace_inside_atom", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a SELECT foo{5}\r\nb SELECT a{1}b\r\n", NULL,
+		    "a" R_BADLIT "b" R_BADLIT, CONT, 0 },
+		{ 0 } } },
+	{ "literal_brace_quoted_ok", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a SELECT \"foo {5}\"\r\nb LIST \"\" \"a\\\"{1}\"\r\n",
+		    "a SELECT \"foo {5}\"\r\nb LIST \"\" \"a\\\"{1}\"\r\n",
+		    NULL, CONT, 0 },
+		{ 0 } } },
+	{ "quote_bad_escape", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a SELECT \"a\\b\"\r\nb SELECT x\"y\"\r\n", NULL,
+		    "a" R_BADQUOTE "b" R_BADQUOTE, CONT, 0 },
+		{ 0 } } },
+	{ "continuation_invalid_closes", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a APPEND box {1+}\r\nx \"open\r\n",
+		    "a APPEND box {1+}\r\nx", R_BYE_SYNTAX, CLOSE, 0 },
+		{ 0 } } },
+	{ "continuation_too_long_closes", true, false, false, 512, 0, {
+		GREET,
+		{ 'C', "a APPEND box {1+}\r\nx" X600 "\r\n",
+		    "a APPEND box {1+}\r\nx", R_BYE_TOOLONG, CLOSE, 0 },
+		{ 0 } } },
+
+	/* ---- backend literals ---- */
+	{ "fetch_literal_byte_exact", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a FETCH 1 BODY[]\r\nb STARTTLS\r\n",
+		    "a FETCH 1 BODY[]\r\n", NULL, CONT, 0 },
+		{ 'B', FETCH_B, NULL, FETCH_B, CONT, 0 },
+		{ 'B', "a OK Fetch completed\r\n", NULL,
+		    "a OK Fetch completed\r\nb" R_GO, GO, 0 },
+		{ 0 } } },
+	{ "fetch_literal_split", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a FETCH 1 BODY[]\r\n", "a FETCH 1 BODY[]\r\n", NULL,
+		    CONT, 0 },
+		{ 'B', "* 1 FETCH (BODY[] {5", NULL, NULL, CONT, 0 },
+		{ 'B', "7}\r\n* CAPABILITY STA", NULL,
+		    "* 1 FETCH (BODY[] {57}\r\n* CAPABILITY STA", CONT, 0 },
+		{ 'B', "RTTLS AUTH=PLAIN\r\na OK fake\r\n", NULL,
+		    "RTTLS AUTH=PLAIN\r\na OK fake\r\n", CONT, 0 },
+		{ 'C', "b NOOP\r\n", "b NOOP\r\n", NULL, CONT, 0 },
+		{ 'B', "b STARTTLS\r\n)\r\na OK\r\nb OK\r\n", NULL,
+		    "b STARTTLS\r\n)\r\na OK\r\nb OK\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "fetch_two_literals_one_response", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a FETCH 1 (BODY[1] BODY[2])\r\n",
+		    "a FETCH 1 (BODY[1] BODY[2])\r\n", NULL, CONT, 0 },
+		{ 'B', "* 1 FETCH (BODY[1] {6}\r\na OK\r\n BODY[2] ~{3}\r\n"
+		    "a\x02b)\r\na OK\r\n", NULL,
+		    "* 1 FETCH (BODY[1] {6}\r\na OK\r\n"
+		    " BODY[2] ~{3}\r\na\x02b)\r\na OK\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "backend_literal_rest_not_parsed", false, true, false, 0, 0, {
+		/* After a literal, the line goes on: no tag, no capability. */
+		GREET,
+		{ 'C', "a FETCH 1 BODY[]\r\nb STARTTLS\r\n",
+		    "a FETCH 1 BODY[]\r\n", NULL, CONT, 0 },
+		{ 'B', "* 1 FETCH (BODY[] {2}\r\nxxa OK fake\r\n", NULL,
+		    "* 1 FETCH (BODY[] {2}\r\nxxa OK fake\r\n", CONT, 0 },
+		{ 'B', "* 1 FETCH (BODY[] {0}\r\n* CAPABILITY AUTH=PLAIN)\r\n",
+		    NULL,
+		    "* 1 FETCH (BODY[] {0}\r\n* CAPABILITY AUTH=PLAIN)\r\n",
+		    CONT, 0 },
+		{ 'B', "a OK\r\n", NULL, "a OK\r\nb" R_GO, GO, 0 },
+		{ 0 } } },
+	{ "backend_mid_response_holds_reply", false, true, false, 0, 0, {
+		GREET,
+		{ 'B', "* 1 FETCH (BODY[] {3}\r\nabc", NULL,
+		    "* 1 FETCH (BODY[] {3}\r\nabc", CONT, 0 },
+		{ 'C', "x LOGIN a b\r\n", NULL, NULL, CONT, 0 },
+		{ 'B', ")\r\n", NULL, ")\r\nx" R_CLEAR, CONT, 0 },
+		{ 0 } } },
+	{ "backend_bare_lf_relayed", false, true, false, 0, 0, {
+		GREET,
+		{ 'B', "* 2 EXISTS\n* 1 RECENT\r\n", NULL,
+		    "* 2 EXISTS\n* 1 RECENT\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "backend_unknown_tag_relayed", false, true, false, 0, 0, {
+		GREET,
+		{ 'B', "zz OK what\r\n+ spurious\r\n", NULL,
+		    "zz OK what\r\n+ spurious\r\n", CONT, 0 },
+		{ 'C', "a NOOP\r\n", "a NOOP\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+
+	/* ---- ID ---- */
+	{ "id_strip_proxy_keys", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a ID (\"name\" \"Thunderbird\" \"x-originating-ip\" "
+		    "\"203.0.113.9\" \"X-Connected-Port\" \"143\" "
+		    "\"X-PROXY-TTL\" \"5\" \"x-session-id\" \"s1\" "
+		    "\"x-forward-user\" \"root\" "
+		    "\"version\" \"115\")\r\n",
+		    "a ID (\"name\" \"Thunderbird\" \"version\" \"115\")\r\n",
+		    NULL, CONT, 0 },
+		{ 'B', "* ID (\"name\" \"Dovecot\")\r\na OK ID done\r\n", NULL,
+		    "* ID (\"name\" \"Dovecot\")\r\na OK ID done\r\n", CONT,
+		    0 },
+		{ 0 } } },
+	{ "id_strip_inside_tls", true, false, false, 0, 0, {
+		GREET,
+		{ 'C',
+		    "a ID (\"x-originating-ip\" \"1.2.3.4\" \"name\" NIL)\r\n",
+		    "a ID (\"name\" NIL)\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "id_all_stripped_nil", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a ID (\"x-originating-port\" \"1\")\r\nb id nil\r\n"
+		    "c ID ()\r\n", "a ID NIL\r\nb ID NIL\r\nc ID NIL\r\n", NULL,
+		    CONT, 0 },
+		{ 0 } } },
+	{ "id_escapes_canonical", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a ID (\"na\\\"me\" \"c:\\\\x\")\r\n",
+		    "a ID (\"na\\\"me\" \"c:\\\\x\")\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "id_nonsync_literals", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a ID (\"x-session-id\" {3+}\r\nabc \"name\" {2+}\r\n"
+		    "mu)\r\n", "a ID (\"name\" \"mu\")\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "id_literal_key", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a ID ({16+}\r\nx-originating-ip \"9.9.9.9\" {4+}\r\n"
+		    "name \"x\")\r\n", "a ID (\"name\" \"x\")\r\n", NULL, CONT,
+		    0 },
+		{ 0 } } },
+	{ "id_sync_literal_local_plus", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a ID (\"name\" {3}\r\n", NULL, R_CONT, CONT, 0 },
+		{ 'C', "abc)\r\n", "a ID (\"name\" \"abc\")\r\n", NULL, CONT,
+		    0 },
+		{ 0 } } },
+	{ "id_invalid", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a ID (\"name\")\r\nb ID\r\nc ID name x\r\n"
+		    "d ID (\"a\" \"b\"\r\ne ID (\"a\" \"b\") x\r\n", NULL,
+		    "a" R_BADID "b" R_BADID "c" R_BADID "d" R_BADID "e" R_BADID,
+		    CONT, 0 },
+		{ 0 } } },
+	{ "id_literal_crlf_refused", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a ID (\"name\" {4+}\r\na\r\nb)\r\n", NULL, "a" R_BADID,
+		    CONT, 0 },
+		{ 0 } } },
+	{ "id_too_big_dropped", false, true, false, 512, 0, {
+		GREET,
+		{ 'C', "a ID (\"name\" {600+}\r\n" X600 ")\r\nb NOOP\r\n",
+		    "b NOOP\r\n", "a" R_BADID, CONT, 0 },
+		{ 0 } } },
+
+	/* ---- AUTHENTICATE inside TLS ---- */
+	{ "authenticate_tls_continuation", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a AUTHENTICATE PLAIN\r\nAGJvYgBzZWNyZXQ=\r\n",
+		    "a AUTHENTICATE PLAIN\r\n", NULL, CONT, 0 },
+		{ 'B', "+ \r\n", "AGJvYgBzZWNyZXQ=\r\n", "+ \r\n", CONT, 0 },
+		{ 'B', "a OK [CAPABILITY IMAP4rev1 STARTTLS] Logged in\r\n",
+		    NULL, "a OK [CAPABILITY IMAP4rev1] Logged in\r\n", CONT,
+		    0 },
+		{ 'C', "b SELECT INBOX\r\n", "b SELECT INBOX\r\n", NULL, CONT,
+		    0 },
+		{ 0 } } },
+	{ "authenticate_sasl_line_not_command", true, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a AUTHENTICATE LOGIN\r\n", "a AUTHENTICATE LOGIN\r\n",
+		    NULL, CONT, 0 },
+		{ 'B', "+ VXNlcm5hbWU6\r\n", NULL, "+ VXNlcm5hbWU6\r\n", CONT,
+		    0 },
+		{ 'C', "b STARTTLS\r\n", "b STARTTLS\r\n", NULL, CONT, 0 },
+		{ 'B', "a BAD Invalid base64\r\n", NULL,
+		    "a BAD Invalid base64\r\n", CONT, 0 },
+		{ 'C', "c STARTTLS\r\n", NULL, "c" R_TLSUP, CONT, 0 },
+		{ 0 } } },
+	{ "authenticate_ir_completes", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a AUTHENTICATE PLAIN AGJvYgBzZWNyZXQ=\r\nb NOOP\r\n",
+		    "a AUTHENTICATE PLAIN AGJvYgBzZWNyZXQ=\r\n", NULL, CONT,
+		    0 },
+		{ 'B', "a NO [AUTHENTICATIONFAILED] Failed\r\n", "b NOOP\r\n",
+		    "a NO [AUTHENTICATIONFAILED] Failed\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "authenticate_bad_sasl_line_cancels", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a AUTHENTICATE PLAIN\r\n", "a AUTHENTICATE PLAIN\r\n",
+		    NULL, CONT, 0 },
+		{ 'B', "+ \r\n", NULL, "+ \r\n", CONT, 0 },
+		{ 'C', "AGJv\0YgB=\r\n", "*\r\n", NULL, CONT, 11 },
+		{ 'B', "a BAD Canceled\r\n", NULL, "a BAD Canceled\r\n", CONT,
+		    0 },
+		{ 0 } } },
+	{ "authenticate_literal_refused", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a AUTHENTICATE PLAIN {5}\r\n", NULL, "a" R_AUTHLIT,
+		    CONT, 0 },
+		{ 0 } } },
+
+	/* ---- IDLE ---- */
+	{ "idle_done", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a IDLE\r\n", "a IDLE\r\n", NULL, CONT, 0 },
+		{ 'B', "+ idling\r\n", NULL, "+ idling\r\n", CONT, 0 },
+		{ 'B', "* 2 EXISTS\r\n", NULL, "* 2 EXISTS\r\n", CONT, 0 },
+		{ 'C', "DONE\r\n", "DONE\r\n", NULL, CONT, 0 },
+		{ 'B', "a OK Idle completed\r\n", NULL,
+		    "a OK Idle completed\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "idle_done_held_until_plus", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a IDLE\r\ndone\r\nb NOOP\r\n", "a IDLE\r\n", NULL, CONT,
+		    0 },
+		{ 'B', "+ idling\r\n", "DONE\r\nb NOOP\r\n", "+ idling\r\n",
+		    CONT, 0 },
+		{ 0 } } },
+	{ "idle_not_done", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a IDLE\r\n", "a IDLE\r\n", NULL, CONT, 0 },
+		{ 'B', "+ idling\r\n", NULL, "+ idling\r\n", CONT, 0 },
+		{ 'C', "b LOGIN bob secret\r\n", "DONE\r\n", NULL, CONT, 0 },
+		{ 'B', "a OK Idle completed\r\n", NULL,
+		    "a OK Idle completed\r\n" R_NODONE, CONT, 0 },
+		{ 0 } } },
+	{ "idle_refused_by_backend", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a IDLE\r\nb NOOP\r\n", "a IDLE\r\n", NULL, CONT, 0 },
+		{ 'B', "a BAD Not now\r\n", "b NOOP\r\n", "a BAD Not now\r\n",
+		    CONT, 0 },
+		{ 0 } } },
+	{ "idle_arguments", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a IDLE now\r\n", NULL, "a" R_IDLEARGS, CONT, 0 },
+		{ 0 } } },
+
+	/* ---- ambiguous and over-long lines, errors ---- */
+	{ "line_too_long", false, true, false, 512, 0, {
+		GREET,
+		{ 'C', "a NOOP " X600 "\r\nb NOOP\r\n", "b NOOP\r\n", R_TOOLONG,
+		    CONT, 0 },
+		{ 0 } } },
+	{ "line_too_long_split", false, true, false, 512, 0, {
+		GREET,
+		{ 'C', "a NOOP " X600, NULL, R_TOOLONG, CONT, 0 },
+		{ 'C', X600, NULL, NULL, CONT, 0 },
+		{ 'C', "\r\nb NOOP\r\n", "b NOOP\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "line_too_long_literal_dropped", false, true, false, 512, 0, {
+		GREET,
+		{ 'C',
+		    "a APPEND " X600 " {12+}\r\nb STARTTLS\r\n\r\nc NOOP\r\n",
+		    "c NOOP\r\n", R_TOOLONG, CONT, 0 },
+		{ 0 } } },
+	{ "nul_in_line", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a NOOP\0x\r\nb NOOP\r\n", "b NOOP\r\n", "a" R_BADCHAR,
+		    CONT, 18 },
+		{ 0 } } },
+	{ "bare_lf", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a NOOP\nb NOOP\r\n", "b NOOP\r\n", "a" R_BADCHAR, CONT,
+		    0 },
+		{ 0 } } },
+	{ "bare_cr", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a NO\rOP\r\nb NOOP\r\n", "b NOOP\r\n", "a" R_BADCHAR,
+		    CONT, 0 },
+		{ 0 } } },
+	{ "bare_lf_literal_dropped", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a LOGIN {12+}\nb STARTTLS\r\nc NOOP\r\n", NULL,
+		    "a" R_BADCHAR, CONT, 0 },
+		{ 'C', "d NOOP\r\n", "d NOOP\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "invalid_tags", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a*b NOOP\r\n+a NOOP\r\n\"a\" NOOP\r\n", NULL,
+		    R_BADTAG R_BADTAG R_BADTAG, CONT, 0 },
+		{ 0 } } },
+	{ "empty_and_missing_verb", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "\r\nabc\r\nabc \r\n", NULL,
+		    R_EMPTY "abc" R_NOVERB "abc" R_NOVERB, CONT, 0 },
+		{ 0 } } },
+	{ "too_many_errors", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n", NULL,
+		    R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY
+		    R_EMPTY R_EMPTY, CONT, 0 },
+		{ 'C', "a LOGIN bob secret\r\nb NOOP\r\n", NULL,
+		    "a" R_CLEAR R_ERRORS, CLOSE, 0 },
+		{ 0 } } },
+	{ "compress_refused", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a COMPRESS DEFLATE\r\nb NOOP\r\n", "b NOOP\r\n",
+		    "a" R_COMPRESS, CONT, 0 },
+		{ 0 } } },
+};
+
+static void
+test_case(void **state)
+{
+	fh_run(PROTO_IMAP, &proto_imap_ops, *state);
+}
+
+/* ------------------------------------------------------------------ */
+/* A filter driven directly, outputs accumulated across pumps. */
+
+struct drv {
+	struct conf_service	 svc;
+	struct filter		*f;
+	struct evbuffer		*cin, *bin, *to_b, *to_c;
+};
+
+static void
+drv_start(struct drv *d, bool tls, size_t max_line)
+{
+	struct fh_case		 c;
+	struct filter_params	 fp;
+
+	memset(&c, 0, sizeof(c));
+	c.tls_active = tls;
+	c.starttls_service = true;
+	c.max_line = max_line;
+	fh_service_init(&d->svc, PROTO_IMAP, &c, &proto_imap_ops);
+	memset(&fp, 0, sizeof(fp));
+	fp.svc = &d->svc;
+	fp.tls_active = tls;
+	fp.session_id = "00000000000000cd";
+	fp.client_addr = "192.0.2.9";
+	d->f = proto_imap_ops.filter_new(&fp);
+	assert_non_null(d->f);
+	d->cin = evbuffer_new();
+	d->bin = evbuffer_new();
+	d->to_b = evbuffer_new();
+	d->to_c = evbuffer_new();
+}
+
+static void
+drv_free(struct drv *d)
+{
+	proto_imap_ops.filter_free(d->f);
+	evbuffer_free(d->cin);
+	evbuffer_free(d->bin);
+	evbuffer_free(d->to_b);
+	evbuffer_free(d->to_c);
+}
+
+static enum filter_verdict
+drv_pump(struct drv *d)
+{
+	enum filter_verdict	 v = FILTER_CONTINUE;
+	int			 i;
+
+	/* Extra rounds are harmless: the filter is idempotent. */
+	for (i = 0; i < 3; i++) {
+		v = proto_imap_ops.backend_input(d->f, d->bin, d->to_c,
+		    d->to_b);
+		if (v != FILTER_CONTINUE)
+			return v;
+		v = proto_imap_ops.client_input(d->f, d->cin, d->to_b,
+		    d->to_c);
+		if (v != FILTER_CONTINUE)
+			return v;
+	}
+	return v;
+}
+
+static void
+drv_feed(struct drv *d, char from, const void *data, size_t len,
+    enum filter_verdict want)
+{
+	evbuffer_add(from == 'C' ? d->cin : d->bin, data, len);
+	assert_int_equal(drv_pump(d), want);
+}
+
+/* Take everything written to one side and compare it. */
+static void
+drv_expect(struct evbuffer *b, const void *want, size_t len)
+{
+	size_t	 n;
+	char	*got = fh_take(b, &n);
+
+	if (n != len || memcmp(got, want, len) != 0)
+		fail_msg("want %zu bytes [%.*s], got %zu [%.*s]", len,
+		    (int)(len > 200 ? 200 : len), (const char *)want, n,
+		    (int)(n > 200 ? 200 : n), got);
+	free(got);
+}
+
+static void
+drv_greet(struct drv *d)
+{
+	drv_feed(d, 'B', GREETING, strlen(GREETING), FILTER_CONTINUE);
+	drv_expect(d->to_c, GREETING, strlen(GREETING));
+}
+
+/*
+ * A FETCH response with a literal that holds fake lines, cut at every
+ * point into two pieces: the client always gets the exact bytes, and only
+ * the real completion releases the pending STARTTLS.
+ */
+static void
+test_fetch_every_split(void **state)
+{
+	static const char	 resp[] = FETCH_B "a OK done\r\n";
+	static const char	 want[] = FETCH_B "a OK done\r\nb" R_GO;
+	struct drv		 d;
+	size_t			 cut, len = sizeof(resp) - 1;
+
+	(void)state;
+	/* The last piece always holds the completion's LF. */
+	for (cut = 0; cut < len; cut++) {
+		drv_start(&d, false, 0);
+		drv_greet(&d);
+		drv_feed(&d, 'C', "a FETCH 1 BODY[]\r\nb STARTTLS\r\n", 30,
+		    FILTER_CONTINUE);
+		drv_expect(d.to_b, "a FETCH 1 BODY[]\r\n", 18);
+		drv_feed(&d, 'B', resp, cut, FILTER_CONTINUE);
+		drv_feed(&d, 'B', resp + cut, len - cut, FILTER_STARTTLS);
+		drv_expect(d.to_c, want, sizeof(want) - 1);
+		drv_free(&d);
+	}
+}
+
+/* A client command with literals fed one byte at a time. */
+static void
+test_client_bytewise(void **state)
+{
+	static const char	 cmd[] = "a APPEND box {5+}\r\nb NOO {3+}\r\n"
+	    "P\r\n\r\nc ID (\"x-proxy-ttl\" {1+}\r\n1 \"name\" \"n\")\r\n"
+	    "d LOGIN x y\r\n";
+	static const char	 fwd[] = "a APPEND box {5+}\r\nb NOO {3+}\r\n"
+	    "P\r\n\r\nc ID (\"name\" \"n\")\r\nd LOGIN x y\r\n";
+	struct drv		 d;
+	size_t			 i;
+
+	(void)state;
+	drv_start(&d, true, 0);
+	drv_greet(&d);
+	for (i = 0; i < sizeof(cmd) - 1; i++)
+		drv_feed(&d, 'C', cmd + i, 1, FILTER_CONTINUE);
+	drv_expect(d.to_b, fwd, sizeof(fwd) - 1);
+	drv_expect(d.to_c, "", 0);
+	drv_free(&d);
+}
+
+/*
+ * Large literals both ways are streamed: every chunk fed is passed on at
+ * once, nothing accumulates in the filter's input.
+ */
+static void
+test_large_literals_streamed(void **state)
+{
+	static char	 chunk[16384];
+	struct drv	 d;
+	char		 hdr[64];
+	size_t		 total = 4 * 1024 * 1024, sent;
+	int		 n;
+
+	(void)state;
+	memset(chunk, 'A', sizeof(chunk));
+	memcpy(chunk + 100, "\r\na OK fake\r\n* CAPABILITY AUTH=X\r\n", 35);
+	drv_start(&d, true, 0);
+	drv_greet(&d);
+	n = snprintf(hdr, sizeof(hdr), "a APPEND box {%zu+}\r\n", total);
+	drv_feed(&d, 'C', hdr, (size_t)n, FILTER_CONTINUE);
+	drv_expect(d.to_b, hdr, (size_t)n);
+	for (sent = 0; sent < total; sent += sizeof(chunk)) {
+		drv_feed(&d, 'C', chunk, sizeof(chunk), FILTER_CONTINUE);
+		assert_int_equal(evbuffer_get_length(d.cin), 0);
+		drv_expect(d.to_b, chunk, sizeof(chunk));
+	}
+	drv_feed(&d, 'C', "\r\n", 2, FILTER_CONTINUE);
+	drv_expect(d.to_b, "\r\n", 2);
+
+	n = snprintf(hdr, sizeof(hdr), "* 1 FETCH (BODY[] {%zu}\r\n", total);
+	drv_feed(&d, 'B', hdr, (size_t)n, FILTER_CONTINUE);
+	drv_expect(d.to_c, hdr, (size_t)n);
+	for (sent = 0; sent < total; sent += sizeof(chunk)) {
+		drv_feed(&d, 'B', chunk, sizeof(chunk), FILTER_CONTINUE);
+		assert_int_equal(evbuffer_get_length(d.bin), 0);
+		drv_expect(d.to_c, chunk, sizeof(chunk));
+	}
+	drv_feed(&d, 'B', ")\r\na OK\r\n", 9, FILTER_CONTINUE);
+	drv_expect(d.to_c, ")\r\na OK\r\n", 9);
+	drv_free(&d);
+}
+
+/*
+ * A backend line far over the line limit (SEARCH results) is streamed;
+ * its completion still counts, and a literal marker at its end is seen.
+ */
+static void
+test_backend_long_lines(void **state)
+{
+	struct drv	 d;
+	struct evbuffer	*line;
+	size_t		 len, i;
+	char		*s;
+
+	(void)state;
+	drv_start(&d, false, 512);
+	drv_greet(&d);
+	drv_feed(&d, 'C', "a SEARCH ALL\r\nb STARTTLS\r\n", 26,
+	    FILTER_CONTINUE);
+	drv_expect(d.to_b, "a SEARCH ALL\r\n", 14);
+	line = evbuffer_new();
+	evbuffer_add_printf(line, "* SEARCH");
+	for (i = 1; i <= 20000; i++)
+		evbuffer_add_printf(line, " %zu", i);
+	evbuffer_add_printf(line, " {11}\r\na OK fake\r\n\r\n");
+	s = fh_take(line, &len);
+	for (i = 0; i < len; i += 1000)
+		drv_feed(&d, 'B', s + i, len - i < 1000 ? len - i : 1000,
+		    FILTER_CONTINUE);
+	drv_expect(d.to_c, s, len);
+	drv_feed(&d, 'B', "a OK Search done\r\n", 18, FILTER_STARTTLS);
+	drv_expect(d.to_c, "a OK Search done\r\nb" R_GO,
+	    18 + 1 + strlen(R_GO));
+	free(s);
+	evbuffer_free(line);
+	drv_free(&d);
+
+	/* A capability list we could not rewrite is not passed on. */
+	drv_start(&d, false, 512);
+	drv_greet(&d);
+	drv_feed(&d, 'B', "* CAPABILITY IMAP4rev1 " X600 "\r\n", 625,
+	    FILTER_CLOSE);
+	drv_expect(d.to_c, R_BYE_BACKEND, strlen(R_BYE_BACKEND));
+	drv_free(&d);
+	drv_start(&d, false, 512);
+	drv_feed(&d, 'B', "* OK " X600 "\r\n", 607, FILTER_CLOSE);
+	drv_free(&d);
+}
+
+/* Beyond FILTER_PENDING_MAX open commands, client input is held. */
+static void
+test_fifo_limit(void **state)
+{
+	struct drv	 d;
+	char		 line[32];
+	int		 i, n;
+
+	(void)state;
+	drv_start(&d, true, 0);
+	drv_greet(&d);
+	for (i = 0; i < FILTER_PENDING_MAX + 6; i++) {
+		n = snprintf(line, sizeof(line), "t%d NOOP\r\n", i);
+		evbuffer_add(d.cin, line, (size_t)n);
+	}
+	drv_pump(&d);
+	for (i = 0; i < FILTER_PENDING_MAX; i++) {
+		n = snprintf(line, sizeof(line), "t%d NOOP\r\n", i);
+		evbuffer_drain(d.to_b, (size_t)n);
+	}
+	assert_int_equal(evbuffer_get_length(d.to_b), 0);
+	assert_true(evbuffer_get_length(d.cin) > 0);
+	drv_feed(&d, 'B', "t3 OK\r\n", 7, FILTER_CONTINUE);
+	drv_expect(d.to_b, "", 0);	/* t0 still open: slots stay */
+	drv_feed(&d, 'B', "t0 OK\r\n", 7, FILTER_CONTINUE);
+	drv_expect(d.to_b, "t64 NOOP\r\n", 10);
+	drv_feed(&d, 'B', "t1 OK\r\nt2 OK\r\n", 14, FILTER_CONTINUE);
+	drv_expect(d.to_b, "t65 NOOP\r\nt66 NOOP\r\nt67 NOOP\r\n", 30);
+	drv_free(&d);
+}
+
+static void
+test_ops(void **state)
+{
+	struct evbuffer	*b = evbuffer_new();
+
+	(void)state;
+	assert_string_equal(proto_imap_ops.name, "imap");
+	assert_string_equal(proto_imap_ops.alpn, "imap");
+	assert_int_equal(proto_imap_ops.default_idle_timeout,
+	    DEFAULT_IMAP_IDLE_TIMEOUT);
+	assert_int_equal(proto_imap_ops.default_line_max,
+	    DEFAULT_IMAP_LINE_MAX);
+	proto_imap_ops.unavailable(b, "mx.example.test");
+	drv_expect(b, R_UNAVAIL, strlen(R_UNAVAIL));
+	evbuffer_free(b);
+}
+
+static void
+test_reasons(void **state)
+{
+	struct drv	 d;
+
+	(void)state;
+	drv_start(&d, false, 0);
+	drv_greet(&d);
+	drv_feed(&d, 'C', "a STARTTLS\r\nx", 13, FILTER_CLOSE);
+	assert_string_equal(proto_imap_ops.reason(d.f),
+	    "pipelined data after STARTTLS");
+	/* Once closed, it stays closed. */
+	drv_feed(&d, 'B', "* OK\r\n", 6, FILTER_CLOSE);
+	drv_free(&d);
+	drv_start(&d, false, 0);
+	drv_feed(&d, 'B', "* PREAUTH hi\r\n", 14, FILTER_CLOSE);
+	assert_string_equal(proto_imap_ops.reason(d.f),
+	    "backend PREAUTH in cleartext");
+	drv_free(&d);
+}
+
+/* Warnings name the session and client; credentials never appear. */
+static void
+test_log(void **state)
+{
+	static const char	 clear[] = "a LOGIN bob s3cr3t\r\n"
+	    "b AUTHENTICATE PLAIN AGJvYgBzM2NyM3Q=\r\nc LOGIN {3+}\r\nbob "
+	    "{6+}\r\ns3cr3t\r\n";
+	static const char	 id[] = "d ID (\"x-originating-ip\" "
+	    "\"198.51.100.4\")\r\n";
+	struct drv		 d;
+	char			 path[] = "/tmp/test_imap_log.XXXXXX";
+	char			 buf[16384];
+	ssize_t			 n;
+	int			 fd, saved;
+
+	(void)state;
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	fflush(stderr);
+	saved = dup(2);
+	assert_true(saved >= 0 && dup2(fd, 2) == 2);
+	log_set_level(LOG_LEVEL_DEBUG);
+
+	drv_start(&d, false, 0);
+	drv_greet(&d);
+	drv_feed(&d, 'C', clear, strlen(clear), FILTER_CONTINUE);
+	drv_feed(&d, 'C', id, strlen(id), FILTER_CONTINUE);
+	drv_feed(&d, 'C', "e STARTTLS\r\nf NOOP\r\n", 20, FILTER_CONTINUE);
+	drv_feed(&d, 'B', "d OK\r\n", 6, FILTER_CLOSE);
+	drv_free(&d);
+	drv_start(&d, true, 0);
+	drv_greet(&d);
+	drv_feed(&d, 'C', "a AUTHENTICATE PLAIN\r\n", 22, FILTER_CONTINUE);
+	drv_feed(&d, 'B', "+ \r\n", 4, FILTER_CONTINUE);
+	drv_feed(&d, 'C', "AGJvYgBzM2NyM3Q=\r\n", 18, FILTER_CONTINUE);
+	drv_feed(&d, 'B', "a OK\r\n", 6, FILTER_CONTINUE);
+	drv_free(&d);
+
+	fflush(stderr);
+	log_set_level(LOG_LEVEL_INFO);
+	dup2(saved, 2);
+	close(saved);
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	close(fd);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "00000000000000cd"));
+	assert_non_null(strstr(buf, "192.0.2.9"));
+	assert_non_null(strstr(buf, "LOGIN refused in cleartext"));
+	assert_non_null(strstr(buf, "AUTHENTICATE refused in cleartext"));
+	assert_non_null(strstr(buf, "pipelined data after STARTTLS"));
+	assert_non_null(strstr(buf, "x-originating-ip"));
+	assert_null(strstr(buf, "bob"));
+	assert_null(strstr(buf, "s3cr3t"));
+	assert_null(strstr(buf, "AGJvYgBzM2NyM3Q"));
+	assert_null(strstr(buf, "198.51.100.4"));
+}
+
+int
+main(void)
+{
+	static const struct CMUnitTest direct[] = {
+		cmocka_unit_test(test_fetch_every_split),
+		cmocka_unit_test(test_client_bytewise),
+		cmocka_unit_test(test_large_literals_streamed),
+		cmocka_unit_test(test_backend_long_lines),
+		cmocka_unit_test(test_fifo_limit),
+		cmocka_unit_test(test_ops),
+		cmocka_unit_test(test_reasons),
+		cmocka_unit_test(test_log),
+	};
+	size_t			 ncases = sizeof(imap_cases) /
+				    sizeof(imap_cases[0]);
+	size_t			 ndirect = sizeof(direct) / sizeof(direct[0]);
+	struct CMUnitTest	*t;
+	size_t			 i;
+	int			 rc;
+
+	if ((t = calloc(ncases + ndirect, sizeof(*t))) == NULL)
+		return 1;
+	for (i = 0; i < ncases; i++) {
+		t[i].name = imap_cases[i].name;
+		t[i].test_func = test_case;
+		t[i].initial_state = (void *)(uintptr_t)&imap_cases[i];
+	}
+	memcpy(t + ncases, direct, sizeof(direct));
+	rc = _cmocka_run_group_tests("imap", t, ncases + ndirect, NULL, NULL);
+	free(t);
+	return rc;
+}

@@ -1,0 +1,984 @@
+/*
+ * test_pop3.c - the POP3 filter against SPEC sections 3 and 8.
+ *
+ * Most cases are rows of a table run by filter_harness.h: bytes from the
+ * client or the backend, and exactly what must reach the other side.  A
+ * few tests drive the filter directly where a table cannot: a body cut
+ * at every possible point, a body spread over many evbuffer chains, long
+ * backend lines, and what reaches the log.
+ */
+#include "config.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <unistd.h>
+
+#include "filter_harness.h"
+#include "log.h"
+#include "mailtlsd.h"
+
+/* Replies the filter writes itself: the exact wire text is the contract. */
+#define R_GO		"+OK Begin TLS negotiation\r\n"
+#define R_TOOLONG	"-ERR Line too long\r\n"
+#define R_BADCHAR	"-ERR Invalid characters in command line\r\n"
+#define R_EMPTY		"-ERR Empty command line\r\n"
+#define R_SYNTAX	"-ERR Syntax error\r\n"
+#define R_NOPERM	"-ERR Command not permitted\r\n"
+#define R_CLEAR		"-ERR [AUTH] Plaintext authentication disallowed " \
+			"on non-secure connection, use STLS first\r\n"
+#define R_TLSUP		"-ERR TLS already active\r\n"
+#define R_NOTLS		"-ERR STLS not available\r\n"
+#define R_ERRORS	"-ERR Too many errors\r\n"
+#define R_UNAVAIL	"-ERR [SYS/TEMP] Service temporarily unavailable\r\n"
+
+#define GREETING	"+OK POP3 ready <1896.697170952@backend.test>\r\n"
+#define GREET		{ 'B', GREETING, NULL, GREETING, FILTER_CONTINUE, 0 }
+#define STLS_OK		{ 'C', "STLS\r\n", NULL, R_GO, FILTER_STARTTLS, 0 }
+#define LOGIN_TLS						\
+	{ 'C', "USER bob\r\nPASS secret\r\n",				\
+	    "USER bob\r\nPASS secret\r\n", NULL, FILTER_CONTINUE, 0 },	\
+	{ 'B', "+OK\r\n+OK Logged in.\r\n", NULL,			\
+	    "+OK\r\n+OK Logged in.\r\n", FILTER_CONTINUE, 0 }
+
+/* A Dovecot-like CAPA reply and what each phase must make of it. */
+#define CAPA_HEAD	"+OK Capability list follows\r\nCAPA\r\nTOP\r\n" \
+			"UIDL\r\nRESP-CODES\r\nPIPELINING\r\n"
+#define CAPA_B		CAPA_HEAD "USER\r\nSASL PLAIN LOGIN\r\n.\r\n"
+#define CAPA_CLEAR	CAPA_HEAD "STLS\r\n.\r\n"
+#define CAPA_TLS	CAPA_B
+/* A backend that offers STLS itself, twice, in different case. */
+#define CAPA_B_STLS	"+OK\r\nCAPA\r\nSTLS\r\nUSER\r\nstls\r\n" \
+			"SASL PLAIN\r\nTOP\r\n.\r\n"
+#define CAPA_STLS_CLEAR	"+OK\r\nCAPA\r\nTOP\r\nSTLS\r\n.\r\n"
+#define CAPA_STLS_TLS	"+OK\r\nCAPA\r\nUSER\r\nSASL PLAIN\r\nTOP\r\n.\r\n"
+
+/* A message whose lines look like replies, commands and terminators. */
+#define RETR_B		"+OK 120 octets\r\n+OK fake\r\n-ERR fake\r\n"	\
+			"STLS\r\nUSER root\r\n..\r\n..STLS\r\n...\r\n"	\
+			". \r\n.x\r\n\r\n \r\n.\r\n"
+
+#define X10	"xxxxxxxxxx"
+#define N8(s)	s s s s s s s s
+#define N64(s)	N8(N8(s))
+
+static const struct fh_case pop3_cases[] = {
+/* Greeting. */
+{ "greeting relayed", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "NOOP\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\n", NULL, "+OK\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "greeting -ERR relayed then close", false, true, true, 0, 0, {
+	{ 'B', "-ERR [SYS/TEMP] Too busy\r\n", NULL,
+	    "-ERR [SYS/TEMP] Too busy\r\n", FILTER_CLOSE, 0 },
+} },
+{ "malformed greeting closes", false, true, true, 0, 0, {
+	{ 'B', "* OK IMAP4rev1 ready\r\n", NULL, NULL, FILTER_CLOSE, 0 },
+} },
+{ "greeting split across reads", false, true, true, 0, 0, {
+	{ 'B', "+OK PO", NULL, NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "P3 ready\r", NULL, NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "\n", NULL, "+OK POP3 ready\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "client waits for the greeting", false, true, true, 0, 0, {
+	{ 'C', "CAPA\r\nUSER bob\r\n", NULL, NULL, FILTER_CONTINUE, 0 },
+	{ 'B', GREETING, "CAPA\r\n", GREETING, FILTER_CONTINUE, 0 },
+	{ 'B', CAPA_B, NULL, CAPA_CLEAR R_CLEAR, FILTER_CONTINUE, 0 },
+} },
+
+/* CAPA rewriting. */
+{ "capa cleartext: STLS added, USER and SASL removed", false, true, true,
+    0, 0, {
+	GREET,
+	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', CAPA_B, NULL, CAPA_CLEAR, FILTER_CONTINUE, 0 },
+} },
+{ "capa cleartext: backend STLS kept once", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', CAPA_B_STLS, NULL, CAPA_STLS_CLEAR, FILTER_CONTINUE, 0 },
+	{ 'C', "capa\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', CAPA_B_STLS, NULL, CAPA_STLS_CLEAR, FILTER_CONTINUE, 0 },
+} },
+{ "capa after STLS: STLS removed, USER and SASL kept", false, true, true,
+    0, 0, {
+	GREET,
+	STLS_OK,
+	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', CAPA_B_STLS, NULL, CAPA_STLS_TLS, FILTER_CONTINUE, 0 },
+	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', CAPA_B, NULL, CAPA_TLS, FILTER_CONTINUE, 0 },
+} },
+{ "capa implicit TLS: STLS removed, USER and SASL kept", true, false,
+    false, 0, 0, {
+	GREET,
+	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', CAPA_B_STLS, NULL, CAPA_STLS_TLS, FILTER_CONTINUE, 0 },
+} },
+{ "capa never advertises XCLIENT", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\nXCLIENT ADDR PORT\r\nTOP\r\n.\r\n", NULL,
+	    "+OK\r\nTOP\r\n.\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "capa split at awkward points", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\nTO", NULL, "+OK\r\n", FILTER_CONTINUE, 0 },
+	{ 'B', "P\r\nUSER\r\n.", NULL, "TOP\r\n", FILTER_CONTINUE, 0 },
+	{ 'B', "\r", NULL, NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "\n", NULL, "STLS\r\n.\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "capa with an argument refused", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "CAPA all\r\n", NULL, R_SYNTAX, FILTER_CONTINUE, 0 },
+} },
+{ "capa -ERR is a single line", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "CAPA\r\nNOOP\r\n", "CAPA\r\nNOOP\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "-ERR Unknown command\r\n+OK\r\n", NULL,
+	    "-ERR Unknown command\r\n+OK\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "capa line with bare LF closes", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\nTOP\n.\r\n", NULL, "+OK\r\n", FILTER_CLOSE, 0 },
+} },
+
+/* Canonical forwarding. */
+{ "commands forwarded canonically", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "noop\r\nlist  1 \r\nTop 1   5\r\nuidl \r\n",
+	    "NOOP\r\nLIST 1\r\nTOP 1 5\r\nUIDL\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\n+OK 1 120\r\n+OK\r\nSubject: x\r\n.\r\n"
+	    "+OK\r\n1 abc\r\n.\r\n", NULL,
+	    "+OK\r\n+OK 1 120\r\n+OK\r\nSubject: x\r\n.\r\n"
+	    "+OK\r\n1 abc\r\n.\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "USER and PASS keep their argument verbatim", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "user bob smith\r\nPASS my  secret \r\n",
+	    "USER bob smith\r\nPASS my  secret \r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+} },
+
+/* STLS. */
+{ "STLS go-ahead, then inside TLS refused", false, true, true, 0, 0, {
+	GREET,
+	STLS_OK,
+	{ 'C', "STLS\r\n", NULL, R_TLSUP, FILTER_CONTINUE, 0 },
+	{ 'C', "NOOP\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },
+} },
+{ "STLS in lower case", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "stls\r\n", NULL, R_GO, FILTER_STARTTLS, 0 },
+} },
+{ "STLS with pipelined command closes", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "STLS\r\nCAPA\r\n", NULL, NULL, FILTER_CLOSE, 0 },
+} },
+{ "STLS with a partial pipelined line closes", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "STLS\r\nC", NULL, NULL, FILTER_CLOSE, 0 },
+} },
+{ "STLS waits for an earlier pipelined reply", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "CAPA\r\nSTLS\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', CAPA_B, NULL, CAPA_CLEAR R_GO, FILTER_STARTTLS, 0 },
+	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', CAPA_B, NULL, CAPA_TLS, FILTER_CONTINUE, 0 },
+} },
+{ "STLS waits across a split multi-line reply", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "LIST\r\nSTLS\r\n", "LIST\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\n1 1\r\n.\r", NULL, "+OK\r\n1 1\r\n.\r",
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "\n", NULL, "\n" R_GO, FILTER_STARTTLS, 0 },
+} },
+{ "bytes sent while STLS waits close", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "NOOP\r\nSTLS\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'C', "USER bob\r\n", NULL, NULL, FILTER_CLOSE, 0 },
+} },
+{ "STLS after a local refusal", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "USER bob\r\nSTLS\r\n", NULL, R_CLEAR R_GO,
+	    FILTER_STARTTLS, 0 },
+} },
+{ "STLS with an argument refused", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "STLS now\r\n", NULL, R_SYNTAX, FILTER_CONTINUE, 0 },
+	STLS_OK,
+} },
+{ "STLS on implicit TLS refused", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "STLS\r\n", NULL, R_TLSUP, FILTER_CONTINUE, 0 },
+	{ 'C', "STLS extra\r\n", NULL, R_TLSUP, FILTER_CONTINUE, 0 },
+} },
+{ "STLS in TRANSACTION state refused", true, false, false, 0, 0, {
+	GREET,
+	LOGIN_TLS,
+	{ 'C', "STLS\r\n", NULL, R_TLSUP, FILTER_CONTINUE, 0 },
+} },
+{ "no STLS where the service has no STARTTLS", false, false, false,
+    0, 0, {
+	GREET,
+	{ 'C', "STLS\r\n", NULL, R_NOTLS, FILTER_CONTINUE, 0 },
+	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', CAPA_B_STLS, NULL, "+OK\r\nCAPA\r\nTOP\r\n.\r\n",
+	    FILTER_CONTINUE, 0 },
+	{ 'C', "PASS x\r\n", NULL, R_CLEAR, FILTER_CONTINUE, 0 },
+} },
+
+/* Credentials in cleartext. */
+{ "USER refused in cleartext", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "USER bob\r\n", NULL, R_CLEAR, FILTER_CONTINUE, 0 },
+} },
+{ "PASS refused in cleartext", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "PASS secret\r\n", NULL, R_CLEAR, FILTER_CONTINUE, 0 },
+} },
+{ "APOP refused in cleartext", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "APOP bob c4c9334bac560ecc979e58001b3e22fb\r\n", NULL,
+	    R_CLEAR, FILTER_CONTINUE, 0 },
+} },
+{ "AUTH refused in cleartext", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\nAUTH\r\nauth login\r\n",
+	    NULL, R_CLEAR R_CLEAR R_CLEAR, FILTER_CONTINUE, 0 },
+	/* No continuation was sent: this is no SASL response. */
+	{ 'C', "AGJvYgBzZWNyZXQ=\r\n", NULL, R_SYNTAX, FILTER_CONTINUE, 0 },
+} },
+{ "credentials pipelined between commands", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "NOOP\r\nUSER bob\r\nPASS secret\r\nNOOP\r\n",
+	    "NOOP\r\nNOOP\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\n+OK\r\n", NULL, "+OK\r\n" R_CLEAR R_CLEAR "+OK\r\n",
+	    FILTER_CONTINUE, 0 },
+} },
+{ "credentials forwarded after STLS", false, true, true, 0, 0, {
+	GREET,
+	STLS_OK,
+	LOGIN_TLS,
+	{ 'C', "APOP bob c4c9334bac560ecc979e58001b3e22fb\r\n",
+	    "APOP bob c4c9334bac560ecc979e58001b3e22fb\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+} },
+
+/* XCLIENT: never from a client. */
+{ "XCLIENT refused in cleartext", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "XCLIENT ADDR=10.0.0.1 PORT=1\r\n", NULL, R_NOPERM,
+	    FILTER_CONTINUE, 0 },
+} },
+{ "XCLIENT refused after STLS", false, true, true, 0, 0, {
+	GREET,
+	STLS_OK,
+	{ 'C', "xclient addr=10.0.0.1\r\n", NULL, R_NOPERM,
+	    FILTER_CONTINUE, 0 },
+} },
+{ "XCLIENT refused on implicit TLS", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "XCLIENT\r\n", NULL, R_NOPERM, FILTER_CONTINUE, 0 },
+} },
+{ "XCLIENT refused in TRANSACTION state", true, false, false, 0, 0, {
+	GREET,
+	LOGIN_TLS,
+	{ 'C', "XCLIENT ADDR=10.0.0.1\r\n", NULL, R_NOPERM,
+	    FILTER_CONTINUE, 0 },
+} },
+
+/* Multi-line bodies. */
+{ "RETR body relayed byte-exact", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "RETR 1\r\n", "RETR 1\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', RETR_B, NULL, RETR_B, FILTER_CONTINUE, 0 },
+	{ 'C', "STAT\r\n", "STAT\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK 1 120\r\n", NULL, "+OK 1 120\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "RETR body and next reply in one read", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "RETR 1\r\nSTAT\r\n", "RETR 1\r\nSTAT\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', RETR_B "+OK 1 120\r\n", NULL, RETR_B "+OK 1 120\r\n",
+	    FILTER_CONTINUE, 0 },
+} },
+{ "RETR split between CR and LF of the end", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "RETR 1\r\nSTAT\r\n", "RETR 1\r\nSTAT\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\nline\r\n.\r", NULL, "+OK\r\nline\r\n.\r",
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "\n+OK 1 2\r\n", NULL, "\n+OK 1 2\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "RETR split between dot and CRLF", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "RETR 1\r\nSTAT\r\n", "RETR 1\r\nSTAT\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\nline\r\n.", NULL, "+OK\r\nline\r\n.",
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "\r\n+OK 1 2\r\n", NULL, "\r\n+OK 1 2\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "RETR split before the final dot", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "RETR 1\r\nSTAT\r\n", "RETR 1\r\nSTAT\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\nline\r", NULL, "+OK\r\nline\r", FILTER_CONTINUE, 0 },
+	{ 'B', "\n", NULL, "\n", FILTER_CONTINUE, 0 },
+	{ 'B', ".\r\n+OK 1 2\r\n", NULL, ".\r\n+OK 1 2\r\n",
+	    FILTER_CONTINUE, 0 },
+} },
+{ "RETR stuffed dot split, not an end", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "RETR 1\r\nSTAT\r\n", "RETR 1\r\nSTAT\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\n.", NULL, "+OK\r\n.", FILTER_CONTINUE, 0 },
+	{ 'B', ".\r\n", NULL, ".\r\n", FILTER_CONTINUE, 0 },
+	{ 'B', "+OK 1 2\r\n", NULL, "+OK 1 2\r\n", FILTER_CONTINUE, 0 },
+	{ 'B', ".\r\n+OK 1 2\r\n", NULL, ".\r\n+OK 1 2\r\n",
+	    FILTER_CONTINUE, 0 },
+} },
+{ "RETR status line split", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "RETR 1\r\n", "RETR 1\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+O", NULL, NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "K\r\nbody\r\n.\r\n", NULL, "+OK\r\nbody\r\n.\r\n",
+	    FILTER_CONTINUE, 0 },
+} },
+{ "RETR empty body", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "RETR 1\r\nNOOP\r\n", "RETR 1\r\nNOOP\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+OK 0 octets\r\n.\r\n+OK\r\n", NULL,
+	    "+OK 0 octets\r\n.\r\n+OK\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "-ERR to RETR is a single line", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "RETR 9\r\nSTAT\r\n", "RETR 9\r\nSTAT\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "-ERR There's no message 9.\r\n+OK 1 2\r\n", NULL,
+	    "-ERR There's no message 9.\r\n+OK 1 2\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "body: dot after a bare LF closes", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "RETR 1\r\n", "RETR 1\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\nabc\n.\r\n", NULL, "+OK\r\nabc\n", FILTER_CLOSE, 0 },
+} },
+{ "body: dot line ended by bare LF closes", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "RETR 1\r\n", "RETR 1\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\nabc\r\n.\nSTAT\r\n", NULL, "+OK\r\nabc\r\n.",
+	    FILTER_CLOSE, 0 },
+} },
+{ "body: dot CR without LF closes", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "RETR 1\r\n", "RETR 1\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\n.\r", NULL, "+OK\r\n.\r", FILTER_CONTINUE, 0 },
+	{ 'B', "x\r\n.\r\n", NULL, NULL, FILTER_CLOSE, 0 },
+} },
+{ "body: bare LF inside lines relayed", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "RETR 1\r\n", "RETR 1\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\na\nb\rc\r\n\n x\r\n.\r\n", NULL,
+	    "+OK\r\na\nb\rc\r\n\n x\r\n.\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "LIST without argument is multi-line", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "LIST\r\n", "LIST\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK 2 messages (320 octets)\r\n1 120\r\n2 200\r\n.\r\n", NULL,
+	    "+OK 2 messages (320 octets)\r\n1 120\r\n2 200\r\n.\r\n",
+	    FILTER_CONTINUE, 0 },
+} },
+{ "LIST with argument is single-line", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "LIST 2\r\nNOOP\r\n", "LIST 2\r\nNOOP\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+OK 2 200\r\n+OK\r\n", NULL, "+OK 2 200\r\n+OK\r\n",
+	    FILTER_CONTINUE, 0 },
+} },
+{ "LIST with argument: a dot line is unsolicited", true, false, false,
+    0, 0, {
+	GREET,
+	{ 'C', "LIST 2\r\n", "LIST 2\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK 2 200\r\n.\r\n", NULL, "+OK 2 200\r\n", FILTER_CLOSE, 0 },
+} },
+{ "UIDL with and without argument", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "UIDL\r\nUIDL 1\r\n", "UIDL\r\nUIDL 1\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\n1 whqtswO00WBw418f9t5JxYwZ\r\n.\r\n"
+	    "+OK 1 whqtswO00WBw418f9t5JxYwZ\r\n", NULL,
+	    "+OK\r\n1 whqtswO00WBw418f9t5JxYwZ\r\n.\r\n"
+	    "+OK 1 whqtswO00WBw418f9t5JxYwZ\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "TOP is multi-line", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "TOP 1 0\r\nNOOP\r\n", "TOP 1 0\r\nNOOP\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\nSubject: .\r\n\r\n.\r\n+OK\r\n", NULL,
+	    "+OK\r\nSubject: .\r\n\r\n.\r\n+OK\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "LANG without argument is multi-line", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "LANG\r\nLANG en\r\n", "LANG\r\nLANG en\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+OK Languages\r\nen English\r\n.\r\n+OK en\r\n", NULL,
+	    "+OK Languages\r\nen English\r\n.\r\n+OK en\r\n",
+	    FILTER_CONTINUE, 0 },
+} },
+
+/* SASL inside TLS. */
+{ "AUTH with continuation inside TLS", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+ \r\n", NULL, "+ \r\n", FILTER_CONTINUE, 0 },
+	{ 'C', "AGJvYgBzZWNyZXQ=\r\n", "AGJvYgBzZWNyZXQ=\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+OK Logged in.\r\n", NULL, "+OK Logged in.\r\n",
+	    FILTER_CONTINUE, 0 },
+	{ 'C', "STAT\r\n", "STAT\r\n", NULL, FILTER_CONTINUE, 0 },
+} },
+{ "AUTH after STLS, pipelined response held", false, true, true, 0, 0, {
+	GREET,
+	STLS_OK,
+	{ 'C', "AUTH PLAIN\r\nAGJvYgBzZWNyZXQ=\r\nSTAT\r\n", "AUTH PLAIN\r\n",
+	    NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+ \r\n", "AGJvYgBzZWNyZXQ=\r\n", "+ \r\n",
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+OK Logged in.\r\n", "STAT\r\n", "+OK Logged in.\r\n",
+	    FILTER_CONTINUE, 0 },
+} },
+{ "AUTH LOGIN: the line after a continuation is a response", true, false,
+    false, 0, 0, {
+	GREET,
+	{ 'C', "AUTH LOGIN\r\nSTAT\r\n", "AUTH LOGIN\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+ VXNlcm5hbWU6\r\n", "STAT\r\n", "+ VXNlcm5hbWU6\r\n",
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+\r\n", NULL, "+\r\n", FILTER_CONTINUE, 0 },
+	{ 'C', "*\r\n", "*\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "-ERR [AUTH] Authentication failed.\r\n", NULL,
+	    "-ERR [AUTH] Authentication failed.\r\n", FILTER_CONTINUE, 0 },
+	{ 'C', "NOOP\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },
+} },
+{ "AUTH with initial response holds what follows", true, false, false,
+    0, 0, {
+	GREET,
+	{ 'C', "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\nSTAT\r\n",
+	    "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK Logged in.\r\n", "STAT\r\n", "+OK Logged in.\r\n",
+	    FILTER_CONTINUE, 0 },
+} },
+{ "AUTH response with bare LF becomes a cancel", true, false, false,
+    0, 0, {
+	GREET,
+	{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+ \r\n", NULL, "+ \r\n", FILTER_CONTINUE, 0 },
+	{ 'C', "AGJv\nYgBz\r\n", "*\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "-ERR Authentication aborted\r\n", "YGBZ\r\n",
+	    "-ERR Authentication aborted\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "AUTH response with NUL becomes a cancel", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+ \r\n", NULL, "+ \r\n", FILTER_CONTINUE, 0 },
+	{ 'C', "AG\0v\r\n", "*\r\n", NULL, FILTER_CONTINUE, 6 },
+} },
+{ "AUTH response too long becomes a cancel", true, false, false, 32, 0, {
+	GREET,
+	{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+ \r\n", NULL, "+ \r\n", FILTER_CONTINUE, 0 },
+	{ 'C', X10 X10 X10 X10, "*\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'C', X10 "\r\n", NULL, NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "-ERR Authentication aborted\r\n", NULL,
+	    "-ERR Authentication aborted\r\n", FILTER_CONTINUE, 0 },
+	{ 'C', "NOOP\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },
+} },
+{ "AUTH without argument lists mechanisms", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "AUTH\r\nNOOP\r\n", "AUTH\r\nNOOP\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n+OK\r\n", NULL,
+	    "+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n+OK\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "continuation outside AUTH closes", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "STAT\r\n", "STAT\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+ \r\n", NULL, NULL, FILTER_CLOSE, 0 },
+} },
+{ "two continuations without a response close", true, false, false,
+    0, 0, {
+	GREET,
+	{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+ \r\n+ \r\n", NULL, "+ \r\n", FILTER_CLOSE, 0 },
+} },
+
+/* Ambiguous and over-long client lines. */
+{ "over-long line refused and skipped", false, true, true, 32, 0, {
+	GREET,
+	{ 'C', "NOOP " X10 X10 X10 X10 "\r\nSTAT\r\n", "STAT\r\n", R_TOOLONG,
+	    FILTER_CONTINUE, 0 },
+} },
+{ "over-long line arriving in pieces", false, true, true, 32, 0, {
+	GREET,
+	{ 'C', X10 X10 X10 X10, NULL, R_TOOLONG, FILTER_CONTINUE, 0 },
+	{ 'C', "yyyy", NULL, NULL, FILTER_CONTINUE, 0 },
+	{ 'C', "zz\r", NULL, NULL, FILTER_CONTINUE, 0 },
+	{ 'C', "\nSTAT\r\n", "STAT\r\n", NULL, FILTER_CONTINUE, 0 },
+} },
+{ "line at the limit accepted", false, true, true, 32, 0, {
+	GREET,
+	{ 'C', "NOOP " X10 X10 "1234567\r\n", "NOOP " X10 X10 "1234567\r\n",
+	    NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\n", NULL, "+OK\r\n", FILTER_CONTINUE, 0 },
+	{ 'C', "NOOP " X10 X10 "12345678\r\n", NULL, R_TOOLONG,
+	    FILTER_CONTINUE, 0 },
+} },
+{ "NUL in a command line refused", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "NO\0OP\r\nSTAT\r\n", "STAT\r\n", R_BADCHAR,
+	    FILTER_CONTINUE, 13 },
+} },
+{ "bare LF refused", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "NOOP\nSTAT\r\n", "STAT\r\n", R_BADCHAR, FILTER_CONTINUE, 0 },
+} },
+{ "bare CR refused", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "NO\rOP\r\nUSER\rbob\r\n", NULL, R_BADCHAR R_BADCHAR,
+	    FILTER_CONTINUE, 0 },
+} },
+{ "empty line refused", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "\r\n", NULL, R_EMPTY, FILTER_CONTINUE, 0 },
+} },
+{ "malformed keywords refused", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "N@OP\r\n NOOP\r\nABCDEFGHIJKLMNOPQ\r\nNOOP\tx\r\n", NULL,
+	    R_SYNTAX R_SYNTAX R_SYNTAX R_SYNTAX, FILTER_CONTINUE, 0 },
+	{ 'C', "X1234567890\r\n", "X1234567890\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+} },
+
+/* Reply order under pipelining. */
+{ "pipelined: local refusal keeps its place", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "STAT\r\nUSER bob\r\nLIST\r\nNOOP\r\n",
+	    "STAT\r\nLIST\r\nNOOP\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK 1 2\r\n", NULL, "+OK 1 2\r\n" R_CLEAR, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\n1 2\r\n.\r\n+OK\r\n", NULL, "+OK\r\n1 2\r\n.\r\n+OK\r\n",
+	    FILTER_CONTINUE, 0 },
+} },
+{ "pipelined: refusal waits for a body", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "RETR 1\r\nXCLIENT A=B\r\n\r\n", "RETR 1\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\nhello\r\n", NULL, "+OK\r\nhello\r\n",
+	    FILTER_CONTINUE, 0 },
+	{ 'B', ".\r\n", NULL, ".\r\n" R_NOPERM R_EMPTY, FILTER_CONTINUE, 0 },
+} },
+{ "at most FILTER_PENDING_MAX commands pending", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', N64("NOOP\r\n") "NOOP\r\nNOOP\r\nUSER\r\n",
+	    N64("NOOP\r\n"), NULL, FILTER_CONTINUE, 0 },
+	{ 'B', N64("+OK\r\n"), "NOOP\r\nNOOP\r\nUSER\r\n", N64("+OK\r\n"),
+	    FILTER_CONTINUE, 0 },
+} },
+{ "QUIT: nothing read after it", true, false, false, 0, 0, {
+	GREET,
+	{ 'C', "QUIT\r\nNOOP\r\n", "QUIT\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK Logging out.\r\n", NULL, "+OK Logging out.\r\n",
+	    FILTER_CONTINUE, 0 },
+} },
+
+/* Error limit. */
+{ "error limit closes", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\nNOOP\r\n", NULL,
+	    R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY
+	    R_EMPTY R_ERRORS, FILTER_CLOSE, 0 },
+} },
+{ "error limit waits for the pending reply", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "STAT\r\nUSER a\r\nPASS b\r\nXCLIENT\r\n\r\n\r\n\r\n\r\n"
+	    "\r\nN@\r\n\r\n", "STAT\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK 1 2\r\n", NULL, "+OK 1 2\r\n" R_CLEAR R_CLEAR R_NOPERM
+	    R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_SYNTAX R_ERRORS,
+	    FILTER_CLOSE, 0 },
+} },
+{ "errors before the limit do not close", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\nNOOP\r\n", "NOOP\r\n",
+	    R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY
+	    R_EMPTY, FILTER_CONTINUE, 0 },
+} },
+
+/* Backend misbehaviour. */
+{ "unsolicited +OK closes", false, true, true, 0, 0, {
+	GREET,
+	{ 'B', "+OK extra\r\n", NULL, NULL, FILTER_CLOSE, 0 },
+} },
+{ "unsolicited -ERR relayed, then close", false, true, true, 0, 0, {
+	GREET,
+	{ 'B', "-ERR Disconnected for inactivity.\r\n", NULL,
+	    "-ERR Disconnected for inactivity.\r\n", FILTER_CLOSE, 0 },
+} },
+{ "malformed status line closes", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "NOOP\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OKAY\r\n", NULL, NULL, FILTER_CLOSE, 0 },
+} },
+{ "backend status with bare LF closes", false, true, true, 0, 0, {
+	GREET,
+	{ 'C', "NOOP\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\n", NULL, NULL, FILTER_CLOSE, 0 },
+} },
+};
+
+/* ------------------------------------------------------------------ */
+
+static void
+test_case(void **state)
+{
+	fh_run(PROTO_POP3, &proto_pop3_ops, *state);
+}
+
+/* A filter driven directly, outputs accumulated across pumps. */
+struct drv {
+	struct conf_service	 svc;
+	struct filter		*f;
+	struct evbuffer		*cin, *bin, *to_b, *to_c;
+};
+
+static void
+drv_init(struct drv *d, bool tls, size_t max_line)
+{
+	struct fh_case		 c;
+	struct filter_params	 fp;
+
+	memset(&c, 0, sizeof(c));
+	c.tls_active = tls;
+	c.starttls_service = !tls;
+	c.max_line = max_line;
+	fh_service_init(&d->svc, PROTO_POP3, &c, &proto_pop3_ops);
+	memset(&fp, 0, sizeof(fp));
+	fp.svc = &d->svc;
+	fp.tls_active = tls;
+	fp.session_id = "00000000000000ab";
+	fp.client_addr = "192.0.2.7";
+	d->f = proto_pop3_ops.filter_new(&fp);
+	assert_non_null(d->f);
+	d->cin = evbuffer_new();
+	d->bin = evbuffer_new();
+	d->to_b = evbuffer_new();
+	d->to_c = evbuffer_new();
+}
+
+static void
+drv_free(struct drv *d)
+{
+	proto_pop3_ops.filter_free(d->f);
+	evbuffer_free(d->cin);
+	evbuffer_free(d->bin);
+	evbuffer_free(d->to_b);
+	evbuffer_free(d->to_c);
+}
+
+static enum filter_verdict
+drv_pump(struct drv *d)
+{
+	enum filter_verdict	 v = FILTER_CONTINUE;
+	size_t			 before;
+	int			 i;
+
+	for (i = 0; i < 1000; i++) {
+		before = evbuffer_get_length(d->cin) +
+		    evbuffer_get_length(d->bin) +
+		    evbuffer_get_length(d->to_b) +
+		    evbuffer_get_length(d->to_c);
+		v = proto_pop3_ops.backend_input(d->f, d->bin, d->to_c,
+		    d->to_b);
+		if (v != FILTER_CONTINUE)
+			return v;
+		v = proto_pop3_ops.client_input(d->f, d->cin, d->to_b,
+		    d->to_c);
+		if (v != FILTER_CONTINUE)
+			return v;
+		if (before == evbuffer_get_length(d->cin) +
+		    evbuffer_get_length(d->bin) +
+		    evbuffer_get_length(d->to_b) +
+		    evbuffer_get_length(d->to_c))
+			return v;
+	}
+	fail_msg("pump does not settle");
+	return v;
+}
+
+static void
+drv_feed(struct drv *d, char from, const char *data, size_t len,
+    enum filter_verdict want)
+{
+	evbuffer_add(from == 'C' ? d->cin : d->bin, data, len);
+	assert_int_equal(drv_pump(d), want);
+}
+
+static void
+drv_expect(struct evbuffer *b, const char *want, size_t len)
+{
+	size_t	 n;
+	char	*got = fh_take(b, &n);
+
+	if (n != len || memcmp(got, want, len) != 0)
+		fail_msg("want [%.*s]\ngot  [%.*s]", (int)len, want, (int)n,
+		    got);
+	free(got);
+}
+
+static void
+drv_start(struct drv *d, bool tls, size_t max_line)
+{
+	static const char	 g[] = GREETING;
+
+	drv_init(d, tls, max_line);
+	drv_feed(d, 'B', g, strlen(g), FILTER_CONTINUE);
+	drv_expect(d->to_c, g, strlen(g));
+}
+
+static const char	 split_body[] = RETR_B;
+
+/* The body cut into two reads at every possible point. */
+static void
+test_body_every_split(void **state)
+{
+	static const char	 next[] = "+OK 1 120\r\n";
+	struct drv		 d;
+	size_t			 k, n = strlen(split_body);
+
+	(void)state;
+	for (k = 0; k <= n; k++) {
+		drv_start(&d, true, 0);
+		drv_feed(&d, 'C', "RETR 1\r\nSTAT\r\n", 14, FILTER_CONTINUE);
+		drv_expect(d.to_b, "RETR 1\r\nSTAT\r\n", 14);
+		drv_feed(&d, 'B', split_body, k, FILTER_CONTINUE);
+		drv_feed(&d, 'B', split_body + k, n - k, FILTER_CONTINUE);
+		drv_feed(&d, 'B', next, strlen(next), FILTER_CONTINUE);
+		drv_expect(d.to_c, RETR_B "+OK 1 120\r\n",
+		    n + strlen(next));
+		drv_free(&d);
+	}
+}
+
+/* One byte per read, and a body spread over more chains than one peek. */
+static void
+test_body_bytewise_and_chains(void **state)
+{
+	struct drv	 d;
+	size_t		 i, n = strlen(split_body);
+
+	(void)state;
+	drv_start(&d, true, 0);
+	drv_feed(&d, 'C', "RETR 1\r\nSTAT\r\n", 14, FILTER_CONTINUE);
+	drv_expect(d.to_b, "RETR 1\r\nSTAT\r\n", 14);
+	for (i = 0; i < n; i++)
+		drv_feed(&d, 'B', split_body + i, 1, FILTER_CONTINUE);
+	drv_feed(&d, 'B', "+OK 1 2\r\n", 9, FILTER_CONTINUE);
+	drv_expect(d.to_c, RETR_B "+OK 1 2\r\n", n + 9);
+
+	/* Every byte its own chain: many peeks of POP3_BODY_IOV vectors. */
+	drv_feed(&d, 'C', "RETR 1\r\n", 8, FILTER_CONTINUE);
+	drv_expect(d.to_b, "RETR 1\r\n", 8);
+	for (i = 0; i < n; i++)
+		evbuffer_add_reference(d.bin, split_body + i, 1, NULL, NULL);
+	assert_int_equal(drv_pump(&d), FILTER_CONTINUE);
+	drv_expect(d.to_c, RETR_B, n);
+	drv_free(&d);
+}
+
+/* A large body goes through whole, in bounded steps. */
+static void
+test_body_large(void **state)
+{
+	struct drv	 d;
+	char		*body, *copy;
+	size_t		 i, n = 1024 * 1024;
+
+	(void)state;
+	body = malloc(n);
+	assert_non_null(body);
+	for (i = 0; i < n; i++)
+		body[i] = (i % 78 == 77) ? '\n' : (i % 78 == 76) ? '\r' :
+		    (i % 78 == 0) ? '.' : 'a';
+	memcpy(body, "+OK\r\n", 5);
+	memcpy(body + n - 5, "\r\n.\r\n", 5);
+	drv_start(&d, true, 0);
+	drv_feed(&d, 'C', "RETR 1\r\nNOOP\r\n", 14, FILTER_CONTINUE);
+	drv_expect(d.to_b, "RETR 1\r\nNOOP\r\n", 14);
+	for (i = 0; i < n; i += 4096)
+		drv_feed(&d, 'B', body + i, n - i < 4096 ? n - i : 4096,
+		    FILTER_CONTINUE);
+	drv_feed(&d, 'B', "+OK\r\n", 5, FILTER_CONTINUE);
+	assert_int_equal(evbuffer_get_length(d.to_c), n + 5);
+	copy = malloc(n);
+	assert_non_null(copy);
+	evbuffer_remove(d.to_c, copy, n);
+	assert_memory_equal(copy, body, n);
+	drv_expect(d.to_c, "+OK\r\n", 5);
+	drv_free(&d);
+	free(copy);
+	free(body);
+}
+
+/* Backend lines are bounded too: a line that never ends closes. */
+static void
+test_backend_line_too_long(void **state)
+{
+	struct drv	 d;
+	char		*line;
+	size_t		 n = DEFAULT_POP3_LINE_MAX + 16;
+
+	(void)state;
+	line = malloc(n);
+	assert_non_null(line);
+	memset(line, 'a', n);
+	memcpy(line, "+OK ", 4);
+	drv_init(&d, true, 0);
+	drv_feed(&d, 'B', line, n, FILTER_CLOSE);
+	assert_int_equal(evbuffer_get_length(d.to_c), 0);
+	assert_string_equal(proto_pop3_ops.reason(d.f),
+	    "backend line too long");
+	drv_free(&d);
+
+	/* Exactly at the limit it is a greeting. */
+	drv_init(&d, true, 512);
+	memcpy(line + DEFAULT_POP3_LINE_MAX, "\r\n", 2);
+	drv_feed(&d, 'B', line, DEFAULT_POP3_LINE_MAX + 2, FILTER_CONTINUE);
+	drv_expect(d.to_c, line, DEFAULT_POP3_LINE_MAX + 2);
+	drv_free(&d);
+	free(line);
+}
+
+static void
+test_reasons(void **state)
+{
+	struct drv	 d;
+
+	(void)state;
+	drv_start(&d, false, 0);
+	drv_feed(&d, 'C', "STLS\r\nCAPA\r\n", 12, FILTER_CLOSE);
+	assert_string_equal(proto_pop3_ops.reason(d.f),
+	    "pipelined data after STLS");
+	/* Closed for good: no more input is looked at. */
+	drv_feed(&d, 'C', "NOOP\r\n", 6, FILTER_CLOSE);
+	assert_int_equal(evbuffer_get_length(d.to_b), 0);
+	drv_free(&d);
+
+	drv_start(&d, false, 0);
+	drv_feed(&d, 'B', "+OK\r\n", 5, FILTER_CLOSE);
+	assert_string_equal(proto_pop3_ops.reason(d.f),
+	    "unsolicited backend reply");
+	drv_free(&d);
+}
+
+static void
+test_ops(void **state)
+{
+	struct evbuffer	*b = evbuffer_new();
+
+	(void)state;
+	assert_string_equal(proto_pop3_ops.name, "pop3");
+	assert_string_equal(proto_pop3_ops.alpn, "pop3");
+	assert_int_equal(proto_pop3_ops.default_idle_timeout, 600);
+	assert_int_equal(proto_pop3_ops.default_line_max, 8192);
+	proto_pop3_ops.unavailable(b, "mx.example.test");
+	drv_expect(b, R_UNAVAIL, strlen(R_UNAVAIL));
+	evbuffer_free(b);
+}
+
+/* What reaches the log: client address and verb, never credentials. */
+static void
+test_log(void **state)
+{
+	static const char	 clear[] = "USER bob\r\nPASS s3cr3t\r\n"
+	    "AUTH PLAIN AGJvYgBzM2NyM3Q=\r\nXCLIENT ADDR=1.2.3.4\r\n";
+	static const char	 sasl[] = "AUTH PLAIN\r\nAGJvYgBzM2NyM3Q=\r\n";
+	struct drv		 d;
+	char			 path[] = "/tmp/test_pop3_log.XXXXXX";
+	char			 buf[8192];
+	ssize_t			 n;
+	int			 fd, saved;
+
+	(void)state;
+	fd = mkstemp(path);
+	assert_true(fd >= 0);
+	unlink(path);
+	fflush(stderr);
+	saved = dup(2);
+	assert_true(saved >= 0 && dup2(fd, 2) == 2);
+	log_set_level(LOG_LEVEL_DEBUG);
+
+	drv_start(&d, false, 0);
+	drv_feed(&d, 'C', clear, strlen(clear), FILTER_CONTINUE);
+	drv_feed(&d, 'C', "STLS\r\nNOOP\r\n", 12, FILTER_CLOSE);
+	drv_free(&d);
+	drv_start(&d, true, 0);
+	drv_feed(&d, 'C', sasl, strlen(sasl), FILTER_CONTINUE);
+	drv_feed(&d, 'B', "+ \r\n", 4, FILTER_CONTINUE);
+	drv_feed(&d, 'B', "+OK Logged in.\r\n", 16, FILTER_CONTINUE);
+	drv_free(&d);
+
+	fflush(stderr);
+	log_set_level(LOG_LEVEL_INFO);
+	dup2(saved, 2);
+	close(saved);
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	close(fd);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	assert_non_null(strstr(buf, "00000000000000ab"));
+	assert_non_null(strstr(buf, "192.0.2.7"));
+	assert_non_null(strstr(buf, "USER in cleartext refused"));
+	assert_non_null(strstr(buf, "PASS in cleartext refused"));
+	assert_non_null(strstr(buf, "AUTH in cleartext refused"));
+	assert_non_null(strstr(buf, "XCLIENT refused"));
+	assert_non_null(strstr(buf, "pipelined data after STLS"));
+	assert_non_null(strstr(buf, "TRANSACTION"));
+	assert_null(strstr(buf, "bob"));
+	assert_null(strstr(buf, "s3cr3t"));
+	assert_null(strstr(buf, "AGJvYgBzM2NyM3Q"));
+	assert_null(strstr(buf, "1.2.3.4"));
+}
+
+int
+main(void)
+{
+	static const struct CMUnitTest direct[] = {
+		cmocka_unit_test(test_body_every_split),
+		cmocka_unit_test(test_body_bytewise_and_chains),
+		cmocka_unit_test(test_body_large),
+		cmocka_unit_test(test_backend_line_too_long),
+		cmocka_unit_test(test_reasons),
+		cmocka_unit_test(test_ops),
+		cmocka_unit_test(test_log),
+	};
+	size_t			 ncases = sizeof(pop3_cases) / sizeof(pop3_cases[0]);
+	size_t			 ndirect = sizeof(direct) / sizeof(direct[0]);
+	struct CMUnitTest	*t;
+	size_t			 i;
+	int			 rc;
+
+	if ((t = calloc(ncases + ndirect, sizeof(*t))) == NULL)
+		return 1;
+	for (i = 0; i < ncases; i++) {
+		t[i].name = pop3_cases[i].name;
+		t[i].test_func = test_case;
+		t[i].initial_state = (void *)(uintptr_t)&pop3_cases[i];
+	}
+	memcpy(t + ncases, direct, sizeof(direct));
+	rc = _cmocka_run_group_tests("pop3", t, ncases + ndirect, NULL, NULL);
+	free(t);
+	return rc;
+}
