@@ -65,14 +65,24 @@ print_versions(void)
 	printf("libconfuse %s\n", confuse_version);
 }
 
+struct check_ctx {
+	const char	*file;
+	int		 line;		/* 0: not about one section */
+	int		 errors;
+};
+
 static void
 check_finding(void *arg, int is_error, const char *msg)
 {
-	int	*errors = arg;
+	struct check_ctx	*ctx = arg;
 
-	printf("%s: %s\n", is_error ? "error" : "warning", msg);
+	if (ctx->line > 0)
+		printf("%s:%d: %s: %s\n", ctx->file, ctx->line,
+		    is_error ? "error" : "warning", msg);
+	else
+		printf("%s: %s\n", is_error ? "error" : "warning", msg);
 	if (is_error)
-		(*errors)++;
+		ctx->errors++;
 }
 
 /*
@@ -83,28 +93,33 @@ check_finding(void *arg, int is_error, const char *msg)
 static int
 check_config(struct conf *conf)
 {
-	struct runtime	*rt;
-	char		 err[1024];
-	int		 errors = 0;
-	size_t		 i;
+	struct check_ctx	 ctx = { conf->file, 0, 0 };
+	struct runtime		*rt;
+	char			 err[1024];
+	size_t			 i;
 
-	for (i = 0; i < conf->ntls; i++)
-		if (tls_check(&conf->tls[i], check_finding, &errors) == -1 &&
-		    errors == 0)
-			errors++;
+	for (i = 0; i < conf->ntls; i++) {
+		int before = ctx.errors;
+
+		ctx.line = conf->tls[i].line;
+		if (tls_check(&conf->tls[i], check_finding, &ctx) == -1 &&
+		    ctx.errors == before)
+			check_finding(&ctx, 1, "TLS section not usable");
+	}
+	ctx.line = 0;
 	if (conf->user == NULL && geteuid() == 0)
-		check_finding(&errors, 0, "no 'user' set: the daemon would "
+		check_finding(&ctx, 0, "no 'user' set: the daemon would "
 		    "keep running as root");
-	if (errors == 0) {
+	if (ctx.errors == 0) {
 		if ((rt = runtime_new(conf, err, sizeof(err))) == NULL) {
-			check_finding(&errors, 1, err);
+			check_finding(&ctx, 1, err);
 			conf_free(conf);
 		} else
 			runtime_free(rt);
 	} else
 		conf_free(conf);
-	printf("configuration %s\n", errors ? "NOT usable" : "OK");
-	return errors ? 1 : 0;
+	printf("configuration %s\n", ctx.errors ? "NOT usable" : "OK");
+	return ctx.errors ? 1 : 0;
 }
 
 /* Two descriptors per session (client and backend) plus a reserve. */

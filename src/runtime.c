@@ -32,10 +32,17 @@ runtime_new(struct conf *conf, char *err, size_t errlen)
 		goto nomem;
 	rt->nservices = conf->nservices;
 	rt->ntls = conf->ntls;
-	for (i = 0; i < conf->ntls; i++)
-		if ((rt->tls[i] = tls_server_new(&conf->tls[i], err,
-		    errlen)) == NULL)
+	for (i = 0; i < conf->ntls; i++) {
+		char	msg[1024];
+
+		rt->tls[i] = tls_server_new(&conf->tls[i], msg, sizeof(msg));
+		if (rt->tls[i] == NULL) {
+			/* Point at the section, as for any other error. */
+			snprintf(err, errlen, "%s:%d: %s", conf->file,
+			    conf->tls[i].line, msg);
 			goto fail;
+		}
+	}
 	for (i = 0; i < conf->nservices; i++) {
 		struct service_rt *srt = &rt->services[i];
 
@@ -109,4 +116,17 @@ runtime_free(struct runtime *rt)
 	if (rt->conf)
 		conf_free(rt->conf);
 	free(rt);
+}
+
+/* Stop listening for good (shutdown): new connections are refused. */
+void
+runtime_close_listeners(struct runtime *rt)
+{
+	size_t	i, j;
+
+	for (i = 0; i < rt->nservices; i++) {
+		for (j = 0; j < rt->services[i].nfds; j++)
+			close(rt->services[i].fds[j]);
+		rt->services[i].nfds = 0;
+	}
 }

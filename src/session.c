@@ -64,6 +64,7 @@ static void	session_flow(struct session *);
 static void	session_arm(struct session *, unsigned seconds);
 static void	session_schedule_free(struct session *);
 static int	session_flushed(struct session *);
+static void	session_closing_check(struct session *);
 static void	session_free(struct session *);
 
 static const char *session_state_names[] = {
@@ -463,19 +464,21 @@ session_client_event_cb(struct bufferevent *bev, short what, void *arg)
 		session_schedule_free(s);
 		return;
 	}
+	if (how == TLS_CLOSE_SYSCALL) {
+		/* The socket is broken: nothing more can be sent. */
+		s->client = NULL;
+		bufferevent_free(bev);
+	}
 	if (s->state == SESSION_ST_HANDSHAKE) {
 		log_info("%s client=%s: TLS handshake failed: %s", s->id,
 		    s->peer_ip, detail[0] ? detail : "connection closed");
-		s->client = NULL;
-		bufferevent_free(bev);
+		/* Flushing lets the alert OpenSSL queued reach the client. */
 		session_close(s, "handshake failed");
 		return;
 	}
 	if (how == TLS_CLOSE_PROTOCOL || how == TLS_CLOSE_SYSCALL) {
 		log_info("%s client=%s: %s", s->id, s->peer_ip,
 		    detail[0] ? detail : "connection error");
-		s->client = NULL;
-		bufferevent_free(bev);
 		session_close(s, how == TLS_CLOSE_PROTOCOL ?
 		    "TLS error" : "client connection error");
 		return;
@@ -531,8 +534,7 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 		session_close(s, "idle timeout");
 		break;
 	case SESSION_ST_CLOSING:
-		if (session_flushed(s) || !evtimer_pending(s->timer, NULL))
-			session_free(s);
+		session_closing_check(s);
 		break;
 	}
 }
@@ -573,9 +575,32 @@ session_close(struct session *s, const char *reason)
 		evbuffer_add_cb(bufferevent_get_output(
 		    bufferevent_get_underlying(s->client)),
 		    session_closing_out_cb, s);
+	gettimeofday(&s->linger_until, NULL);
+	s->linger_until.tv_sec += CLOSE_LINGER_TIMEOUT;
 	session_arm(s, CLOSE_LINGER_TIMEOUT);
 	if (session_flushed(s))
 		session_schedule_free(s);
+}
+
+/*
+ * Timer callback while closing, from the linger timeout or activated by a
+ * drained buffer.  libevent deletes a non-persistent timer when its
+ * callback runs, even if it was merely activated, so the deadline is kept
+ * here and the timer re-armed for what is left of it.
+ */
+static void
+session_closing_check(struct session *s)
+{
+	struct timeval	now, left;
+
+	gettimeofday(&now, NULL);
+	if (session_flushed(s) || s->client == NULL ||
+	    !timercmp(&now, &s->linger_until, <)) {
+		session_free(s);
+		return;
+	}
+	timersub(&s->linger_until, &now, &left);
+	event_add(s->timer, &left);
 }
 
 /*

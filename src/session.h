@@ -92,6 +92,7 @@ struct session {
 	unsigned		 flags;
 	struct event		*timer;		/* phase timeout, or deferred free */
 	struct timeval		 started;
+	struct timeval		 linger_until;	/* CLOSING: free by then */
 	uint64_t		 bytes_in;	/* from the client */
 	uint64_t		 bytes_out;	/* to the client */
 	const char		*reason;
@@ -122,6 +123,7 @@ void		 session_backend_unavailable(struct session *);
  * succeeds; on failure the caller still does. */
 struct runtime	*runtime_new(struct conf *, char *err, size_t errlen);
 int		 runtime_bind(struct runtime *, char *err, size_t errlen);
+void		 runtime_close_listeners(struct runtime *);
 void		 runtime_ref(struct runtime *);
 void		 runtime_unref(struct runtime *);
 void		 runtime_free(struct runtime *);

@@ -30,6 +30,7 @@ atomic_uint	worker_total_conns;
 static struct worker	*workers;
 static unsigned		 nworkers;
 static unsigned		 shutdown_secs;
+static atomic_uint	 listening_workers;
 
 static void	*worker_main(void *);
 static void	 worker_ctl_cb(evutil_socket_t, short, void *);
@@ -66,6 +67,7 @@ workers_start(struct runtime *rt, unsigned n)
 	if ((workers = calloc(n, sizeof(*workers))) == NULL)
 		return -1;
 	nworkers = n;
+	atomic_store(&listening_workers, n);
 	for (i = 0; i < n; i++) {
 		struct worker *w = &workers[i];
 
@@ -130,6 +132,12 @@ worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
 	for (i = 0; i < w->nlisteners; i++)
 		listener_detach(w->listeners[i]);
 	w->nlisteners = 0;
+	/*
+	 * The last worker to let go of the sockets closes them, so the
+	 * kernel refuses new connections instead of queueing them.
+	 */
+	if (atomic_fetch_sub(&listening_workers, 1) == 1)
+		runtime_close_listeners(w->rt);
 	event_del(w->ctl);
 	evtimer_add(w->drain_timer, &tv);
 	worker_check_done(w);
