@@ -164,47 +164,32 @@ iptable_release(struct iptable *t, const struct sockaddr *sa)
 /* ---- binding -------------------------------------------------------------- */
 
 int
-listener_bind(const struct conf_service *svc, int **fdsp, size_t *nfdsp,
+listener_bind(const struct conf_service *svc, const struct conf_endpoint *ep,
     char *err, size_t errlen)
 {
-	int	*fds, fd, on = 1;
-	size_t	 i;
+	int	fd, on = 1;
 
-	fds = calloc(svc->nlisten ? svc->nlisten : 1, sizeof(*fds));
-	if (fds == NULL) {
-		snprintf(err, errlen, "out of memory");
-		return -1;
+	fd = socket(ep->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0);
+	if (fd == -1)
+		goto fail;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+	/* "[::]:25" means IPv6 only; "0.0.0.0:25" covers IPv4. */
+	if (ep->ss.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+	if (bind(fd, (const struct sockaddr *)&ep->ss, ep->sslen) == -1 ||
+	    listen(fd, 511) == -1) {
+		int saved = errno;
+
+		close(fd);
+		errno = saved;
+		goto fail;
 	}
-	for (i = 0; i < svc->nlisten; i++) {
-		const struct conf_endpoint *ep = &svc->listen[i];
-
-		fd = socket(ep->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK |
-		    SOCK_CLOEXEC, 0);
-		if (fd == -1)
-			goto fail;
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
-		/* "[::]:25" means IPv6 only; "0.0.0.0:25" covers IPv4. */
-		if (ep->ss.ss_family == AF_INET6)
-			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on,
-			    sizeof(on));
-		if (bind(fd, (const struct sockaddr *)&ep->ss, ep->sslen) == -1 ||
-		    listen(fd, 511) == -1) {
-			close(fd);
-			goto fail;
-		}
-		fds[i] = fd;
-		continue;
+	return fd;
 fail:
-		snprintf(err, errlen, "service '%s': cannot listen on %s: %s",
-		    svc->name, ep->text, strerror(errno));
-		while (i-- > 0)
-			close(fds[i]);
-		free(fds);
-		return -1;
-	}
-	*fdsp = fds;
-	*nfdsp = svc->nlisten;
-	return 0;
+	snprintf(err, errlen, "service '%s': cannot listen on %s: %s",
+	    svc->name, ep->text, strerror(errno));
+	return -1;
 }
 
 /* ---- accepting -------------------------------------------------------------- */
@@ -273,15 +258,15 @@ listener_check_caps(struct worker *w, struct service_rt *srt,
 		return "daemon connection limit";
 	}
 	if (svc->max_connections &&
-	    atomic_fetch_add(&srt->nconns, 1) >= svc->max_connections) {
-		atomic_fetch_sub(&srt->nconns, 1);
+	    atomic_fetch_add(&srt->ctr->nconns, 1) >= svc->max_connections) {
+		atomic_fetch_sub(&srt->ctr->nconns, 1);
 		atomic_fetch_sub(&worker_total_conns, 1);
 		return "service connection limit";
 	}
 	if (!svc->max_connections)
-		atomic_fetch_add(&srt->nconns, 1);
-	if (iptable_take(srt->per_ip, sa, svc->max_connections_per_ip) == -1) {
-		atomic_fetch_sub(&srt->nconns, 1);
+		atomic_fetch_add(&srt->ctr->nconns, 1);
+	if (iptable_take(srt->ctr->per_ip, sa, svc->max_connections_per_ip) == -1) {
+		atomic_fetch_sub(&srt->ctr->nconns, 1);
 		atomic_fetch_sub(&worker_total_conns, 1);
 		return "per-address connection limit";
 	}

@@ -8,16 +8,17 @@
 
 #include <event2/listener.h>
 
+struct conf_endpoint;
 struct conf_service;
 struct listener_ctx;
 struct service_rt;
 struct worker;
 
 /*
- * Bind every listen address of a service (before privileges are
- * dropped).  Returns 0 with the sockets in *fds, or -1 with a message.
+ * Bind and listen on one address of a service.  Returns the socket, or -1
+ * with a message naming the service and the address.
  */
-int	listener_bind(const struct conf_service *, int **fds, size_t *nfds,
+int	listener_bind(const struct conf_service *, const struct conf_endpoint *,
 	    char *err, size_t errlen);
 
 /* Listen on fd in worker w's event loop; NULL on failure. */

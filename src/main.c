@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <confuse.h>
@@ -40,8 +41,12 @@ static void	raise_nofile(const struct conf *);
 static void	drop_privileges(const struct conf *);
 static void	write_pid_file(const char *);
 static void	signal_cb(evutil_socket_t, short, void *);
+static void	reload(void);
 
-static const char *pid_file_written;
+static const char	*pid_file_written;
+static const char	*conf_path;
+static struct runtime	*current_rt;	/* the newest runtime (a reference) */
+static int		 debug_logging;
 
 static void
 usage(FILE *fp, int status)
@@ -111,7 +116,7 @@ check_config(struct conf *conf)
 		check_finding(&ctx, 0, "no 'user' set: the daemon would "
 		    "keep running as root");
 	if (ctx.errors == 0) {
-		if ((rt = runtime_new(conf, err, sizeof(err))) == NULL) {
+		if ((rt = runtime_new(conf, NULL, err, sizeof(err))) == NULL) {
 			check_finding(&ctx, 1, err);
 			conf_free(conf);
 		} else
@@ -188,6 +193,83 @@ write_pid_file(const char *path)
 	pid_file_written = path;
 }
 
+static unsigned long long
+monotonic_usec(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (unsigned long long)ts.tv_sec * 1000000ULL +
+	    (unsigned long long)ts.tv_nsec / 1000;
+}
+
+/* Settings that only a restart can change; say so instead of ignoring. */
+static void
+reload_notice_restart(const struct conf *cur, const struct conf *next)
+{
+	if (next->workers != cur->workers)
+		log_notice("reload: 'workers' changes only on restart");
+	if ((next->user == NULL) != (cur->user == NULL) || (next->user &&
+	    strcmp(next->user, cur->user) != 0) ||
+	    (next->group == NULL) != (cur->group == NULL) || (next->group &&
+	    strcmp(next->group, cur->group) != 0))
+		log_notice("reload: 'user'/'group' change only on restart");
+	if ((next->pid_file == NULL) != (cur->pid_file == NULL) ||
+	    (next->pid_file && strcmp(next->pid_file, cur->pid_file) != 0))
+		log_notice("reload: 'pid_file' changes only on restart");
+}
+
+/*
+ * SIGHUP: a new configuration and new certificates for new connections;
+ * established sessions stay on what they started with.  The new runtime
+ * is complete (parsed, TLS contexts built, sockets bound) before anything
+ * changes; any error is logged and the running configuration kept.
+ * Certificates and keys are re-read with the privileges the daemon has
+ * now: after dropping to 'user' they must be readable by that user.
+ */
+static void
+reload(void)
+{
+	struct conf	*conf;
+	struct runtime	*rt;
+	char		 err[1024];
+
+	sdnotify("RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading",
+	    monotonic_usec());
+	log_notice("SIGHUP: reloading %s", conf_path);
+	if ((conf = conf_load(conf_path, err, sizeof(err))) == NULL) {
+		log_error("reload failed, keeping the running configuration: %s",
+		    err);
+		goto done;
+	}
+	if ((rt = runtime_new(conf, current_rt, err, sizeof(err))) == NULL) {
+		conf_free(conf);
+		log_error("reload failed, keeping the running configuration: %s",
+		    err);
+		goto done;
+	}
+	err[0] = '\0';
+	if (runtime_bind(rt, current_rt, err, sizeof(err)) == -1 ||
+	    workers_reload(rt) == -1) {
+		if (err[0] == '\0')
+			snprintf(err, sizeof(err), "a reload is still running");
+		runtime_free(rt);
+		log_error("reload failed, keeping the running configuration: %s",
+		    err);
+		goto done;
+	}
+	reload_notice_restart(current_rt->conf, conf);
+	if (!debug_logging) {
+		log_init(conf->log_target, conf->log_level,
+		    conf->syslog_facility);
+	}
+	runtime_unref(current_rt);
+	current_rt = rt;
+	log_notice("configuration reloaded: %zu services", conf->nservices);
+done:
+	sdnotify("READY=1\nSTATUS=accepting connections");
+}
+
 static void
 signal_cb(evutil_socket_t sig, short what, void *arg)
 {
@@ -195,8 +277,7 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 
 	switch (sig) {
 	case SIGHUP:
-		log_notice("SIGHUP: configuration reload is not supported "
-		    "yet; keeping the running configuration");
+		reload();
 		break;
 	case SIGTERM:
 	case SIGINT:
@@ -209,7 +290,6 @@ signal_cb(evutil_socket_t sig, short what, void *arg)
 int
 main(int argc, char *argv[])
 {
-	const char		*path = MAILTLSD_CONF_DEFAULT;
 	struct conf		*conf;
 	struct runtime		*rt;
 	struct event_base	*base;
@@ -218,10 +298,11 @@ main(int argc, char *argv[])
 	int			 ch, check = 0, debug = 0, i;
 	unsigned		 shutdown_timeout;
 
+	conf_path = MAILTLSD_CONF_DEFAULT;
 	while ((ch = getopt(argc, argv, "c:dhtV")) != -1) {
 		switch (ch) {
 		case 'c':
-			path = optarg;
+			conf_path = optarg;
 			break;
 		case 'd':
 			debug = 1;
@@ -242,7 +323,8 @@ main(int argc, char *argv[])
 		usage(stderr, 2);
 
 	log_init(LOG_TARGET_STDERR, debug ? LOG_LEVEL_DEBUG : LOG_LEVEL_INFO, 0);
-	if ((conf = conf_load(path, err, sizeof(err))) == NULL) {
+	debug_logging = debug;
+	if ((conf = conf_load(conf_path, err, sizeof(err))) == NULL) {
 		fprintf(stderr, "mailtlsd: %s\n", err);
 		return 1;
 	}
@@ -255,12 +337,13 @@ main(int argc, char *argv[])
 	if (evthread_use_pthreads() == -1)
 		fatalx("libevent has no pthreads support");
 	raise_nofile(conf);
-	if ((rt = runtime_new(conf, err, sizeof(err))) == NULL) {
+	if ((rt = runtime_new(conf, NULL, err, sizeof(err))) == NULL) {
 		log_error("%s", err);
 		conf_free(conf);
 		return 1;
 	}
-	if (runtime_bind(rt, err, sizeof(err)) == -1) {
+	current_rt = rt;
+	if (runtime_bind(rt, NULL, err, sizeof(err)) == -1) {
 		log_error("%s", err);
 		runtime_free(rt);
 		return 1;
@@ -285,14 +368,15 @@ main(int argc, char *argv[])
 	sdnotify("READY=1\nSTATUS=accepting connections");
 	event_base_dispatch(base);
 
-	shutdown_timeout = conf->shutdown_timeout;
+	/* conf may have been replaced by a reload since. */
+	shutdown_timeout = current_rt->conf->shutdown_timeout;
 	sdnotify("STOPPING=1\nSTATUS=stopping: %u sessions", workers_sessions());
 	workers_stop(shutdown_timeout);
 	workers_join();
 	for (i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	event_base_free(base);
-	runtime_unref(rt);
+	runtime_unref(current_rt);
 	if (pid_file_written)
 		(void)unlink(pid_file_written);
 	log_notice("mailtlsd stopped");

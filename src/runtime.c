@@ -2,13 +2,20 @@
  * runtime.c - what a configuration becomes at run time.
  *
  * A runtime owns the immutable conf, the TLS contexts built from it and
- * the per-service counters.  Sessions hold a reference, so a runtime lives
- * as long as the last session that started on it.
+ * its listening sockets; workers and sessions hold references, so a
+ * runtime lives as long as the last session that started on it.
+ *
+ * Reload (SIGHUP) builds a complete new runtime next to the running one
+ * and only then swaps it in: certificates are re-read, a listening socket
+ * whose address stays is handed over (no connection is refused during the
+ * swap), new addresses are bound, and any failure leaves the running
+ * runtime untouched.  Connection counters follow the service name.
  */
 #include "config.h"
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "listener.h"
@@ -16,8 +23,59 @@
 #include "session.h"
 #include "tls.h"
 
+static struct service_counters *
+runtime_counters(struct runtime *old, const char *name)
+{
+	struct service_counters	*ctr;
+	size_t			 i;
+
+	if (old != NULL)
+		for (i = 0; i < old->nservices; i++)
+			if (strcmp(old->services[i].svc->name, name) == 0) {
+				ctr = old->services[i].ctr;
+				atomic_fetch_add(&ctr->refs, 1);
+				return ctr;
+			}
+	if ((ctr = calloc(1, sizeof(*ctr))) == NULL)
+		return NULL;
+	if ((ctr->per_ip = iptable_new()) == NULL) {
+		free(ctr);
+		return NULL;
+	}
+	atomic_init(&ctr->refs, 1);
+	return ctr;
+}
+
+static void
+runtime_counters_unref(struct service_counters *ctr)
+{
+	if (ctr != NULL && atomic_fetch_sub(&ctr->refs, 1) == 1) {
+		iptable_free(ctr->per_ip);
+		free(ctr);
+	}
+}
+
+static int
+runtime_build_tls(struct runtime *rt, char *err, size_t errlen)
+{
+	const struct conf	*conf = rt->conf;
+	char			 msg[1024];
+	size_t			 i;
+
+	for (i = 0; i < conf->ntls; i++) {
+		rt->tls[i] = tls_server_new(&conf->tls[i], msg, sizeof(msg));
+		if (rt->tls[i] == NULL) {
+			/* Point at the section, as for any other error. */
+			snprintf(err, errlen, "%s:%d: %s", conf->file,
+			    conf->tls[i].line, msg);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 struct runtime *
-runtime_new(struct conf *conf, char *err, size_t errlen)
+runtime_new(struct conf *conf, struct runtime *old, char *err, size_t errlen)
 {
 	struct runtime	*rt;
 	size_t		 i, j;
@@ -32,17 +90,8 @@ runtime_new(struct conf *conf, char *err, size_t errlen)
 		goto nomem;
 	rt->nservices = conf->nservices;
 	rt->ntls = conf->ntls;
-	for (i = 0; i < conf->ntls; i++) {
-		char	msg[1024];
-
-		rt->tls[i] = tls_server_new(&conf->tls[i], msg, sizeof(msg));
-		if (rt->tls[i] == NULL) {
-			/* Point at the section, as for any other error. */
-			snprintf(err, errlen, "%s:%d: %s", conf->file,
-			    conf->tls[i].line, msg);
-			goto fail;
-		}
-	}
+	if (runtime_build_tls(rt, err, errlen) == -1)
+		goto fail;
 	for (i = 0; i < conf->nservices; i++) {
 		struct service_rt *srt = &rt->services[i];
 
@@ -51,7 +100,7 @@ runtime_new(struct conf *conf, char *err, size_t errlen)
 		for (j = 0; j < conf->ntls; j++)
 			if (&conf->tls[j] == srt->svc->tls)
 				srt->tls = rt->tls[j];
-		if ((srt->per_ip = iptable_new()) == NULL)
+		if ((srt->ctr = runtime_counters(old, srt->svc->name)) == NULL)
 			goto nomem;
 		if (srt->tls == NULL) {
 			snprintf(err, errlen, "service '%s': no tls section",
@@ -70,15 +119,75 @@ fail:
 	return NULL;
 }
 
-int
-runtime_bind(struct runtime *rt, char *err, size_t errlen)
+static int
+runtime_endpoint_equal(const struct conf_endpoint *a,
+    const struct conf_endpoint *b)
 {
-	size_t	i;
+	return a->sslen == b->sslen && memcmp(&a->ss, &b->ss, a->sslen) == 0;
+}
 
-	for (i = 0; i < rt->nservices; i++)
-		if (listener_bind(rt->services[i].svc, &rt->services[i].fds,
-		    &rt->services[i].nfds, err, errlen) == -1)
+/* A listening socket of the old runtime for this address, or NULL. */
+static int *
+runtime_find_fd(struct runtime *old, const struct conf_endpoint *ep)
+{
+	size_t	i, j;
+
+	if (old == NULL)
+		return NULL;
+	for (i = 0; i < old->nservices; i++) {
+		struct service_rt *o = &old->services[i];
+
+		for (j = 0; j < o->nfds; j++)
+			if (o->fds[j] != -1 &&
+			    runtime_endpoint_equal(&o->svc->listen[j], ep))
+				return &o->fds[j];
+	}
+	return NULL;
+}
+
+/*
+ * Two passes, so that a failure changes nothing: bind what is new, and
+ * only when all of it worked take over the sockets that stay.
+ */
+int
+runtime_bind(struct runtime *rt, struct runtime *old, char *err,
+    size_t errlen)
+{
+	size_t	i, j;
+
+	for (i = 0; i < rt->nservices; i++) {
+		struct service_rt *srt = &rt->services[i];
+
+		srt->fds = calloc(srt->svc->nlisten ? srt->svc->nlisten : 1,
+		    sizeof(*srt->fds));
+		if (srt->fds == NULL) {
+			snprintf(err, errlen, "out of memory");
 			return -1;
+		}
+		srt->nfds = srt->svc->nlisten;
+		for (j = 0; j < srt->nfds; j++) {
+			srt->fds[j] = -1;
+			if (runtime_find_fd(old, &srt->svc->listen[j]))
+				continue;
+			srt->fds[j] = listener_bind(srt->svc,
+			    &srt->svc->listen[j], err, errlen);
+			if (srt->fds[j] == -1)
+				return -1;	/* runtime_free() closes the rest */
+		}
+	}
+	for (i = 0; i < rt->nservices; i++) {
+		struct service_rt *srt = &rt->services[i];
+
+		for (j = 0; j < srt->nfds; j++) {
+			int *ofd;
+
+			if (srt->fds[j] != -1)
+				continue;
+			ofd = runtime_find_fd(old, &srt->svc->listen[j]);
+			srt->fds[j] = *ofd;
+			*ofd = -1;
+		}
+	}
 	return 0;
 }
 
@@ -95,18 +204,36 @@ runtime_unref(struct runtime *rt)
 		runtime_free(rt);
 }
 
+/*
+ * Stop listening for good (shutdown, or the runtime was replaced): the
+ * sockets not handed to a newer runtime are closed, so the kernel refuses
+ * new connections instead of queueing them.
+ */
 void
-runtime_free(struct runtime *rt)
+runtime_close_listeners(struct runtime *rt)
 {
 	size_t	i, j;
 
-	if (rt->services)
-		for (i = 0; i < rt->nservices; i++) {
-			for (j = 0; j < rt->services[i].nfds; j++)
+	for (i = 0; i < rt->nservices; i++)
+		for (j = 0; j < rt->services[i].nfds; j++)
+			if (rt->services[i].fds[j] != -1) {
 				close(rt->services[i].fds[j]);
+				rt->services[i].fds[j] = -1;
+			}
+}
+
+void
+runtime_free(struct runtime *rt)
+{
+	size_t	i;
+
+	if (rt->services) {
+		runtime_close_listeners(rt);
+		for (i = 0; i < rt->nservices; i++) {
 			free(rt->services[i].fds);
-			iptable_free(rt->services[i].per_ip);
+			runtime_counters_unref(rt->services[i].ctr);
 		}
+	}
 	if (rt->tls)
 		for (i = 0; i < rt->ntls; i++)
 			if (rt->tls[i])
@@ -116,17 +243,4 @@ runtime_free(struct runtime *rt)
 	if (rt->conf)
 		conf_free(rt->conf);
 	free(rt);
-}
-
-/* Stop listening for good (shutdown): new connections are refused. */
-void
-runtime_close_listeners(struct runtime *rt)
-{
-	size_t	i, j;
-
-	for (i = 0; i < rt->nservices; i++) {
-		for (j = 0; j < rt->services[i].nfds; j++)
-			close(rt->services[i].fds[j]);
-		rt->services[i].nfds = 0;
-	}
 }

@@ -194,9 +194,9 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 fail:
 	close(fd);
 	/* The listener counted this connection; give the slots back. */
-	atomic_fetch_sub(&srt->nconns, 1);
+	atomic_fetch_sub(&srt->ctr->nconns, 1);
 	atomic_fetch_sub(&worker_total_conns, 1);
-	iptable_release(srt->per_ip, sa);
+	iptable_release(srt->ctr->per_ip, sa);
 }
 
 /*
@@ -666,9 +666,9 @@ session_free(struct session *s)
 	if (s->timer)
 		event_free(s->timer);
 	if (s->flags & SF_COUNTED) {
-		atomic_fetch_sub(&s->srt->nconns, 1);
+		atomic_fetch_sub(&s->srt->ctr->nconns, 1);
 		atomic_fetch_sub(&worker_total_conns, 1);
-		iptable_release(s->srt->per_ip, (struct sockaddr *)&s->peer);
+		iptable_release(s->srt->ctr->per_ip, (struct sockaddr *)&s->peer);
 	}
 	worker_session_remove(s->worker, s);
 	runtime_unref(s->rt);

@@ -29,14 +29,24 @@ struct iptable;
  * reference, so a reload can swap in a new runtime while old sessions
  * finish on the one they started with.
  */
+/*
+ * Connection counts of a service.  A reload hands them to the service of
+ * the same name in the new runtime, so sessions that started before the
+ * reload still count against max_connections and max_connections_per_ip.
+ */
+struct service_counters {
+	atomic_int		 refs;
+	atomic_uint		 nconns;
+	struct iptable		*per_ip;
+};
+
 struct service_rt {
 	const struct conf_service *svc;
 	const struct proto_ops	*ops;
 	struct tls_server	*tls;
-	int			*fds;		/* listening sockets */
+	int			*fds;		/* listening sockets, -1 = handed on */
 	size_t			 nfds;
-	atomic_uint		 nconns;
-	struct iptable		*per_ip;
+	struct service_counters	*ctr;
 };
 
 struct runtime {
@@ -119,10 +129,16 @@ void		 session_abandon(struct session *);
 void		 session_backend_ready(struct session *);
 void		 session_backend_unavailable(struct session *);
 
-/* Runtimes (runtime.c).  runtime_new() owns conf once it
- * succeeds; on failure the caller still does. */
-struct runtime	*runtime_new(struct conf *, char *err, size_t errlen);
-int		 runtime_bind(struct runtime *, char *err, size_t errlen);
+/*
+ * Runtimes (runtime.c).  runtime_new() owns conf once it succeeds; on
+ * failure the caller still does.  With a previous runtime (reload), the
+ * counters of same-named services are shared and runtime_bind() takes
+ * over listening sockets whose address did not change.
+ */
+struct runtime	*runtime_new(struct conf *, struct runtime *old, char *err,
+		    size_t errlen);
+int		 runtime_bind(struct runtime *, struct runtime *old, char *err,
+		    size_t errlen);
 void		 runtime_close_listeners(struct runtime *);
 void		 runtime_ref(struct runtime *);
 void		 runtime_unref(struct runtime *);

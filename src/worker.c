@@ -31,6 +31,7 @@ static struct worker	*workers;
 static unsigned		 nworkers;
 static unsigned		 shutdown_secs;
 static atomic_uint	 listening_workers;
+static atomic_uint	 switching_workers;	/* a reload in progress */
 
 static void	*worker_main(void *);
 static void	 worker_ctl_cb(evutil_socket_t, short, void *);
@@ -73,6 +74,7 @@ workers_start(struct runtime *rt, unsigned n)
 
 		w->index = i;
 		w->rt = rt;
+		runtime_ref(rt);
 		TAILQ_INIT(&w->sessions);
 		w->base = event_base_new();
 		if (w->base == NULL)
@@ -119,19 +121,67 @@ workers_stop(unsigned timeout)
 	}
 }
 
-/* In the worker thread: stop accepting, start the drain clock. */
+int
+workers_reload(struct runtime *rt)
+{
+	unsigned	i;
+
+	if (atomic_load(&switching_workers) != 0)
+		return -1;
+	atomic_store(&switching_workers, nworkers);
+	for (i = 0; i < nworkers; i++) {
+		runtime_ref(rt);
+		atomic_store(&workers[i].next_rt, rt);
+		event_active(workers[i].ctl, EV_READ, 0);
+	}
+	return 0;
+}
+
+static void
+worker_detach_all(struct worker *w)
+{
+	size_t	i;
+
+	for (i = 0; i < w->nlisteners; i++)
+		listener_detach(w->listeners[i]);
+	w->nlisteners = 0;
+	free(w->listeners);
+	w->listeners = NULL;
+}
+
+/*
+ * In the worker thread: move the listeners to the new runtime.  Sessions
+ * keep the runtime they started with.  The last worker to let go of the
+ * old runtime closes its sockets that the new one did not take over.
+ */
+static void
+worker_switch(struct worker *w, struct runtime *rt)
+{
+	struct runtime	*old = w->rt;
+
+	worker_detach_all(w);
+	w->rt = rt;
+	if (!atomic_load(&w->stopping) && worker_listen(w, rt) == -1)
+		log_error("worker %u: cannot listen after reload", w->index);
+	if (atomic_fetch_sub(&switching_workers, 1) == 1)
+		runtime_close_listeners(old);
+	runtime_unref(old);
+}
+
+/* In the worker thread: a reload, or stop accepting and drain. */
 static void
 worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker	*w = arg;
+	struct runtime	*rt;
 	struct timeval	 tv = { (time_t)shutdown_secs, 0 };
-	size_t		 i;
 
-	if (!atomic_load(&w->stopping))
+	if ((rt = atomic_exchange(&w->next_rt, NULL)) != NULL)
+		worker_switch(w, rt);
+	if (!atomic_load(&w->stopping) || w->drain_started)
 		return;
-	for (i = 0; i < w->nlisteners; i++)
-		listener_detach(w->listeners[i]);
-	w->nlisteners = 0;
+	w->drain_started = 1;
+	worker_detach_all(w);
 	/*
 	 * The last worker to let go of the sockets closes them, so the
 	 * kernel refuses new connections instead of queueing them.
@@ -200,13 +250,15 @@ workers_join(void)
 	for (i = 0; i < nworkers; i++) {
 		struct worker	*w = &workers[i];
 		struct session	*s;
+		struct runtime	*rt;
 
 		/* Sessions still here were past their linger time. */
 		while ((s = TAILQ_FIRST(&w->sessions)) != NULL)
 			session_abandon(s);
-		for (size_t j = 0; j < w->nlisteners; j++)
-			listener_detach(w->listeners[j]);
-		free(w->listeners);
+		worker_detach_all(w);
+		if ((rt = atomic_exchange(&w->next_rt, NULL)) != NULL)
+			runtime_unref(rt);
+		runtime_unref(w->rt);
 		event_free(w->ctl);
 		event_free(w->drain_timer);
 		event_base_free(w->base);

@@ -25,10 +25,12 @@ struct worker {
 	struct event		*drain_timer;	/* shutdown_timeout */
 	struct listener_ctx	**listeners;
 	size_t			 nlisteners;
-	struct runtime		*rt;		/* for new connections */
+	struct runtime		*rt;		/* for new connections (a reference) */
+	struct runtime *_Atomic	 next_rt;	/* reload: switch to this one */
 	struct session_list	 sessions;
 	unsigned		 nsessions;
 	atomic_int		 stopping;
+	int			 drain_started;	/* worker thread only */
 };
 
 /* Daemon-wide connection count (max_connections). */
@@ -36,6 +38,8 @@ extern atomic_uint	worker_total_conns;
 
 int	workers_start(struct runtime *, unsigned n);
 void	workers_stop(unsigned shutdown_timeout);	/* from the main thread */
+/* Reload: every worker moves its listeners to rt.  -1 if one is running. */
+int	workers_reload(struct runtime *);
 void	workers_join(void);
 unsigned workers_sessions(void);
 
