@@ -37,6 +37,7 @@ static void	*worker_main(void *);
 static void	 worker_ctl_cb(evutil_socket_t, short, void *);
 static void	 worker_drain_cb(evutil_socket_t, short, void *);
 static void	 worker_check_done(struct worker *);
+static void	 worker_detach_all(struct worker *);
 
 static int
 worker_listen(struct worker *w, struct runtime *rt)
@@ -104,8 +105,21 @@ static void *
 worker_main(void *arg)
 {
 	struct worker	*w = arg;
+	struct session	*s;
+	int		 i;
 
 	event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+
+	/* Sessions still here were past their linger time. */
+	while ((s = TAILQ_FIRST(&w->sessions)) != NULL)
+		session_abandon(s);
+	worker_detach_all(w);
+	/*
+	 * A bufferevent with deferred callbacks is only released by the
+	 * loop; give it the turns it needs, without waiting for anything.
+	 */
+	for (i = 0; i < 8; i++)
+		event_base_loop(w->base, EVLOOP_NONBLOCK);
 	return NULL;
 }
 
@@ -249,13 +263,8 @@ workers_join(void)
 		pthread_join(workers[i].thread, NULL);
 	for (i = 0; i < nworkers; i++) {
 		struct worker	*w = &workers[i];
-		struct session	*s;
 		struct runtime	*rt;
 
-		/* Sessions still here were past their linger time. */
-		while ((s = TAILQ_FIRST(&w->sessions)) != NULL)
-			session_abandon(s);
-		worker_detach_all(w);
 		if ((rt = atomic_exchange(&w->next_rt, NULL)) != NULL)
 			runtime_unref(rt);
 		runtime_unref(w->rt);
