@@ -149,7 +149,6 @@ static int	conf_active_str(cfg_t *, const char *);
 static int	conf_active_not_none(cfg_t *, const char *);
 static int	conf_active_true(cfg_t *, const char *);
 static int	conf_active_nonempty(cfg_t *, const char *);
-static int	conf_active_empty(cfg_t *, const char *);
 
 /* ------------------------------------------------------------------ */
 /* Schema (SPEC section 2). */
@@ -354,9 +353,6 @@ static const struct {
 
 static const struct conf_unsupported conf_unsupported[] = {
 	{ CONF_ROOT, "chroot", conf_active_str,
-	    "not supported yet" },
-	{ CONF_SERVICE, "listen", conf_active_empty,
-	    "missing or empty: sockets from systemd socket activation are "
 	    "not supported yet" },
 	{ CONF_SERVICE, "send_proxy", conf_active_not_none,
 	    "not supported yet (only \"none\")" },
@@ -1006,12 +1002,6 @@ static int
 conf_active_nonempty(cfg_t *sec, const char *name)
 {
 	return cfg_size(sec, name) > 0;
-}
-
-static int
-conf_active_empty(cfg_t *sec, const char *name)
-{
-	return cfg_size(sec, name) == 0;
 }
 
 static int

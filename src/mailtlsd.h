@@ -57,6 +57,9 @@
 /* Pause after accept() fails with EMFILE/ENFILE before trying again. */
 #define ACCEPT_PAUSE_MS			1000
 
+/* Seconds between STATUS= updates to systemd. */
+#define STATUS_INTERVAL			5
+
 /* Client text is cut to this many bytes in logs (Postfix's %.100s). */
 #define LOG_CLIENT_TEXT_MAX		100
 

@@ -26,6 +26,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "audit.h"
 #include "conf.h"
 #include "log.h"
 #include "mailtlsd.h"
@@ -42,11 +43,15 @@ static void	drop_privileges(const struct conf *);
 static void	write_pid_file(const char *);
 static void	signal_cb(evutil_socket_t, short, void *);
 static void	reload(void);
+static void	warn_unclaimed_sockets(void);
+static void	status_cb(evutil_socket_t, short, void *);
 
 static const char	*pid_file_written;
 static const char	*conf_path;
 static struct runtime	*current_rt;	/* the newest runtime (a reference) */
 static int		 debug_logging;
+static struct sd_socket	*activated;	/* from systemd, for the process' life */
+static size_t		 nactivated;
 
 static void
 usage(FILE *fp, int status)
@@ -70,61 +75,42 @@ print_versions(void)
 	printf("libconfuse %s\n", confuse_version);
 }
 
-struct check_ctx {
-	const char	*file;
-	int		 line;		/* 0: not about one section */
-	int		 errors;
-};
-
 static void
-check_finding(void *arg, int is_error, const char *msg)
+check_finding(void *arg, enum audit_severity sev, const char *file, int line,
+    const char *msg)
 {
-	struct check_ctx	*ctx = arg;
+	const char	*what = sev == AUDIT_ERROR ? "error" : "warning";
 
-	if (ctx->line > 0)
-		printf("%s:%d: %s: %s\n", ctx->file, ctx->line,
-		    is_error ? "error" : "warning", msg);
+	if (line > 0)
+		printf("%s:%d: %s: %s\n", file, line, what, msg);
 	else
-		printf("%s: %s\n", is_error ? "error" : "warning", msg);
-	if (is_error)
-		ctx->errors++;
+		printf("%s: %s\n", what, msg);
 }
 
 /*
- * -t: everything short of binding.  The TLS contexts are built exactly as
- * for a real start, so a key that does not match or a file that cannot be
- * read fails here too.
+ * -t: everything short of binding.  After the audit the TLS contexts are
+ * built exactly as for a real start, so whatever would stop the daemon
+ * from starting stops the check too.
  */
 static int
 check_config(struct conf *conf)
 {
-	struct check_ctx	 ctx = { conf->file, 0, 0 };
-	struct runtime		*rt;
-	char			 err[1024];
-	size_t			 i;
+	struct runtime	*rt;
+	char		 err[1024];
+	int		 errors;
 
-	for (i = 0; i < conf->ntls; i++) {
-		int before = ctx.errors;
-
-		ctx.line = conf->tls[i].line;
-		if (tls_check(&conf->tls[i], check_finding, &ctx) == -1 &&
-		    ctx.errors == before)
-			check_finding(&ctx, 1, "TLS section not usable");
-	}
-	ctx.line = 0;
-	if (conf->user == NULL && geteuid() == 0)
-		check_finding(&ctx, 0, "no 'user' set: the daemon would "
-		    "keep running as root");
-	if (ctx.errors == 0) {
+	errors = audit_conf(conf, check_finding, NULL);
+	if (errors == 0) {
 		if ((rt = runtime_new(conf, NULL, err, sizeof(err))) == NULL) {
-			check_finding(&ctx, 1, err);
+			check_finding(NULL, AUDIT_ERROR, conf->file, 0, err);
+			errors++;
 			conf_free(conf);
 		} else
 			runtime_free(rt);
 	} else
 		conf_free(conf);
-	printf("configuration %s\n", ctx.errors ? "NOT usable" : "OK");
-	return ctx.errors ? 1 : 0;
+	printf("configuration %s\n", errors ? "NOT usable" : "OK");
+	return errors ? 1 : 0;
 }
 
 /* Two descriptors per session (client and backend) plus a reserve. */
@@ -193,6 +179,26 @@ write_pid_file(const char *path)
 	pid_file_written = path;
 }
 
+/* A socket from systemd that no service is named after serves nothing. */
+static void
+warn_unclaimed_sockets(void)
+{
+	size_t	i;
+
+	for (i = 0; i < nactivated; i++)
+		if (!activated[i].claimed)
+			log_warnx("systemd socket '%s' (fd %d) matches no service "
+			    "name; it is not used", activated[i].name,
+			    activated[i].fd);
+}
+
+/* STATUS= for `systemctl status`: live counts, every few seconds. */
+static void
+status_cb(evutil_socket_t fd, short what, void *arg)
+{
+	sdnotify("STATUS=%u sessions", workers_sessions());
+}
+
 static unsigned long long
 monotonic_usec(void)
 {
@@ -259,6 +265,7 @@ reload(void)
 		goto done;
 	}
 	reload_notice_restart(current_rt->conf, conf);
+	warn_unclaimed_sockets();
 	if (!debug_logging) {
 		log_init(conf->log_target, conf->log_level,
 		    conf->syslog_facility);
@@ -293,7 +300,7 @@ main(int argc, char *argv[])
 	struct conf		*conf;
 	struct runtime		*rt;
 	struct event_base	*base;
-	struct event		*sigs[3];
+	struct event		*sigs[3], *status = NULL;
 	char			 err[1024];
 	int			 ch, check = 0, debug = 0, i;
 	unsigned		 shutdown_timeout;
@@ -337,6 +344,14 @@ main(int argc, char *argv[])
 	if (evthread_use_pthreads() == -1)
 		fatalx("libevent has no pthreads support");
 	raise_nofile(conf);
+	{
+		size_t	nsocks = sdnotify_listen_fds(&activated);
+
+		nactivated = nsocks;
+		runtime_set_activated(activated, nsocks);
+		if (nsocks > 0)
+			log_info("systemd passed %zu listening sockets", nsocks);
+	}
 	if ((rt = runtime_new(conf, NULL, err, sizeof(err))) == NULL) {
 		log_error("%s", err);
 		conf_free(conf);
@@ -348,6 +363,7 @@ main(int argc, char *argv[])
 		runtime_free(rt);
 		return 1;
 	}
+	warn_unclaimed_sockets();
 	write_pid_file(conf->pid_file);
 	drop_privileges(conf);
 	signal(SIGPIPE, SIG_IGN);
@@ -366,7 +382,16 @@ main(int argc, char *argv[])
 	log_notice("mailtlsd %s started: %zu services, %u workers",
 	    PACKAGE_VERSION, conf->nservices, conf->workers);
 	sdnotify("READY=1\nSTATUS=accepting connections");
+	if (getenv("NOTIFY_SOCKET") != NULL) {
+		struct timeval tv = { STATUS_INTERVAL, 0 };
+
+		status = event_new(base, -1, EV_PERSIST, status_cb, NULL);
+		if (status != NULL)
+			event_add(status, &tv);
+	}
 	event_base_dispatch(base);
+	if (status != NULL)
+		event_free(status);
 
 	/* conf may have been replaced by a reload since. */
 	shutdown_timeout = current_rt->conf->shutdown_timeout;

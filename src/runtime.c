@@ -19,9 +19,32 @@
 #include <unistd.h>
 
 #include "listener.h"
+#include "sdnotify.h"
 #include "log.h"
 #include "session.h"
 #include "tls.h"
+
+/* Sockets from systemd, taken once at startup; never closed by a runtime. */
+static struct sd_socket	*activated;
+static size_t		 nactivated;
+
+void
+runtime_set_activated(struct sd_socket *s, size_t n)
+{
+	activated = s;
+	nactivated = n;
+}
+
+static size_t
+runtime_count_activated(const char *name)
+{
+	size_t	i, n = 0;
+
+	for (i = 0; i < nactivated; i++)
+		if (strcmp(activated[i].name, name) == 0)
+			n++;
+	return n;
+}
 
 static struct service_counters *
 runtime_counters(struct runtime *old, const char *name)
@@ -137,7 +160,7 @@ runtime_find_fd(struct runtime *old, const struct conf_endpoint *ep)
 	for (i = 0; i < old->nservices; i++) {
 		struct service_rt *o = &old->services[i];
 
-		for (j = 0; j < o->nfds; j++)
+		for (j = 0; j < o->svc->nlisten; j++)
 			if (o->fds[j] != -1 &&
 			    runtime_endpoint_equal(&o->svc->listen[j], ep))
 				return &o->fds[j];
@@ -157,9 +180,16 @@ runtime_bind(struct runtime *rt, struct runtime *old, char *err,
 
 	for (i = 0; i < rt->nservices; i++) {
 		struct service_rt *srt = &rt->services[i];
+		size_t nact = runtime_count_activated(srt->svc->name);
 
-		srt->fds = calloc(srt->svc->nlisten ? srt->svc->nlisten : 1,
-		    sizeof(*srt->fds));
+		if (srt->svc->nlisten + nact == 0) {
+			snprintf(err, errlen, "%s:%d: service '%s': no listen "
+			    "address, and systemd passed no socket named '%s'",
+			    rt->conf->file, srt->svc->line, srt->svc->name,
+			    srt->svc->name);
+			return -1;
+		}
+		srt->fds = calloc(srt->svc->nlisten + nact, sizeof(*srt->fds));
 		if (srt->fds == NULL) {
 			snprintf(err, errlen, "out of memory");
 			return -1;
@@ -187,6 +217,12 @@ runtime_bind(struct runtime *rt, struct runtime *old, char *err,
 			srt->fds[j] = *ofd;
 			*ofd = -1;
 		}
+		/* Sockets systemd holds for us: after the service's own. */
+		for (j = 0; j < nactivated; j++)
+			if (strcmp(activated[j].name, srt->svc->name) == 0) {
+				srt->fds[srt->nfds++] = activated[j].fd;
+				activated[j].claimed = 1;
+			}
 	}
 	return 0;
 }
@@ -214,8 +250,13 @@ runtime_close_listeners(struct runtime *rt)
 {
 	size_t	i, j;
 
+	/*
+	 * Only the sockets we bound: those from systemd stay open, so the
+	 * socket unit keeps queueing connections for the next start.
+	 */
 	for (i = 0; i < rt->nservices; i++)
-		for (j = 0; j < rt->services[i].nfds; j++)
+		for (j = 0; j < rt->services[i].nfds &&
+		    j < rt->services[i].svc->nlisten; j++)
 			if (rt->services[i].fds[j] != -1) {
 				close(rt->services[i].fds[j]);
 				rt->services[i].fds[j] = -1;

@@ -140,6 +140,9 @@ struct runtime	*runtime_new(struct conf *, struct runtime *old, char *err,
 int		 runtime_bind(struct runtime *, struct runtime *old, char *err,
 		    size_t errlen);
 void		 runtime_close_listeners(struct runtime *);
+struct sd_socket;
+/* Sockets passed by systemd, for every runtime to come (startup only). */
+void		 runtime_set_activated(struct sd_socket *, size_t);
 void		 runtime_ref(struct runtime *);
 void		 runtime_unref(struct runtime *);
 void		 runtime_free(struct runtime *);
