@@ -6,6 +6,7 @@
  */
 #include "config.h"
 
+#include <string.h>
 #include <unistd.h>
 
 #include "audit.h"
@@ -51,8 +52,15 @@ audit_tls(const struct conf *conf, audit_cb cb, void *arg)
 static int
 audit_privileges(const struct conf *conf, audit_cb cb, void *arg)
 {
-	if (conf->user == NULL && geteuid() == 0)
-		cb(arg, AUDIT_WARNING, conf->file, 0, "no 'user' set: the "
+	if (conf->user == NULL) {
+		/* main.c refuses to start as root without one. */
+		cb(arg, geteuid() == 0 ? AUDIT_ERROR : AUDIT_WARNING,
+		    conf->file, 0, "no 'user' set: mailtlsd refuses to run as "
+		    "root without one (user = \"root\" to do so deliberately)");
+		return geteuid() == 0 ? 1 : 0;
+	}
+	if (strcmp(conf->user, "root") == 0)
+		cb(arg, AUDIT_WARNING, conf->file, 0, "user = \"root\": the "
 		    "daemon would keep running as root");
 	return 0;
 }

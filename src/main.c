@@ -141,8 +141,14 @@ drop_privileges(const struct conf *conf)
 	gid_t		 gid;
 
 	if (conf->user == NULL) {
+		/* Serving the Internet as root is never a default. */
 		if (geteuid() == 0)
-			log_warnx("no 'user' configured: running as root");
+			fatalx("refusing to run as root without 'user' (set "
+			    "user = \"root\" to do so deliberately)");
+		return;
+	}
+	if (strcmp(conf->user, "root") == 0 && conf->group == NULL) {
+		log_warnx("user = \"root\": running as root, as configured");
 		return;
 	}
 	if ((pw = getpwnam(conf->user)) == NULL)

@@ -15,9 +15,11 @@ can print the tail of all of them (dump_logs).
 """
 
 import asyncio
+import grp
 import os
 import pwd
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -228,6 +230,13 @@ subjectAltName = {san}
 """
 
 
+def copy_key(src, dst):
+    """Copy a private key keeping it readable by the daemon's group only."""
+    shutil.copy(src, dst)
+    os.chown(dst, 0, grp.getgrnam("nogroup").gr_gid)
+    os.chmod(dst, 0o640)
+
+
 class Certs:
     """Made on first use in directory, reused when already there (demo)."""
 
@@ -263,7 +272,10 @@ class Certs:
         else:
             self._openssl("genpkey", "-algorithm", "EC", "-pkeyopt",
                           "ec_paramgen_curve:P-256", "-out", path)
-        os.chmod(path, 0o600)
+        # Readable by the group the daemon drops to, so that a reload
+        # after the privilege drop can read it (Debian's ssl-cert habit).
+        os.chown(path, 0, grp.getgrnam("nogroup").gr_gid)
+        os.chmod(path, 0o640)
 
     def _leaf(self, name, kind, cn, san, eku):
         key, cert = getattr(self, name + "_key"), getattr(self, name + "_cert")
@@ -1038,8 +1050,11 @@ class MailTLSD:
         self.name = "%s-%s" % (name, os.urandom(3).hex())
         self.conf = os.path.join(self.dir, "mailtlsd.conf")
         self.log = os.path.join(self.dir, "mailtlsd.log")
+        # Like a real deployment: bind as root, then serve as nobody
+        # (the test keys are group-readable by nogroup, see Certs).
         self.global_opts = {"log_target": "stderr", "log_level": log_level,
-                            "shutdown_timeout": 3}
+                            "shutdown_timeout": 3, "user": "nobody",
+                            "group": "nogroup"}
         self.global_opts.update(global_opts)
         self.tls_sections = []
         self.services = []

@@ -223,7 +223,7 @@ def test_sighup_reloads_certificates_and_keeps_sessions(mtd, dovecot,
     cert = os.path.join(workdir, "live.pem")
     key = os.path.join(workdir, "live.key")
     shutil.copy(certs.rsa_chain, cert)
-    shutil.copy(certs.rsa_key, key)
+    mtlib.copy_key(certs.rsa_key, key)
     m = mtd()
     m.add_tls("main", pairs=[(cert, key)])
     port = m.add_service("imaps", "imap", [dovecot.imap_port])
@@ -232,7 +232,8 @@ def test_sighup_reloads_certificates_and_keeps_sessions(mtd, dovecot,
     try:
         assert old.line().startswith(b"* OK")
         shutil.copy(certs.other_chain, cert)
-        shutil.copy(certs.other_key, key)
+        # Re-read after the privilege drop: readable by the daemon's group.
+        mtlib.copy_key(certs.other_key, key)
         os.kill(m.pid, signal.SIGHUP)
 
         def serves_new_cert():
