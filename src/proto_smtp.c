@@ -24,6 +24,10 @@
  *  - In cleartext AUTH is neither forwarded nor advertised, so the backend
  *    never prompts for credentials (SPEC 8.5).  XCLIENT/XFORWARD are never
  *    forwarded from a client, in any state.
+ *  - BDAT is forwarded only when the backend's last EHLO reply advertised
+ *    CHUNKING: a backend without it reads the chunk as command lines that
+ *    we never framed as such (SPEC 8.4).  Otherwise BDAT is answered here
+ *    and its chunk skipped by count, as a CHUNKING server would.
  *  - A backend reply is delivered only when it answers a pending slot;
  *    anything else is unsolicited and ends the session (SPEC 8.2).
  *
@@ -80,6 +84,7 @@
 #define R_TLS_FIRST	"530 5.7.0 Must issue a STARTTLS command first\r\n"
 #define R_NOT_PERMITTED	"550 5.7.0 Command not permitted\r\n"
 #define R_BARE_NEWLINE	"550 5.6.0 Bare LF/CR in message refused\r\n"
+#define R_NO_CHUNKING	"502 5.5.1 Command not implemented\r\n"
 
 enum smtp_state {
 	SMTP_ST_CMD = 0,	/* client bytes are command lines */
@@ -154,6 +159,7 @@ struct filter {
 	bool			 need_ehlo;	/* new session, no EHLO yet */
 	bool			 ehlo_done;	/* an EHLO/HELO got 2xx since */
 	bool			 in_txn;	/* MAIL accepted, not ended */
+	bool			 chunking;	/* last EHLO reply had CHUNKING */
 	bool			 closing;	/* FILTER_CLOSE from now on */
 	unsigned		 errors;	/* refused commands */
 	const char		*reason;
@@ -167,6 +173,7 @@ struct filter {
 	unsigned		 reply_lines;
 	unsigned		 reply_kept;	/* EHLO lines kept */
 	bool			 reply_rewrite;	/* EHLO keyword filtering */
+	bool			 reply_chunking; /* this EHLO reply: CHUNKING */
 
 	enum smtp_skip_then	 skip_then;
 	enum smtp_data_state	 dstate;
@@ -282,6 +289,7 @@ static void	 smtp_reply_add(struct filter *, size_t);
 static void	 smtp_reply_done(struct filter *, enum smtp_slot_kind,
 		    struct evbuffer *);
 static void	 smtp_reply_effect(struct filter *, enum smtp_slot_kind, int);
+static size_t	 smtp_ehlo_keyword(const char *, size_t);
 static bool	 smtp_ehlo_keep(const struct filter *, const char *, size_t);
 static void	 smtp_ehlo_emit(struct filter *, struct evbuffer *);
 
@@ -756,6 +764,9 @@ smtp_check_policy(struct filter *f, const struct smtp_cmd *cmd,
 	}
 	if (!f->tls && f->require_tls && !(cmd->flags & CF_PRE_TLS))
 		return R_TLS_FIRST;
+	/* SPEC 8.4: only a backend that counts the chunk gets it. */
+	if ((cmd->flags & CF_COUNTED) && !f->chunking)
+		return R_NO_CHUNKING;
 	return NULL;
 }
 
@@ -850,7 +861,7 @@ smtp_starttls_decide(struct filter *f, struct evbuffer *in,
 	evbuffer_add(to_backend, "RSET\r\n", 6);
 	smtp_slot_push(f, SLOT_SWALLOW, NULL);
 	f->tls = f->upgraded = f->need_ehlo = true;
-	f->ehlo_done = f->in_txn = false;
+	f->ehlo_done = f->in_txn = f->chunking = false;
 	smtp_enter_state(f, SMTP_ST_CMD);
 	log_debug("%s smtp: STARTTLS go-ahead", f->sid);
 	return FILTER_STARTTLS;
@@ -1235,6 +1246,7 @@ smtp_reply_begin(struct filter *f, enum smtp_slot_kind kind, int code)
 	f->reply_code = code;
 	f->reply_kept = 0;
 	f->reply_rewrite = kind == SLOT_EHLO && code == 250;
+	f->reply_chunking = false;
 	return 0;
 }
 
@@ -1253,6 +1265,9 @@ smtp_reply_add(struct filter *f, size_t len)
 	/* The first EHLO line is the server's name, not a keyword. */
 	if (f->reply_lines > 1 && !smtp_ehlo_keep(f, text, tlen))
 		return;
+	if (f->reply_lines > 1 &&
+	    util_word_eq(text, smtp_ehlo_keyword(text, tlen), "CHUNKING"))
+		f->reply_chunking = true;
 	evbuffer_add(f->reply, text, tlen);
 	evbuffer_add(f->reply, "\r\n", 2);
 	f->reply_kept++;
@@ -1288,6 +1303,8 @@ smtp_reply_effect(struct filter *f, enum smtp_slot_kind kind, int code)
 		if (ok) {
 			f->in_txn = false;
 			f->ehlo_done = true;
+			/* HELO: no extensions; EHLO: what it advertised. */
+			f->chunking = kind == SLOT_EHLO && f->reply_chunking;
 		} else if (f->upgraded && !f->ehlo_done)
 			f->need_ehlo = true;
 		break;
@@ -1317,14 +1334,22 @@ smtp_reply_effect(struct filter *f, enum smtp_slot_kind kind, int code)
 	}
 }
 
-/* Keyword of an EHLO line: up to a blank or "=" (old "AUTH=LOGIN"). */
-static bool
-smtp_ehlo_keep(const struct filter *f, const char *text, size_t len)
+/* Length of an EHLO line's keyword: up to a blank or "=" ("AUTH=LOGIN"). */
+static size_t
+smtp_ehlo_keyword(const char *text, size_t len)
 {
-	size_t	 kw, i;
+	size_t	 kw;
 
 	for (kw = 0; kw < len && text[kw] != ' ' && text[kw] != '='; kw++)
 		;
+	return kw;
+}
+
+static bool
+smtp_ehlo_keep(const struct filter *f, const char *text, size_t len)
+{
+	size_t	 kw = smtp_ehlo_keyword(text, len), i;
+
 	for (i = 0; i < nitems(smtp_ehlo_rules); i++) {
 		if (!util_word_eq(text, kw, smtp_ehlo_rules[i].keyword))
 			continue;

@@ -77,12 +77,18 @@
 #define R_NOT_PERMITTED	"550 5.7.0 Command not permitted\r\n"
 #define R_BARE		"550 5.6.0 Bare LF/CR in message refused\r\n"
 #define R_TOO_MANY	"421 4.7.0 mx.example.test Too many errors\r\n"
+#define R_NO_CHUNKING	"502 5.5.1 Command not implemented\r\n"
 
 #define OK		"250 2.0.0 Ok\r\n"
 #define MAIL		"MAIL FROM:<a@example.org>\r\n"
 #define RCPT		"RCPT TO:<b@example.net>\r\n"
 #define GO		"354 End data with <CR><LF>.<CR><LF>\r\n"
 #define QUEUED		"250 2.0.0 Ok: queued as 1234\r\n"
+
+/* A backend without CHUNKING (aiosmtpd, Sendmail, Postfix < 3.4). */
+#define EHLO_B_PLAIN	"250-backend.test\r\n" \
+			"250-PIPELINING\r\n" \
+			"250 8BITMIME\r\n"
 
 /* Common openings. */
 #define ST_GREET	{ 'B', GREET, NULL, GREET }
@@ -619,23 +625,23 @@ static struct fh_case smtp_cases[] = {
 	/* ---- BDAT ---- */
 	{ .name = "BDAT chunk with CRLF.CRLF relayed unparsed",
 	  .tls_active = true,
-	  .steps = { ST_GREET,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
 		{ 'C', "BDAT 13 LAST\r\nab\r\n.\r\nRSET\r\n",
 		  "BDAT 13 LAST\r\nab\r\n.\r\nRSET\r\n", NULL },
 		{ 'B', QUEUED, NULL, QUEUED } } },
 	{ .name = "BDAT chunks pipelined", .tls_active = true,
-	  .steps = { ST_GREET,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
 		{ 'C', "BDAT 3\r\nabcBDAT 2 last\r\nde",
 		  "BDAT 3\r\nabcBDAT 2 last\r\nde", NULL },
 		{ 'B', "250 2.0.0 3 octets\r\n" QUEUED, NULL,
 		  "250 2.0.0 3 octets\r\n" QUEUED } } },
 	{ .name = "BDAT chunk across reads, bare LF untouched",
 	  .tls_active = true,
-	  .steps = { ST_GREET,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
 		{ 'C', "BDAT 6 LAST\r\nAU", "BDAT 6 LAST\r\nAU", NULL },
 		{ 'C', "TH\n\rNOOP\r\n", "TH\n\rNOOP\r\n", NULL } } },
 	{ .name = "BDAT 0 LAST", .tls_active = true,
-	  .steps = { ST_GREET,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
 		{ 'C', "BDAT 0 LAST\r\nNOOP\r\n", "BDAT 0 LAST\r\nNOOP\r\n",
 		  NULL } } },
 	{ .name = "BDAT without size: 501 and close", .tls_active = true,
@@ -657,7 +663,7 @@ static struct fh_case smtp_cases[] = {
 		{ 'B', OK, NULL, OK R_ARGS, FILTER_CLOSE } } },
 	{ .name = "BDAT LAST ends the transaction: STARTTLS allowed",
 	  .starttls_service = true,
-	  .steps = { ST_GREET,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
 		{ 'C', MAIL, MAIL, NULL }, { 'B', OK, NULL, OK },
 		{ 'C', "BDAT 1 LAST\r\nxSTARTTLS\r\n", "BDAT 1 LAST\r\nx",
 		  NULL },
@@ -667,6 +673,52 @@ static struct fh_case smtp_cases[] = {
 	  .starttls_service = true,
 	  .steps = { ST_GREET, ST_STARTTLS,
 		{ 'C', "BDAT 5\r\nMAIL NOOP\r\n", "NOOP\r\n", R_EHLO_FIRST } } },
+	/*
+	 * A backend that did not advertise CHUNKING would read the chunk as
+	 * command lines (XCLIENT, cleartext AUTH, a transaction) and answer
+	 * each: the chunk is skipped by count here and never forwarded.
+	 */
+	{ .name = "BDAT without CHUNKING: 502, chunk never forwarded",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', EHLO_B_PLAIN, NULL, "250-backend.test\r\n"
+		  "250-PIPELINING\r\n250-8BITMIME\r\n250 STARTTLS\r\n" },
+		{ 'C', "BDAT 45 LAST\r\nXCLIENT ADDR=192.0.2.1\r\n"
+		  "AUTH PLAIN AHUAcA==\r\nNOOP\r\n", "NOOP\r\n",
+		  R_NO_CHUNKING },
+		{ 'B', OK, NULL, OK } } },
+	{ .name = "BDAT before any EHLO: 502, chunk skipped",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "BDAT 6\r\nRSET\r\nNOOP\r\n", "NOOP\r\n",
+		  R_NO_CHUNKING } } },
+	{ .name = "BDAT after HELO: 502 (no extensions)",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
+		{ 'C', "HELO c\r\n", "HELO c\r\n", NULL },
+		{ 'B', "250 backend.test\r\n", NULL, "250 backend.test\r\n" },
+		{ 'C', "BDAT 1 LAST\r\nx", NULL, R_NO_CHUNKING } } },
+	{ .name = "BDAT after a new EHLO without CHUNKING: 502",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', EHLO_B_PLAIN, NULL, EHLO_B_PLAIN },
+		{ 'C', "BDAT 1 LAST\r\nx", NULL, R_NO_CHUNKING } } },
+	{ .name = "BDAT with chunking advertised in lower case",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250-backend.test\r\n250 chunking\r\n", NULL,
+		  "250-backend.test\r\n250 chunking\r\n" },
+		{ 'C', "BDAT 1 LAST\r\nx", "BDAT 1 LAST\r\nx", NULL } } },
+	{ .name = "BDAT after STARTTLS needs the new EHLO's CHUNKING",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', EHLO_B_PLAIN, NULL, EHLO_B_PLAIN },
+		{ 'C', "BDAT 4 LAST\r\nQUITNOOP\r\n", "NOOP\r\n",
+		  R_NO_CHUNKING } } },
 
 	/* ---- line framing ---- */
 	{ .name = "over-long line: 500, rest of it skipped",
