@@ -1503,8 +1503,14 @@ imap_backend_input(struct filter *f, struct evbuffer *in,
 	(void)to_backend;
 	if (f->cstate == IMAP_C_CLOSED)
 		return FILTER_CLOSE;
+	/*
+	 * Our replies go out at every response boundary, not only when the
+	 * read is used up: a local reply queued between two commands must
+	 * leave before the second one's completion when both completions
+	 * arrive in one read (imap_flush() writes only at a boundary).
+	 */
 	while ((r = imap_backend_step(f, in, to_client)) == 1)
-		;
+		imap_flush(f, to_client);
 	if (r == -1)
 		return FILTER_CLOSE;
 	imap_flush(f, to_client);

@@ -33,6 +33,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "lineio.h"
 #include "log.h"
@@ -232,6 +233,7 @@ static int		 pop3_sasl_response(struct filter *,
 static int		 pop3_backend_line(struct filter *, struct evbuffer *,
 			    size_t *);
 static bool		 pop3_is_status(const char *, size_t, const char *);
+static size_t		 pop3_greeting_strip(char *, size_t);
 static int		 pop3_greeting(struct filter *, struct evbuffer *,
 			    struct evbuffer *);
 static int		 pop3_reply(struct filter *, struct evbuffer *,
@@ -777,6 +779,24 @@ pop3_backend_input(struct filter *f, struct evbuffer *in,
 	}
 }
 
+/*
+ * Dovecot announces "+OK [XCLIENT] ..." to a proxy it trusts.  Clients
+ * may never use XCLIENT through mailtlsd, so they are not told about it
+ * either (as XCLIENT is dropped from CAPA).  Returns the new length.
+ */
+static size_t
+pop3_greeting_strip(char *line, size_t len)
+{
+	static const char	 code[] = "[XCLIENT]";
+	size_t			 n = sizeof(code) - 1, skip;
+
+	if (len < 4 + n || strncasecmp(line + 4, code, n) != 0)
+		return len;
+	skip = n + (len > 4 + n && line[4 + n] == ' ');
+	memmove(line + 4, line + 4 + skip, len - 4 - skip);
+	return len - skip;
+}
+
 static int
 pop3_greeting(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_client)
@@ -787,6 +807,7 @@ pop3_greeting(struct filter *f, struct evbuffer *in,
 	if ((r = pop3_backend_line(f, in, &len)) <= 0)
 		return r;
 	if (pop3_is_status(f->line, len, "+OK")) {
+		len = pop3_greeting_strip(f->line, len);
 		evbuffer_add(to_client, f->line, len);
 		evbuffer_add(to_client, "\r\n", 2);
 		pop3_enter_state(f, POP3_ST_AUTHORIZATION);

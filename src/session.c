@@ -470,8 +470,20 @@ session_client_event_cb(struct bufferevent *bev, short what, void *arg)
 		bufferevent_free(bev);
 	}
 	if (s->state == SESSION_ST_HANDSHAKE) {
-		log_info("%s client=%s: TLS handshake failed: %s", s->id,
-		    s->peer_ip, detail[0] ? detail : "connection closed");
+		/*
+		 * After a STARTTLS go-ahead (the backend is already up) a
+		 * record OpenSSL cannot parse is most likely cleartext sent
+		 * behind the command: the injection of SPEC section 3, so
+		 * it is worth a warning, like pipelined bytes seen earlier.
+		 */
+		if ((s->flags & SF_BACKEND_UP) && how == TLS_CLOSE_PROTOCOL)
+			log_warnx("%s client=%s: no TLS after the STARTTLS "
+			    "go-ahead (cleartext sent behind the command?), "
+			    "closing: %s", s->id, s->peer_ip, detail);
+		else
+			log_info("%s client=%s: TLS handshake failed: %s",
+			    s->id, s->peer_ip,
+			    detail[0] ? detail : "connection closed");
 		/* Flushing lets the alert OpenSSL queued reach the client. */
 		session_close(s, "handshake failed");
 		return;

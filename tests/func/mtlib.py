@@ -464,8 +464,11 @@ class MailUser:
 
 
 class Dovecot:
-    def __init__(self, workdir, imap_port=None, pop3_port=None):
-        self.dir = os.path.join(workdir, "dovecot")
+    def __init__(self, workdir, imap_port=None, pop3_port=None,
+                 extra_conf="", subdir="dovecot"):
+        """extra_conf: dovecot.conf lines appended (later settings win)."""
+        self.extra_conf = extra_conf
+        self.dir = os.path.join(workdir, subdir)
         os.makedirs(self.dir, exist_ok=True)
         os.chmod(self.dir, 0o755)
         self.imap_port = imap_port or free_port()
@@ -513,6 +516,7 @@ class Dovecot:
             f.write(_DOVECOT_CONF.format(instance=self.instance, dir=self.dir,
                                          imap_port=self.imap_port,
                                          pop3_port=self.pop3_port))
+            f.write(self.extra_conf)
         # Dovecot runs as root here; its processes read the file as root.
         self.proc = Process(self.name, ["dovecot", "-F", "-c", self.conf],
                             os.path.join(self.dir, "dovecot.stderr"))

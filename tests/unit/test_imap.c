@@ -285,6 +285,19 @@ static const struct fh_case imap_cases[] = {
 		{ 'B', "a OK\r\n", NULL, "a OK\r\nb" R_CLEAR, CONT, 0 },
 		{ 'B', "c OK\r\n", NULL, "c OK\r\n", CONT, 0 },
 		{ 0 } } },
+	{ "local_reply_between_completions_in_one_read", true, false,
+	    false, 0, 0, {
+		/*
+		 * Both completions arrive in one read: our reply to b must
+		 * still leave between them (found by the functional suite:
+		 * it used to follow c's completion).
+		 */
+		GREET,
+		{ 'C', "a NOOP\r\nb STARTTLS\r\nc NOOP\r\n",
+		    "a NOOP\r\nc NOOP\r\n", NULL, CONT, 0 },
+		{ 'B', "a OK\r\n* 3 EXISTS\r\nc OK\r\n", NULL,
+		    "a OK\r\nb" R_TLSUP "* 3 EXISTS\r\nc OK\r\n", CONT, 0 },
+		{ 0 } } },
 	{ "out_of_order_completion", false, true, false, 0, 0, {
 		GREET,
 		{ 'C', "a NOOP\r\nb NOOP\r\nc LOGIN x y\r\n",

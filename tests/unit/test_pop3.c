@@ -75,6 +75,17 @@ static const struct fh_case pop3_cases[] = {
 { "malformed greeting closes", false, true, true, 0, 0, {
 	{ 'B', "* OK IMAP4rev1 ready\r\n", NULL, NULL, FILTER_CLOSE, 0 },
 } },
+{ "greeting [XCLIENT] hidden", false, true, true, 0, 0, {
+	{ 'B', "+OK [XCLIENT] Dovecot ready.\r\n", NULL,
+	    "+OK Dovecot ready.\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "greeting [xclient] alone hidden", false, true, true, 0, 0, {
+	{ 'B', "+OK [xclient]\r\n", NULL, "+OK \r\n", FILTER_CONTINUE, 0 },
+} },
+{ "greeting other codes kept", false, true, true, 0, 0, {
+	{ 'B', "+OK [XCLIENTS] ready\r\n", NULL, "+OK [XCLIENTS] ready\r\n",
+	    FILTER_CONTINUE, 0 },
+} },
 { "greeting split across reads", false, true, true, 0, 0, {
 	{ 'B', "+OK PO", NULL, NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "P3 ready\r", NULL, NULL, FILTER_CONTINUE, 0 },
