@@ -159,6 +159,10 @@ drop_privileges(const struct conf *conf)
 			fatalx("group '%s' does not exist", conf->group);
 		gid = gr->gr_gid;
 	}
+	/* Started as that user already (systemd's User=): nothing to drop. */
+	if (pw->pw_uid != 0 && getuid() == pw->pw_uid &&
+	    geteuid() == pw->pw_uid)
+		return;
 	/* Group first, while we may still change it; then the user. */
 	if (setgroups(1, &gid) == -1 || setresgid(gid, gid, gid) == -1)
 		fatal("cannot drop group privileges to %u", (unsigned)gid);
