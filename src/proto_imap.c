@@ -1007,8 +1007,15 @@ imap_command_line(struct filter *f, struct imap_io *io, size_t len,
 		err = IMAP_R_BADTAG;
 	else if (taglen + 1 >= len)
 		err = IMAP_R_NOVERB;
-	else
-		err = imap_lex(f->buf, len, &c.lit);
+	else if ((err = imap_lex(f->buf, len, &c.lit)) == NULL) {
+		imap_parse_cmd(f->buf, len, taglen, &c);
+		/*
+		 * "a  LOGIN": our verb would be empty while a lenient backend
+		 * skips the second space and reads LOGIN (found by fuzzing).
+		 */
+		if (c.verblen == 0)
+			err = IMAP_R_NOVERB;
+	}
 	memcpy(f->ctag, f->buf, taglen);
 	f->ctaglen = taglen;
 	if (err != NULL) {
@@ -1017,7 +1024,6 @@ imap_command_line(struct filter *f, struct imap_io *io, size_t len,
 			return IMAP_STEP_CLOSE;
 		return imap_segment_end(f, io, &raw);
 	}
-	imap_parse_cmd(f->buf, len, taglen, &c);
 	for (i = 0; i < sizeof(imap_verbs) / sizeof(imap_verbs[0]); i++)
 		if (util_word_eq(c.verb, c.verblen, imap_verbs[i].verb))
 			v = &imap_verbs[i];

@@ -704,6 +704,22 @@ static const struct fh_case imap_cases[] = {
 		{ 'C', "\r\nabc\r\nabc \r\n", NULL,
 		    R_EMPTY "abc" R_NOVERB "abc" R_NOVERB, CONT, 0 },
 		{ 0 } } },
+	/* Fuzzing found these: a lenient backend reads the second word. */
+	{ "double_space_login_cleartext", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a  LOGIN alice secret\r\nb NOOP\r\n", "b NOOP\r\n",
+		    "a" R_NOVERB, CONT, 0 },
+		{ 0 } } },
+	{ "double_space_id_in_tls", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a  ID (\"x-originating-ip\" \"10.0.0.1\")\r\n", NULL,
+		    "a" R_NOVERB, CONT, 0 },
+		{ 0 } } },
+	{ "double_space_idle_in_tls", true, false, false, 0, 0, {
+		GREET,
+		{ 'C', "a  IDLE\r\nb NOOP\r\n", "b NOOP\r\n", "a" R_NOVERB,
+		    CONT, 0 },
+		{ 0 } } },
 	{ "too_many_errors", false, true, false, 0, 0, {
 		GREET,
 		{ 'C', "\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n", NULL,
