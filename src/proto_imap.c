@@ -1625,6 +1625,7 @@ imap_backend_start(struct filter *f, const char *s, size_t len,
     const char *eol, struct evbuffer *to_client)
 {
 	struct imap_lit	 lit;
+	size_t		 b, e;
 
 	if (!f->greeted)
 		return imap_greeting(f, s, len, eol, to_client);
@@ -1632,6 +1633,16 @@ imap_backend_start(struct filter *f, const char *s, size_t len,
 		return imap_bclose(f, to_client, IMAP_L_BYE_BACKEND,
 		    "invalid literal from backend");
 	f->bmsg = imap_msg_classify(f, s, len);
+	/*
+	 * A capability list is atoms on one line; one that ends in a literal,
+	 * or rides on a continuation, could not be rewritten, so it is not
+	 * passed on at all (found by fuzzing).
+	 */
+	if ((lit.present && imap_capa_locate(s, len, &b, &e)) ||
+	    (f->bmsg == IMAP_MSG_CONT && len >= 13 &&
+	    strncasecmp(s + 1, " [CAPABILITY", 12) == 0))
+		return imap_bclose(f, to_client, IMAP_L_BYE_BACKEND,
+		    "capability list we cannot rewrite");
 	/* Continuations carry SASL challenges: never rewritten. */
 	if (lit.present || f->bmsg == IMAP_MSG_CONT) {
 		evbuffer_add(to_client, s, len);

@@ -704,6 +704,20 @@ static const struct fh_case imap_cases[] = {
 		{ 'C', "\r\nabc\r\nabc \r\n", NULL,
 		    R_EMPTY "abc" R_NOVERB "abc" R_NOVERB, CONT, 0 },
 		{ 0 } } },
+	/* Capability lists we could not rewrite are never passed on. */
+	{ "capability_ending_in_literal_closes", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a CAPABILITY\r\n", "a CAPABILITY\r\n", NULL, CONT, 0 },
+		{ 'B', "* CAPABILITY IMAP4rev1 AUTH=PLAIN {0}\r\n", NULL,
+		    R_BYE_BACKEND, FILTER_CLOSE, 0 },
+		{ 0 } } },
+	{ "capability_in_continuation_closes", false, true, false, 0, 0, {
+		GREET,
+		{ 'C', "a APPEND x {3}\r\n", "a APPEND x {3}\r\n", NULL, CONT,
+		    0 },
+		{ 'B', "+ [CAPABILITY IMAP4rev1 AUTH=PLAIN] go\r\n", NULL,
+		    R_BYE_BACKEND, FILTER_CLOSE, 0 },
+		{ 0 } } },
 	/* Fuzzing found these: a lenient backend reads the second word. */
 	{ "double_space_login_cleartext", false, true, false, 0, 0, {
 		GREET,
