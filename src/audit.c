@@ -119,6 +119,8 @@ static void	audit_readable_tls(struct audit *, struct audit_reader *,
 static void	audit_reload_files(struct audit *, const struct passwd *,
 		    gid_t);
 static void	audit_privileges(struct audit *);
+static void	audit_jail_file(struct audit *, const char *);
+static void	audit_chroot(struct audit *);
 
 static void
 audit_report(struct audit *a, enum audit_severity sev, int line,
@@ -709,6 +711,62 @@ audit_privileges(struct audit *a)
 		audit_reload_files(a, pw, gr != NULL ? gr->gr_gid : pw->pw_gid);
 }
 
+/* A file a reload reads, as it will be seen from inside the jail. */
+static void
+audit_jail_file(struct audit *a, const char *path)
+{
+	char	jailed[PATH_MAX];
+
+	if (path == NULL)
+		return;
+	if (snprintf(jailed, sizeof(jailed), "%s%s%s", a->conf->chroot,
+	    path[0] == '/' ? "" : "/", path) >= (int)sizeof(jailed) ||
+	    access(jailed, R_OK) == -1)
+		audit_report(a, AUDIT_WARNING, 0, "chroot: %s is not in the "
+		    "jail (%s): a reload will fail", path, jailed);
+}
+
+/*
+ * The daemon chroots after loading everything, so the jail only matters
+ * for reloads: they re-read the configuration and the certificates at
+ * the same paths inside it.
+ */
+static void
+audit_chroot(struct audit *a)
+{
+	const struct conf	*conf = a->conf;
+	struct stat		 st;
+	size_t			 i, j;
+
+	if (conf->chroot == NULL)
+		return;
+	if (stat(conf->chroot, &st) == -1 || !S_ISDIR(st.st_mode)) {
+		audit_report(a, AUDIT_ERROR, 0, "chroot %s is not a directory",
+		    conf->chroot);
+		return;
+	}
+	audit_jail_file(a, conf->file);
+	for (i = 0; i < conf->ntls; i++) {
+		const struct conf_tls *t = &conf->tls[i];
+
+		for (j = 0; j < t->npairs; j++) {
+			audit_jail_file(a, t->pairs[j].certificate);
+			audit_jail_file(a, t->pairs[j].key);
+		}
+		for (j = 0; j < t->nsni; j++) {
+			size_t k;
+
+			for (k = 0; k < t->sni[j].npairs; k++) {
+				audit_jail_file(a, t->sni[j].pairs[k].certificate);
+				audit_jail_file(a, t->sni[j].pairs[k].key);
+			}
+		}
+		audit_jail_file(a, t->ca_file);
+		audit_jail_file(a, t->dh_params);
+		audit_jail_file(a, t->ticket_key_file);
+	}
+}
+
 int
 audit_conf(const struct conf *conf, audit_cb cb, void *arg)
 {
@@ -720,5 +778,6 @@ audit_conf(const struct conf *conf, audit_cb cb, void *arg)
 	for (i = 0; i < conf->nservices; i++)
 		audit_service(&a, &conf->services[i]);
 	audit_privileges(&a);
+	audit_chroot(&a);
 	return a.errors;
 }

@@ -145,7 +145,6 @@ static int	conf_check_net(const struct conf_rule *, cfg_opt_t *,
 		    unsigned int, char *, size_t);
 static int	conf_check_hostname(const struct conf_rule *, cfg_opt_t *,
 		    unsigned int, char *, size_t);
-static int	conf_active_str(cfg_t *, const char *);
 static int	conf_active_not_none(cfg_t *, const char *);
 static int	conf_active_true(cfg_t *, const char *);
 static int	conf_active_nonempty(cfg_t *, const char *);
@@ -352,8 +351,6 @@ static const struct {
 };
 
 static const struct conf_unsupported conf_unsupported[] = {
-	{ CONF_ROOT, "chroot", conf_active_str,
-	    "not supported yet" },
 	{ CONF_SERVICE, "send_proxy", conf_active_not_none,
 	    "not supported yet (only \"none\")" },
 	{ CONF_SERVICE, "xclient", conf_active_true,
@@ -977,12 +974,6 @@ conf_set_validators(cfg_t *root, const cfg_opt_t *opts, const char *prefix)
 
 /* ------------------------------------------------------------------ */
 /* Layer 2 and 3: cross-checks and the copy. */
-
-static int
-conf_active_str(cfg_t *sec, const char *name)
-{
-	return cfg_getstr(sec, name) != NULL;
-}
 
 static int
 conf_active_not_none(cfg_t *sec, const char *name)

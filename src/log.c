@@ -53,10 +53,20 @@ static void	log_vwrite(enum log_level, int, const char *, va_list)
 void
 log_init(enum log_target target, enum log_level level, int facility)
 {
+	static int	open_facility = -1;
+
 	log_target = target;
 	log_level = level;
-	if (target == LOG_TARGET_SYSLOG)
+	/*
+	 * Keep the connection to the log socket across reloads: after a
+	 * chroot /dev/log may not be there to open again.
+	 */
+	if (target == LOG_TARGET_SYSLOG && facility != open_facility) {
+		if (open_facility != -1)
+			closelog();
 		openlog("mailtlsd", LOG_PID | LOG_NDELAY, facility);
+		open_facility = facility;
+	}
 }
 
 void

@@ -39,6 +39,7 @@ static void	usage(FILE *, int) __attribute__((noreturn));
 static void	print_versions(void);
 static int	check_config(struct conf *);
 static void	raise_nofile(const struct conf *);
+static void	enter_chroot(const char *);
 static void	drop_privileges(const struct conf *);
 static void	write_pid_file(const char *);
 static void	signal_cb(evutil_socket_t, short, void *);
@@ -133,6 +134,20 @@ raise_nofile(const struct conf *conf)
 		    (unsigned long long)want);
 }
 
+/*
+ * After the keys are loaded, the sockets bound and the user looked up:
+ * from here on the daemon sees only the jail.  A reload re-reads the
+ * configuration and certificates at the same paths inside it (as
+ * Postfix's chroot jail needs its own copies).
+ */
+static void
+enter_chroot(const char *dir)
+{
+	if (chroot(dir) == -1 || chdir("/") == -1)
+		fatal("cannot chroot to %s", dir);
+	log_info("chrooted to %s", dir);
+}
+
 static void
 drop_privileges(const struct conf *conf)
 {
@@ -149,6 +164,8 @@ drop_privileges(const struct conf *conf)
 	}
 	if (strcmp(conf->user, "root") == 0 && conf->group == NULL) {
 		log_warnx("user = \"root\": running as root, as configured");
+		if (conf->chroot != NULL)
+			enter_chroot(conf->chroot);
 		return;
 	}
 	if ((pw = getpwnam(conf->user)) == NULL)
@@ -163,6 +180,8 @@ drop_privileges(const struct conf *conf)
 	if (pw->pw_uid != 0 && getuid() == pw->pw_uid &&
 	    geteuid() == pw->pw_uid)
 		return;
+	if (conf->chroot != NULL)
+		enter_chroot(conf->chroot);
 	/* Group first, while we may still change it; then the user. */
 	if (setgroups(1, &gid) == -1 || setresgid(gid, gid, gid) == -1)
 		fatal("cannot drop group privileges to %u", (unsigned)gid);
@@ -225,6 +244,9 @@ reload_notice_restart(const struct conf *cur, const struct conf *next)
 {
 	if (next->workers != cur->workers)
 		log_notice("reload: 'workers' changes only on restart");
+	if ((next->chroot == NULL) != (cur->chroot == NULL) || (next->chroot &&
+	    strcmp(next->chroot, cur->chroot) != 0))
+		log_notice("reload: 'chroot' changes only on restart");
 	if ((next->user == NULL) != (cur->user == NULL) || (next->user &&
 	    strcmp(next->user, cur->user) != 0) ||
 	    (next->group == NULL) != (cur->group == NULL) || (next->group &&
