@@ -1,13 +1,13 @@
 """
 mda_util - parties and fixtures of the IMAP/POP3 (MDA-side) functional
-tests (test_mda_starttls.py) and of tools/bench/bench_imap.py.
+tests (test_mda_starttls.py).
 
 Owns: a Dovecot configured so that what mailtlsd must prevent is visible in
 its log (every authentication attempt logged; the proxy's network trusted,
 so a forged ID x-originating-ip or POP3 XCLIENT would change the client
 address Dovecot logs; COMPRESS offered), a recording TCP relay between
 mailtlsd and a backend (the exact bytes that reached the backend), a
-scripted IMAP/POP3 backend whose replies a test chooses (including held
+scripted IMAP/POP3 backend (on mtlib's) whose replies a test chooses (including held
 replies, for deterministic pipelining), the test messages (one holding
 lines that look like IMAP/POP3 commands, responses and literal markers,
 one of several MB), and runners for fetchmail and openssl s_client.
@@ -22,7 +22,6 @@ import re
 import socket
 import subprocess
 import threading
-import time
 
 import mtlib
 from mtlib import HOST, MtError
@@ -55,23 +54,8 @@ def mda_dovecot(workdir):
                          subdir="dovecot-mda")
 
 
-class LogWatch:
+class LogWatch(mtlib.LogMark):
     """What a log file gained since this object was made."""
-
-    def __init__(self, path):
-        self.path = path
-        try:
-            self.offset = os.path.getsize(path)
-        except OSError:
-            self.offset = 0
-
-    def text(self):
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                return f.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
 
     def wait(self, pattern, timeout=15.0):
         rx = re.compile(pattern)
@@ -114,12 +98,7 @@ class RecordingRelay:
         self._threads = []
 
     def start(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((HOST, self.port))
-        s.listen(64)
-        s.settimeout(0.2)
-        self._lsock = s
+        self._lsock = mtlib.listen(self.port)
         t = threading.Thread(target=self._accept_loop, daemon=True,
                              name=self.name)
         t.start()
@@ -214,98 +193,37 @@ class RecordingRelay:
 # ---------------------------------------------------------------------------
 # A scripted IMAP/POP3 backend with replies chosen by the test.
 
-class ScriptBackend:
-    """Greets, then answers each CRLF line with answer(line) -> bytes.
+class ScriptBackend(mtlib.ScriptedBackend):
+    """mtlib's scripted line backend, answering each CRLF line with
+    answer(line) -> bytes.
 
     answer may return None to close, or a threading.Event-guarded reply as
     (event, bytes): the reply is held until the test sets the event (used to
     keep a command pending while the client pipelines behind it).  Every
-    received byte is recorded.
+    received byte is recorded (all_received()), every line answered in
+    lines.
     """
 
     def __init__(self, greeting, answer):
-        self.greeting = greeting
+        super().__init__(None, greeting=greeting)
         self.answer = answer
-        self.port = mtlib.free_port()
-        self.received = bytearray()
         self.lines = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._sock = None
-        self._threads = []
-
-    def start(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((HOST, self.port))
-        s.listen(16)
-        s.settimeout(0.2)
-        self._sock = s
-        t = threading.Thread(target=self._accept_loop, daemon=True)
-        t.start()
-        self._threads.append(t)
-        return self
-
-    def stop(self):
-        self._stop.set()
-        for t in self._threads:
-            t.join(5)
-        if self._sock is not None:
-            self._sock.close()
-
-    def all_received(self):
-        with self._lock:
-            return bytes(self.received)
 
     def wait_line(self, line, timeout=15.0):
         mtlib.wait_until(lambda: line in self.lines, timeout,
                          "backend to receive %r" % line)
 
-    def _accept_loop(self):
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            t = threading.Thread(target=self._serve, args=(conn,),
-                                 daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def _serve(self, conn):
-        conn.settimeout(0.2)
-        buf = b""
-        deadline = time.monotonic() + 120
-        try:
-            conn.sendall(self.greeting)
-            while not self._stop.is_set() and time.monotonic() < deadline:
-                try:
-                    chunk = conn.recv(65536)
-                except socket.timeout:
-                    continue
-                if not chunk:
-                    return
-                with self._lock:
-                    self.received += chunk
-                buf += chunk
-                while b"\r\n" in buf:
-                    line, buf = buf.split(b"\r\n", 1)
-                    with self._lock:
-                        self.lines.append(line)
-                    reply = self.answer(line)
-                    if isinstance(reply, tuple):
-                        event, reply = reply
-                        if not event.wait(30):
-                            return
-                    if reply is None:
-                        return
-                    conn.sendall(reply)
-        except OSError:
-            return
-        finally:
-            conn.close()
+    def _answer(self, line):
+        with self._lock:
+            self.lines.append(line)
+        reply = self.answer(line)
+        if isinstance(reply, tuple):
+            event, reply = reply
+            if not event.wait(30):
+                reply = None
+        if reply is None:
+            return b"", False, True
+        return reply, False, False
 
 
 # ---------------------------------------------------------------------------

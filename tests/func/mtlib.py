@@ -74,6 +74,17 @@ def free_port():
     raise MtError("no free loopback port found")
 
 
+def listen(port, backlog=64):
+    """A loopback listening socket whose accept() times out every 0.2 s,
+    so that an accept loop notices when it is told to stop."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((HOST, port))
+    s.listen(backlog)
+    s.settimeout(0.2)
+    return s
+
+
 def port_accepts(port, host=HOST, timeout=0.5):
     try:
         with socket.create_connection((host, port), timeout=timeout):
@@ -118,6 +129,26 @@ def tail(path, lines=60, limit=20000):
         return "(cannot read %s: %s)" % (path, e)
     text = data.decode("utf-8", "replace")
     return "\n".join(text.splitlines()[-lines:])
+
+
+class LogMark:
+    """What a log file gained since this object was made (a file that does
+    not exist yet gains everything)."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            self.offset = os.path.getsize(path)
+        except OSError:
+            self.offset = 0
+
+    def text(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
 
 
 def dump_logs(lines=60):
@@ -864,12 +895,7 @@ class ScriptedBackend:
         self._stop = threading.Event()
 
     def start(self):
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        s.bind((HOST, self.port))
-        s.listen(64)
-        s.settimeout(0.2)
-        self._sock = s
+        self._sock = listen(self.port)
         self._thread = threading.Thread(target=self._accept_loop, daemon=True)
         self._thread.start()
         return self

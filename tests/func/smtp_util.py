@@ -72,25 +72,8 @@ def reply_lines(reply):
     return [l for l in reply.split(b"\r\n") if l]
 
 
-class LogMark:
+class LogMark(mtlib.LogMark):
     """What a log file gained since the mark was taken."""
-
-    def __init__(self, path):
-        self.path = path
-        try:
-            with open(path, "rb") as f:
-                f.seek(0, 2)
-                self.offset = f.tell()
-        except FileNotFoundError:
-            self.offset = 0
-
-    def text(self):
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                return f.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
 
     def wait(self, pattern, timeout=20.0):
         """Wait until a line since the mark contains pattern; return it."""

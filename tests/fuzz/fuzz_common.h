@@ -154,6 +154,17 @@ fz_grow(void **p, size_t *cap, size_t need, size_t elem)
 	*cap = n;
 }
 
+/* A zeroed allocation; running out of memory ends the run. */
+static inline void *
+fz_zalloc(size_t n)
+{
+	void	*p = calloc(1, n);
+
+	if (p == NULL)
+		abort();
+	return p;
+}
+
 static inline void
 fz_event_add(struct fz_run *r, char kind, size_t off, size_t len)
 {
@@ -536,6 +547,29 @@ fz_init(void)
 	/* Filters log refusals at warning level: keep stderr quiet. */
 	log_init(LOG_TARGET_STDERR, fz_verbose ? LOG_LEVEL_DEBUG :
 	    LOG_LEVEL_ERROR, 0);
+}
+
+/*
+ * The libFuzzer entry points of a harness: its filter and the model that
+ * checks it.  Used once, at the end of each fuzz_<proto>.c.
+ */
+#define FZ_HARNESS(proto, ops, mops)					\
+int	LLVMFuzzerInitialize(int *, char ***);				\
+int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);		\
+									\
+int									\
+LLVMFuzzerInitialize(int *argc, char ***argv)				\
+{									\
+	(void)argc;							\
+	(void)argv;							\
+	fz_init();							\
+	return 0;							\
+}									\
+									\
+int									\
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)		\
+{									\
+	return fz_run_input(data, size, (proto), (ops), (mops));	\
 }
 
 #endif /* FUZZ_COMMON_H */

@@ -622,11 +622,9 @@ im_client_responses(struct fz_run *r, struct im_model *m)
 static void *
 im_init(struct fz_run *r)
 {
-	struct im_model	*m = calloc(1, sizeof(*m));
+	struct im_model	*m = fz_zalloc(sizeof(*m));
 
 	(void)r;
-	if (m == NULL)
-		abort();
 	return m;
 }
 
@@ -678,20 +676,4 @@ im_done(void *p)
 	free(m);
 }
 
-int	LLVMFuzzerInitialize(int *, char ***);
-int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
-
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fz_init();
-	return 0;
-}
-
-int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	return fz_run_input(data, size, PROTO_IMAP, &proto_imap_ops, &im_ops);
-}
+FZ_HARNESS(PROTO_IMAP, &proto_imap_ops, &im_ops)

@@ -315,11 +315,9 @@ pm_replies(struct fz_run *r, struct pm_model *m)
 static void *
 pm_init(struct fz_run *r)
 {
-	struct pm_model	*m = calloc(1, sizeof(*m));
+	struct pm_model	*m = fz_zalloc(sizeof(*m));
 
 	(void)r;
-	if (m == NULL)
-		abort();
 	pm_push(m, P_GREETING);
 	m->last_kind = P_SINGLE;
 	return m;
@@ -369,20 +367,4 @@ pm_done(void *p)
 	free(m);
 }
 
-int	LLVMFuzzerInitialize(int *, char ***);
-int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
-
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fz_init();
-	return 0;
-}
-
-int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	return fz_run_input(data, size, PROTO_POP3, &proto_pop3_ops, &pm_ops);
-}
+FZ_HARNESS(PROTO_POP3, &proto_pop3_ops, &pm_ops)

@@ -594,11 +594,9 @@ sm_side_advance(struct fz_run *r, struct sm_side *s)
 static void *
 sm_init(struct fz_run *r)
 {
-	struct sm_model	*m = calloc(1, sizeof(*m));
+	struct sm_model	*m = fz_zalloc(sizeof(*m));
 
 	(void)r;
-	if (m == NULL)
-		abort();
 	m->b.backend = true;
 	m->b.name = "backend";
 	m->c.name = "client";
@@ -665,20 +663,4 @@ sm_done(void *p)
 	free(m);
 }
 
-int	LLVMFuzzerInitialize(int *, char ***);
-int	LLVMFuzzerTestOneInput(const uint8_t *, size_t);
-
-int
-LLVMFuzzerInitialize(int *argc, char ***argv)
-{
-	(void)argc;
-	(void)argv;
-	fz_init();
-	return 0;
-}
-
-int
-LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
-{
-	return fz_run_input(data, size, PROTO_SMTP, &proto_smtp_ops, &sm_ops);
-}
+FZ_HARNESS(PROTO_SMTP, &proto_smtp_ops, &sm_ops)

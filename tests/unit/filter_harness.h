@@ -7,6 +7,10 @@
  * exactly what the filter wrote to each side and the verdict it returned.
  * Outputs are cleared after every step, so a step's expectations are only
  * the bytes that step produced.
+ *
+ * The same driver (fh_drv_*) serves the tests a table cannot express, with
+ * outputs accumulated until taken; fh_log_* capture what the filters log,
+ * and fh_main() runs a table and the other tests as one program.
  */
 #ifndef FILTER_HARNESS_H
 #define FILTER_HARNESS_H
@@ -14,14 +18,17 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <event2/buffer.h>
 
 #include "conf.h"
+#include "log.h"
 #include "proto.h"
 
 #define FH_MAX_STEPS	24
@@ -96,71 +103,203 @@ fh_expect(const char *name, int step, const char *what, struct evbuffer *b,
 	free(got);
 }
 
+/*
+ * A filter driven directly: started with the service a case describes,
+ * fed from either side, pumped until it settles.  Outputs accumulate in
+ * to_b and to_c until a test takes them.
+ */
+struct fh_drv {
+	struct conf_service	 svc;
+	const struct proto_ops	*ops;
+	struct filter		*f;
+	struct evbuffer		*cin, *bin, *to_b, *to_c;
+};
+
+static inline void
+fh_drv_open(struct fh_drv *d, enum proto_id proto,
+    const struct proto_ops *ops, const struct fh_case *c,
+    const char *session_id, const char *client_addr)
+{
+	struct filter_params	 fp;
+
+	fh_service_init(&d->svc, proto, c, ops);
+	d->ops = ops;
+	memset(&fp, 0, sizeof(fp));
+	fp.svc = &d->svc;
+	fp.tls_active = c->tls_active;
+	fp.session_id = session_id;
+	fp.client_addr = client_addr;
+	d->f = ops->filter_new(&fp);
+	assert_non_null(d->f);
+	d->cin = evbuffer_new();
+	d->bin = evbuffer_new();
+	d->to_b = evbuffer_new();
+	d->to_c = evbuffer_new();
+}
+
+static inline void
+fh_drv_close(struct fh_drv *d)
+{
+	d->ops->filter_free(d->f);
+	evbuffer_free(d->cin);
+	evbuffer_free(d->bin);
+	evbuffer_free(d->to_b);
+	evbuffer_free(d->to_c);
+}
+
+static inline size_t
+fh_drv_pending(const struct fh_drv *d)
+{
+	return evbuffer_get_length(d->cin) + evbuffer_get_length(d->bin) +
+	    evbuffer_get_length(d->to_b) + evbuffer_get_length(d->to_c);
+}
+
+/*
+ * Pump the way session.c does: backend then client input, again and
+ * again until neither makes progress or a verdict other than
+ * FILTER_CONTINUE comes back.
+ */
+static inline enum filter_verdict
+fh_drv_pump(struct fh_drv *d)
+{
+	enum filter_verdict	 v = FILTER_CONTINUE;
+	size_t			 before;
+	int			 i;
+
+	for (i = 0; i < 1000; i++) {
+		before = fh_drv_pending(d);
+		v = d->ops->backend_input(d->f, d->bin, d->to_c, d->to_b);
+		if (v != FILTER_CONTINUE)
+			return v;
+		v = d->ops->client_input(d->f, d->cin, d->to_b, d->to_c);
+		if (v != FILTER_CONTINUE)
+			return v;
+		if (before == fh_drv_pending(d))
+			return v;
+	}
+	fail_msg("pump does not settle");
+	return v;
+}
+
+/* Bytes from the client ('C') or the backend ('B'), and the verdict. */
+static inline void
+fh_drv_feed(struct fh_drv *d, char from, const void *data, size_t len,
+    enum filter_verdict want)
+{
+	evbuffer_add(from == 'C' ? d->cin : d->bin, data, len);
+	assert_int_equal(fh_drv_pump(d), want);
+}
+
+/* Take everything written to one side and compare it. */
+static inline void
+fh_drv_expect(struct evbuffer *b, const void *want, size_t len)
+{
+	size_t	 n;
+	char	*got = fh_take(b, &n);
+
+	if (n != len || memcmp(got, want, len) != 0)
+		fail_msg("want %zu bytes [%.*s], got %zu [%.*s]", len,
+		    (int)(len > 200 ? 200 : len), (const char *)want, n,
+		    (int)(n > 200 ? 200 : n), got);
+	free(got);
+}
+
 static inline void
 fh_run(enum proto_id proto, const struct proto_ops *ops,
     const struct fh_case *c)
 {
-	struct conf_service	 svc;
-	struct filter_params	 fp;
-	struct filter		*f;
-	struct evbuffer		*cin, *bin, *to_b, *to_c;
-	enum filter_verdict	 v = FILTER_CONTINUE;
-	int			 i, rounds;
+	struct fh_drv		 d;
+	enum filter_verdict	 v;
+	int			 i;
 
-	fh_service_init(&svc, proto, c, ops);
-	memset(&fp, 0, sizeof(fp));
-	fp.svc = &svc;
-	fp.tls_active = c->tls_active;
-	fp.session_id = "0000000000000000";
-	fp.client_addr = "192.0.2.1";
-	f = ops->filter_new(&fp);
-	assert_non_null(f);
-	cin = evbuffer_new();
-	bin = evbuffer_new();
-	to_b = evbuffer_new();
-	to_c = evbuffer_new();
-
+	fh_drv_open(&d, proto, ops, c, "0000000000000000", "192.0.2.1");
 	for (i = 0; i < FH_MAX_STEPS && c->steps[i].from; i++) {
 		const struct fh_step *st = &c->steps[i];
 		size_t n = st->datalen ? st->datalen : strlen(st->data);
 
-		evbuffer_add(st->from == 'C' ? cin : bin, st->data, n);
-		v = FILTER_CONTINUE;
-		for (rounds = 0; rounds < 1000; rounds++) {
-			size_t before = evbuffer_get_length(cin) +
-			    evbuffer_get_length(bin) +
-			    evbuffer_get_length(to_b) +
-			    evbuffer_get_length(to_c);
-
-			v = ops->backend_input(f, bin, to_c, to_b);
-			if (v != FILTER_CONTINUE)
-				break;
-			v = ops->client_input(f, cin, to_b, to_c);
-			if (v != FILTER_CONTINUE)
-				break;
-			if (before == evbuffer_get_length(cin) +
-			    evbuffer_get_length(bin) +
-			    evbuffer_get_length(to_b) +
-			    evbuffer_get_length(to_c))
-				break;
-		}
-		assert_true(rounds < 1000);
-		fh_expect(c->name, i, "to_backend", to_b, st->to_backend);
-		fh_expect(c->name, i, "to_client", to_c, st->to_client);
+		evbuffer_add(st->from == 'C' ? d.cin : d.bin, st->data, n);
+		v = fh_drv_pump(&d);
+		fh_expect(c->name, i, "to_backend", d.to_b, st->to_backend);
+		fh_expect(c->name, i, "to_client", d.to_c, st->to_client);
 		if (v != st->verdict) {
 			print_error("%s: step %d: verdict %d, want %d (%s)\n",
 			    c->name, i, v, st->verdict,
-			    ops->reason(f) ? ops->reason(f) : "-");
+			    ops->reason(d.f) ? ops->reason(d.f) : "-");
 			fail();
 		}
 		if (v == FILTER_CLOSE)
 			break;
 	}
-	ops->filter_free(f);
-	evbuffer_free(cin);
-	evbuffer_free(bin);
-	evbuffer_free(to_b);
-	evbuffer_free(to_c);
+	fh_drv_close(&d);
+}
+
+/*
+ * What the filters log: from fh_log_begin() on, stderr goes to an unlinked
+ * temporary file, at debug level; fh_log_end() puts stderr and the level
+ * back and reads what was logged into buf, NUL-terminated.
+ */
+struct fh_log {
+	int		 fd;
+	int		 saved;
+	enum log_level	 level;
+};
+
+static inline void
+fh_log_begin(struct fh_log *l)
+{
+	char	 path[] = "/tmp/filter_harness_log.XXXXXX";
+
+	l->fd = mkstemp(path);
+	assert_true(l->fd >= 0);
+	unlink(path);
+	fflush(stderr);
+	l->saved = dup(STDERR_FILENO);
+	assert_true(l->saved >= 0);
+	assert_true(dup2(l->fd, STDERR_FILENO) == STDERR_FILENO);
+	l->level = log_get_level();
+	log_set_level(LOG_LEVEL_DEBUG);
+}
+
+static inline size_t
+fh_log_end(struct fh_log *l, char *buf, size_t size)
+{
+	ssize_t	 n;
+
+	fflush(stderr);
+	log_set_level(l->level);
+	assert_true(dup2(l->saved, STDERR_FILENO) == STDERR_FILENO);
+	close(l->saved);
+	n = pread(l->fd, buf, size - 1, 0);
+	close(l->fd);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	return (size_t)n;
+}
+
+/*
+ * A protocol's test program: each row of its table of cases as a test of
+ * its own (run_case gets the row as its state), then its other tests.
+ */
+static inline int
+fh_main(const char *group, const struct fh_case *cases, size_t ncases,
+    CMUnitTestFunction run_case, const struct CMUnitTest *extra,
+    size_t nextra)
+{
+	struct CMUnitTest	*t;
+	size_t			 i;
+	int			 rc;
+
+	if ((t = calloc(ncases + nextra, sizeof(*t))) == NULL)
+		return 1;
+	for (i = 0; i < ncases; i++) {
+		t[i].name = cases[i].name;
+		t[i].test_func = run_case;
+		t[i].initial_state = (void *)(uintptr_t)&cases[i];
+	}
+	memcpy(t + ncases, extra, nextra * sizeof(*extra));
+	rc = _cmocka_run_group_tests(group, t, ncases + nextra, NULL, NULL);
+	free(t);
+	return rc;
 }
 
 #endif /* FILTER_HARNESS_H */

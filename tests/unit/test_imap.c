@@ -10,8 +10,6 @@
 #include "config.h"
 
 #include <stdbool.h>
-#include <stdint.h>
-#include <unistd.h>
 
 #include "filter_harness.h"
 #include "log.h"
@@ -756,95 +754,23 @@ test_case(void **state)
 }
 
 /* ------------------------------------------------------------------ */
-/* A filter driven directly, outputs accumulated across pumps. */
-
-struct drv {
-	struct conf_service	 svc;
-	struct filter		*f;
-	struct evbuffer		*cin, *bin, *to_b, *to_c;
-};
-
+/* A filter driven directly (filter_harness.h), on a STARTTLS service. */
 static void
-drv_start(struct drv *d, bool tls, size_t max_line)
+drv_start(struct fh_drv *d, bool tls, size_t max_line)
 {
-	struct fh_case		 c;
-	struct filter_params	 fp;
+	const struct fh_case	 c = { .tls_active = tls,
+				    .starttls_service = true,
+				    .max_line = max_line };
 
-	memset(&c, 0, sizeof(c));
-	c.tls_active = tls;
-	c.starttls_service = true;
-	c.max_line = max_line;
-	fh_service_init(&d->svc, PROTO_IMAP, &c, &proto_imap_ops);
-	memset(&fp, 0, sizeof(fp));
-	fp.svc = &d->svc;
-	fp.tls_active = tls;
-	fp.session_id = "00000000000000cd";
-	fp.client_addr = "192.0.2.9";
-	d->f = proto_imap_ops.filter_new(&fp);
-	assert_non_null(d->f);
-	d->cin = evbuffer_new();
-	d->bin = evbuffer_new();
-	d->to_b = evbuffer_new();
-	d->to_c = evbuffer_new();
+	fh_drv_open(d, PROTO_IMAP, &proto_imap_ops, &c, "00000000000000cd",
+	    "192.0.2.9");
 }
 
 static void
-drv_free(struct drv *d)
+drv_greet(struct fh_drv *d)
 {
-	proto_imap_ops.filter_free(d->f);
-	evbuffer_free(d->cin);
-	evbuffer_free(d->bin);
-	evbuffer_free(d->to_b);
-	evbuffer_free(d->to_c);
-}
-
-static enum filter_verdict
-drv_pump(struct drv *d)
-{
-	enum filter_verdict	 v = FILTER_CONTINUE;
-	int			 i;
-
-	/* Extra rounds are harmless: the filter is idempotent. */
-	for (i = 0; i < 3; i++) {
-		v = proto_imap_ops.backend_input(d->f, d->bin, d->to_c,
-		    d->to_b);
-		if (v != FILTER_CONTINUE)
-			return v;
-		v = proto_imap_ops.client_input(d->f, d->cin, d->to_b,
-		    d->to_c);
-		if (v != FILTER_CONTINUE)
-			return v;
-	}
-	return v;
-}
-
-static void
-drv_feed(struct drv *d, char from, const void *data, size_t len,
-    enum filter_verdict want)
-{
-	evbuffer_add(from == 'C' ? d->cin : d->bin, data, len);
-	assert_int_equal(drv_pump(d), want);
-}
-
-/* Take everything written to one side and compare it. */
-static void
-drv_expect(struct evbuffer *b, const void *want, size_t len)
-{
-	size_t	 n;
-	char	*got = fh_take(b, &n);
-
-	if (n != len || memcmp(got, want, len) != 0)
-		fail_msg("want %zu bytes [%.*s], got %zu [%.*s]", len,
-		    (int)(len > 200 ? 200 : len), (const char *)want, n,
-		    (int)(n > 200 ? 200 : n), got);
-	free(got);
-}
-
-static void
-drv_greet(struct drv *d)
-{
-	drv_feed(d, 'B', GREETING, strlen(GREETING), FILTER_CONTINUE);
-	drv_expect(d->to_c, GREETING, strlen(GREETING));
+	fh_drv_feed(d, 'B', GREETING, strlen(GREETING), FILTER_CONTINUE);
+	fh_drv_expect(d->to_c, GREETING, strlen(GREETING));
 }
 
 /*
@@ -857,7 +783,7 @@ test_fetch_every_split(void **state)
 {
 	static const char	 resp[] = FETCH_B "a OK done\r\n";
 	static const char	 want[] = FETCH_B "a OK done\r\nb" R_GO;
-	struct drv		 d;
+	struct fh_drv		 d;
 	size_t			 cut, len = sizeof(resp) - 1;
 
 	(void)state;
@@ -865,13 +791,13 @@ test_fetch_every_split(void **state)
 	for (cut = 0; cut < len; cut++) {
 		drv_start(&d, false, 0);
 		drv_greet(&d);
-		drv_feed(&d, 'C', "a FETCH 1 BODY[]\r\nb STARTTLS\r\n", 30,
+		fh_drv_feed(&d, 'C', "a FETCH 1 BODY[]\r\nb STARTTLS\r\n", 30,
 		    FILTER_CONTINUE);
-		drv_expect(d.to_b, "a FETCH 1 BODY[]\r\n", 18);
-		drv_feed(&d, 'B', resp, cut, FILTER_CONTINUE);
-		drv_feed(&d, 'B', resp + cut, len - cut, FILTER_STARTTLS);
-		drv_expect(d.to_c, want, sizeof(want) - 1);
-		drv_free(&d);
+		fh_drv_expect(d.to_b, "a FETCH 1 BODY[]\r\n", 18);
+		fh_drv_feed(&d, 'B', resp, cut, FILTER_CONTINUE);
+		fh_drv_feed(&d, 'B', resp + cut, len - cut, FILTER_STARTTLS);
+		fh_drv_expect(d.to_c, want, sizeof(want) - 1);
+		fh_drv_close(&d);
 	}
 }
 
@@ -884,17 +810,17 @@ test_client_bytewise(void **state)
 	    "d LOGIN x y\r\n";
 	static const char	 fwd[] = "a APPEND box {5+}\r\nb NOO {3+}\r\n"
 	    "P\r\n\r\nc ID (\"name\" \"n\")\r\nd LOGIN x y\r\n";
-	struct drv		 d;
+	struct fh_drv		 d;
 	size_t			 i;
 
 	(void)state;
 	drv_start(&d, true, 0);
 	drv_greet(&d);
 	for (i = 0; i < sizeof(cmd) - 1; i++)
-		drv_feed(&d, 'C', cmd + i, 1, FILTER_CONTINUE);
-	drv_expect(d.to_b, fwd, sizeof(fwd) - 1);
-	drv_expect(d.to_c, "", 0);
-	drv_free(&d);
+		fh_drv_feed(&d, 'C', cmd + i, 1, FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, fwd, sizeof(fwd) - 1);
+	fh_drv_expect(d.to_c, "", 0);
+	fh_drv_close(&d);
 }
 
 /*
@@ -905,7 +831,7 @@ static void
 test_large_literals_streamed(void **state)
 {
 	static char	 chunk[16384];
-	struct drv	 d;
+	struct fh_drv	 d;
 	char		 hdr[64];
 	size_t		 total = 4 * 1024 * 1024, sent;
 	int		 n;
@@ -916,27 +842,27 @@ test_large_literals_streamed(void **state)
 	drv_start(&d, true, 0);
 	drv_greet(&d);
 	n = snprintf(hdr, sizeof(hdr), "a APPEND box {%zu+}\r\n", total);
-	drv_feed(&d, 'C', hdr, (size_t)n, FILTER_CONTINUE);
-	drv_expect(d.to_b, hdr, (size_t)n);
+	fh_drv_feed(&d, 'C', hdr, (size_t)n, FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, hdr, (size_t)n);
 	for (sent = 0; sent < total; sent += sizeof(chunk)) {
-		drv_feed(&d, 'C', chunk, sizeof(chunk), FILTER_CONTINUE);
+		fh_drv_feed(&d, 'C', chunk, sizeof(chunk), FILTER_CONTINUE);
 		assert_int_equal(evbuffer_get_length(d.cin), 0);
-		drv_expect(d.to_b, chunk, sizeof(chunk));
+		fh_drv_expect(d.to_b, chunk, sizeof(chunk));
 	}
-	drv_feed(&d, 'C', "\r\n", 2, FILTER_CONTINUE);
-	drv_expect(d.to_b, "\r\n", 2);
+	fh_drv_feed(&d, 'C', "\r\n", 2, FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, "\r\n", 2);
 
 	n = snprintf(hdr, sizeof(hdr), "* 1 FETCH (BODY[] {%zu}\r\n", total);
-	drv_feed(&d, 'B', hdr, (size_t)n, FILTER_CONTINUE);
-	drv_expect(d.to_c, hdr, (size_t)n);
+	fh_drv_feed(&d, 'B', hdr, (size_t)n, FILTER_CONTINUE);
+	fh_drv_expect(d.to_c, hdr, (size_t)n);
 	for (sent = 0; sent < total; sent += sizeof(chunk)) {
-		drv_feed(&d, 'B', chunk, sizeof(chunk), FILTER_CONTINUE);
+		fh_drv_feed(&d, 'B', chunk, sizeof(chunk), FILTER_CONTINUE);
 		assert_int_equal(evbuffer_get_length(d.bin), 0);
-		drv_expect(d.to_c, chunk, sizeof(chunk));
+		fh_drv_expect(d.to_c, chunk, sizeof(chunk));
 	}
-	drv_feed(&d, 'B', ")\r\na OK\r\n", 9, FILTER_CONTINUE);
-	drv_expect(d.to_c, ")\r\na OK\r\n", 9);
-	drv_free(&d);
+	fh_drv_feed(&d, 'B', ")\r\na OK\r\n", 9, FILTER_CONTINUE);
+	fh_drv_expect(d.to_c, ")\r\na OK\r\n", 9);
+	fh_drv_close(&d);
 }
 
 /*
@@ -946,7 +872,7 @@ test_large_literals_streamed(void **state)
 static void
 test_backend_long_lines(void **state)
 {
-	struct drv	 d;
+	struct fh_drv	 d;
 	struct evbuffer	*line;
 	size_t		 len, i;
 	char		*s;
@@ -954,9 +880,9 @@ test_backend_long_lines(void **state)
 	(void)state;
 	drv_start(&d, false, 512);
 	drv_greet(&d);
-	drv_feed(&d, 'C', "a SEARCH ALL\r\nb STARTTLS\r\n", 26,
+	fh_drv_feed(&d, 'C', "a SEARCH ALL\r\nb STARTTLS\r\n", 26,
 	    FILTER_CONTINUE);
-	drv_expect(d.to_b, "a SEARCH ALL\r\n", 14);
+	fh_drv_expect(d.to_b, "a SEARCH ALL\r\n", 14);
 	line = evbuffer_new();
 	evbuffer_add_printf(line, "* SEARCH");
 	for (i = 1; i <= 20000; i++)
@@ -964,33 +890,33 @@ test_backend_long_lines(void **state)
 	evbuffer_add_printf(line, " {11}\r\na OK fake\r\n\r\n");
 	s = fh_take(line, &len);
 	for (i = 0; i < len; i += 1000)
-		drv_feed(&d, 'B', s + i, len - i < 1000 ? len - i : 1000,
+		fh_drv_feed(&d, 'B', s + i, len - i < 1000 ? len - i : 1000,
 		    FILTER_CONTINUE);
-	drv_expect(d.to_c, s, len);
-	drv_feed(&d, 'B', "a OK Search done\r\n", 18, FILTER_STARTTLS);
-	drv_expect(d.to_c, "a OK Search done\r\nb" R_GO,
+	fh_drv_expect(d.to_c, s, len);
+	fh_drv_feed(&d, 'B', "a OK Search done\r\n", 18, FILTER_STARTTLS);
+	fh_drv_expect(d.to_c, "a OK Search done\r\nb" R_GO,
 	    18 + 1 + strlen(R_GO));
 	free(s);
 	evbuffer_free(line);
-	drv_free(&d);
+	fh_drv_close(&d);
 
 	/* A capability list we could not rewrite is not passed on. */
 	drv_start(&d, false, 512);
 	drv_greet(&d);
-	drv_feed(&d, 'B', "* CAPABILITY IMAP4rev1 " X600 "\r\n", 625,
+	fh_drv_feed(&d, 'B', "* CAPABILITY IMAP4rev1 " X600 "\r\n", 625,
 	    FILTER_CLOSE);
-	drv_expect(d.to_c, R_BYE_BACKEND, strlen(R_BYE_BACKEND));
-	drv_free(&d);
+	fh_drv_expect(d.to_c, R_BYE_BACKEND, strlen(R_BYE_BACKEND));
+	fh_drv_close(&d);
 	drv_start(&d, false, 512);
-	drv_feed(&d, 'B', "* OK " X600 "\r\n", 607, FILTER_CLOSE);
-	drv_free(&d);
+	fh_drv_feed(&d, 'B', "* OK " X600 "\r\n", 607, FILTER_CLOSE);
+	fh_drv_close(&d);
 }
 
 /* Beyond FILTER_PENDING_MAX open commands, client input is held. */
 static void
 test_fifo_limit(void **state)
 {
-	struct drv	 d;
+	struct fh_drv	 d;
 	char		 line[32];
 	int		 i, n;
 
@@ -1001,20 +927,20 @@ test_fifo_limit(void **state)
 		n = snprintf(line, sizeof(line), "t%d NOOP\r\n", i);
 		evbuffer_add(d.cin, line, (size_t)n);
 	}
-	drv_pump(&d);
+	fh_drv_pump(&d);
 	for (i = 0; i < FILTER_PENDING_MAX; i++) {
 		n = snprintf(line, sizeof(line), "t%d NOOP\r\n", i);
 		evbuffer_drain(d.to_b, (size_t)n);
 	}
 	assert_int_equal(evbuffer_get_length(d.to_b), 0);
 	assert_true(evbuffer_get_length(d.cin) > 0);
-	drv_feed(&d, 'B', "t3 OK\r\n", 7, FILTER_CONTINUE);
-	drv_expect(d.to_b, "", 0);	/* t0 still open: slots stay */
-	drv_feed(&d, 'B', "t0 OK\r\n", 7, FILTER_CONTINUE);
-	drv_expect(d.to_b, "t64 NOOP\r\n", 10);
-	drv_feed(&d, 'B', "t1 OK\r\nt2 OK\r\n", 14, FILTER_CONTINUE);
-	drv_expect(d.to_b, "t65 NOOP\r\nt66 NOOP\r\nt67 NOOP\r\n", 30);
-	drv_free(&d);
+	fh_drv_feed(&d, 'B', "t3 OK\r\n", 7, FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, "", 0);	/* t0 still open: slots stay */
+	fh_drv_feed(&d, 'B', "t0 OK\r\n", 7, FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, "t64 NOOP\r\n", 10);
+	fh_drv_feed(&d, 'B', "t1 OK\r\nt2 OK\r\n", 14, FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, "t65 NOOP\r\nt66 NOOP\r\nt67 NOOP\r\n", 30);
+	fh_drv_close(&d);
 }
 
 static void
@@ -1030,29 +956,29 @@ test_ops(void **state)
 	assert_int_equal(proto_imap_ops.default_line_max,
 	    DEFAULT_IMAP_LINE_MAX);
 	proto_imap_ops.unavailable(b, "mx.example.test");
-	drv_expect(b, R_UNAVAIL, strlen(R_UNAVAIL));
+	fh_drv_expect(b, R_UNAVAIL, strlen(R_UNAVAIL));
 	evbuffer_free(b);
 }
 
 static void
 test_reasons(void **state)
 {
-	struct drv	 d;
+	struct fh_drv	 d;
 
 	(void)state;
 	drv_start(&d, false, 0);
 	drv_greet(&d);
-	drv_feed(&d, 'C', "a STARTTLS\r\nx", 13, FILTER_CLOSE);
+	fh_drv_feed(&d, 'C', "a STARTTLS\r\nx", 13, FILTER_CLOSE);
 	assert_string_equal(proto_imap_ops.reason(d.f),
 	    "pipelined data after STARTTLS");
 	/* Once closed, it stays closed. */
-	drv_feed(&d, 'B', "* OK\r\n", 6, FILTER_CLOSE);
-	drv_free(&d);
+	fh_drv_feed(&d, 'B', "* OK\r\n", 6, FILTER_CLOSE);
+	fh_drv_close(&d);
 	drv_start(&d, false, 0);
-	drv_feed(&d, 'B', "* PREAUTH hi\r\n", 14, FILTER_CLOSE);
+	fh_drv_feed(&d, 'B', "* PREAUTH hi\r\n", 14, FILTER_CLOSE);
 	assert_string_equal(proto_imap_ops.reason(d.f),
 	    "backend PREAUTH in cleartext");
-	drv_free(&d);
+	fh_drv_close(&d);
 }
 
 /* Warnings name the session and client; credentials never appear. */
@@ -1064,44 +990,29 @@ test_log(void **state)
 	    "{6+}\r\ns3cr3t\r\n";
 	static const char	 id[] = "d ID (\"x-originating-ip\" "
 	    "\"198.51.100.4\")\r\n";
-	struct drv		 d;
-	char			 path[] = "/tmp/test_imap_log.XXXXXX";
+	struct fh_drv		 d;
+	struct fh_log		 logcap;
 	char			 buf[16384];
-	ssize_t			 n;
-	int			 fd, saved;
 
 	(void)state;
-	fd = mkstemp(path);
-	assert_true(fd >= 0);
-	unlink(path);
-	fflush(stderr);
-	saved = dup(2);
-	assert_true(saved >= 0 && dup2(fd, 2) == 2);
-	log_set_level(LOG_LEVEL_DEBUG);
+	fh_log_begin(&logcap);
 
 	drv_start(&d, false, 0);
 	drv_greet(&d);
-	drv_feed(&d, 'C', clear, strlen(clear), FILTER_CONTINUE);
-	drv_feed(&d, 'C', id, strlen(id), FILTER_CONTINUE);
-	drv_feed(&d, 'C', "e STARTTLS\r\nf NOOP\r\n", 20, FILTER_CONTINUE);
-	drv_feed(&d, 'B', "d OK\r\n", 6, FILTER_CLOSE);
-	drv_free(&d);
+	fh_drv_feed(&d, 'C', clear, strlen(clear), FILTER_CONTINUE);
+	fh_drv_feed(&d, 'C', id, strlen(id), FILTER_CONTINUE);
+	fh_drv_feed(&d, 'C', "e STARTTLS\r\nf NOOP\r\n", 20, FILTER_CONTINUE);
+	fh_drv_feed(&d, 'B', "d OK\r\n", 6, FILTER_CLOSE);
+	fh_drv_close(&d);
 	drv_start(&d, true, 0);
 	drv_greet(&d);
-	drv_feed(&d, 'C', "a AUTHENTICATE PLAIN\r\n", 22, FILTER_CONTINUE);
-	drv_feed(&d, 'B', "+ \r\n", 4, FILTER_CONTINUE);
-	drv_feed(&d, 'C', "AGJvYgBzM2NyM3Q=\r\n", 18, FILTER_CONTINUE);
-	drv_feed(&d, 'B', "a OK\r\n", 6, FILTER_CONTINUE);
-	drv_free(&d);
+	fh_drv_feed(&d, 'C', "a AUTHENTICATE PLAIN\r\n", 22, FILTER_CONTINUE);
+	fh_drv_feed(&d, 'B', "+ \r\n", 4, FILTER_CONTINUE);
+	fh_drv_feed(&d, 'C', "AGJvYgBzM2NyM3Q=\r\n", 18, FILTER_CONTINUE);
+	fh_drv_feed(&d, 'B', "a OK\r\n", 6, FILTER_CONTINUE);
+	fh_drv_close(&d);
 
-	fflush(stderr);
-	log_set_level(LOG_LEVEL_INFO);
-	dup2(saved, 2);
-	close(saved);
-	n = pread(fd, buf, sizeof(buf) - 1, 0);
-	close(fd);
-	assert_true(n > 0);
-	buf[n] = '\0';
+	fh_log_end(&logcap, buf, sizeof(buf));
 	assert_non_null(strstr(buf, "00000000000000cd"));
 	assert_non_null(strstr(buf, "192.0.2.9"));
 	assert_non_null(strstr(buf, "LOGIN refused in cleartext"));
@@ -1127,22 +1038,8 @@ main(void)
 		cmocka_unit_test(test_reasons),
 		cmocka_unit_test(test_log),
 	};
-	size_t			 ncases = sizeof(imap_cases) /
-				    sizeof(imap_cases[0]);
-	size_t			 ndirect = sizeof(direct) / sizeof(direct[0]);
-	struct CMUnitTest	*t;
-	size_t			 i;
-	int			 rc;
 
-	if ((t = calloc(ncases + ndirect, sizeof(*t))) == NULL)
-		return 1;
-	for (i = 0; i < ncases; i++) {
-		t[i].name = imap_cases[i].name;
-		t[i].test_func = test_case;
-		t[i].initial_state = (void *)(uintptr_t)&imap_cases[i];
-	}
-	memcpy(t + ncases, direct, sizeof(direct));
-	rc = _cmocka_run_group_tests("imap", t, ncases + ndirect, NULL, NULL);
-	free(t);
-	return rc;
+	return fh_main("imap", imap_cases, sizeof(imap_cases) /
+	    sizeof(imap_cases[0]), test_case, direct,
+	    sizeof(direct) / sizeof(direct[0]));
 }

@@ -10,8 +10,6 @@
 #include "config.h"
 
 #include <stdbool.h>
-#include <stdint.h>
-#include <unistd.h>
 
 #include "filter_harness.h"
 #include "log.h"
@@ -658,105 +656,27 @@ test_case(void **state)
 	fh_run(PROTO_POP3, &proto_pop3_ops, *state);
 }
 
-/* A filter driven directly, outputs accumulated across pumps. */
-struct drv {
-	struct conf_service	 svc;
-	struct filter		*f;
-	struct evbuffer		*cin, *bin, *to_b, *to_c;
-};
-
+/* A filter driven directly (filter_harness.h): STARTTLS unless in TLS. */
 static void
-drv_init(struct drv *d, bool tls, size_t max_line)
+drv_init(struct fh_drv *d, bool tls, size_t max_line)
 {
-	struct fh_case		 c;
-	struct filter_params	 fp;
+	const struct fh_case	 c = { .tls_active = tls,
+				    .starttls_service = !tls,
+				    .max_line = max_line };
 
-	memset(&c, 0, sizeof(c));
-	c.tls_active = tls;
-	c.starttls_service = !tls;
-	c.max_line = max_line;
-	fh_service_init(&d->svc, PROTO_POP3, &c, &proto_pop3_ops);
-	memset(&fp, 0, sizeof(fp));
-	fp.svc = &d->svc;
-	fp.tls_active = tls;
-	fp.session_id = "00000000000000ab";
-	fp.client_addr = "192.0.2.7";
-	d->f = proto_pop3_ops.filter_new(&fp);
-	assert_non_null(d->f);
-	d->cin = evbuffer_new();
-	d->bin = evbuffer_new();
-	d->to_b = evbuffer_new();
-	d->to_c = evbuffer_new();
+	fh_drv_open(d, PROTO_POP3, &proto_pop3_ops, &c, "00000000000000ab",
+	    "192.0.2.7");
 }
 
+/* The same, past the greeting. */
 static void
-drv_free(struct drv *d)
-{
-	proto_pop3_ops.filter_free(d->f);
-	evbuffer_free(d->cin);
-	evbuffer_free(d->bin);
-	evbuffer_free(d->to_b);
-	evbuffer_free(d->to_c);
-}
-
-static enum filter_verdict
-drv_pump(struct drv *d)
-{
-	enum filter_verdict	 v = FILTER_CONTINUE;
-	size_t			 before;
-	int			 i;
-
-	for (i = 0; i < 1000; i++) {
-		before = evbuffer_get_length(d->cin) +
-		    evbuffer_get_length(d->bin) +
-		    evbuffer_get_length(d->to_b) +
-		    evbuffer_get_length(d->to_c);
-		v = proto_pop3_ops.backend_input(d->f, d->bin, d->to_c,
-		    d->to_b);
-		if (v != FILTER_CONTINUE)
-			return v;
-		v = proto_pop3_ops.client_input(d->f, d->cin, d->to_b,
-		    d->to_c);
-		if (v != FILTER_CONTINUE)
-			return v;
-		if (before == evbuffer_get_length(d->cin) +
-		    evbuffer_get_length(d->bin) +
-		    evbuffer_get_length(d->to_b) +
-		    evbuffer_get_length(d->to_c))
-			return v;
-	}
-	fail_msg("pump does not settle");
-	return v;
-}
-
-static void
-drv_feed(struct drv *d, char from, const char *data, size_t len,
-    enum filter_verdict want)
-{
-	evbuffer_add(from == 'C' ? d->cin : d->bin, data, len);
-	assert_int_equal(drv_pump(d), want);
-}
-
-static void
-drv_expect(struct evbuffer *b, const char *want, size_t len)
-{
-	size_t	 n;
-	char	*got = fh_take(b, &n);
-
-	if (n != len || memcmp(got, want, len) != 0)
-		fail_msg("want [%.*s]\ngot  [%.*s]", (int)len, want, (int)n,
-		    got);
-	free(got);
-}
-
-static void
-drv_start(struct drv *d, bool tls, size_t max_line)
+drv_start(struct fh_drv *d, bool tls, size_t max_line)
 {
 	static const char	 g[] = GREETING;
 
 	drv_init(d, tls, max_line);
-	drv_feed(d, 'B', g, strlen(g), FILTER_CONTINUE);
-	drv_expect(d->to_c, g, strlen(g));
+	fh_drv_feed(d, 'B', g, strlen(g), FILTER_CONTINUE);
+	fh_drv_expect(d->to_c, g, strlen(g));
 }
 
 static const char	 split_body[] = RETR_B;
@@ -766,20 +686,20 @@ static void
 test_body_every_split(void **state)
 {
 	static const char	 next[] = "+OK 1 120\r\n";
-	struct drv		 d;
+	struct fh_drv		 d;
 	size_t			 k, n = strlen(split_body);
 
 	(void)state;
 	for (k = 0; k <= n; k++) {
 		drv_start(&d, true, 0);
-		drv_feed(&d, 'C', "RETR 1\r\nSTAT\r\n", 14, FILTER_CONTINUE);
-		drv_expect(d.to_b, "RETR 1\r\nSTAT\r\n", 14);
-		drv_feed(&d, 'B', split_body, k, FILTER_CONTINUE);
-		drv_feed(&d, 'B', split_body + k, n - k, FILTER_CONTINUE);
-		drv_feed(&d, 'B', next, strlen(next), FILTER_CONTINUE);
-		drv_expect(d.to_c, RETR_B "+OK 1 120\r\n",
+		fh_drv_feed(&d, 'C', "RETR 1\r\nSTAT\r\n", 14, FILTER_CONTINUE);
+		fh_drv_expect(d.to_b, "RETR 1\r\nSTAT\r\n", 14);
+		fh_drv_feed(&d, 'B', split_body, k, FILTER_CONTINUE);
+		fh_drv_feed(&d, 'B', split_body + k, n - k, FILTER_CONTINUE);
+		fh_drv_feed(&d, 'B', next, strlen(next), FILTER_CONTINUE);
+		fh_drv_expect(d.to_c, RETR_B "+OK 1 120\r\n",
 		    n + strlen(next));
-		drv_free(&d);
+		fh_drv_close(&d);
 	}
 }
 
@@ -787,33 +707,33 @@ test_body_every_split(void **state)
 static void
 test_body_bytewise_and_chains(void **state)
 {
-	struct drv	 d;
+	struct fh_drv	 d;
 	size_t		 i, n = strlen(split_body);
 
 	(void)state;
 	drv_start(&d, true, 0);
-	drv_feed(&d, 'C', "RETR 1\r\nSTAT\r\n", 14, FILTER_CONTINUE);
-	drv_expect(d.to_b, "RETR 1\r\nSTAT\r\n", 14);
+	fh_drv_feed(&d, 'C', "RETR 1\r\nSTAT\r\n", 14, FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, "RETR 1\r\nSTAT\r\n", 14);
 	for (i = 0; i < n; i++)
-		drv_feed(&d, 'B', split_body + i, 1, FILTER_CONTINUE);
-	drv_feed(&d, 'B', "+OK 1 2\r\n", 9, FILTER_CONTINUE);
-	drv_expect(d.to_c, RETR_B "+OK 1 2\r\n", n + 9);
+		fh_drv_feed(&d, 'B', split_body + i, 1, FILTER_CONTINUE);
+	fh_drv_feed(&d, 'B', "+OK 1 2\r\n", 9, FILTER_CONTINUE);
+	fh_drv_expect(d.to_c, RETR_B "+OK 1 2\r\n", n + 9);
 
 	/* Every byte its own chain: many peeks of POP3_BODY_IOV vectors. */
-	drv_feed(&d, 'C', "RETR 1\r\n", 8, FILTER_CONTINUE);
-	drv_expect(d.to_b, "RETR 1\r\n", 8);
+	fh_drv_feed(&d, 'C', "RETR 1\r\n", 8, FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, "RETR 1\r\n", 8);
 	for (i = 0; i < n; i++)
 		evbuffer_add_reference(d.bin, split_body + i, 1, NULL, NULL);
-	assert_int_equal(drv_pump(&d), FILTER_CONTINUE);
-	drv_expect(d.to_c, RETR_B, n);
-	drv_free(&d);
+	assert_int_equal(fh_drv_pump(&d), FILTER_CONTINUE);
+	fh_drv_expect(d.to_c, RETR_B, n);
+	fh_drv_close(&d);
 }
 
 /* A large body goes through whole, in bounded steps. */
 static void
 test_body_large(void **state)
 {
-	struct drv	 d;
+	struct fh_drv	 d;
 	char		*body, *copy;
 	size_t		 i, n = 1024 * 1024;
 
@@ -826,19 +746,19 @@ test_body_large(void **state)
 	memcpy(body, "+OK\r\n", 5);
 	memcpy(body + n - 5, "\r\n.\r\n", 5);
 	drv_start(&d, true, 0);
-	drv_feed(&d, 'C', "RETR 1\r\nNOOP\r\n", 14, FILTER_CONTINUE);
-	drv_expect(d.to_b, "RETR 1\r\nNOOP\r\n", 14);
+	fh_drv_feed(&d, 'C', "RETR 1\r\nNOOP\r\n", 14, FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, "RETR 1\r\nNOOP\r\n", 14);
 	for (i = 0; i < n; i += 4096)
-		drv_feed(&d, 'B', body + i, n - i < 4096 ? n - i : 4096,
+		fh_drv_feed(&d, 'B', body + i, n - i < 4096 ? n - i : 4096,
 		    FILTER_CONTINUE);
-	drv_feed(&d, 'B', "+OK\r\n", 5, FILTER_CONTINUE);
+	fh_drv_feed(&d, 'B', "+OK\r\n", 5, FILTER_CONTINUE);
 	assert_int_equal(evbuffer_get_length(d.to_c), n + 5);
 	copy = malloc(n);
 	assert_non_null(copy);
 	evbuffer_remove(d.to_c, copy, n);
 	assert_memory_equal(copy, body, n);
-	drv_expect(d.to_c, "+OK\r\n", 5);
-	drv_free(&d);
+	fh_drv_expect(d.to_c, "+OK\r\n", 5);
+	fh_drv_close(&d);
 	free(copy);
 	free(body);
 }
@@ -847,7 +767,7 @@ test_body_large(void **state)
 static void
 test_backend_line_too_long(void **state)
 {
-	struct drv	 d;
+	struct fh_drv	 d;
 	char		*line;
 	size_t		 n = DEFAULT_POP3_LINE_MAX + 16;
 
@@ -857,41 +777,41 @@ test_backend_line_too_long(void **state)
 	memset(line, 'a', n);
 	memcpy(line, "+OK ", 4);
 	drv_init(&d, true, 0);
-	drv_feed(&d, 'B', line, n, FILTER_CLOSE);
+	fh_drv_feed(&d, 'B', line, n, FILTER_CLOSE);
 	assert_int_equal(evbuffer_get_length(d.to_c), 0);
 	assert_string_equal(proto_pop3_ops.reason(d.f),
 	    "backend line too long");
-	drv_free(&d);
+	fh_drv_close(&d);
 
 	/* Exactly at the limit it is a greeting. */
 	drv_init(&d, true, 512);
 	memcpy(line + DEFAULT_POP3_LINE_MAX, "\r\n", 2);
-	drv_feed(&d, 'B', line, DEFAULT_POP3_LINE_MAX + 2, FILTER_CONTINUE);
-	drv_expect(d.to_c, line, DEFAULT_POP3_LINE_MAX + 2);
-	drv_free(&d);
+	fh_drv_feed(&d, 'B', line, DEFAULT_POP3_LINE_MAX + 2, FILTER_CONTINUE);
+	fh_drv_expect(d.to_c, line, DEFAULT_POP3_LINE_MAX + 2);
+	fh_drv_close(&d);
 	free(line);
 }
 
 static void
 test_reasons(void **state)
 {
-	struct drv	 d;
+	struct fh_drv	 d;
 
 	(void)state;
 	drv_start(&d, false, 0);
-	drv_feed(&d, 'C', "STLS\r\nCAPA\r\n", 12, FILTER_CLOSE);
+	fh_drv_feed(&d, 'C', "STLS\r\nCAPA\r\n", 12, FILTER_CLOSE);
 	assert_string_equal(proto_pop3_ops.reason(d.f),
 	    "pipelined data after STLS");
 	/* Closed for good: no more input is looked at. */
-	drv_feed(&d, 'C', "NOOP\r\n", 6, FILTER_CLOSE);
+	fh_drv_feed(&d, 'C', "NOOP\r\n", 6, FILTER_CLOSE);
 	assert_int_equal(evbuffer_get_length(d.to_b), 0);
-	drv_free(&d);
+	fh_drv_close(&d);
 
 	drv_start(&d, false, 0);
-	drv_feed(&d, 'B', "+OK\r\n", 5, FILTER_CLOSE);
+	fh_drv_feed(&d, 'B', "+OK\r\n", 5, FILTER_CLOSE);
 	assert_string_equal(proto_pop3_ops.reason(d.f),
 	    "unsolicited backend reply");
-	drv_free(&d);
+	fh_drv_close(&d);
 }
 
 static void
@@ -905,7 +825,7 @@ test_ops(void **state)
 	assert_int_equal(proto_pop3_ops.default_idle_timeout, 600);
 	assert_int_equal(proto_pop3_ops.default_line_max, 8192);
 	proto_pop3_ops.unavailable(b, "mx.example.test");
-	drv_expect(b, R_UNAVAIL, strlen(R_UNAVAIL));
+	fh_drv_expect(b, R_UNAVAIL, strlen(R_UNAVAIL));
 	evbuffer_free(b);
 }
 
@@ -916,39 +836,24 @@ test_log(void **state)
 	static const char	 clear[] = "USER bob\r\nPASS s3cr3t\r\n"
 	    "AUTH PLAIN AGJvYgBzM2NyM3Q=\r\nXCLIENT ADDR=1.2.3.4\r\n";
 	static const char	 sasl[] = "AUTH PLAIN\r\nAGJvYgBzM2NyM3Q=\r\n";
-	struct drv		 d;
-	char			 path[] = "/tmp/test_pop3_log.XXXXXX";
+	struct fh_drv		 d;
+	struct fh_log		 logcap;
 	char			 buf[8192];
-	ssize_t			 n;
-	int			 fd, saved;
 
 	(void)state;
-	fd = mkstemp(path);
-	assert_true(fd >= 0);
-	unlink(path);
-	fflush(stderr);
-	saved = dup(2);
-	assert_true(saved >= 0 && dup2(fd, 2) == 2);
-	log_set_level(LOG_LEVEL_DEBUG);
+	fh_log_begin(&logcap);
 
 	drv_start(&d, false, 0);
-	drv_feed(&d, 'C', clear, strlen(clear), FILTER_CONTINUE);
-	drv_feed(&d, 'C', "STLS\r\nNOOP\r\n", 12, FILTER_CLOSE);
-	drv_free(&d);
+	fh_drv_feed(&d, 'C', clear, strlen(clear), FILTER_CONTINUE);
+	fh_drv_feed(&d, 'C', "STLS\r\nNOOP\r\n", 12, FILTER_CLOSE);
+	fh_drv_close(&d);
 	drv_start(&d, true, 0);
-	drv_feed(&d, 'C', sasl, strlen(sasl), FILTER_CONTINUE);
-	drv_feed(&d, 'B', "+ \r\n", 4, FILTER_CONTINUE);
-	drv_feed(&d, 'B', "+OK Logged in.\r\n", 16, FILTER_CONTINUE);
-	drv_free(&d);
+	fh_drv_feed(&d, 'C', sasl, strlen(sasl), FILTER_CONTINUE);
+	fh_drv_feed(&d, 'B', "+ \r\n", 4, FILTER_CONTINUE);
+	fh_drv_feed(&d, 'B', "+OK Logged in.\r\n", 16, FILTER_CONTINUE);
+	fh_drv_close(&d);
 
-	fflush(stderr);
-	log_set_level(LOG_LEVEL_INFO);
-	dup2(saved, 2);
-	close(saved);
-	n = pread(fd, buf, sizeof(buf) - 1, 0);
-	close(fd);
-	assert_true(n > 0);
-	buf[n] = '\0';
+	fh_log_end(&logcap, buf, sizeof(buf));
 	assert_non_null(strstr(buf, "00000000000000ab"));
 	assert_non_null(strstr(buf, "192.0.2.7"));
 	assert_non_null(strstr(buf, "USER in cleartext refused"));
@@ -975,21 +880,8 @@ main(void)
 		cmocka_unit_test(test_ops),
 		cmocka_unit_test(test_log),
 	};
-	size_t			 ncases = sizeof(pop3_cases) / sizeof(pop3_cases[0]);
-	size_t			 ndirect = sizeof(direct) / sizeof(direct[0]);
-	struct CMUnitTest	*t;
-	size_t			 i;
-	int			 rc;
 
-	if ((t = calloc(ncases + ndirect, sizeof(*t))) == NULL)
-		return 1;
-	for (i = 0; i < ncases; i++) {
-		t[i].name = pop3_cases[i].name;
-		t[i].test_func = test_case;
-		t[i].initial_state = (void *)(uintptr_t)&pop3_cases[i];
-	}
-	memcpy(t + ncases, direct, sizeof(direct));
-	rc = _cmocka_run_group_tests("pop3", t, ncases + ndirect, NULL, NULL);
-	free(t);
-	return rc;
+	return fh_main("pop3", pop3_cases, sizeof(pop3_cases) /
+	    sizeof(pop3_cases[0]), test_case, direct,
+	    sizeof(direct) / sizeof(direct[0]));
 }

@@ -12,11 +12,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cmocka.h>
 #include <event2/buffer.h>
@@ -789,55 +787,20 @@ test_case(void **state)
 
 /* ---- Properties of DATA framing (SPEC section 3, 8.4). ---- */
 
-struct data_rig {
-	struct filter		*f;
-	struct conf_service	 svc;
-	struct evbuffer		*cin, *bin, *to_b, *to_c;
-};
-
+/* Pump until settled; DATA content never ends the session. */
 static void
-data_pump(struct data_rig *r)
+data_pump(struct fh_drv *r)
 {
-	int	 i;
-
-	for (i = 0; i < 100; i++) {
-		size_t before = evbuffer_get_length(r->cin) +
-		    evbuffer_get_length(r->bin) +
-		    evbuffer_get_length(r->to_b) +
-		    evbuffer_get_length(r->to_c);
-
-		assert_int_equal(proto_smtp_ops.backend_input(r->f, r->bin,
-		    r->to_c, r->to_b), FILTER_CONTINUE);
-		assert_int_equal(proto_smtp_ops.client_input(r->f, r->cin,
-		    r->to_b, r->to_c), FILTER_CONTINUE);
-		if (before == evbuffer_get_length(r->cin) +
-		    evbuffer_get_length(r->bin) +
-		    evbuffer_get_length(r->to_b) +
-		    evbuffer_get_length(r->to_c))
-			return;
-	}
-	fail();
+	assert_int_equal(fh_drv_pump(r), FILTER_CONTINUE);
 }
 
 /* A filter in a transaction, right after the backend's 354. */
 static void
-data_rig_open(struct data_rig *r)
+data_rig_open(struct fh_drv *r)
 {
 	static const struct fh_case c = { .name = "rig", .tls_active = true };
-	struct filter_params	 fp;
 
-	fh_service_init(&r->svc, PROTO_SMTP, &c, &proto_smtp_ops);
-	memset(&fp, 0, sizeof(fp));
-	fp.svc = &r->svc;
-	fp.tls_active = true;
-	fp.session_id = "rig";
-	fp.client_addr = "192.0.2.1";
-	r->f = proto_smtp_ops.filter_new(&fp);
-	assert_non_null(r->f);
-	r->cin = evbuffer_new();
-	r->bin = evbuffer_new();
-	r->to_b = evbuffer_new();
-	r->to_c = evbuffer_new();
+	fh_drv_open(r, PROTO_SMTP, &proto_smtp_ops, &c, "rig", "192.0.2.1");
 	evbuffer_add_printf(r->bin, "%s", GREET);
 	evbuffer_add_printf(r->cin, "DATA\r\n");
 	data_pump(r);
@@ -847,21 +810,11 @@ data_rig_open(struct data_rig *r)
 	evbuffer_drain(r->to_c, evbuffer_get_length(r->to_c));
 }
 
-static void
-data_rig_close(struct data_rig *r)
-{
-	proto_smtp_ops.filter_free(r->f);
-	evbuffer_free(r->cin);
-	evbuffer_free(r->bin);
-	evbuffer_free(r->to_b);
-	evbuffer_free(r->to_c);
-}
-
 /* Feed msg in chunks of random size; return what reached the backend. */
 static char *
 data_relay(const char *msg, size_t len, unsigned *seed, size_t *outlen)
 {
-	struct data_rig	 r;
+	struct fh_drv	 r;
 	size_t		 off = 0, n;
 	char		*out;
 
@@ -881,7 +834,7 @@ data_relay(const char *msg, size_t len, unsigned *seed, size_t *outlen)
 	data_pump(&r);
 	assert_int_equal(evbuffer_get_length(r.to_c), strlen(QUEUED));
 	out = fh_take(r.to_b, outlen);
-	data_rig_close(&r);
+	fh_drv_close(&r);
 	return out;
 }
 
@@ -975,7 +928,7 @@ test_data_chunking_invariant(void **state)
 static void
 test_data_large(void **state)
 {
-	struct data_rig	 r;
+	struct fh_drv	 r;
 	char		 chunk[1000];
 	size_t		 i;
 
@@ -991,7 +944,7 @@ test_data_large(void **state)
 	assert_int_equal(evbuffer_get_length(r.to_b),
 	    300 * sizeof(chunk) + 3 + 6);
 	assert_int_equal(evbuffer_get_length(r.cin), 0);
-	data_rig_close(&r);
+	fh_drv_close(&r);
 }
 
 /*
@@ -1025,32 +978,17 @@ test_logs(void **state)
 			{ 'B', "250 \x1b[31mred\r\n", NULL, NULL,
 			  FILTER_CLOSE } } },
 	};
-	char		 path[] = "/tmp/test_smtp_log.XXXXXX";
 	static char	 text[65536];
-	int		 fd, saved;
-	ssize_t		 n;
-	size_t		 i;
+	struct fh_log	 logcap;
+	size_t		 i, n;
 
 	(void)state;
-	fd = mkstemp(path);
-	assert_true(fd != -1);
-	unlink(path);
-	saved = dup(STDERR_FILENO);
-	assert_true(saved != -1);
-	assert_true(dup2(fd, STDERR_FILENO) != -1);
-	log_set_level(LOG_LEVEL_DEBUG);
+	fh_log_begin(&logcap);
 	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
 		fh_run(PROTO_SMTP, &proto_smtp_ops, &cases[i]);
-	log_set_level(LOG_LEVEL_WARNING);
-	assert_true(dup2(saved, STDERR_FILENO) != -1);
-	close(saved);
-	assert_true(lseek(fd, 0, SEEK_SET) == 0);
-	n = read(fd, text, sizeof(text) - 1);
-	close(fd);
-	assert_true(n > 0);
-	text[n] = '\0';
-	assert_null(memmem(text, (size_t)n, "c2VjcmV0", 8));
-	assert_null(memchr(text, 0x1b, (size_t)n));
+	n = fh_log_end(&logcap, text, sizeof(text));
+	assert_null(memmem(text, n, "c2VjcmV0", 8));
+	assert_null(memchr(text, 0x1b, n));
 	assert_non_null(strstr(text, "\\x1b[31mred"));
 	assert_non_null(strstr(text,
 	    "client=192.0.2.1: AUTH refused in cleartext"));
@@ -1098,36 +1036,22 @@ test_reasons(void **state)
 	};
 	static const struct fh_case c = { .name = "reasons",
 	    .starttls_service = true };
-	struct conf_service	 svc;
-	struct filter_params	 fp;
-	struct evbuffer		*cin, *bin, *to_b, *to_c;
-	struct filter		*f;
+	struct fh_drv		 d;
 	enum filter_verdict	 v;
 	size_t			 i;
 
 	(void)state;
 	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
-		fh_service_init(&svc, PROTO_SMTP, &c, &proto_smtp_ops);
-		memset(&fp, 0, sizeof(fp));
-		fp.svc = &svc;
-		f = proto_smtp_ops.filter_new(&fp);
-		assert_non_null(f);
-		cin = evbuffer_new();
-		bin = evbuffer_new();
-		to_b = evbuffer_new();
-		to_c = evbuffer_new();
-		evbuffer_add(bin, t[i].bin, strlen(t[i].bin));
-		v = proto_smtp_ops.backend_input(f, bin, to_c, to_b);
-		evbuffer_add(cin, t[i].cin, strlen(t[i].cin));
+		fh_drv_open(&d, PROTO_SMTP, &proto_smtp_ops, &c, NULL, NULL);
+		evbuffer_add(d.bin, t[i].bin, strlen(t[i].bin));
+		v = proto_smtp_ops.backend_input(d.f, d.bin, d.to_c, d.to_b);
+		evbuffer_add(d.cin, t[i].cin, strlen(t[i].cin));
 		if (v == FILTER_CONTINUE)
-			v = proto_smtp_ops.client_input(f, cin, to_b, to_c);
+			v = proto_smtp_ops.client_input(d.f, d.cin, d.to_b,
+			    d.to_c);
 		assert_int_equal(v, FILTER_CLOSE);
-		assert_string_equal(proto_smtp_ops.reason(f), t[i].reason);
-		proto_smtp_ops.filter_free(f);
-		evbuffer_free(cin);
-		evbuffer_free(bin);
-		evbuffer_free(to_b);
-		evbuffer_free(to_c);
+		assert_string_equal(proto_smtp_ops.reason(d.f), t[i].reason);
+		fh_drv_close(&d);
 	}
 }
 
@@ -1142,25 +1066,10 @@ main(void)
 		cmocka_unit_test(test_ops),
 		cmocka_unit_test(test_reasons),
 	};
-	size_t			 ncases = sizeof(smtp_cases) /
-				    sizeof(smtp_cases[0]);
-	size_t			 n = ncases + sizeof(extra) / sizeof(extra[0]);
-	struct CMUnitTest	*tests;
-	size_t			 i;
-	int			 rc;
 
 	/* Quiet by default; test_logs() looks at everything. */
 	log_init(LOG_TARGET_STDERR, LOG_LEVEL_WARNING, 0);
-	if ((tests = calloc(n, sizeof(*tests))) == NULL)
-		return 1;
-	for (i = 0; i < ncases; i++) {
-		tests[i].name = smtp_cases[i].name;
-		tests[i].test_func = test_case;
-		tests[i].initial_state = &smtp_cases[i];
-	}
-	for (i = 0; i < sizeof(extra) / sizeof(extra[0]); i++)
-		tests[ncases + i] = extra[i];
-	rc = _cmocka_run_group_tests("smtp", tests, n, NULL, NULL);
-	free(tests);
-	return rc;
+	return fh_main("smtp", smtp_cases, sizeof(smtp_cases) /
+	    sizeof(smtp_cases[0]), test_case, extra,
+	    sizeof(extra) / sizeof(extra[0]));
 }

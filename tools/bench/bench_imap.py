@@ -36,11 +36,9 @@ Needs root (Dovecot; perf).  Exits 1 if a fetch is not byte-exact.
 Bounded: a deadline of --max-seconds (default 170) for the whole run.
 """
 
-import argparse
 import hashlib
 import imaplib
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -49,26 +47,11 @@ import subprocess
 import sys
 import time
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(TOP, "tests", "func"))
-import mtlib  # noqa: E402
-from mtlib import HOST  # noqa: E402
-
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-TIMEOUT = 120
-
-
-class Deadline(Exception):
-    pass
-
-
-def cpu_seconds(pid):
-    """utime + stime of the whole process (every thread)."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is the state (field 3); utime and stime are fields 14, 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+# benchlib puts tests/func on sys.path: it comes before mtlib.
+import benchlib
+from benchlib import TIMEOUT, Deadline, cpu_seconds, start_mailtlsd
+import mtlib
+from mtlib import HOST
 
 
 # ---------------------------------------------------------------------------
@@ -143,17 +126,6 @@ def pop3_fetch(port, mode, ctx, user):
 
 
 # ---------------------------------------------------------------------------
-
-def start_mailtlsd(m, timeout=20.0):
-    """mtlib runs the daemon with -d (debug logging); a benchmark should
-    not, so start it here at log level notice."""
-    m.write_config()
-    m.proc = mtlib.Process(m.name, [m.binary, "-c", m.conf], m.log,
-                           env=mtlib.sanitizer_env())
-    m.proc.start()
-    want = {port for _, port, _ in m.services}
-    mtlib.wait_until(m._listening(want), timeout, "mailtlsd listening")
-
 
 def run_case(label, fetch, port, mode, ctx, user, runs, size, digest,
              daemon_pid, deadline, perf_dir=None):
@@ -238,23 +210,14 @@ class Profile:
 # ---------------------------------------------------------------------------
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--binary", help="mailtlsd (default: $MAILTLSD_BIN, "
-                    "./mailtlsd, ...)")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--size-mb", type=int, default=50)
-    ap.add_argument("--max-seconds", type=int, default=170)
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the work directory")
+    ap = benchlib.arg_parser(__doc__, 50)
     ap.add_argument("--perf", action="store_true",
                     help="also sample mailtlsd with perf record and show "
                     "which share of its CPU the filters take")
     args = ap.parse_args()
     start = time.monotonic()
     deadline = start + args.max_seconds
-    binary = mtlib.find_binary(args.binary, TOP)
-    if binary is None:
-        sys.exit("bench_imap: mailtlsd binary not found (--binary)")
+    binary = benchlib.find_binary("bench_imap", args.binary)
     if os.geteuid() != 0:
         sys.exit("bench_imap: needs root (a private Dovecot instance)")
 
@@ -308,10 +271,7 @@ def main():
             daemon.stop()
         if dovecot is not None:
             dovecot.stop()
-        if args.keep:
-            print("work directory kept: %s" % work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        benchlib.remove_workdir(work, args.keep)
 
     print("mailtlsd %s" % binary)
     print("message %.1f MB, %d timed fetches per case, %d CPUs, %.0f s"

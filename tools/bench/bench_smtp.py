@@ -34,12 +34,10 @@ Exits 1 if a message does not arrive exactly.  Bounded: a deadline of
 --max-seconds for the whole run; cases not reached are reported as such.
 """
 
-import argparse
 import base64
 import multiprocessing
 import os
 import re
-import shutil
 import smtplib
 import socket
 import statistics
@@ -48,27 +46,13 @@ import threading
 import time
 import zlib
 
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(TOP, "tests", "func"))
-import mtlib  # noqa: E402
-from mtlib import HOST  # noqa: E402
+# benchlib puts tests/func on sys.path: it comes before mtlib.
+import benchlib
+from benchlib import TIMEOUT, Deadline, cpu_seconds, start_mailtlsd
+import mtlib
+from mtlib import HOST
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-TIMEOUT = 120
 TERM = b"\r\n.\r\n"
-
-
-class Deadline(Exception):
-    pass
-
-
-def cpu_seconds(pid):
-    """utime + stime of the whole process (every thread)."""
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # fields[0] is the state (field 3); utime and stime are fields 14, 15.
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 # ---------------------------------------------------------------------------
@@ -259,31 +243,11 @@ def run_case(label, port, mode, ctx, msg, expect, runs, daemon_pid,
             cpu * 1000 / mb, client * 1000 / mb)
 
 
-def start_mailtlsd(m, timeout=20.0):
-    """mtlib runs the daemon with -d (debug logging); a benchmark should
-    not, so it is started here at log level notice."""
-    m.write_config()
-    m.proc = mtlib.Process(m.name, [m.binary, "-c", m.conf], m.log,
-                           env=mtlib.sanitizer_env())
-    m.proc.start()
-    want = {port for _, port, _ in m.services}
-    mtlib.wait_until(m._listening(want), timeout, "mailtlsd listening")
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--binary", help="mailtlsd (default: $MAILTLSD_BIN, "
-                    "./mailtlsd, ...)")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--size-mb", type=int, default=20)
-    ap.add_argument("--max-seconds", type=int, default=170)
-    ap.add_argument("--keep", action="store_true",
-                    help="keep the work directory")
+    ap = benchlib.arg_parser(__doc__, 20)
     args = ap.parse_args()
     deadline = time.monotonic() + args.max_seconds
-    binary = mtlib.find_binary(args.binary, TOP)
-    if binary is None:
-        sys.exit("bench_smtp: mailtlsd binary not found (--binary)")
+    binary = benchlib.find_binary("bench_smtp", args.binary)
     if os.geteuid() != 0:
         sys.exit("bench_smtp: needs root (the daemon drops to nobody)")
 
@@ -343,10 +307,7 @@ def main():
             daemon.stop()
         if sink is not None:
             sink.stop()
-        if args.keep:
-            print("work directory kept: %s" % work)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        benchlib.remove_workdir(work, args.keep)
     sys.exit(1 if failed else 0)
 
 
