@@ -157,7 +157,6 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 		session_free(s);	/* nothing refers to it yet */
 		return;
 	}
-	fd = -1;
 
 	memset(&fp, 0, sizeof(fp));
 	fp.svc = s->svc;
