@@ -199,6 +199,8 @@ static cfg_opt_t conf_service_opts[] = {
 	CFG_INT_CB("backend_connect_timeout", DEFAULT_BACKEND_CONNECT_TIMEOUT,
 	    CFGF_NONE, conf_parse_int),
 	CFG_INT_CB("max_line_length", 0, CFGF_NONE, conf_parse_int),
+	CFG_INT_CB("max_errors", DEFAULT_MAX_ERRORS, CFGF_NONE,
+	    conf_parse_int),
 	CFG_STR("smtp_bare_newline", "normalize", CFGF_NONE),
 	CFG_STR("backend_tls", "none", CFGF_NONE),
 	CFG_END()
@@ -338,6 +340,7 @@ static const struct conf_rule conf_rules[] = {
 	CONF_RANGE(CONF_SERVICE, "max_line_length", LIMIT_LINE_MIN,
 	    LIMIT_LINE_MAX),
 	CONF_ENUM(CONF_SERVICE, "smtp_bare_newline", conf_bare_newline),
+	CONF_RANGE(CONF_SERVICE, "max_errors", 1, LIMIT_ERRORS_MAX),
 	CONF_ENUM(CONF_SERVICE, "backend_tls", conf_backend_tls),
 };
 
@@ -1368,6 +1371,7 @@ conf_build_limits(struct conf_service *s, cfg_t *sec)
 	s->max_line_length = conf_uint(sec, "max_line_length");
 	if (s->max_line_length == 0)
 		s->max_line_length = conf_protos[s->protocol].line_max;
+	s->max_errors = conf_uint(sec, "max_errors");
 }
 
 static int

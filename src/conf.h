@@ -116,6 +116,7 @@ struct conf_service {
 	unsigned		 backend_connect_timeout;
 	size_t			 max_line_length;	/* protocol default */
 	enum bare_newline_mode	 smtp_bare_newline;
+	unsigned		 max_errors;		/* refusals per session */
 	enum backend_tls_mode	 backend_tls;
 	int			 line;
 };

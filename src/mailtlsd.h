@@ -27,6 +27,7 @@
 #define DEFAULT_MAX_CONNECTIONS_PER_IP	50
 #define DEFAULT_MAX_CONNECTIONS		20000
 #define DEFAULT_SHUTDOWN_TIMEOUT	30
+#define DEFAULT_MAX_ERRORS		10	/* refusals per session */
 
 /* Hard bounds accepted from the configuration (sanity, not policy). */
 #define LIMIT_LINE_MIN			512
@@ -34,6 +35,7 @@
 #define LIMIT_TIMEOUT_MAX		86400
 #define LIMIT_WORKERS_MAX		256
 #define LIMIT_CONNECTIONS_MAX		1000000
+#define LIMIT_ERRORS_MAX		1000
 
 /*
  * Relay buffering.  A leg's input is not read while the other leg's output

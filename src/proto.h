@@ -59,16 +59,20 @@ struct filter_params {
 	const char	*client_addr;	/* printable client address */
 };
 
+/*
+ * What a protocol supplies to the filter core (filter.h).  The core owns
+ * struct filter (FIFO, error budget, STARTTLS boundary, log prefix); the
+ * protocol keeps its own state behind f->proto.
+ */
 struct proto_ops {
 	const char	*name;		/* "smtp" */
 	const char	*alpn;		/* ALPN protocol id */
-	unsigned	 default_idle_timeout;
-	size_t		 default_line_max;
 
-	struct filter	*(*filter_new)(const struct filter_params *);
-	void		 (*filter_free)(struct filter *);
+	/* Protocol state for a new session (stored in f->proto), or NULL. */
+	void		*(*init)(struct filter *, const struct filter_params *);
+	void		 (*free)(void *);
 
-	/* Client -> backend.  Local replies go to to_client, in order. */
+	/* Client -> backend.  Local replies go through the FIFO. */
 	enum filter_verdict (*client_input)(struct filter *,
 			    struct evbuffer *in, struct evbuffer *to_backend,
 			    struct evbuffer *to_client);
@@ -77,8 +81,16 @@ struct proto_ops {
 			    struct evbuffer *in, struct evbuffer *to_client,
 			    struct evbuffer *to_backend);
 
-	/* Why the filter asked to close (static string). */
-	const char	*(*reason)(const struct filter *);
+	/*
+	 * The go-ahead has been written: forget every state of the
+	 * cleartext phase (SPEC 8.3).  May queue commands of its own to the
+	 * backend (SMTP: RSET) through to_backend and their slots.
+	 */
+	void		 (*tls_reset)(struct filter *, struct evbuffer *to_backend);
+
+	/* The reply that ends a session over its error budget. */
+	void		 (*last_word)(const struct filter *, char *buf,
+			    size_t len);
 
 	/* SPEC section 3: temporary failure when no backend answers. */
 	void		 (*unavailable)(struct evbuffer *to_client,
@@ -86,6 +98,9 @@ struct proto_ops {
 };
 
 const struct proto_ops	*proto_ops_get(enum proto_id);
+/* SPEC section 6: a protocol's idle timeout and line limit. */
+unsigned		 proto_default_idle_timeout(enum proto_id);
+size_t			 proto_default_line_max(enum proto_id);
 
 extern const struct proto_ops proto_smtp_ops;
 extern const struct proto_ops proto_imap_ops;

@@ -46,6 +46,7 @@
 #include <sys/types.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -53,6 +54,7 @@
 #include "lineio.h"
 #include "log.h"
 #include "mailtlsd.h"
+#include "filter.h"
 #include "proto.h"
 #include "util.h"
 
@@ -193,7 +195,7 @@ struct imap_io {
 	struct evbuffer	*to_client;
 };
 
-struct filter {
+struct imap {
 	bool		 starttls_service;
 	bool		 tls_active;
 	const char	*reason;
@@ -238,7 +240,7 @@ struct filter {
 
 struct imap_verb {
 	const char	*verb;
-	enum imap_step	(*handler)(struct filter *, struct imap_io *,
+	enum imap_step	(*handler)(struct imap *, struct imap_io *,
 			    const struct imap_cmd *);
 	unsigned	 flags;
 };
@@ -257,23 +259,23 @@ struct imap_capa_rule {
 	unsigned	 flags;
 };
 
-static struct filter	*imap_filter_new(const struct filter_params *);
-static void		 imap_filter_free(struct filter *);
-static enum filter_verdict imap_client_input(struct filter *,
+static struct imap	*imap_filter_new(const struct filter_params *);
+static void		 imap_filter_free(struct imap *);
+static enum filter_verdict imap_client_input(struct imap *,
 			    struct evbuffer *, struct evbuffer *,
 			    struct evbuffer *);
-static enum filter_verdict imap_backend_input(struct filter *,
+static enum filter_verdict imap_backend_input(struct imap *,
 			    struct evbuffer *, struct evbuffer *,
 			    struct evbuffer *);
-static const char	*imap_reason(const struct filter *);
+static const char	*imap_reason(const struct imap *);
 static void		 imap_unavailable(struct evbuffer *, const char *);
 
 static const char	*imap_cstate_name(enum imap_cstate);
-static void		 imap_enter(struct filter *, enum imap_cstate);
-static enum imap_step	 imap_close(struct filter *, struct evbuffer *,
+static void		 imap_enter(struct imap *, enum imap_cstate);
+static enum imap_step	 imap_close(struct imap *, struct evbuffer *,
 			    const char *, const char *);
-static bool		 imap_cleartext(const struct filter *);
-static uint64_t		 imap_literal_max(const struct filter *);
+static bool		 imap_cleartext(const struct imap *);
+static uint64_t		 imap_literal_max(const struct imap *);
 
 static void		 imap_tail_feed(struct imap_tail *, struct evbuffer *,
 			    size_t);
@@ -287,54 +289,54 @@ static const char	*imap_lex(const char *, size_t, struct imap_lit *);
 static bool		 imap_tag_char(unsigned char);
 static size_t		 imap_word_len(const char *, size_t);
 
-static unsigned		 imap_slot_push(struct filter *, bool, const char *,
+static unsigned		 imap_slot_push(struct imap *, bool, const char *,
 			    size_t, const char *);
-static unsigned		 imap_slot_complete(struct filter *, const char *,
+static unsigned		 imap_slot_complete(struct imap *, const char *,
 			    size_t);
-static bool		 imap_backend_idle(const struct filter *);
-static void		 imap_flush(struct filter *, struct evbuffer *);
+static bool		 imap_backend_idle(const struct imap *);
+static void		 imap_flush(struct imap *, struct evbuffer *);
 
-static enum imap_step	 imap_error(struct filter *, struct imap_io *);
-static enum imap_step	 imap_refuse(struct filter *, struct imap_io *,
+static enum imap_step	 imap_error(struct imap *, struct imap_io *);
+static enum imap_step	 imap_refuse(struct imap *, struct imap_io *,
 			    const char *, size_t, const char *, bool);
-static enum imap_step	 imap_segment_end(struct filter *, struct imap_io *,
+static enum imap_step	 imap_segment_end(struct imap *, struct imap_io *,
 			    const struct imap_lit *);
-static enum imap_step	 imap_command_end(struct filter *, struct imap_io *);
-static enum imap_step	 imap_client_step(struct filter *, struct imap_io *);
-static enum imap_step	 imap_client_command(struct filter *,
+static enum imap_step	 imap_command_end(struct imap *, struct imap_io *);
+static enum imap_step	 imap_client_step(struct imap *, struct imap_io *);
+static enum imap_step	 imap_client_command(struct imap *,
 			    struct imap_io *);
-static enum imap_step	 imap_command_line(struct filter *, struct imap_io *,
+static enum imap_step	 imap_command_line(struct imap *, struct imap_io *,
 			    size_t, unsigned);
 static size_t		 imap_parse_tag(const char *, size_t);
 static void		 imap_parse_cmd(const char *, size_t, size_t,
 			    struct imap_cmd *);
-static enum imap_step	 imap_client_cont(struct filter *, struct imap_io *);
-static enum imap_step	 imap_cont_line(struct filter *, struct imap_io *,
+static enum imap_step	 imap_client_cont(struct imap *, struct imap_io *);
+static enum imap_step	 imap_cont_line(struct imap *, struct imap_io *,
 			    size_t, unsigned);
-static enum imap_step	 imap_client_literal(struct filter *,
+static enum imap_step	 imap_client_literal(struct imap *,
 			    struct imap_io *);
-static enum imap_step	 imap_client_sasl(struct filter *, struct imap_io *);
-static enum imap_step	 imap_client_idle(struct filter *, struct imap_io *);
-static enum imap_step	 imap_client_skip(struct filter *, struct imap_io *);
-static enum imap_step	 imap_do_starttls(struct filter *, struct imap_io *);
+static enum imap_step	 imap_client_sasl(struct imap *, struct imap_io *);
+static enum imap_step	 imap_client_idle(struct imap *, struct imap_io *);
+static enum imap_step	 imap_client_skip(struct imap *, struct imap_io *);
+static enum imap_step	 imap_do_starttls(struct imap *, struct imap_io *);
 
-static enum imap_step	 imap_cmd_forward(struct filter *, struct imap_io *,
+static enum imap_step	 imap_cmd_forward(struct imap *, struct imap_io *,
 			    const struct imap_cmd *);
-static enum imap_step	 imap_cmd_starttls(struct filter *, struct imap_io *,
+static enum imap_step	 imap_cmd_starttls(struct imap *, struct imap_io *,
 			    const struct imap_cmd *);
-static enum imap_step	 imap_cmd_authenticate(struct filter *,
+static enum imap_step	 imap_cmd_authenticate(struct imap *,
 			    struct imap_io *, const struct imap_cmd *);
-static enum imap_step	 imap_cmd_idle(struct filter *, struct imap_io *,
+static enum imap_step	 imap_cmd_idle(struct imap *, struct imap_io *,
 			    const struct imap_cmd *);
-static enum imap_step	 imap_cmd_compress(struct filter *, struct imap_io *,
+static enum imap_step	 imap_cmd_compress(struct imap *, struct imap_io *,
 			    const struct imap_cmd *);
-static enum imap_step	 imap_cmd_id(struct filter *, struct imap_io *,
+static enum imap_step	 imap_cmd_id(struct imap *, struct imap_io *,
 			    const struct imap_cmd *);
-static void		 imap_forward_wait(struct filter *, struct imap_io *,
+static void		 imap_forward_wait(struct imap *, struct imap_io *,
 			    const struct imap_cmd *, enum imap_cstate);
 
-static void		 imap_id_finish(struct filter *, struct imap_io *);
-static int		 imap_id_rewrite(struct filter *, char *, size_t,
+static void		 imap_id_finish(struct imap *, struct imap_io *);
+static int		 imap_id_rewrite(struct imap *, char *, size_t,
 			    struct evbuffer *);
 static int		 imap_id_string(char *, size_t, size_t *, char **,
 			    size_t *);
@@ -342,46 +344,35 @@ static int		 imap_id_quote(struct evbuffer *, const char *,
 			    size_t);
 static bool		 imap_id_trusted(const char *, size_t);
 
-static int		 imap_bclose(struct filter *, struct evbuffer *,
+static int		 imap_bclose(struct imap *, struct evbuffer *,
 			    const char *, const char *);
-static int		 imap_backend_step(struct filter *, struct evbuffer *,
+static int		 imap_backend_step(struct imap *, struct evbuffer *,
 			    struct evbuffer *);
-static int		 imap_backend_line(struct filter *, struct evbuffer *,
+static int		 imap_backend_line(struct imap *, struct evbuffer *,
 			    struct evbuffer *);
-static int		 imap_backend_long(struct filter *, struct evbuffer *,
+static int		 imap_backend_long(struct imap *, struct evbuffer *,
 			    struct evbuffer *);
-static int		 imap_backend_start(struct filter *, const char *,
+static int		 imap_backend_start(struct imap *, const char *,
 			    size_t, const char *, struct evbuffer *);
-static int		 imap_backend_lineend(struct filter *,
+static int		 imap_backend_lineend(struct imap *,
 			    const struct imap_lit *);
-static int		 imap_greeting(struct filter *, const char *, size_t,
+static int		 imap_greeting(struct imap *, const char *, size_t,
 			    const char *, struct evbuffer *);
-static enum imap_msg	 imap_msg_classify(struct filter *, const char *,
+static enum imap_msg	 imap_msg_classify(struct imap *, const char *,
 			    size_t);
-static void		 imap_msg_end(struct filter *);
-static void		 imap_relay_line(struct filter *, const char *,
+static void		 imap_msg_end(struct imap *);
+static void		 imap_relay_line(struct imap *, const char *,
 			    size_t, const char *, struct evbuffer *);
 static bool		 imap_status_word(const char *, size_t, bool);
 static bool		 imap_capa_locate(const char *, size_t, size_t *,
 			    size_t *);
-static bool		 imap_capa_hidden(const struct filter *, const char *,
+static bool		 imap_capa_hidden(const struct imap *, const char *,
 			    size_t);
-static void		 imap_capa_rewrite(const struct filter *,
+static void		 imap_capa_rewrite(const struct imap *,
 			    const char *, size_t, size_t, size_t,
 			    struct evbuffer *);
 
-const struct proto_ops proto_imap_ops = {
-	.name = "imap",
-	.alpn = "imap",
-	.default_idle_timeout = DEFAULT_IMAP_IDLE_TIMEOUT,
-	.default_line_max = DEFAULT_IMAP_LINE_MAX,
-	.filter_new = imap_filter_new,
-	.filter_free = imap_filter_free,
-	.client_input = imap_client_input,
-	.backend_input = imap_backend_input,
-	.reason = imap_reason,
-	.unavailable = imap_unavailable,
-};
+/* proto_imap_ops: at the end of the file. */
 
 /* Verbs with a rule; every other command is forwarded as framed. */
 static const struct imap_verb imap_verbs[] = {
@@ -430,10 +421,10 @@ static const char *const imap_id_trusted_keys[] = {
 /* ------------------------------------------------------------------ */
 /* Filter object */
 
-static struct filter *
+static struct imap *
 imap_filter_new(const struct filter_params *p)
 {
-	struct filter	*f;
+	struct imap	*f;
 
 	if ((f = calloc(1, sizeof(*f))) == NULL)
 		return NULL;
@@ -455,7 +446,7 @@ imap_filter_new(const struct filter_params *p)
 }
 
 static void
-imap_filter_free(struct filter *f)
+imap_filter_free(struct imap *f)
 {
 	if (f == NULL)
 		return;
@@ -466,7 +457,7 @@ imap_filter_free(struct filter *f)
 }
 
 static const char *
-imap_reason(const struct filter *f)
+imap_reason(const struct imap *f)
 {
 	return f->reason != NULL ? f->reason : "imap filter";
 }
@@ -498,7 +489,7 @@ imap_cstate_name(enum imap_cstate st)
 }
 
 static void
-imap_enter(struct filter *f, enum imap_cstate st)
+imap_enter(struct imap *f, enum imap_cstate st)
 {
 	if (f->cstate != st)
 		log_debug("%s: imap client %s -> %s", f->sid,
@@ -513,7 +504,7 @@ imap_enter(struct filter *f, enum imap_cstate st)
  * for the client, then close.
  */
 static enum imap_step
-imap_close(struct filter *f, struct evbuffer *to_client, const char *bye,
+imap_close(struct imap *f, struct evbuffer *to_client, const char *bye,
     const char *reason)
 {
 	imap_flush(f, to_client);
@@ -525,13 +516,13 @@ imap_close(struct filter *f, struct evbuffer *to_client, const char *bye,
 }
 
 static bool
-imap_cleartext(const struct filter *f)
+imap_cleartext(const struct imap *f)
 {
 	return !f->tls_active;
 }
 
 static uint64_t
-imap_literal_max(const struct filter *f)
+imap_literal_max(const struct imap *f)
 {
 	return f->tls_active ? IMAP_LITERAL_MAX_TLS : IMAP_LITERAL_MAX_CLEAR;
 }
@@ -704,7 +695,7 @@ imap_word_len(const char *s, size_t len)
 /* FIFO of pending commands (proto.h: replies keep command order) */
 
 static unsigned
-imap_slot_push(struct filter *f, bool local, const char *tag, size_t taglen,
+imap_slot_push(struct imap *f, bool local, const char *tag, size_t taglen,
     const char *reply)
 {
 	struct imap_slot	*s;
@@ -732,7 +723,7 @@ imap_slot_push(struct filter *f, bool local, const char *tag, size_t taglen,
  * Returns its id, or 0 when no command matches.
  */
 static unsigned
-imap_slot_complete(struct filter *f, const char *tag, size_t taglen)
+imap_slot_complete(struct imap *f, const char *tag, size_t taglen)
 {
 	struct imap_slot	*s;
 	size_t			 i;
@@ -750,14 +741,14 @@ imap_slot_complete(struct filter *f, const char *tag, size_t taglen)
 
 /* Can we write to the client without cutting into a backend response? */
 static bool
-imap_backend_idle(const struct filter *f)
+imap_backend_idle(const struct imap *f)
 {
 	return f->greeted && f->bstate == IMAP_B_LINE && !f->bmid;
 }
 
 /* Write our replies whose turn has come. */
 static void
-imap_flush(struct filter *f, struct evbuffer *to_client)
+imap_flush(struct imap *f, struct evbuffer *to_client)
 {
 	struct imap_slot	*s;
 
@@ -785,7 +776,7 @@ imap_flush(struct filter *f, struct evbuffer *to_client)
 /* Client side */
 
 static enum filter_verdict
-imap_client_input(struct filter *f, struct evbuffer *in,
+imap_client_input(struct imap *f, struct evbuffer *in,
     struct evbuffer *to_backend, struct evbuffer *to_client)
 {
 	struct imap_io	 io = { in, to_backend, to_client };
@@ -809,7 +800,7 @@ imap_client_input(struct filter *f, struct evbuffer *in,
 }
 
 static enum imap_step
-imap_client_step(struct filter *f, struct imap_io *io)
+imap_client_step(struct imap *f, struct imap_io *io)
 {
 	switch (f->cstate) {
 	case IMAP_C_COMMAND:
@@ -839,7 +830,7 @@ imap_client_step(struct filter *f, struct imap_io *io)
 
 /* Count a refused line; too many end the session (fail closed). */
 static enum imap_step
-imap_error(struct filter *f, struct imap_io *io)
+imap_error(struct imap *f, struct imap_io *io)
 {
 	if (++f->errors < IMAP_MAX_ERRORS)
 		return IMAP_STEP_AGAIN;
@@ -853,7 +844,7 @@ imap_error(struct filter *f, struct imap_io *io)
  * of it (the caller passes its literal to imap_segment_end()).
  */
 static enum imap_step
-imap_refuse(struct filter *f, struct imap_io *io, const char *tag,
+imap_refuse(struct imap *f, struct imap_io *io, const char *tag,
     size_t taglen, const char *reply, bool error)
 {
 	imap_slot_push(f, true, tag, taglen, reply);
@@ -870,7 +861,7 @@ imap_refuse(struct filter *f, struct imap_io *io, const char *tag,
  * Decide how the literal that follows (if any) is read.
  */
 static enum imap_step
-imap_segment_end(struct filter *f, struct imap_io *io,
+imap_segment_end(struct imap *f, struct imap_io *io,
     const struct imap_lit *lit)
 {
 	if (!lit->present)
@@ -905,7 +896,7 @@ imap_segment_end(struct filter *f, struct imap_io *io,
 }
 
 static enum imap_step
-imap_command_end(struct filter *f, struct imap_io *io)
+imap_command_end(struct imap *f, struct imap_io *io)
 {
 	if (f->cmode == IMAP_CM_COLLECT)
 		imap_id_finish(f, io);
@@ -919,7 +910,7 @@ imap_command_end(struct filter *f, struct imap_io *io)
 }
 
 static enum imap_step
-imap_client_command(struct filter *f, struct imap_io *io)
+imap_client_command(struct imap *f, struct imap_io *io)
 {
 	size_t	 len;
 	unsigned flags;
@@ -982,7 +973,7 @@ imap_parse_cmd(const char *s, size_t len, size_t taglen, struct imap_cmd *c)
 
 /* The first line of a command, in f->buf. */
 static enum imap_step
-imap_command_line(struct filter *f, struct imap_io *io, size_t len,
+imap_command_line(struct imap *f, struct imap_io *io, size_t len,
     unsigned flags)
 {
 	const struct imap_verb	*v = &imap_verb_other;
@@ -1043,7 +1034,7 @@ imap_command_line(struct filter *f, struct imap_io *io, size_t len,
 
 /* The line after a literal: part of the same command. */
 static enum imap_step
-imap_client_cont(struct filter *f, struct imap_io *io)
+imap_client_cont(struct imap *f, struct imap_io *io)
 {
 	struct imap_lit	 lit;
 	size_t		 len;
@@ -1076,7 +1067,7 @@ imap_client_cont(struct filter *f, struct imap_io *io)
 }
 
 static enum imap_step
-imap_cont_line(struct filter *f, struct imap_io *io, size_t len,
+imap_cont_line(struct imap *f, struct imap_io *io, size_t len,
     unsigned flags)
 {
 	struct imap_lit	 lit, raw;
@@ -1115,7 +1106,7 @@ imap_cont_line(struct filter *f, struct imap_io *io, size_t len,
 
 /* Literal bytes: counted, streamed, never looked at. */
 static enum imap_step
-imap_client_literal(struct filter *f, struct imap_io *io)
+imap_client_literal(struct imap *f, struct imap_io *io)
 {
 	size_t	 n = evbuffer_get_length(io->in);
 
@@ -1144,7 +1135,7 @@ imap_client_literal(struct filter *f, struct imap_io *io)
  * with "*", so the backend ends it with its own tagged reply.
  */
 static enum imap_step
-imap_client_sasl(struct filter *f, struct imap_io *io)
+imap_client_sasl(struct imap *f, struct imap_io *io)
 {
 	size_t	 len;
 	unsigned flags;
@@ -1177,7 +1168,7 @@ imap_client_sasl(struct filter *f, struct imap_io *io)
  * never forwarded.
  */
 static enum imap_step
-imap_client_idle(struct filter *f, struct imap_io *io)
+imap_client_idle(struct imap *f, struct imap_io *io)
 {
 	size_t		 len;
 	unsigned	 flags;
@@ -1204,7 +1195,7 @@ imap_client_idle(struct filter *f, struct imap_io *io)
 }
 
 static enum imap_step
-imap_client_skip(struct filter *f, struct imap_io *io)
+imap_client_skip(struct imap *f, struct imap_io *io)
 {
 	if (!lineio_skip(io->in))
 		return IMAP_STEP_HOLD;
@@ -1222,7 +1213,7 @@ imap_client_skip(struct filter *f, struct imap_io *io)
  * instead.  The go-ahead is the last cleartext byte we write.
  */
 static enum imap_step
-imap_do_starttls(struct filter *f, struct imap_io *io)
+imap_do_starttls(struct imap *f, struct imap_io *io)
 {
 	size_t	 pipelined;
 
@@ -1249,7 +1240,7 @@ imap_do_starttls(struct filter *f, struct imap_io *io)
 
 /* Forward the first line as framed; its literal follows the rules. */
 static enum imap_step
-imap_cmd_forward(struct filter *f, struct imap_io *io,
+imap_cmd_forward(struct imap *f, struct imap_io *io,
     const struct imap_cmd *c)
 {
 	/*
@@ -1274,7 +1265,7 @@ imap_cmd_forward(struct filter *f, struct imap_io *io,
  * without a literal (the literal wait comes from imap_segment_end()).
  */
 static void
-imap_forward_wait(struct filter *f, struct imap_io *io,
+imap_forward_wait(struct imap *f, struct imap_io *io,
     const struct imap_cmd *c, enum imap_cstate wait)
 {
 	f->cwait_id = imap_slot_push(f, false, c->tag, c->taglen, NULL);
@@ -1285,7 +1276,7 @@ imap_forward_wait(struct filter *f, struct imap_io *io,
 }
 
 static enum imap_step
-imap_cmd_starttls(struct filter *f, struct imap_io *io,
+imap_cmd_starttls(struct imap *f, struct imap_io *io,
     const struct imap_cmd *c)
 {
 	const char	*err = NULL;
@@ -1308,7 +1299,7 @@ imap_cmd_starttls(struct filter *f, struct imap_io *io,
  * are framed exactly where the backend frames them.
  */
 static enum imap_step
-imap_cmd_authenticate(struct filter *f, struct imap_io *io,
+imap_cmd_authenticate(struct imap *f, struct imap_io *io,
     const struct imap_cmd *c)
 {
 	if (c->lit.present)
@@ -1319,7 +1310,7 @@ imap_cmd_authenticate(struct filter *f, struct imap_io *io,
 }
 
 static enum imap_step
-imap_cmd_idle(struct filter *f, struct imap_io *io, const struct imap_cmd *c)
+imap_cmd_idle(struct imap *f, struct imap_io *io, const struct imap_cmd *c)
 {
 	if (c->args != NULL || c->lit.present)
 		return imap_refuse(f, io, c->tag, c->taglen, IMAP_R_IDLEARGS,
@@ -1329,7 +1320,7 @@ imap_cmd_idle(struct filter *f, struct imap_io *io, const struct imap_cmd *c)
 }
 
 static enum imap_step
-imap_cmd_compress(struct filter *f, struct imap_io *io,
+imap_cmd_compress(struct imap *f, struct imap_io *io,
     const struct imap_cmd *c)
 {
 	return imap_refuse(f, io, c->tag, c->taglen, IMAP_R_COMPRESS,
@@ -1338,7 +1329,7 @@ imap_cmd_compress(struct filter *f, struct imap_io *io,
 
 /* ID: gathered whole (bounded by the line limit), rewritten at its end. */
 static enum imap_step
-imap_cmd_id(struct filter *f, struct imap_io *io, const struct imap_cmd *c)
+imap_cmd_id(struct imap *f, struct imap_io *io, const struct imap_cmd *c)
 {
 	if (c->args == NULL || (f->collect = evbuffer_new()) == NULL)
 		return imap_refuse(f, io, c->tag, c->taglen, IMAP_R_BADID,
@@ -1354,7 +1345,7 @@ imap_cmd_id(struct filter *f, struct imap_io *io, const struct imap_cmd *c)
 /* ID (RFC 2971): strip what only a proxy may say */
 
 static void
-imap_id_finish(struct filter *f, struct imap_io *io)
+imap_id_finish(struct imap *f, struct imap_io *io)
 {
 	struct evbuffer	*out;
 	size_t		 len = evbuffer_get_length(f->collect);
@@ -1383,7 +1374,7 @@ imap_id_finish(struct filter *f, struct imap_io *io)
  * the keys of imap_id_trusted_keys.
  */
 static int
-imap_id_rewrite(struct filter *f, char *s, size_t len, struct evbuffer *out)
+imap_id_rewrite(struct imap *f, char *s, size_t len, struct evbuffer *out)
 {
 	char	 kesc[LOG_ESCAPE_SIZE(IMAP_TAG_MAX)];
 	char	*k, *v;
@@ -1501,7 +1492,7 @@ imap_id_trusted(const char *k, size_t kl)
 /* Backend side */
 
 static enum filter_verdict
-imap_backend_input(struct filter *f, struct evbuffer *in,
+imap_backend_input(struct imap *f, struct evbuffer *in,
     struct evbuffer *to_client, struct evbuffer *to_backend)
 {
 	int	 r;
@@ -1525,7 +1516,7 @@ imap_backend_input(struct filter *f, struct evbuffer *in,
 
 /* imap_close() for the backend reader's convention. */
 static int
-imap_bclose(struct filter *f, struct evbuffer *to_client, const char *bye,
+imap_bclose(struct imap *f, struct evbuffer *to_client, const char *bye,
     const char *reason)
 {
 	imap_close(f, to_client, bye, reason);
@@ -1534,7 +1525,7 @@ imap_bclose(struct filter *f, struct evbuffer *to_client, const char *bye,
 
 /* 1: progress, 0: need more input, -1: closed. */
 static int
-imap_backend_step(struct filter *f, struct evbuffer *in,
+imap_backend_step(struct imap *f, struct evbuffer *in,
     struct evbuffer *to_client)
 {
 	size_t	 n;
@@ -1558,7 +1549,7 @@ imap_backend_step(struct filter *f, struct evbuffer *in,
 }
 
 static int
-imap_backend_line(struct filter *f, struct evbuffer *in,
+imap_backend_line(struct imap *f, struct evbuffer *in,
     struct evbuffer *to_client)
 {
 	struct imap_lit	 lit;
@@ -1593,7 +1584,7 @@ imap_backend_line(struct filter *f, struct evbuffer *in,
  * rewritten, and we will not pass one we could not rewrite.
  */
 static int
-imap_backend_long(struct filter *f, struct evbuffer *in,
+imap_backend_long(struct imap *f, struct evbuffer *in,
     struct evbuffer *to_client)
 {
 	struct imap_lit	 lit;
@@ -1621,7 +1612,7 @@ imap_backend_long(struct filter *f, struct evbuffer *in,
 
 /* The first line of a response. */
 static int
-imap_backend_start(struct filter *f, const char *s, size_t len,
+imap_backend_start(struct imap *f, const char *s, size_t len,
     const char *eol, struct evbuffer *to_client)
 {
 	struct imap_lit	 lit;
@@ -1654,7 +1645,7 @@ imap_backend_start(struct filter *f, const char *s, size_t len,
 
 /* A backend line is over: a literal follows, or the response ends. */
 static int
-imap_backend_lineend(struct filter *f, const struct imap_lit *lit)
+imap_backend_lineend(struct imap *f, const struct imap_lit *lit)
 {
 	if (lit->present) {
 		f->bmid = true;
@@ -1673,7 +1664,7 @@ imap_backend_lineend(struct filter *f, const struct imap_lit *lit)
  * RFC 2595 section 3.1 hazard): refused.  Anything else is not IMAP.
  */
 static int
-imap_greeting(struct filter *f, const char *s, size_t len, const char *eol,
+imap_greeting(struct imap *f, const char *s, size_t len, const char *eol,
     struct evbuffer *to_client)
 {
 	struct imap_lit	 lit;
@@ -1702,7 +1693,7 @@ imap_greeting(struct filter *f, const char *s, size_t len, const char *eol,
 
 /* What kind of response starts with this line; keeps a tagged one's tag. */
 static enum imap_msg
-imap_msg_classify(struct filter *f, const char *s, size_t len)
+imap_msg_classify(struct imap *f, const char *s, size_t len)
 {
 	size_t	 t, w;
 
@@ -1725,7 +1716,7 @@ imap_msg_classify(struct filter *f, const char *s, size_t len)
  * waited on it.
  */
 static void
-imap_msg_end(struct filter *f)
+imap_msg_end(struct imap *f)
 {
 	unsigned	 id;
 
@@ -1762,7 +1753,7 @@ imap_msg_end(struct filter *f)
 }
 
 static void
-imap_relay_line(struct filter *f, const char *s, size_t len, const char *eol,
+imap_relay_line(struct imap *f, const char *s, size_t len, const char *eol,
     struct evbuffer *to_client)
 {
 	size_t	 b, e;
@@ -1822,7 +1813,7 @@ imap_capa_locate(const char *s, size_t len, size_t *beg, size_t *end)
 }
 
 static bool
-imap_capa_hidden(const struct filter *f, const char *tok, size_t len)
+imap_capa_hidden(const struct imap *f, const char *tok, size_t len)
 {
 	const struct imap_capa_rule	*r;
 	size_t				 i, n;
@@ -1848,7 +1839,7 @@ imap_capa_hidden(const struct filter *f, const char *tok, size_t len)
  * added exactly once (RFC 2595 section 3.1, RFC 9051 section 6.2.3).
  */
 static void
-imap_capa_rewrite(const struct filter *f, const char *s, size_t len,
+imap_capa_rewrite(const struct imap *f, const char *s, size_t len,
     size_t beg, size_t end, struct evbuffer *out)
 {
 	size_t	 i = beg, w;
@@ -1875,3 +1866,69 @@ imap_capa_rewrite(const struct filter *f, const char *s, size_t len,
 	evbuffer_add(out, s + end, len - end);
 	evbuffer_add(out, "\r\n", 2);
 }
+
+/* ---------------------------------------------------------------------- */
+/* The filter core's view of this protocol (filter.h). */
+
+static void *
+imap_op_init(struct filter *core, const struct filter_params *p)
+{
+	(void)core;
+	return imap_filter_new(p);
+}
+
+static void
+imap_op_free(void *state)
+{
+	imap_filter_free(state);
+}
+
+static enum filter_verdict
+imap_op_verdict(struct filter *core, enum filter_verdict v)
+{
+	if (v == FILTER_CLOSE && core->reason == NULL)
+		core->reason = imap_reason(core->proto);
+	return v;
+}
+
+static enum filter_verdict
+imap_op_client_input(struct filter *core, struct evbuffer *in,
+    struct evbuffer *to_backend, struct evbuffer *to_client)
+{
+	return imap_op_verdict(core, imap_client_input(core->proto, in,
+	    to_backend, to_client));
+}
+
+static enum filter_verdict
+imap_op_backend_input(struct filter *core, struct evbuffer *in,
+    struct evbuffer *to_client, struct evbuffer *to_backend)
+{
+	return imap_op_verdict(core, imap_backend_input(core->proto, in,
+	    to_client, to_backend));
+}
+
+static void
+imap_op_tls_reset(struct filter *core, struct evbuffer *to_backend)
+{
+	(void)core;
+	(void)to_backend;
+}
+
+static void
+imap_op_last_word(const struct filter *f, char *buf, size_t len)
+{
+	(void)f;
+	snprintf(buf, len, "%s", IMAP_L_BYE_ERRORS);
+}
+
+const struct proto_ops proto_imap_ops = {
+	.name = "imap",
+	.alpn = "imap",
+	.init = imap_op_init,
+	.free = imap_op_free,
+	.client_input = imap_op_client_input,
+	.backend_input = imap_op_backend_input,
+	.tls_reset = imap_op_tls_reset,
+	.last_word = imap_op_last_word,
+	.unavailable = imap_unavailable,
+};

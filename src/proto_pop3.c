@@ -31,6 +31,7 @@
 #include "config.h"
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -38,6 +39,7 @@
 #include "lineio.h"
 #include "log.h"
 #include "mailtlsd.h"
+#include "filter.h"
 #include "proto.h"
 #include "util.h"
 
@@ -164,7 +166,7 @@ struct pop3_slot {
 	unsigned		 flags;
 };
 
-struct filter {
+struct pop3 {
 	enum pop3_state		 state;
 	enum pop3_reader	 reader;
 	enum pop3_body		 body;
@@ -192,82 +194,71 @@ struct filter {
 	char			 addr[UTIL_ADDRPORTSTRLEN];
 };
 
-static struct filter	*pop3_filter_new(const struct filter_params *);
-static void		 pop3_filter_free(struct filter *);
-static enum filter_verdict pop3_client_input(struct filter *,
+static struct pop3	*pop3_filter_new(const struct filter_params *);
+static void		 pop3_filter_free(struct pop3 *);
+static enum filter_verdict pop3_client_input(struct pop3 *,
 			    struct evbuffer *, struct evbuffer *,
 			    struct evbuffer *);
-static enum filter_verdict pop3_backend_input(struct filter *,
+static enum filter_verdict pop3_backend_input(struct pop3 *,
 			    struct evbuffer *, struct evbuffer *,
 			    struct evbuffer *);
-static const char	*pop3_reason(const struct filter *);
+static const char	*pop3_reason(const struct pop3 *);
 static void		 pop3_unavailable(struct evbuffer *, const char *);
 
 static const char	*pop3_state_name(enum pop3_state);
-static void		 pop3_enter_state(struct filter *, enum pop3_state);
-static void		 pop3_close(struct filter *, const char *);
+static void		 pop3_enter_state(struct pop3 *, enum pop3_state);
+static void		 pop3_close(struct pop3 *, const char *);
 
-static struct pop3_slot	*pop3_fifo_head(struct filter *);
-static void		 pop3_fifo_push(struct filter *, const char *,
+static struct pop3_slot	*pop3_fifo_head(struct pop3 *);
+static void		 pop3_fifo_push(struct pop3 *, const char *,
 			    enum pop3_framing, unsigned);
-static void		 pop3_fifo_pop(struct filter *);
-static void		 pop3_flush(struct filter *, struct evbuffer *);
+static void		 pop3_fifo_pop(struct pop3 *);
+static void		 pop3_flush(struct pop3 *, struct evbuffer *);
 
-static void		 pop3_refuse(struct filter *, const char *);
-static int		 pop3_client_line(struct filter *, struct evbuffer *,
+static void		 pop3_refuse(struct pop3 *, const char *);
+static int		 pop3_client_line(struct pop3 *, struct evbuffer *,
 			    struct evbuffer *);
 static const char	*pop3_check_line(size_t, unsigned);
 static const struct pop3_cmd *pop3_cmd_find(char *, size_t);
 static size_t		 pop3_canon_args(char *, size_t, unsigned);
-static const char	*pop3_check_command(struct filter *,
+static const char	*pop3_check_command(struct pop3 *,
 			    const struct pop3_cmd *, size_t);
-static const char	*pop3_check_stls(struct filter *, size_t);
-static void		 pop3_do_forward(struct filter *,
+static const char	*pop3_check_stls(struct pop3 *, size_t);
+static void		 pop3_do_forward(struct pop3 *,
 			    const struct pop3_cmd *, const char *, size_t,
 			    const char *, size_t, struct evbuffer *);
-static enum filter_verdict pop3_do_stls(struct filter *, struct evbuffer *,
+static enum filter_verdict pop3_do_stls(struct pop3 *, struct evbuffer *,
 			    struct evbuffer *);
-static int		 pop3_sasl_response(struct filter *,
+static int		 pop3_sasl_response(struct pop3 *,
 			    struct evbuffer *, struct evbuffer *);
 
-static int		 pop3_backend_line(struct filter *, struct evbuffer *,
+static int		 pop3_backend_line(struct pop3 *, struct evbuffer *,
 			    size_t *);
 static bool		 pop3_is_status(const char *, size_t, const char *);
 static size_t		 pop3_greeting_strip(char *, size_t);
-static int		 pop3_greeting(struct filter *, struct evbuffer *,
+static int		 pop3_greeting(struct pop3 *, struct evbuffer *,
 			    struct evbuffer *);
-static int		 pop3_reply(struct filter *, struct evbuffer *,
+static int		 pop3_reply(struct pop3 *, struct evbuffer *,
 			    struct evbuffer *);
-static void		 pop3_reply_ok(struct filter *, struct pop3_slot *);
-static int		 pop3_body_scan(struct filter *, const char *, size_t,
+static void		 pop3_reply_ok(struct pop3 *, struct pop3_slot *);
+static int		 pop3_body_scan(struct pop3 *, const char *, size_t,
 			    size_t *);
-static int		 pop3_body_relay(struct filter *, struct evbuffer *,
+static int		 pop3_body_relay(struct pop3 *, struct evbuffer *,
 			    struct evbuffer *);
-static bool		 pop3_capa_drop(const struct filter *, const char *,
+static bool		 pop3_capa_drop(const struct pop3 *, const char *,
 			    size_t);
-static int		 pop3_capa_line(struct filter *, struct evbuffer *,
+static int		 pop3_capa_line(struct pop3 *, struct evbuffer *,
 			    struct evbuffer *);
 
-const struct proto_ops proto_pop3_ops = {
-	.name = "pop3",
-	.alpn = "pop3",
-	.default_idle_timeout = DEFAULT_POP3_IDLE_TIMEOUT,
-	.default_line_max = DEFAULT_POP3_LINE_MAX,
-	.filter_new = pop3_filter_new,
-	.filter_free = pop3_filter_free,
-	.client_input = pop3_client_input,
-	.backend_input = pop3_backend_input,
-	.reason = pop3_reason,
-	.unavailable = pop3_unavailable,
-};
+/* proto_pop3_ops: at the end of the file. */
 
 /* ------------------------------------------------------------------ */
 /* Life cycle and state. */
 
-static struct filter *
+static struct pop3 *
 pop3_filter_new(const struct filter_params *fp)
 {
-	struct filter	*f;
+	struct pop3	*f;
 	size_t		 max;
 
 	if ((f = calloc(1, sizeof(*f))) == NULL)
@@ -294,7 +285,7 @@ pop3_filter_new(const struct filter_params *fp)
 }
 
 static void
-pop3_filter_free(struct filter *f)
+pop3_filter_free(struct pop3 *f)
 {
 	if (f == NULL)
 		return;
@@ -303,7 +294,7 @@ pop3_filter_free(struct filter *f)
 }
 
 static const char *
-pop3_reason(const struct filter *f)
+pop3_reason(const struct pop3 *f)
 {
 	return f->reason;
 }
@@ -332,7 +323,7 @@ pop3_state_name(enum pop3_state st)
 }
 
 static void
-pop3_enter_state(struct filter *f, enum pop3_state st)
+pop3_enter_state(struct pop3 *f, enum pop3_state st)
 {
 	if (f->state == st)
 		return;
@@ -343,7 +334,7 @@ pop3_enter_state(struct filter *f, enum pop3_state st)
 
 /* The session ends once to_client is flushed (FILTER_CLOSE from now on). */
 static void
-pop3_close(struct filter *f, const char *reason)
+pop3_close(struct pop3 *f, const char *reason)
 {
 	if (f->state != POP3_ST_CLOSED) {
 		f->reason = reason;
@@ -355,7 +346,7 @@ pop3_close(struct filter *f, const char *reason)
 /* The FIFO of pending replies. */
 
 static struct pop3_slot *
-pop3_fifo_head(struct filter *f)
+pop3_fifo_head(struct pop3 *f)
 {
 	return f->count ? &f->fifo[f->head] : NULL;
 }
@@ -365,7 +356,7 @@ pop3_fifo_head(struct filter *f)
  * takes exactly one slot, so the FIFO cannot overflow.
  */
 static void
-pop3_fifo_push(struct filter *f, const char *local, enum pop3_framing fr,
+pop3_fifo_push(struct pop3 *f, const char *local, enum pop3_framing fr,
     unsigned flags)
 {
 	struct pop3_slot	*s;
@@ -380,7 +371,7 @@ pop3_fifo_push(struct filter *f, const char *local, enum pop3_framing fr,
 }
 
 static void
-pop3_fifo_pop(struct filter *f)
+pop3_fifo_pop(struct pop3 *f)
 {
 	if (f->fifo[f->head].flags & PS_SASL) {
 		f->auth_outstanding = false;
@@ -395,7 +386,7 @@ pop3_fifo_pop(struct filter *f)
  * earlier command has been answered, so they keep their place.
  */
 static void
-pop3_flush(struct filter *f, struct evbuffer *to_client)
+pop3_flush(struct pop3 *f, struct evbuffer *to_client)
 {
 	struct pop3_slot	*s;
 
@@ -416,7 +407,7 @@ pop3_flush(struct filter *f, struct evbuffer *to_client)
  * gets exactly one reply, and the session ends after it.
  */
 static void
-pop3_refuse(struct filter *f, const char *reply)
+pop3_refuse(struct pop3 *f, const char *reply)
 {
 	if (++f->errors >= POP3_MAX_ERRORS) {
 		log_warnx("%s: client %s: too many errors", f->sid, f->addr);
@@ -432,7 +423,7 @@ pop3_refuse(struct filter *f, const char *reply)
  * waiting for earlier replies, a running SASL exchange, QUIT, a full FIFO.
  */
 static enum filter_verdict
-pop3_client_input(struct filter *f, struct evbuffer *in,
+pop3_client_input(struct pop3 *f, struct evbuffer *in,
     struct evbuffer *to_backend, struct evbuffer *to_client)
 {
 	int	 r;
@@ -471,7 +462,7 @@ pop3_client_input(struct filter *f, struct evbuffer *in,
  * over-long one refused), 0 if no complete line is there yet.
  */
 static int
-pop3_client_line(struct filter *f, struct evbuffer *in,
+pop3_client_line(struct pop3 *f, struct evbuffer *in,
     struct evbuffer *to_backend)
 {
 	const struct pop3_cmd	*cmd;
@@ -579,7 +570,7 @@ pop3_canon_args(char *args, size_t len, unsigned flags)
 
 /* Policy for a well-formed command; NULL lets it through. */
 static const char *
-pop3_check_command(struct filter *f, const struct pop3_cmd *cmd,
+pop3_check_command(struct pop3 *f, const struct pop3_cmd *cmd,
     size_t argslen)
 {
 	if (cmd->flags & PC_AUTHORITY) {
@@ -606,7 +597,7 @@ pop3_check_command(struct filter *f, const struct pop3_cmd *cmd,
  * on a STLS service, and without arguments.
  */
 static const char *
-pop3_check_stls(struct filter *f, size_t argslen)
+pop3_check_stls(struct pop3 *f, size_t argslen)
 {
 	if (f->tls_active)
 		return POP3_R_TLSUP;
@@ -620,7 +611,7 @@ pop3_check_stls(struct filter *f, size_t argslen)
 }
 
 static void
-pop3_do_forward(struct filter *f, const struct pop3_cmd *cmd,
+pop3_do_forward(struct pop3 *f, const struct pop3_cmd *cmd,
     const char *verb, size_t verblen, const char *args, size_t argslen,
     struct evbuffer *to_backend)
 {
@@ -655,7 +646,7 @@ pop3_do_forward(struct filter *f, const struct pop3_cmd *cmd,
  * cleartext byte the client receives.
  */
 static enum filter_verdict
-pop3_do_stls(struct filter *f, struct evbuffer *in, struct evbuffer *to_client)
+pop3_do_stls(struct pop3 *f, struct evbuffer *in, struct evbuffer *to_client)
 {
 	if (evbuffer_get_length(in) > 0) {
 		log_warnx("%s: client %s: pipelined data after STLS, closing",
@@ -681,7 +672,7 @@ pop3_do_stls(struct filter *f, struct evbuffer *in, struct evbuffer *to_client)
  * response and answers -ERR in the right place.
  */
 static int
-pop3_sasl_response(struct filter *f, struct evbuffer *in,
+pop3_sasl_response(struct pop3 *f, struct evbuffer *in,
     struct evbuffer *to_backend)
 {
 	size_t		 len;
@@ -716,7 +707,7 @@ pop3_sasl_response(struct filter *f, struct evbuffer *in,
  * backend that cannot end its lines with CRLF is not one we can frame.
  */
 static int
-pop3_backend_line(struct filter *f, struct evbuffer *in, size_t *len)
+pop3_backend_line(struct pop3 *f, struct evbuffer *in, size_t *len)
 {
 	unsigned	 flags;
 
@@ -752,7 +743,7 @@ pop3_is_status(const char *line, size_t len, const char *status)
  * body), 0 when it needs more bytes, -1 when it closed the session.
  */
 static enum filter_verdict
-pop3_backend_input(struct filter *f, struct evbuffer *in,
+pop3_backend_input(struct pop3 *f, struct evbuffer *in,
     struct evbuffer *to_client, struct evbuffer *to_backend)
 {
 	int	 r;
@@ -798,7 +789,7 @@ pop3_greeting_strip(char *line, size_t len)
 }
 
 static int
-pop3_greeting(struct filter *f, struct evbuffer *in,
+pop3_greeting(struct pop3 *f, struct evbuffer *in,
     struct evbuffer *to_client)
 {
 	size_t	 len;
@@ -829,7 +820,7 @@ pop3_greeting(struct filter *f, struct evbuffer *in,
  * disconnects, e.g. on its idle timeout); it is passed on and we close.
  */
 static int
-pop3_reply(struct filter *f, struct evbuffer *in, struct evbuffer *to_client)
+pop3_reply(struct pop3 *f, struct evbuffer *in, struct evbuffer *to_client)
 {
 	struct pop3_slot	*s;
 	size_t			 len;
@@ -868,7 +859,7 @@ pop3_reply(struct filter *f, struct evbuffer *in, struct evbuffer *to_client)
 }
 
 static void
-pop3_reply_ok(struct filter *f, struct pop3_slot *s)
+pop3_reply_ok(struct pop3 *f, struct pop3_slot *s)
 {
 	if (s->flags & PS_LOGIN)
 		pop3_enter_state(f, POP3_ST_TRANSACTION);
@@ -897,7 +888,7 @@ pop3_reply_ok(struct filter *f, struct pop3_slot *s)
  * Inside lines only LF is looked for, with memchr.
  */
 static int
-pop3_body_scan(struct filter *f, const char *p, size_t len, size_t *used)
+pop3_body_scan(struct pop3 *f, const char *p, size_t len, size_t *used)
 {
 	const char	*lf;
 	size_t		 i = 0;
@@ -956,7 +947,7 @@ ambiguous:
  * than copying; memory stays bounded by the session's watermarks.
  */
 static int
-pop3_body_relay(struct filter *f, struct evbuffer *in,
+pop3_body_relay(struct pop3 *f, struct evbuffer *in,
     struct evbuffer *to_client)
 {
 	struct evbuffer_iovec	 v[POP3_BODY_IOV];
@@ -986,7 +977,7 @@ pop3_body_relay(struct filter *f, struct evbuffer *in,
 
 /* Whether a CAPA line goes, by its first word (RFC 2449 section 6). */
 static bool
-pop3_capa_drop(const struct filter *f, const char *line, size_t len)
+pop3_capa_drop(const struct pop3 *f, const char *line, size_t len)
 {
 	const char	*sp = memchr(line, ' ', len);
 	size_t		 n = sp ? (size_t)(sp - line) : len, i;
@@ -1007,7 +998,7 @@ pop3_capa_drop(const struct filter *f, const char *line, size_t len)
  * and only where we can honour it: in cleartext on a STLS service.
  */
 static int
-pop3_capa_line(struct filter *f, struct evbuffer *in,
+pop3_capa_line(struct pop3 *f, struct evbuffer *in,
     struct evbuffer *to_client)
 {
 	size_t	 len;
@@ -1029,3 +1020,69 @@ pop3_capa_line(struct filter *f, struct evbuffer *in,
 	}
 	return 1;
 }
+
+/* ---------------------------------------------------------------------- */
+/* The filter core's view of this protocol (filter.h). */
+
+static void *
+pop3_op_init(struct filter *core, const struct filter_params *p)
+{
+	(void)core;
+	return pop3_filter_new(p);
+}
+
+static void
+pop3_op_free(void *state)
+{
+	pop3_filter_free(state);
+}
+
+static enum filter_verdict
+pop3_op_verdict(struct filter *core, enum filter_verdict v)
+{
+	if (v == FILTER_CLOSE && core->reason == NULL)
+		core->reason = pop3_reason(core->proto);
+	return v;
+}
+
+static enum filter_verdict
+pop3_op_client_input(struct filter *core, struct evbuffer *in,
+    struct evbuffer *to_backend, struct evbuffer *to_client)
+{
+	return pop3_op_verdict(core, pop3_client_input(core->proto, in,
+	    to_backend, to_client));
+}
+
+static enum filter_verdict
+pop3_op_backend_input(struct filter *core, struct evbuffer *in,
+    struct evbuffer *to_client, struct evbuffer *to_backend)
+{
+	return pop3_op_verdict(core, pop3_backend_input(core->proto, in,
+	    to_client, to_backend));
+}
+
+static void
+pop3_op_tls_reset(struct filter *core, struct evbuffer *to_backend)
+{
+	(void)core;
+	(void)to_backend;
+}
+
+static void
+pop3_op_last_word(const struct filter *f, char *buf, size_t len)
+{
+	(void)f;
+	snprintf(buf, len, "%s", POP3_R_ERRORS);
+}
+
+const struct proto_ops proto_pop3_ops = {
+	.name = "pop3",
+	.alpn = "pop3",
+	.init = pop3_op_init,
+	.free = pop3_op_free,
+	.client_input = pop3_op_client_input,
+	.backend_input = pop3_op_backend_input,
+	.tls_reset = pop3_op_tls_reset,
+	.last_word = pop3_op_last_word,
+	.unavailable = pop3_unavailable,
+};

@@ -47,6 +47,7 @@
 #include "lineio.h"
 #include "log.h"
 #include "mailtlsd.h"
+#include "filter.h"
 #include "proto.h"
 #include "util.h"
 
@@ -142,7 +143,7 @@ enum smtp_skip_then {
 	SKIP_THEN_SASL_CANCEL,	/* cancel the SASL exchange with "*" */
 };
 
-struct filter {
+struct smtp {
 	const char		*sid;
 	const char		*addr;
 	const char		*hostname;
@@ -194,7 +195,7 @@ struct smtp_line {
 };
 
 struct smtp_cmd;
-typedef void	smtp_cmd_fn(struct filter *, const struct smtp_cmd *,
+typedef void	smtp_cmd_fn(struct smtp *, const struct smtp_cmd *,
 		    const struct smtp_line *, struct evbuffer *);
 
 /* Command flags (Postfix smtpd_cmd_table idea). */
@@ -221,90 +222,79 @@ struct smtp_ehlo_rule {
 	unsigned	 drop;
 };
 
-static struct filter	*smtp_filter_new(const struct filter_params *);
-static void	 smtp_filter_free(struct filter *);
-static enum filter_verdict smtp_client_input(struct filter *,
+static struct smtp	*smtp_filter_new(const struct filter_params *);
+static void	 smtp_filter_free(struct smtp *);
+static enum filter_verdict smtp_client_input(struct smtp *,
 		    struct evbuffer *, struct evbuffer *, struct evbuffer *);
-static enum filter_verdict smtp_backend_input(struct filter *,
+static enum filter_verdict smtp_backend_input(struct smtp *,
 		    struct evbuffer *, struct evbuffer *, struct evbuffer *);
-static const char *smtp_reason(const struct filter *);
+static const char *smtp_reason(const struct smtp *);
 static void	 smtp_unavailable(struct evbuffer *, const char *);
 
 static const char *smtp_state_name(enum smtp_state);
-static void	 smtp_enter_state(struct filter *, enum smtp_state);
-static void	 smtp_slot_push(struct filter *, enum smtp_slot_kind,
+static void	 smtp_enter_state(struct smtp *, enum smtp_state);
+static void	 smtp_slot_push(struct smtp *, enum smtp_slot_kind,
 		    const char *);
-static struct smtp_slot *smtp_slot_head(struct filter *);
-static void	 smtp_slot_pop(struct filter *);
+static struct smtp_slot *smtp_slot_head(struct smtp *);
+static void	 smtp_slot_pop(struct smtp *);
 static bool	 smtp_slot_answered_by_backend(enum smtp_slot_kind);
-static void	 smtp_flush(struct filter *, struct evbuffer *);
-static void	 smtp_close_after(struct filter *, const char *, const char *);
-static void	 smtp_refuse(struct filter *, const char *);
+static void	 smtp_flush(struct smtp *, struct evbuffer *);
+static void	 smtp_close_after(struct smtp *, const char *, const char *);
+static void	 smtp_refuse(struct smtp *, const char *);
 static void	 smtp_forward_line(const struct smtp_line *,
 		    struct evbuffer *);
 
-static bool	 smtp_client_step(struct filter *, struct evbuffer *,
+static bool	 smtp_client_step(struct smtp *, struct evbuffer *,
 		    struct evbuffer *);
-static bool	 smtp_read_command(struct filter *, struct evbuffer *,
+static bool	 smtp_read_command(struct smtp *, struct evbuffer *,
 		    struct evbuffer *);
-static bool	 smtp_skip_line(struct filter *, struct evbuffer *,
+static bool	 smtp_skip_line(struct smtp *, struct evbuffer *,
 		    struct evbuffer *);
-static bool	 smtp_read_sasl(struct filter *, struct evbuffer *,
+static bool	 smtp_read_sasl(struct smtp *, struct evbuffer *,
 		    struct evbuffer *);
 static bool	 smtp_is_blank(char);
 static void	 smtp_split(struct smtp_line *, const char *, size_t);
 static const struct smtp_cmd *smtp_cmd_lookup(const struct smtp_line *);
-static void	 smtp_command(struct filter *, const struct smtp_line *,
+static void	 smtp_command(struct smtp *, const struct smtp_line *,
 		    struct evbuffer *);
-static const char *smtp_check_policy(struct filter *,
+static const char *smtp_check_policy(struct smtp *,
 		    const struct smtp_cmd *, const struct smtp_line *);
 static int	 smtp_check_bdat(const struct smtp_line *, uint64_t *,
 		    bool *);
-static void	 smtp_bdat_begin(struct filter *, uint64_t, bool);
-static void	 smtp_bdat_input(struct filter *, struct evbuffer *,
+static void	 smtp_bdat_begin(struct smtp *, uint64_t, bool);
+static void	 smtp_bdat_input(struct smtp *, struct evbuffer *,
 		    struct evbuffer *);
-static void	 smtp_data_input(struct filter *, struct evbuffer *,
+static void	 smtp_data_input(struct smtp *, struct evbuffer *,
 		    struct evbuffer *);
-static size_t	 smtp_data_scan(struct filter *, const char *, size_t,
+static size_t	 smtp_data_scan(struct smtp *, const char *, size_t,
 		    struct evbuffer *, bool *);
-static void	 smtp_data_bare(struct filter *);
-static void	 smtp_data_end(struct filter *, struct evbuffer *);
-static enum filter_verdict smtp_starttls_decide(struct filter *,
+static void	 smtp_data_bare(struct smtp *);
+static void	 smtp_data_end(struct smtp *, struct evbuffer *);
+static enum filter_verdict smtp_starttls_decide(struct smtp *,
 		    struct evbuffer *, struct evbuffer *, struct evbuffer *);
 
-static void	 smtp_do_forward(struct filter *, const struct smtp_cmd *,
+static void	 smtp_do_forward(struct smtp *, const struct smtp_cmd *,
 		    const struct smtp_line *, struct evbuffer *);
-static void	 smtp_do_starttls(struct filter *, const struct smtp_cmd *,
+static void	 smtp_do_starttls(struct smtp *, const struct smtp_cmd *,
 		    const struct smtp_line *, struct evbuffer *);
-static void	 smtp_do_bdat(struct filter *, const struct smtp_cmd *,
+static void	 smtp_do_bdat(struct smtp *, const struct smtp_cmd *,
 		    const struct smtp_line *, struct evbuffer *);
 
-static void	 smtp_backend_error(struct filter *, const char *);
-static void	 smtp_backend_line(struct filter *, size_t, unsigned,
+static void	 smtp_backend_error(struct smtp *, const char *);
+static void	 smtp_backend_line(struct smtp *, size_t, unsigned,
 		    struct evbuffer *);
 static int	 smtp_check_reply_line(const char *, size_t, unsigned,
 		    int *, bool *);
-static int	 smtp_reply_begin(struct filter *, enum smtp_slot_kind, int);
-static void	 smtp_reply_add(struct filter *, size_t);
-static void	 smtp_reply_done(struct filter *, enum smtp_slot_kind,
+static int	 smtp_reply_begin(struct smtp *, enum smtp_slot_kind, int);
+static void	 smtp_reply_add(struct smtp *, size_t);
+static void	 smtp_reply_done(struct smtp *, enum smtp_slot_kind,
 		    struct evbuffer *);
-static void	 smtp_reply_effect(struct filter *, enum smtp_slot_kind, int);
+static void	 smtp_reply_effect(struct smtp *, enum smtp_slot_kind, int);
 static size_t	 smtp_ehlo_keyword(const char *, size_t);
-static bool	 smtp_ehlo_keep(const struct filter *, const char *, size_t);
-static void	 smtp_ehlo_emit(struct filter *, struct evbuffer *);
+static bool	 smtp_ehlo_keep(const struct smtp *, const char *, size_t);
+static void	 smtp_ehlo_emit(struct smtp *, struct evbuffer *);
 
-const struct proto_ops proto_smtp_ops = {
-	.name = "smtp",
-	.alpn = "smtp",
-	.default_idle_timeout = DEFAULT_SMTP_IDLE_TIMEOUT,
-	.default_line_max = DEFAULT_SMTP_LINE_MAX,
-	.filter_new = smtp_filter_new,
-	.filter_free = smtp_filter_free,
-	.client_input = smtp_client_input,
-	.backend_input = smtp_backend_input,
-	.reason = smtp_reason,
-	.unavailable = smtp_unavailable,
-};
+/* proto_smtp_ops: at the end of the file. */
 
 /*
  * Client commands.  Verbs not listed are forwarded as SLOT_OTHER with no
@@ -354,11 +344,11 @@ static const struct smtp_ehlo_rule smtp_ehlo_rules[] = {
 /* ---------------------------------------------------------------------- */
 /* Filter object, states, the slot FIFO. */
 
-static struct filter *
+static struct smtp *
 smtp_filter_new(const struct filter_params *p)
 {
 	const struct conf_service *svc = p->svc;
-	struct filter	*f;
+	struct smtp	*f;
 
 	if ((f = calloc(1, sizeof(*f))) == NULL)
 		return NULL;
@@ -387,7 +377,7 @@ smtp_filter_new(const struct filter_params *p)
 }
 
 static void
-smtp_filter_free(struct filter *f)
+smtp_filter_free(struct smtp *f)
 {
 	if (f == NULL)
 		return;
@@ -398,7 +388,7 @@ smtp_filter_free(struct filter *f)
 }
 
 static const char *
-smtp_reason(const struct filter *f)
+smtp_reason(const struct smtp *f)
 {
 	return f->reason ? f->reason : "protocol filter";
 }
@@ -433,7 +423,7 @@ smtp_state_name(enum smtp_state st)
 }
 
 static void
-smtp_enter_state(struct filter *f, enum smtp_state st)
+smtp_enter_state(struct smtp *f, enum smtp_state st)
 {
 	if (f->state == st)
 		return;
@@ -443,7 +433,7 @@ smtp_enter_state(struct filter *f, enum smtp_state st)
 }
 
 static void
-smtp_slot_push(struct filter *f, enum smtp_slot_kind kind, const char *reply)
+smtp_slot_push(struct smtp *f, enum smtp_slot_kind kind, const char *reply)
 {
 	struct smtp_slot *s;
 
@@ -457,13 +447,13 @@ smtp_slot_push(struct filter *f, enum smtp_slot_kind kind, const char *reply)
 }
 
 static struct smtp_slot *
-smtp_slot_head(struct filter *f)
+smtp_slot_head(struct smtp *f)
 {
 	return f->nslots ? &f->slots[f->head] : NULL;
 }
 
 static void
-smtp_slot_pop(struct filter *f)
+smtp_slot_pop(struct smtp *f)
 {
 	if (f->nslots == 0)
 		return;
@@ -483,7 +473,7 @@ smtp_slot_answered_by_backend(enum smtp_slot_kind kind)
  * earlier command has been answered, so they keep their place (RFC 2920).
  */
 static void
-smtp_flush(struct filter *f, struct evbuffer *to_client)
+smtp_flush(struct smtp *f, struct evbuffer *to_client)
 {
 	struct smtp_slot *s;
 
@@ -498,7 +488,7 @@ smtp_flush(struct filter *f, struct evbuffer *to_client)
 
 /* Queue a last reply; the session ends once it has been written. */
 static void
-smtp_close_after(struct filter *f, const char *reply, const char *reason)
+smtp_close_after(struct smtp *f, const char *reply, const char *reason)
 {
 	smtp_slot_push(f, SLOT_LOCAL_CLOSE, reply);
 	f->reason = reason;
@@ -507,7 +497,7 @@ smtp_close_after(struct filter *f, const char *reply, const char *reason)
 
 /* Answer a client command ourselves; too many of those end the session. */
 static void
-smtp_refuse(struct filter *f, const char *reply)
+smtp_refuse(struct smtp *f, const char *reply)
 {
 	smtp_slot_push(f, SLOT_LOCAL, reply);
 	if (++f->errors < SMTP_ERRORS_MAX)
@@ -531,7 +521,7 @@ smtp_forward_line(const struct smtp_line *l, struct evbuffer *to_backend)
 /* Client side. */
 
 static enum filter_verdict
-smtp_client_input(struct filter *f, struct evbuffer *in,
+smtp_client_input(struct smtp *f, struct evbuffer *in,
     struct evbuffer *to_backend, struct evbuffer *to_client)
 {
 	enum filter_verdict	 v;
@@ -555,7 +545,7 @@ smtp_client_input(struct filter *f, struct evbuffer *in,
 
 /* One framing step; false when nothing can be done before more input. */
 static bool
-smtp_client_step(struct filter *f, struct evbuffer *in,
+smtp_client_step(struct smtp *f, struct evbuffer *in,
     struct evbuffer *to_backend)
 {
 	if (evbuffer_get_length(in) == 0)
@@ -580,7 +570,7 @@ smtp_client_step(struct filter *f, struct evbuffer *in,
 }
 
 static bool
-smtp_read_command(struct filter *f, struct evbuffer *in,
+smtp_read_command(struct smtp *f, struct evbuffer *in,
     struct evbuffer *to_backend)
 {
 	struct smtp_line	 l;
@@ -618,7 +608,7 @@ smtp_read_command(struct filter *f, struct evbuffer *in,
 }
 
 static bool
-smtp_skip_line(struct filter *f, struct evbuffer *in,
+smtp_skip_line(struct smtp *f, struct evbuffer *in,
     struct evbuffer *to_backend)
 {
 	if (lineio_skip(in) == 0)
@@ -639,7 +629,7 @@ smtp_skip_line(struct filter *f, struct evbuffer *in,
  * so the backend cancels the exchange and its 501 goes to the client.
  */
 static bool
-smtp_read_sasl(struct filter *f, struct evbuffer *in,
+smtp_read_sasl(struct smtp *f, struct evbuffer *in,
     struct evbuffer *to_backend)
 {
 	size_t		 len;
@@ -710,7 +700,7 @@ smtp_cmd_lookup(const struct smtp_line *l)
 }
 
 static void
-smtp_command(struct filter *f, const struct smtp_line *l,
+smtp_command(struct smtp *f, const struct smtp_line *l,
     struct evbuffer *to_backend)
 {
 	const struct smtp_cmd	*cmd = smtp_cmd_lookup(l);
@@ -741,7 +731,7 @@ smtp_command(struct filter *f, const struct smtp_line *l,
 
 /* The reply refusing this command here, or NULL to hand it on. */
 static const char *
-smtp_check_policy(struct filter *f, const struct smtp_cmd *cmd,
+smtp_check_policy(struct smtp *f, const struct smtp_cmd *cmd,
     const struct smtp_line *l)
 {
 	char	 verb[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
@@ -776,7 +766,7 @@ smtp_check_policy(struct filter *f, const struct smtp_cmd *cmd,
  * (354, 334); QUIT ends what we read.
  */
 static void
-smtp_do_forward(struct filter *f, const struct smtp_cmd *cmd,
+smtp_do_forward(struct smtp *f, const struct smtp_cmd *cmd,
     const struct smtp_line *l, struct evbuffer *to_backend)
 {
 	smtp_forward_line(l, to_backend);
@@ -807,7 +797,7 @@ smtp_do_forward(struct filter *f, const struct smtp_cmd *cmd,
  * until every earlier command has been answered (smtp_starttls_decide()).
  */
 static void
-smtp_do_starttls(struct filter *f, const struct smtp_cmd *cmd,
+smtp_do_starttls(struct smtp *f, const struct smtp_cmd *cmd,
     const struct smtp_line *l, struct evbuffer *to_backend)
 {
 	if (l->argslen > 0)
@@ -827,7 +817,7 @@ smtp_do_starttls(struct filter *f, const struct smtp_cmd *cmd,
  * is exact and the go-ahead will be the last cleartext byte (SPEC 8.2).
  */
 static enum filter_verdict
-smtp_starttls_decide(struct filter *f, struct evbuffer *in,
+smtp_starttls_decide(struct smtp *f, struct evbuffer *in,
     struct evbuffer *to_backend, struct evbuffer *to_client)
 {
 	size_t	 n = evbuffer_get_length(in);
@@ -902,7 +892,7 @@ smtp_check_bdat(const struct smtp_line *l, uint64_t *size, bool *last)
 }
 
 static void
-smtp_do_bdat(struct filter *f, const struct smtp_cmd *cmd,
+smtp_do_bdat(struct smtp *f, const struct smtp_cmd *cmd,
     const struct smtp_line *l, struct evbuffer *to_backend)
 {
 	uint64_t	 size = 0;
@@ -917,7 +907,7 @@ smtp_do_bdat(struct filter *f, const struct smtp_cmd *cmd,
 }
 
 static void
-smtp_bdat_begin(struct filter *f, uint64_t size, bool forward)
+smtp_bdat_begin(struct smtp *f, uint64_t size, bool forward)
 {
 	if (size == 0)
 		return;
@@ -928,7 +918,7 @@ smtp_bdat_begin(struct filter *f, uint64_t size, bool forward)
 
 /* Chunk bytes are counted, never parsed: not even CRLF.CRLF counts. */
 static void
-smtp_bdat_input(struct filter *f, struct evbuffer *in,
+smtp_bdat_input(struct smtp *f, struct evbuffer *in,
     struct evbuffer *to_backend)
 {
 	size_t	 n = evbuffer_get_length(in);
@@ -952,7 +942,7 @@ smtp_bdat_input(struct filter *f, struct evbuffer *in,
  * into a line buffer: the whole state is in f->dstate.
  */
 static void
-smtp_data_input(struct filter *f, struct evbuffer *in,
+smtp_data_input(struct smtp *f, struct evbuffer *in,
     struct evbuffer *to_backend)
 {
 	struct evbuffer_iovec	 v[SMTP_DATA_IOV];
@@ -973,7 +963,7 @@ smtp_data_input(struct filter *f, struct evbuffer *in,
 
 /* A bare LF or bare CR in content: in reject mode, refuse the message. */
 static void
-smtp_data_bare(struct filter *f)
+smtp_data_bare(struct smtp *f)
 {
 	if (f->reject_bare && !f->data_refused) {
 		/*
@@ -1004,7 +994,7 @@ smtp_data_bare(struct filter *f)
  * lets LF-only clients see our 550).
  */
 static size_t
-smtp_data_scan(struct filter *f, const char *p, size_t n,
+smtp_data_scan(struct smtp *f, const char *p, size_t n,
     struct evbuffer *out, bool *end)
 {
 	size_t	 i = 0, run;
@@ -1115,7 +1105,7 @@ smtp_data_scan(struct filter *f, const char *p, size_t n,
  * client in the middle of DATA, discards the partial message.
  */
 static void
-smtp_data_end(struct filter *f, struct evbuffer *to_backend)
+smtp_data_end(struct smtp *f, struct evbuffer *to_backend)
 {
 	if (f->data_refused) {
 		f->data_refused = false;
@@ -1132,7 +1122,7 @@ smtp_data_end(struct filter *f, struct evbuffer *to_backend)
 /* Backend side. */
 
 static enum filter_verdict
-smtp_backend_input(struct filter *f, struct evbuffer *in,
+smtp_backend_input(struct smtp *f, struct evbuffer *in,
     struct evbuffer *to_client, struct evbuffer *to_backend)
 {
 	size_t		 len;
@@ -1155,7 +1145,7 @@ smtp_backend_input(struct filter *f, struct evbuffer *in,
 }
 
 static void
-smtp_backend_error(struct filter *f, const char *what)
+smtp_backend_error(struct smtp *f, const char *what)
 {
 	log_warnx("%s smtp: backend protocol error: %s", f->sid, what);
 	f->reason = "backend protocol error";
@@ -1164,7 +1154,7 @@ smtp_backend_error(struct filter *f, const char *what)
 }
 
 static void
-smtp_backend_line(struct filter *f, size_t len, unsigned flags,
+smtp_backend_line(struct smtp *f, size_t len, unsigned flags,
     struct evbuffer *to_client)
 {
 	char			 esc[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
@@ -1232,7 +1222,7 @@ smtp_check_reply_line(const char *s, size_t len, unsigned flags, int *code,
  * it (SPEC 8.3): fail closed.
  */
 static int
-smtp_reply_begin(struct filter *f, enum smtp_slot_kind kind, int code)
+smtp_reply_begin(struct smtp *f, enum smtp_slot_kind kind, int code)
 {
 	if ((code == 334 && (kind != SLOT_AUTH || !f->tls)) ||
 	    (code == 354 && kind != SLOT_DATA)) {
@@ -1252,7 +1242,7 @@ smtp_reply_begin(struct filter *f, enum smtp_slot_kind kind, int code)
 
 /* Keep one line of the reply being assembled (the line is in f->buf). */
 static void
-smtp_reply_add(struct filter *f, size_t len)
+smtp_reply_add(struct smtp *f, size_t len)
 {
 	const char	*text = f->buf + (len > 3 ? 4 : 3);
 	size_t		 tlen = len > 3 ? len - 4 : 0;
@@ -1275,7 +1265,7 @@ smtp_reply_add(struct filter *f, size_t len)
 
 /* The reply answers the head slot, of this kind. */
 static void
-smtp_reply_done(struct filter *f, enum smtp_slot_kind kind,
+smtp_reply_done(struct smtp *f, enum smtp_slot_kind kind,
     struct evbuffer *to_client)
 {
 	smtp_slot_pop(f);
@@ -1292,7 +1282,7 @@ smtp_reply_done(struct filter *f, enum smtp_slot_kind kind,
 
 /* What a complete reply means for the session state. */
 static void
-smtp_reply_effect(struct filter *f, enum smtp_slot_kind kind, int code)
+smtp_reply_effect(struct smtp *f, enum smtp_slot_kind kind, int code)
 {
 	bool	 ok = code >= 200 && code < 300;
 
@@ -1346,7 +1336,7 @@ smtp_ehlo_keyword(const char *text, size_t len)
 }
 
 static bool
-smtp_ehlo_keep(const struct filter *f, const char *text, size_t len)
+smtp_ehlo_keep(const struct smtp *f, const char *text, size_t len)
 {
 	size_t	 kw = smtp_ehlo_keyword(text, len), i;
 
@@ -1367,7 +1357,7 @@ smtp_ehlo_keep(const struct filter *f, const char *text, size_t len)
  * last (which may not be the backend's last, if we dropped that one).
  */
 static void
-smtp_ehlo_emit(struct filter *f, struct evbuffer *to_client)
+smtp_ehlo_emit(struct smtp *f, struct evbuffer *to_client)
 {
 	bool		 add = !f->tls && f->starttls_svc;
 	unsigned	 total = f->reply_kept + (add ? 1 : 0), i;
@@ -1386,3 +1376,69 @@ smtp_ehlo_emit(struct filter *f, struct evbuffer *to_client)
 	if (add)
 		evbuffer_add(to_client, "250 STARTTLS\r\n", 14);
 }
+
+/* ---------------------------------------------------------------------- */
+/* The filter core's view of this protocol (filter.h). */
+
+static void *
+smtp_op_init(struct filter *core, const struct filter_params *p)
+{
+	(void)core;
+	return smtp_filter_new(p);
+}
+
+static void
+smtp_op_free(void *state)
+{
+	smtp_filter_free(state);
+}
+
+static enum filter_verdict
+smtp_op_verdict(struct filter *core, enum filter_verdict v)
+{
+	if (v == FILTER_CLOSE && core->reason == NULL)
+		core->reason = smtp_reason(core->proto);
+	return v;
+}
+
+static enum filter_verdict
+smtp_op_client_input(struct filter *core, struct evbuffer *in,
+    struct evbuffer *to_backend, struct evbuffer *to_client)
+{
+	return smtp_op_verdict(core, smtp_client_input(core->proto, in,
+	    to_backend, to_client));
+}
+
+static enum filter_verdict
+smtp_op_backend_input(struct filter *core, struct evbuffer *in,
+    struct evbuffer *to_client, struct evbuffer *to_backend)
+{
+	return smtp_op_verdict(core, smtp_backend_input(core->proto, in,
+	    to_client, to_backend));
+}
+
+static void
+smtp_op_tls_reset(struct filter *core, struct evbuffer *to_backend)
+{
+	(void)core;
+	(void)to_backend;
+}
+
+static void
+smtp_op_last_word(const struct filter *f, char *buf, size_t len)
+{
+	snprintf(buf, len, "421 4.7.0 %.255s Too many errors\r\n",
+	    f->hostname);
+}
+
+const struct proto_ops proto_smtp_ops = {
+	.name = "smtp",
+	.alpn = "smtp",
+	.init = smtp_op_init,
+	.free = smtp_op_free,
+	.client_input = smtp_op_client_input,
+	.backend_input = smtp_op_backend_input,
+	.tls_reset = smtp_op_tls_reset,
+	.last_word = smtp_op_last_word,
+	.unavailable = smtp_unavailable,
+};

@@ -40,6 +40,7 @@
 #include "backend.h"
 #include "log.h"
 #include "mailtlsd.h"
+#include "filter.h"
 #include "proto.h"
 #include "session.h"
 #include "tls.h"
@@ -62,6 +63,7 @@ static void	session_tls_established(struct session *);
 static void	session_pump(struct session *);
 static void	session_flow(struct session *);
 static void	session_arm(struct session *, unsigned seconds);
+static void	session_arm_idle(struct session *);
 static void	session_schedule_free(struct session *);
 static int	session_flushed(struct session *);
 static void	session_closing_check(struct session *);
@@ -110,6 +112,33 @@ session_arm(struct session *s, unsigned seconds)
 {
 	struct timeval	tv = { (time_t)seconds, 0 };
 
+	event_add(s->timer, &tv);
+}
+
+/*
+ * The idle deadline in RELAY.  While client bytes wait in the input (an
+ * incomplete command line, or a command held for a reply), the deadline
+ * counts from when they started waiting: trickling a line byte by byte
+ * does not extend it (SPEC section 3).
+ */
+static void
+session_arm_idle(struct session *s)
+{
+	struct timeval	 now, tv;
+	time_t		 idle = (time_t)s->svc->idle_timeout;
+
+	event_base_gettimeofday_cached(s->worker->base, &now);
+	if (evbuffer_get_length(bufferevent_get_input(s->client)) == 0) {
+		s->line_since = 0;
+		session_arm(s, s->svc->idle_timeout);
+		return;
+	}
+	if (s->line_since == 0)
+		s->line_since = now.tv_sec;
+	tv.tv_sec = s->line_since + idle - now.tv_sec;
+	tv.tv_usec = 0;
+	if (tv.tv_sec <= 0)
+		tv.tv_sec = 0;
 	event_add(s->timer, &tv);
 }
 
@@ -163,7 +192,7 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 	fp.tls_active = s->svc->tls_mode == TLS_MODE_IMPLICIT;
 	fp.session_id = s->id;
 	fp.client_addr = s->peer_ip;
-	s->filter = s->ops->filter_new(&fp);
+	s->filter = filter_new(s->ops, &fp);
 
 	log_info("%s session start service=%s client=%s port=%d tls=%s",
 	    s->id, s->svc->name, s->peer_ip, s->peer_port,
@@ -263,9 +292,17 @@ session_tls_established(struct session *s)
 		log_info("%s client certificate: %s", s->id, cert);
 	}
 	if (s->flags & SF_BACKEND_UP) {
-		/* After STARTTLS: the backend has been waiting for us. */
+		/*
+		 * After STARTTLS: the backend has been waiting for us, and
+		 * had nothing to say meanwhile (SPEC 8.2).
+		 */
+		if (filter_tls_established(s->filter,
+		    bufferevent_get_input(s->backend)) != FILTER_CONTINUE) {
+			session_close(s, filter_reason(s->filter));
+			return;
+		}
 		session_enter_state(s, SESSION_ST_RELAY);
-		session_arm(s, s->svc->idle_timeout);
+		s->line_since = 0;
 		session_pump(s);
 		return;
 	}
@@ -284,7 +321,6 @@ session_backend_ready(struct session *s)
 	bufferevent_enable(s->backend, EV_READ | EV_WRITE);
 	log_debug("%s backend %s connected", s->id, s->backend_name);
 	session_enter_state(s, SESSION_ST_RELAY);
-	session_arm(s, s->svc->idle_timeout);
 	session_pump(s);
 }
 
@@ -305,8 +341,7 @@ session_pump(struct session *s)
 {
 	struct evbuffer		*cin, *cout, *bin, *bout;
 	enum filter_verdict	 v = FILTER_CONTINUE;
-	size_t			 cin0, sum;
-	int			 round;
+	size_t			 cin0;
 
 	if (s->state != SESSION_ST_RELAY)
 		return;
@@ -315,25 +350,17 @@ session_pump(struct session *s)
 	bin = bufferevent_get_input(s->backend);
 	bout = bufferevent_get_output(s->backend);
 
-	for (round = 0; round < 64 && v == FILTER_CONTINUE; round++) {
-		cin0 = evbuffer_get_length(cin);
-		sum = cin0 + evbuffer_get_length(cout) + evbuffer_get_length(bin) +
-		    evbuffer_get_length(bout);
-		v = s->ops->backend_input(s->filter, bin, cout, bout);
-		/* Bytes the client sent before its EOF still count. */
-		if (v == FILTER_CONTINUE)
-			v = s->ops->client_input(s->filter, cin, bout, cout);
-		s->bytes_in += cin0 - evbuffer_get_length(cin);
-		if (sum == evbuffer_get_length(cin) + evbuffer_get_length(cout) +
-		    evbuffer_get_length(bin) + evbuffer_get_length(bout))
-			break;
-	}
+	cin0 = evbuffer_get_length(cin);
+	v = filter_pump(s->filter, cin, bin, cout, bout);
+	/* Bytes the client sent before its EOF still count. */
+	s->bytes_in += cin0 - evbuffer_get_length(cin);
 	switch (v) {
 	case FILTER_CONTINUE:
+		session_arm_idle(s);
 		session_flow(s);
 		break;
 	case FILTER_CLOSE:
-		session_close(s, s->ops->reason(s->filter));
+		session_close(s, filter_reason(s->filter));
 		break;
 	case FILTER_STARTTLS:
 		/* SPEC 8.1: nothing read in cleartext survives the boundary. */
@@ -358,10 +385,16 @@ session_flow(struct session *s)
 	size_t	bout = evbuffer_get_length(bufferevent_get_output(s->backend));
 	size_t	cout = evbuffer_get_length(bufferevent_get_output(s->client));
 
-	if (bout >= RELAY_HIGH_WATERMARK && !(s->flags & SF_CLIENT_READ_OFF)) {
+	/*
+	 * The client is not read while either output is full: its commands
+	 * go to the backend, and its refusals and the backend's replies to
+	 * itself (a client that does not read cannot make us queue more).
+	 */
+	if ((bout >= RELAY_HIGH_WATERMARK || cout >= RELAY_HIGH_WATERMARK) &&
+	    !(s->flags & SF_CLIENT_READ_OFF)) {
 		s->flags |= SF_CLIENT_READ_OFF;
 		bufferevent_disable(s->client, EV_READ);
-	} else if (bout <= RELAY_LOW_WATERMARK &&
+	} else if (bout <= RELAY_LOW_WATERMARK && cout <= RELAY_LOW_WATERMARK &&
 	    (s->flags & SF_CLIENT_READ_OFF)) {
 		s->flags &= ~SF_CLIENT_READ_OFF;
 		bufferevent_enable(s->client, EV_READ);
@@ -396,10 +429,8 @@ session_client_read_cb(struct bufferevent *bev, void *arg)
 		    evbuffer_get_length(bufferevent_get_input(bev)));
 		return;
 	}
-	if (s->state == SESSION_ST_RELAY) {
-		session_arm(s, s->svc->idle_timeout);
+	if (s->state == SESSION_ST_RELAY)
 		session_pump(s);
-	}
 }
 
 static void
@@ -411,7 +442,8 @@ session_client_write_cb(struct bufferevent *bev, void *arg)
 		event_active(s->timer, EV_TIMEOUT, 0);
 		return;
 	}
-	if (s->state == SESSION_ST_RELAY && (s->flags & SF_BACKEND_READ_OFF))
+	if (s->state == SESSION_ST_RELAY &&
+	    (s->flags & (SF_BACKEND_READ_OFF | SF_CLIENT_READ_OFF)))
 		session_pump(s);
 }
 
@@ -420,10 +452,8 @@ session_backend_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct session	*s = arg;
 
-	if (s->state == SESSION_ST_RELAY) {
-		session_arm(s, s->svc->idle_timeout);
+	if (s->state == SESSION_ST_RELAY)
 		session_pump(s);
-	}
 }
 
 static void
@@ -673,7 +703,7 @@ session_free(struct session *s)
 	if (s->backend)
 		bufferevent_free(s->backend);
 	if (s->filter)
-		s->ops->filter_free(s->filter);
+		filter_free(s->filter);
 	if (s->timer)
 		event_free(s->timer);
 	if (s->flags & SF_COUNTED) {

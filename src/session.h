@@ -103,6 +103,7 @@ struct session {
 	struct event		*timer;		/* phase timeout, or deferred free */
 	struct timeval		 started;
 	struct timeval		 linger_until;	/* CLOSING: free by then */
+	time_t			 line_since;	/* client bytes waiting since */
 	uint64_t		 bytes_in;	/* from the client */
 	uint64_t		 bytes_out;	/* to the client */
 	const char		*reason;

@@ -45,6 +45,7 @@
 #include "conf.h"
 #include "log.h"
 #include "mailtlsd.h"
+#include "filter.h"
 #include "proto.h"
 
 /* A pump that keeps moving bytes this long without new input is a bug. */
@@ -89,6 +90,8 @@ struct fz_run {
 	struct fz_tape		 toc;		/* every byte sent to the client */
 	size_t			 client_used;	/* of client: taken by the filter */
 	size_t			 backend_used;	/* of backend: taken */
+	size_t			 cin_last;	/* input lengths after the last call */
+	size_t			 bin_last;
 	size_t			 tob_before;	/* tob.len before the last call */
 	size_t			 toc_before;
 
@@ -255,7 +258,7 @@ fz_dump(const struct fz_run *r)
 			continue;
 		case 'X':
 			fprintf(stderr, "=== FILTER_CLOSE (%s)\n",
-			    r->ops->reason(r->f));
+			    filter_reason(r->f));
 			continue;
 		default:
 			continue;
@@ -349,19 +352,13 @@ fz_tape_ends_with(const struct fz_tape *t, const char *s)
 /* ------------------------------------------------------------------ */
 /* The driver */
 
-static inline enum filter_verdict
-fz_call(struct fz_run *r, char who)
+/* After every call filter_pump() makes: the checks of a single call. */
+static void
+fz_observe(void *arg, char who, enum filter_verdict v)
 {
-	size_t			 cin0 = evbuffer_get_length(r->cin);
-	size_t			 bin0 = evbuffer_get_length(r->bin);
-	enum filter_verdict	 v;
+	struct fz_run	*r = arg;
+	size_t		 cin0 = r->cin_last, bin0 = r->bin_last;
 
-	r->tob_before = r->tob.len;
-	r->toc_before = r->toc.len;
-	if (who == 'B')
-		v = r->ops->backend_input(r->f, r->bin, r->to_c, r->to_b);
-	else
-		v = r->ops->client_input(r->f, r->cin, r->to_b, r->to_c);
 	FZ_CHECK(v == FILTER_CONTINUE || v == FILTER_STARTTLS ||
 	    v == FILTER_CLOSE, "verdict %d", (int)v);
 	/* Inputs only shrink, and only the side the call was given. */
@@ -369,14 +366,17 @@ fz_call(struct fz_run *r, char who)
 	    evbuffer_get_length(r->bin) <= bin0, "filter grew its input");
 	FZ_CHECK(who == 'C' || evbuffer_get_length(r->cin) == cin0,
 	    "backend_input touched the client input");
+	r->tob_before = r->tob.len;
+	r->toc_before = r->toc.len;
 	fz_tape_take(r, &r->tob, r->to_b, 'B');
 	fz_tape_take(r, &r->toc, r->to_c, 'C');
 	r->client_used = r->client.len - evbuffer_get_length(r->cin);
 	r->backend_used = r->backend.len - evbuffer_get_length(r->bin);
+	r->cin_last = evbuffer_get_length(r->cin);
+	r->bin_last = evbuffer_get_length(r->bin);
 	r->mops->advance(r, r->model);
-	FZ_CHECK(r->close_why == NULL || v == FILTER_CLOSE,
-	    "the session goes on after %s", r->close_why);
-	return v;
+	FZ_CHECK(r->close_why == NULL || v == FILTER_CLOSE ||
+	    r->f->closing, "the session goes on after %s", r->close_why);
 }
 
 static inline void
@@ -396,34 +396,47 @@ fz_starttls(struct fz_run *r)
 	r->mops->starttls(r, r->model);
 }
 
-/* Run the filter until it settles; false once the session is over. */
+/*
+ * Run the filter the way session.c does (filter_pump, and after a
+ * go-ahead the end of the handshake); false once the session is over.
+ */
 static inline bool
 fz_pump(struct fz_run *r)
 {
 	enum filter_verdict	 v;
-	size_t			 mark;
 	int			 round;
+	bool			 bh;
 
 	for (round = 0; round < FZ_ROUNDS_MAX; round++) {
-		mark = r->client_used + r->backend_used + r->tob.len +
-		    r->toc.len;
-		v = fz_call(r, 'B');
-		if (v == FILTER_CONTINUE)
-			v = fz_call(r, 'C');
+		r->cin_last = evbuffer_get_length(r->cin);
+		r->bin_last = evbuffer_get_length(r->bin);
+		v = filter_pump(r->f, r->cin, r->bin, r->to_c, r->to_b);
+		FZ_CHECK(strcmp(filter_reason(r->f), "internal error") != 0,
+		    "the filter keeps making progress without new input");
+		if (v == FILTER_STARTTLS) {
+			fz_starttls(r);
+			/*
+			 * The handshake completes: backend bytes still
+			 * waiting now arrived inside the window (SPEC 8.2).
+			 */
+			bh = evbuffer_get_length(r->bin) != 0;
+			v = filter_tls_established(r->f, r->bin);
+			FZ_CHECK((v == FILTER_CLOSE) == bh,
+			    "handshake window: %zu backend bytes, verdict %d",
+			    r->bin_last, (int)v);
+			if (v == FILTER_CLOSE) {
+				fz_event_add(r, 'X', 0, 0);
+				return false;
+			}
+			continue;
+		}
 		if (v == FILTER_CLOSE) {
 			fz_event_add(r, 'X', 0, 0);
 			return false;
 		}
-		if (v == FILTER_STARTTLS) {
-			/* As after the handshake: session_pump() again. */
-			fz_starttls(r);
-			continue;
-		}
-		if (mark == r->client_used + r->backend_used + r->tob.len +
-		    r->toc.len)
-			return true;
+		return true;
 	}
-	FZ_FAIL("the filter keeps making progress without new input");
+	FZ_FAIL("the filter keeps asking for STARTTLS");
 }
 
 static inline void
@@ -439,8 +452,8 @@ fz_params(struct fz_run *r, enum proto_id proto, const uint8_t *hdr)
 	r->svc.require_starttls = (hdr[0] & 4) != 0;
 	r->svc.hostname = host;
 	r->svc.max_line_length = lim == 1 ? 512 : lim == 2 ?
-	    16 + (size_t)hdr[1] : r->ops->default_line_max;
-	r->svc.idle_timeout = r->ops->default_idle_timeout;
+	    16 + (size_t)hdr[1] : proto_default_line_max(proto);
+	r->svc.idle_timeout = proto_default_idle_timeout(proto);
 	r->svc.smtp_bare_newline = (hdr[0] & 8) ? BARE_NEWLINE_REJECT :
 	    BARE_NEWLINE_NORMALIZE;
 	r->svc.max_connections_per_ip = DEFAULT_MAX_CONNECTIONS_PER_IP;
@@ -460,7 +473,7 @@ fz_free(struct fz_run *r)
 	if (r->model != NULL)
 		r->mops->done(r->model);
 	if (r->f != NULL)
-		r->ops->filter_free(r->f);
+		filter_free(r->f);
 	evbuffer_free(r->cin);
 	evbuffer_free(r->bin);
 	evbuffer_free(r->to_b);
@@ -495,8 +508,10 @@ fz_run_input(const uint8_t *data, size_t size, enum proto_id proto,
 	if (!r.cin || !r.bin || !r.to_b || !r.to_c)
 		abort();
 	fz_cur = &r;
-	r.f = ops->filter_new(&r.fp);
+	r.f = filter_new(ops, &r.fp);
 	FZ_CHECK(r.f != NULL, "filter_new failed");
+	r.f->observe = fz_observe;
+	r.f->observe_arg = &r;
 	r.model = mops->init(&r);
 
 	while (alive && pos < size) {

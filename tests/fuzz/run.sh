@@ -85,7 +85,9 @@ build() {
 	    -fno-sanitize-recover=all -std=c11 -D_GNU_SOURCE \
 	    -I"$work/inc" -I"$src" $cflags \
 	    -DOPENSSL_API_COMPAT=30000 -DOPENSSL_NO_DEPRECATED \
-	    "$fuzzdir/fuzz_$1.c" "$src/proto_$1.c" "$src/lineio.c" \
+	    "$fuzzdir/fuzz_$1.c" "$src/filter.c" "$src/proto.c" \
+	    "$src/proto_smtp.c" "$src/proto_imap.c" "$src/proto_pop3.c" \
+	    "$src/lineio.c" \
 	    "$src/log.c" "$src/util.c" $libs -o "$work/bin/fuzz_$1" \
 	    >"$work/build-$1.log" 2>&1
 	status=$?

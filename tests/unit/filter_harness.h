@@ -29,6 +29,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "filter.h"
 #include "proto.h"
 
 #define FH_MAX_STEPS	24
@@ -48,6 +49,7 @@ struct fh_case {
 	bool		 starttls_service;	/* tls_mode = starttls */
 	bool		 require_starttls;
 	size_t		 max_line;	/* 0 = protocol default */
+	unsigned	 max_errors;	/* 0 = default */
 	enum bare_newline_mode bare_newline;
 	struct fh_step	 steps[FH_MAX_STEPS];
 };
@@ -65,9 +67,11 @@ fh_service_init(struct conf_service *svc, enum proto_id proto,
 	    TLS_MODE_IMPLICIT;
 	svc->require_starttls = c->require_starttls;
 	svc->hostname = host;
+	(void)ops;
 	svc->max_line_length = c->max_line ? c->max_line :
-	    ops->default_line_max;
-	svc->idle_timeout = ops->default_idle_timeout;
+	    proto_default_line_max(proto);
+	svc->idle_timeout = proto_default_idle_timeout(proto);
+	svc->max_errors = c->max_errors;
 	svc->smtp_bare_newline = c->bare_newline;
 	svc->max_connections_per_ip = 50;
 }
@@ -129,7 +133,7 @@ fh_drv_open(struct fh_drv *d, enum proto_id proto,
 	fp.tls_active = c->tls_active;
 	fp.session_id = session_id;
 	fp.client_addr = client_addr;
-	d->f = ops->filter_new(&fp);
+	d->f = filter_new(ops, &fp);
 	assert_non_null(d->f);
 	d->cin = evbuffer_new();
 	d->bin = evbuffer_new();
@@ -140,7 +144,7 @@ fh_drv_open(struct fh_drv *d, enum proto_id proto,
 static inline void
 fh_drv_close(struct fh_drv *d)
 {
-	d->ops->filter_free(d->f);
+	filter_free(d->f);
 	evbuffer_free(d->cin);
 	evbuffer_free(d->bin);
 	evbuffer_free(d->to_b);
@@ -155,30 +159,14 @@ fh_drv_pending(const struct fh_drv *d)
 }
 
 /*
- * Pump the way session.c does: backend then client input, again and
- * again until neither makes progress or a verdict other than
+ * Pump with the pump session.c runs (filter_pump): backend then client
+ * input until neither makes progress or a verdict other than
  * FILTER_CONTINUE comes back.
  */
 static inline enum filter_verdict
 fh_drv_pump(struct fh_drv *d)
 {
-	enum filter_verdict	 v = FILTER_CONTINUE;
-	size_t			 before;
-	int			 i;
-
-	for (i = 0; i < 1000; i++) {
-		before = fh_drv_pending(d);
-		v = d->ops->backend_input(d->f, d->bin, d->to_c, d->to_b);
-		if (v != FILTER_CONTINUE)
-			return v;
-		v = d->ops->client_input(d->f, d->cin, d->to_b, d->to_c);
-		if (v != FILTER_CONTINUE)
-			return v;
-		if (before == fh_drv_pending(d))
-			return v;
-	}
-	fail_msg("pump does not settle");
-	return v;
+	return filter_pump(d->f, d->cin, d->bin, d->to_c, d->to_b);
 }
 
 /* Bytes from the client ('C') or the backend ('B'), and the verdict. */
@@ -224,7 +212,7 @@ fh_run(enum proto_id proto, const struct proto_ops *ops,
 		if (v != st->verdict) {
 			print_error("%s: step %d: verdict %d, want %d (%s)\n",
 			    c->name, i, v, st->verdict,
-			    ops->reason(d.f) ? ops->reason(d.f) : "-");
+			    filter_reason(d.f));
 			fail();
 		}
 		if (v == FILTER_CLOSE)

@@ -951,10 +951,6 @@ test_ops(void **state)
 	(void)state;
 	assert_string_equal(proto_imap_ops.name, "imap");
 	assert_string_equal(proto_imap_ops.alpn, "imap");
-	assert_int_equal(proto_imap_ops.default_idle_timeout,
-	    DEFAULT_IMAP_IDLE_TIMEOUT);
-	assert_int_equal(proto_imap_ops.default_line_max,
-	    DEFAULT_IMAP_LINE_MAX);
 	proto_imap_ops.unavailable(b, "mx.example.test");
 	fh_drv_expect(b, R_UNAVAIL, strlen(R_UNAVAIL));
 	evbuffer_free(b);
@@ -969,14 +965,14 @@ test_reasons(void **state)
 	drv_start(&d, false, 0);
 	drv_greet(&d);
 	fh_drv_feed(&d, 'C', "a STARTTLS\r\nx", 13, FILTER_CLOSE);
-	assert_string_equal(proto_imap_ops.reason(d.f),
+	assert_string_equal(filter_reason(d.f),
 	    "pipelined data after STARTTLS");
 	/* Once closed, it stays closed. */
 	fh_drv_feed(&d, 'B', "* OK\r\n", 6, FILTER_CLOSE);
 	fh_drv_close(&d);
 	drv_start(&d, false, 0);
 	fh_drv_feed(&d, 'B', "* PREAUTH hi\r\n", 14, FILTER_CLOSE);
-	assert_string_equal(proto_imap_ops.reason(d.f),
+	assert_string_equal(filter_reason(d.f),
 	    "backend PREAUTH in cleartext");
 	fh_drv_close(&d);
 }

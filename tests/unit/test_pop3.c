@@ -779,7 +779,7 @@ test_backend_line_too_long(void **state)
 	drv_init(&d, true, 0);
 	fh_drv_feed(&d, 'B', line, n, FILTER_CLOSE);
 	assert_int_equal(evbuffer_get_length(d.to_c), 0);
-	assert_string_equal(proto_pop3_ops.reason(d.f),
+	assert_string_equal(filter_reason(d.f),
 	    "backend line too long");
 	fh_drv_close(&d);
 
@@ -800,7 +800,7 @@ test_reasons(void **state)
 	(void)state;
 	drv_start(&d, false, 0);
 	fh_drv_feed(&d, 'C', "STLS\r\nCAPA\r\n", 12, FILTER_CLOSE);
-	assert_string_equal(proto_pop3_ops.reason(d.f),
+	assert_string_equal(filter_reason(d.f),
 	    "pipelined data after STLS");
 	/* Closed for good: no more input is looked at. */
 	fh_drv_feed(&d, 'C', "NOOP\r\n", 6, FILTER_CLOSE);
@@ -809,7 +809,7 @@ test_reasons(void **state)
 
 	drv_start(&d, false, 0);
 	fh_drv_feed(&d, 'B', "+OK\r\n", 5, FILTER_CLOSE);
-	assert_string_equal(proto_pop3_ops.reason(d.f),
+	assert_string_equal(filter_reason(d.f),
 	    "unsolicited backend reply");
 	fh_drv_close(&d);
 }
@@ -822,8 +822,6 @@ test_ops(void **state)
 	(void)state;
 	assert_string_equal(proto_pop3_ops.name, "pop3");
 	assert_string_equal(proto_pop3_ops.alpn, "pop3");
-	assert_int_equal(proto_pop3_ops.default_idle_timeout, 600);
-	assert_int_equal(proto_pop3_ops.default_line_max, 8192);
 	proto_pop3_ops.unavailable(b, "mx.example.test");
 	fh_drv_expect(b, R_UNAVAIL, strlen(R_UNAVAIL));
 	evbuffer_free(b);

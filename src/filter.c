@@ -1,0 +1,408 @@
+/*
+ * filter.c - the filter core shared by every protocol (see filter.h).
+ *
+ * Nothing here knows a protocol's grammar: the FIFO orders replies, the
+ * error budget counts refusals, the STARTTLS boundary decides when the
+ * go-ahead may leave, and the pump drives the protocol's two inputs.
+ * Because the three filters all run on this code, a rule kept here holds
+ * for all of them by construction (issue 8: "framing parity").
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <event2/buffer.h>
+
+#include "filter.h"
+#include "lineio.h"
+#include "log.h"
+#include "mailtlsd.h"
+
+/* Rounds of one pump before it is a bug (each round must consume). */
+#define FILTER_PUMP_ROUNDS	(1 << 16)
+
+struct filter *
+filter_new(const struct proto_ops *ops, const struct filter_params *p)
+{
+	const struct conf_service *svc = p->svc;
+	struct filter	*f;
+
+	if ((f = calloc(1, sizeof(*f))) == NULL)
+		return NULL;
+	f->ops = ops;
+	f->svc = svc;
+	f->hostname = svc->hostname ? svc->hostname : "localhost";
+	f->sid = p->session_id ? p->session_id : "-";
+	f->addr = p->client_addr ? p->client_addr : "-";
+	snprintf(f->log, sizeof(f->log), "%s %s client=%s", f->sid, ops->name,
+	    f->addr);
+	f->tls = p->tls_active ? FILTER_TLS_ACTIVE : FILTER_TLS_CLEAR;
+	f->starttls_svc = svc->tls_mode == TLS_MODE_STARTTLS;
+	f->require_tls = f->starttls_svc && svc->require_starttls;
+	f->max_errors = svc->max_errors ? svc->max_errors : DEFAULT_MAX_ERRORS;
+	f->next_id = 1;
+	if ((f->proto = ops->init(f, p)) == NULL) {
+		free(f);
+		return NULL;
+	}
+	return f;
+}
+
+void
+filter_free(struct filter *f)
+{
+	if (f == NULL)
+		return;
+	f->ops->free(f->proto);
+	free(f);
+}
+
+const char *
+filter_reason(const struct filter *f)
+{
+	return f->reason ? f->reason : "protocol filter";
+}
+
+enum filter_verdict
+filter_pump(struct filter *f, struct evbuffer *cin, struct evbuffer *bin,
+    struct evbuffer *cout, struct evbuffer *bout)
+{
+	enum filter_verdict	 v = FILTER_CONTINUE;
+	size_t			 sum;
+	unsigned		 round;
+
+	for (round = 0; round < FILTER_PUMP_ROUNDS; round++) {
+		sum = evbuffer_get_length(cin) + evbuffer_get_length(cout) +
+		    evbuffer_get_length(bin) + evbuffer_get_length(bout);
+		v = f->ops->backend_input(f, bin, cout, bout);
+		if (f->observe != NULL)
+			f->observe(f->observe_arg, 'B', v);
+		if (v != FILTER_CONTINUE)
+			return v;
+		/* A client that does not read its replies is not read. */
+		if (evbuffer_get_length(cout) < RELAY_HIGH_WATERMARK) {
+			v = f->ops->client_input(f, cin, bout, cout);
+			if (f->observe != NULL)
+				f->observe(f->observe_arg, 'C', v);
+			if (v != FILTER_CONTINUE)
+				return v;
+		}
+		if (f->closing)
+			return FILTER_CLOSE;
+		if (sum == evbuffer_get_length(cin) + evbuffer_get_length(cout) +
+		    evbuffer_get_length(bin) + evbuffer_get_length(bout))
+			return FILTER_CONTINUE;
+	}
+	flog(f, error, "filter does not settle, closing");
+	f->reason = "internal error";
+	return FILTER_CLOSE;
+}
+
+enum filter_verdict
+filter_tls_established(struct filter *f, struct evbuffer *bin)
+{
+	size_t	n = evbuffer_get_length(bin);
+
+	f->tls = FILTER_TLS_ACTIVE;
+	if (n == 0)
+		return FILTER_CONTINUE;
+	/* SPEC 8.2: nothing said before TLS is delivered inside it. */
+	flog(f, warnx, "backend sent %zu bytes during the TLS handshake, "
+	    "discarded, closing", n);
+	evbuffer_drain(bin, n);
+	f->reason = "backend data during TLS handshake";
+	f->closing = true;
+	return FILTER_CLOSE;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The reply FIFO. */
+
+struct filter_slot *
+filter_slot_at(struct filter *f, unsigned i)
+{
+	if (i >= f->nslots)
+		return NULL;
+	return &f->slots[(f->head + i) % FILTER_SLOTS];
+}
+
+struct filter_slot *
+filter_slot_push(struct filter *f, unsigned kind, const char *reply,
+    const char *tag, size_t taglen)
+{
+	struct filter_slot *s;
+
+	/* Client commands are held at FILTER_PENDING_MAX; see FILTER_SLOTS. */
+	if (f->nslots >= FILTER_SLOTS)
+		fatalx("%s: reply FIFO overflow", f->log);
+	if (tag == NULL || taglen > FILTER_TAG_MAX)
+		taglen = 0;
+	s = &f->slots[(f->head + f->nslots) % FILTER_SLOTS];
+	memset(s, 0, sizeof(*s));
+	s->kind = kind;
+	s->reply = reply;
+	s->id = f->next_id++;
+	if (f->next_id == 0)
+		f->next_id = 1;
+	if (taglen > 0)
+		memcpy(s->tag, tag, taglen);
+	s->taglen = (uint8_t)taglen;
+	f->nslots++;
+	return s;
+}
+
+void
+filter_slot_pop(struct filter *f)
+{
+	if (f->nslots == 0)
+		return;
+	f->head = (f->head + 1) % FILTER_SLOTS;
+	f->nslots--;
+}
+
+bool
+filter_backend_owes(struct filter *f)
+{
+	struct filter_slot *s = filter_slot_head(f);
+
+	return s != NULL && s->kind >= FSLOT_PROTO;
+}
+
+void
+filter_flush(struct filter *f, struct evbuffer *to_client)
+{
+	struct filter_slot *s;
+
+	while ((s = filter_slot_head(f)) != NULL &&
+	    (s->kind == FSLOT_LOCAL || s->kind == FSLOT_LOCAL_CLOSE)) {
+		if (s->taglen > 0) {
+			evbuffer_add(to_client, s->tag, s->taglen);
+			evbuffer_add(to_client, " ", 1);
+		}
+		if (s->reply != NULL)
+			evbuffer_add(to_client, s->reply, strlen(s->reply));
+		if (s->kind == FSLOT_LOCAL_CLOSE)
+			f->closing = true;
+		filter_slot_pop(f);
+	}
+}
+
+/* ---------------------------------------------------------------------- */
+/* Refusals and the error budget. */
+
+void
+filter_local(struct filter *f, const char *tag, size_t taglen,
+    const char *reply)
+{
+	filter_slot_push(f, FSLOT_LOCAL, reply, tag, taglen);
+}
+
+bool
+filter_refuse(struct filter *f, const char *tag, size_t taglen,
+    const char *reply)
+{
+	filter_slot_push(f, FSLOT_LOCAL, reply, tag, taglen);
+	if (++f->errors < f->max_errors)
+		return false;
+	flog(f, warnx, "%u refused commands, closing", f->errors);
+	f->ops->last_word(f, f->lastword, sizeof(f->lastword));
+	filter_close_after(f, f->lastword, "too many errors");
+	return true;
+}
+
+void
+filter_close_after(struct filter *f, const char *reply, const char *reason)
+{
+	/* Only the first last word counts; later ones would never be read. */
+	if (f->reason == NULL)
+		f->reason = reason;
+	filter_slot_push(f, FSLOT_LOCAL_CLOSE, reply, NULL, 0);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The STARTTLS boundary. */
+
+enum filter_verdict
+filter_starttls(struct filter *f, struct evbuffer *in,
+    struct evbuffer *to_client, struct evbuffer *to_backend,
+    const char *go_ahead)
+{
+	struct filter_slot *s = filter_slot_head(f);
+
+	if (s == NULL || s->kind != FSLOT_STARTTLS)
+		return FILTER_CONTINUE;
+	/* SPEC 8.1: pipelined bytes behind the command are never read. */
+	if (evbuffer_get_length(in) != 0) {
+		flog(f, warnx, "pipelined data after STARTTLS, closing");
+		f->reason = "pipelined data after STARTTLS";
+		f->closing = true;
+		return FILTER_CLOSE;
+	}
+	filter_slot_pop(f);
+	/* SPEC 8.2: the go-ahead is the last cleartext byte. */
+	evbuffer_add(to_client, go_ahead, strlen(go_ahead));
+	f->tls = FILTER_TLS_HANDSHAKE;
+	/* SPEC 8.3: no state of the cleartext phase survives. */
+	f->ops->tls_reset(f, to_backend);
+	return FILTER_STARTTLS;
+}
+
+/* ---------------------------------------------------------------------- */
+/* SASL responses. */
+
+static bool
+filter_base64(const char *s, size_t len)
+{
+	size_t	i, pad = 0;
+
+	if (len == 1 && (s[0] == '=' || s[0] == '*'))
+		return true;
+	for (i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (c == '=') {
+			pad++;
+			continue;
+		}
+		if (pad > 0)
+			return false;	/* data after padding */
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		    (c >= '0' && c <= '9') || c == '+' || c == '/'))
+			return false;
+	}
+	return pad <= 2 && len % 4 == 0;
+}
+
+enum filter_sasl
+filter_sasl_line(struct filter *f, struct evbuffer *in,
+    struct evbuffer *to_backend)
+{
+	char		 buf[FILTER_SASL_LINE_MAX + 2];
+	size_t		 len;
+	unsigned	 flags;
+
+	if (f->sasl_skip) {
+		if (lineio_skip(in) == 0)
+			return FILTER_SASL_MORE;
+		f->sasl_skip = false;
+		return FILTER_SASL_BAD;
+	}
+	switch (lineio_get(in, FILTER_SASL_LINE_MAX, buf, sizeof(buf), &len,
+	    &flags)) {
+	case LINEIO_MORE:
+		return FILTER_SASL_MORE;
+	case LINEIO_TOO_LONG:
+		/* Consume the line whole before the caller refuses it. */
+		flog(f, info, "over-long SASL response refused");
+		if (lineio_skip(in) == 1)
+			return FILTER_SASL_BAD;
+		f->sasl_skip = true;
+		return FILTER_SASL_MORE;
+	case LINEIO_LINE:
+		break;
+	}
+	if (flags != 0 || !filter_base64(buf, len)) {
+		flog(f, info, "malformed SASL response refused");
+		return FILTER_SASL_BAD;
+	}
+	evbuffer_add(to_backend, buf, len);
+	evbuffer_add(to_backend, "\r\n", 2);
+	return len == 1 && buf[0] == '*' ? FILTER_SASL_CANCEL :
+	    FILTER_SASL_SENT;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Capability keywords. */
+
+static bool
+filter_blank(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+bool
+filter_capa_next(const char *s, size_t len, size_t *pos, const char **tok,
+    size_t *toklen)
+{
+	size_t	i = *pos, b;
+
+	while (i < len && filter_blank(s[i]))
+		i++;
+	if (i >= len) {
+		*pos = len;
+		return false;
+	}
+	b = i;
+	while (i < len && !filter_blank(s[i]))
+		i++;
+	*tok = s + b;
+	*toklen = i - b;
+	*pos = i;
+	return true;
+}
+
+const struct filter_capa_rule *
+filter_capa_match(const struct filter_capa_rule *rules, size_t n,
+    const char *tok, size_t toklen)
+{
+	size_t	i, nl;
+
+	for (i = 0; i < n; i++) {
+		nl = strlen(rules[i].name);
+		if (rules[i].flags & FCAPA_PREFIX) {
+			if (toklen >= nl &&
+			    strncasecmp(tok, rules[i].name, nl) == 0)
+				return &rules[i];
+		} else if (rules[i].flags & FCAPA_WORD_PREFIX) {
+			if (toklen >= nl &&
+			    strncasecmp(tok, rules[i].name, nl) == 0 &&
+			    (toklen == nl || tok[nl] == '=' ||
+			    filter_blank(tok[nl])))
+				return &rules[i];
+		} else if (toklen == nl &&
+		    strncasecmp(tok, rules[i].name, nl) == 0)
+			return &rules[i];
+	}
+	return NULL;
+}
+
+bool
+filter_capa_hidden(const struct filter *f, const struct filter_capa_rule *r,
+    size_t n, const char *tok, size_t toklen)
+{
+	const struct filter_capa_rule *m = filter_capa_match(r, n, tok, toklen);
+
+	if (m == NULL)
+		return false;
+	if (f->tls == FILTER_TLS_CLEAR)
+		return (m->flags & FCAPA_HIDE_CLEAR) != 0;
+	return (m->flags & FCAPA_HIDE_TLS) != 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Canonical command lines. */
+
+void
+filter_send_command(struct evbuffer *out, const char *tag, size_t taglen,
+    const char *verb, size_t verblen, const char *args, size_t argslen)
+{
+	if (tag != NULL && taglen > 0) {
+		evbuffer_add(out, tag, taglen);
+		evbuffer_add(out, " ", 1);
+	}
+	evbuffer_add(out, verb, verblen);
+	if (args != NULL && argslen > 0) {
+		evbuffer_add(out, " ", 1);
+		evbuffer_add(out, args, argslen);
+	}
+	evbuffer_add(out, "\r\n", 2);
+}
+
+bool
+filter_word_eq(const char *tok, size_t len, const char *word)
+{
+	return strlen(word) == len && strncasecmp(tok, word, len) == 0;
+}

@@ -1,0 +1,265 @@
+/*
+ * filter.h - the one filter core every protocol runs on.
+ *
+ * A protocol filter (proto_smtp.c, proto_imap.c, proto_pop3.c) keeps only
+ * its framing grammar, its verb table, its capability rules and its reply
+ * texts.  Everything the three have in common lives here, once:
+ *
+ *  - the reply FIFO: one slot per command forwarded (answered by the
+ *    backend) or answered here (a local reply, written only when every
+ *    earlier slot has been answered, so replies keep command order under
+ *    pipelining, RFC 2920 / RFC 9051 5.5);
+ *  - the error budget: every refusal counts, one limit (max_errors of the
+ *    service); reaching it queues the protocol's last word and closes;
+ *  - the STARTTLS boundary: the go-ahead only at the head of the FIFO and
+ *    with nothing buffered behind the command (SPEC 8.1), the go-ahead is
+ *    the last cleartext byte (8.2), the protocol state is reset (8.3), and
+ *    backend bytes arriving before the client's handshake completes end
+ *    the session (8.2);
+ *  - the SASL response relay: one bounded, canonical response line;
+ *  - the capability-keyword matcher: keywords split at any run of SP or
+ *    HTAB, compared case-insensitively;
+ *  - the session log prefix;
+ *  - filter_pump(), the single loop that session.c, the unit-test harness
+ *    and the fuzz drivers all run.
+ *
+ * The filter is a pure state machine over evbuffers: no socket, timer or
+ * TLS object.
+ */
+#ifndef FILTER_H
+#define FILTER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/buffer.h>
+
+#include "mailtlsd.h"
+#include "proto.h"
+
+/* Tags of local replies (IMAP); longer client tags are refused earlier. */
+#define FILTER_TAG_MAX		64
+/* Client slots, plus a greeting or an own command, plus a last reply. */
+#define FILTER_SLOTS		(FILTER_PENDING_MAX + 2)
+/* A SASL response line may be longer than a command (RFC 4954 4). */
+#define FILTER_SASL_LINE_MAX	12288
+
+/* Slot kinds below FSLOT_PROTO belong to the core. */
+enum {
+	FSLOT_LOCAL = 0,	/* our reply, written at the head */
+	FSLOT_LOCAL_CLOSE,	/* the same, then the session ends */
+	FSLOT_STARTTLS,		/* go-ahead decided at the head */
+	FSLOT_PROTO		/* first kind a protocol may use */
+};
+
+struct filter_slot {
+	unsigned	 kind;
+	unsigned	 id;		/* never 0 */
+	bool		 done;		/* protocol use (IMAP: completed) */
+	uint8_t		 taglen;	/* local: tag written before reply */
+	const char	*reply;		/* local: the whole reply (after tag) */
+	char		 tag[FILTER_TAG_MAX + 1];
+};
+
+/* Where the client leg stands with TLS. */
+enum filter_tls {
+	FILTER_TLS_CLEAR = 0,	/* cleartext */
+	FILTER_TLS_HANDSHAKE,	/* go-ahead sent, handshake not done */
+	FILTER_TLS_ACTIVE,	/* implicit TLS, or STARTTLS completed */
+};
+
+struct filter {
+	const struct proto_ops	*ops;
+	void			*proto;		/* the protocol's state */
+	const struct conf_service *svc;
+	const char		*hostname;
+	const char		*sid;
+	const char		*addr;
+	char			 log[96];	/* "SID proto client=ADDR" */
+
+	enum filter_tls		 tls;
+	bool			 starttls_svc;	/* tls_mode = starttls */
+	bool			 require_tls;	/* require_starttls applies */
+	bool			 closing;	/* FILTER_CLOSE from now on */
+	bool			 sasl_skip;	/* rest of an over-long response */
+	const char		*reason;	/* why it closes */
+	unsigned		 errors;
+	unsigned		 max_errors;
+	char			 lastword[320];	/* "too many errors" reply */
+
+	/*
+	 * Test drivers only: called by filter_pump() after every call of
+	 * an input function, with 'B' or 'C' and its verdict.
+	 */
+	void			(*observe)(void *, char, enum filter_verdict);
+	void			*observe_arg;
+
+	struct filter_slot	 slots[FILTER_SLOTS];	/* FIFO ring */
+	unsigned		 head;
+	unsigned		 nslots;
+	unsigned		 next_id;
+};
+
+/* Log with the session prefix: flog(f, warnx, "fmt", ...). */
+#define flog(f, lvl, fmt, ...) \
+	log_##lvl("%s: " fmt, (f)->log, ##__VA_ARGS__)
+
+struct filter	*filter_new(const struct proto_ops *,
+		    const struct filter_params *);
+void		 filter_free(struct filter *);
+const char	*filter_reason(const struct filter *);
+
+/*
+ * Run the filter until neither direction makes progress: backend input,
+ * then client input, again and again.  Client input is not looked at while
+ * the client's own output holds RELAY_HIGH_WATERMARK bytes or more (a
+ * client that does not read its replies cannot make us queue more).
+ * Verdicts other than FILTER_CONTINUE end the pump.
+ */
+enum filter_verdict filter_pump(struct filter *, struct evbuffer *cin,
+		    struct evbuffer *bin, struct evbuffer *cout,
+		    struct evbuffer *bout);
+
+/*
+ * The client's handshake after a go-ahead has completed.  Backend bytes
+ * already in bin were sent inside the handshake window: they are never
+ * delivered, the event is logged, and FILTER_CLOSE is returned.
+ */
+enum filter_verdict filter_tls_established(struct filter *,
+		    struct evbuffer *bin);
+
+static inline bool
+filter_cleartext(const struct filter *f)
+{
+	return f->tls == FILTER_TLS_CLEAR;
+}
+
+/* ---- the reply FIFO ---- */
+
+/* A client command may start only while this is false (else: hold). */
+static inline bool
+filter_fifo_full(const struct filter *f)
+{
+	return f->nslots >= FILTER_PENDING_MAX;
+}
+
+static inline unsigned
+filter_fifo_count(const struct filter *f)
+{
+	return f->nslots;
+}
+
+/* The i-th pending slot from the head (0 = head), or NULL. */
+struct filter_slot *filter_slot_at(struct filter *, unsigned i);
+static inline struct filter_slot *
+filter_slot_head(struct filter *f)
+{
+	return filter_slot_at(f, 0);
+}
+/* Append a slot; tag may be NULL.  Returns it (its id is unique). */
+struct filter_slot *filter_slot_push(struct filter *, unsigned kind,
+		    const char *reply, const char *tag, size_t taglen);
+void		 filter_slot_pop(struct filter *);
+/* True while the head slot waits for the backend. */
+bool		 filter_backend_owes(struct filter *);
+/*
+ * Write local replies that have reached the head ("TAG " + reply when a
+ * tag was given).  A FSLOT_LOCAL_CLOSE makes the filter close.
+ */
+void		 filter_flush(struct filter *, struct evbuffer *to_client);
+
+/* ---- refusals and the error budget ---- */
+
+/*
+ * Answer a client command ourselves (reply after "TAG " if tag given) and
+ * count it against max_errors; the last one allowed queues the protocol's
+ * last word (ops->last_word) and the session ends once it is written.
+ * Returns true when the session now closes.
+ */
+bool		 filter_refuse(struct filter *, const char *tag, size_t taglen,
+		    const char *reply);
+/* Answer ourselves without counting (a reply that is not a refusal). */
+void		 filter_local(struct filter *, const char *tag, size_t taglen,
+		    const char *reply);
+/* Queue a last reply (may be NULL: none) and close once it is written. */
+void		 filter_close_after(struct filter *, const char *reply,
+		    const char *reason);
+
+/* ---- the STARTTLS boundary ---- */
+
+/*
+ * At the head of the FIFO, a FSLOT_STARTTLS slot: the go-ahead may be
+ * given only now.  If the client sent anything behind the command (in is
+ * not empty) that is the injection of SPEC 8.1: logged, closed.
+ * Otherwise go_ahead is written as the last cleartext bytes, the slot
+ * popped, the protocol reset (ops->tls_reset) and FILTER_STARTTLS
+ * returned.  Returns FILTER_CONTINUE while earlier replies are due.
+ */
+enum filter_verdict filter_starttls(struct filter *, struct evbuffer *in,
+		    struct evbuffer *to_client, struct evbuffer *to_backend,
+		    const char *go_ahead);
+
+/* ---- SASL responses ---- */
+
+enum filter_sasl {
+	FILTER_SASL_MORE = 0,	/* no complete line yet */
+	FILTER_SASL_SENT,	/* a response line went to the backend */
+	FILTER_SASL_CANCEL,	/* "*": forwarded; the exchange ends */
+	FILTER_SASL_BAD,	/* not base64, or too long: consumed, not sent */
+};
+
+/*
+ * Read one client SASL response line (RFC 4954 4, RFC 9051 6.2.2, RFC
+ * 5034 4): base64 text, "=" or "*", at most FILTER_SASL_LINE_MAX bytes.
+ * A valid line is written to to_backend as the text plus CRLF.  A bad
+ * line is consumed (an over-long one entirely) and not forwarded: the
+ * caller cancels the exchange towards the backend ("*") or refuses.
+ */
+enum filter_sasl filter_sasl_line(struct filter *, struct evbuffer *in,
+		    struct evbuffer *to_backend);
+
+/* ---- capability keywords ---- */
+
+#define FCAPA_HIDE_CLEAR	0x01	/* hidden while in cleartext */
+#define FCAPA_HIDE_TLS		0x02	/* hidden once TLS is active */
+#define FCAPA_HIDE_ALWAYS	(FCAPA_HIDE_CLEAR | FCAPA_HIDE_TLS)
+#define FCAPA_PREFIX		0x04	/* name is a prefix ("AUTH=") */
+#define FCAPA_WORD_PREFIX	0x08	/* name, alone or followed by "=" or
+					   a blank ("AUTH PLAIN", "AUTH=X") */
+
+struct filter_capa_rule {
+	const char	*name;
+	unsigned	 flags;
+};
+
+/*
+ * Next keyword of a capability text: skips any run of SP and HTAB, then
+ * sets *tok and *toklen to the keyword up to the next SP or HTAB.
+ * Returns false at the end.
+ */
+bool		 filter_capa_next(const char *s, size_t len, size_t *pos,
+		    const char **tok, size_t *toklen);
+/* The rule matching a keyword (case-insensitive), or NULL. */
+const struct filter_capa_rule *filter_capa_match(
+		    const struct filter_capa_rule *, size_t nrules,
+		    const char *tok, size_t toklen);
+/* Whether a keyword is hidden in the filter's current TLS state. */
+bool		 filter_capa_hidden(const struct filter *,
+		    const struct filter_capa_rule *, size_t nrules,
+		    const char *tok, size_t toklen);
+
+/* ---- canonical command lines ---- */
+
+/*
+ * Write a command line as we parsed it: [tag SP] verb [SP args] CRLF.
+ * Nothing the client sent goes out any other way.
+ */
+void		 filter_send_command(struct evbuffer *to_backend,
+		    const char *tag, size_t taglen, const char *verb,
+		    size_t verblen, const char *args, size_t argslen);
+
+/* Case-insensitive compare of a counted token with a C string. */
+bool		 filter_word_eq(const char *tok, size_t len, const char *word);
+
+#endif /* FILTER_H */
