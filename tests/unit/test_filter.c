@@ -11,6 +11,8 @@
  * protocols' grammars.  The keyword matcher, the SASL line reader and the
  * canonical command writer have tables of their own.
  */
+#include "config.h"
+
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -25,6 +27,7 @@
 
 #include "conf.h"
 #include "filter.h"
+#include "filter_harness.h"
 #include "lineio.h"
 #include "log.h"
 #include "proto.h"
@@ -214,16 +217,53 @@ core_service(struct conf_service *svc, const struct core_case *c)
 	svc->max_errors = c->max_errors;
 }
 
+/* A toy filter with its four buffers. */
+struct toy_drv {
+	struct conf_service	 svc;
+	struct filter		*f;
+	struct evbuffer		*cin, *bin, *to_b, *to_c;
+};
+
+static void
+toy_open(struct toy_drv *d, const struct core_case *c)
+{
+	struct filter_params	 fp;
+
+	core_service(&d->svc, c);
+	memset(&fp, 0, sizeof(fp));
+	fp.svc = &d->svc;
+	fp.tls_active = !c->starttls;
+	fp.session_id = "0123456789abcdef";
+	fp.client_addr = "192.0.2.1";
+	assert_non_null(d->f = filter_new(&toy_ops, &fp));
+	d->cin = evbuffer_new();
+	d->bin = evbuffer_new();
+	d->to_b = evbuffer_new();
+	d->to_c = evbuffer_new();
+}
+
+static enum filter_verdict
+toy_pump(struct toy_drv *d)
+{
+	return filter_pump(d->f, d->cin, d->bin, d->to_c, d->to_b);
+}
+
+static void
+toy_close(struct toy_drv *d)
+{
+	evbuffer_free(d->cin);
+	evbuffer_free(d->bin);
+	evbuffer_free(d->to_b);
+	evbuffer_free(d->to_c);
+	filter_free(d->f);
+}
+
 static char *
 take(struct evbuffer *b)
 {
-	size_t	 n = evbuffer_get_length(b);
-	char	*s = malloc(n + 1);
+	size_t	len;
 
-	assert_non_null(s);
-	evbuffer_remove(b, s, n);
-	s[n] = '\0';
-	return s;
+	return fh_take(b, &len);
 }
 
 static void
@@ -234,56 +274,39 @@ test_core_table(void **state)
 	(void)state;
 	for (i = 0; i < sizeof(core_cases) / sizeof(core_cases[0]); i++) {
 		const struct core_case *c = &core_cases[i];
-		struct conf_service	 svc;
-		struct filter_params	 fp;
-		struct filter		*f;
-		struct evbuffer		*cin, *bin, *to_b, *to_c;
+		struct toy_drv		 d;
 		enum filter_verdict	 v;
 		char			*gb, *gc;
 
-		core_service(&svc, c);
-		memset(&fp, 0, sizeof(fp));
-		fp.svc = &svc;
-		fp.tls_active = !c->starttls;
-		fp.session_id = "0123456789abcdef";
-		fp.client_addr = "192.0.2.1";
-		assert_non_null(f = filter_new(&toy_ops, &fp));
-		cin = evbuffer_new();
-		bin = evbuffer_new();
-		to_b = evbuffer_new();
-		to_c = evbuffer_new();
-		evbuffer_add(cin, c->client, strlen(c->client));
-		v = filter_pump(f, cin, bin, to_c, to_b);
+		toy_open(&d, c);
+		evbuffer_add(d.cin, c->client, strlen(c->client));
+		v = toy_pump(&d);
 		if (v == FILTER_CONTINUE) {
-			evbuffer_add(bin, c->backend, strlen(c->backend));
-			v = filter_pump(f, cin, bin, to_c, to_b);
+			evbuffer_add(d.bin, c->backend, strlen(c->backend));
+			v = toy_pump(&d);
 		}
 		if (v == FILTER_STARTTLS) {
 			if (c->window != NULL)
-				evbuffer_add(bin, c->window,
+				evbuffer_add(d.bin, c->window,
 				    strlen(c->window));
-			if (filter_tls_established(f, bin, to_b) !=
+			if (filter_tls_established(d.f, d.bin, d.to_b) !=
 			    FILTER_CONTINUE)
 				v = FILTER_CLOSE;
 			else
 				assert_int_equal(
-				    ((struct toy *)f->proto)->resets, 1);
+				    ((struct toy *)d.f->proto)->resets, 1);
 		}
-		gb = take(to_b);
-		gc = take(to_c);
+		gb = take(d.to_b);
+		gc = take(d.to_c);
 		if (strcmp(gb, c->to_backend) != 0 ||
 		    strcmp(gc, c->to_client) != 0 || v != c->verdict ||
-		    (c->reason && strcmp(filter_reason(f), c->reason) != 0))
+		    (c->reason && strcmp(filter_reason(d.f), c->reason) != 0))
 			fail_msg("%s: to_backend [%s] to_client [%s] verdict "
 			    "%d reason %s", c->name, gb, gc, v,
-			    filter_reason(f));
+			    filter_reason(d.f));
 		free(gb);
 		free(gc);
-		evbuffer_free(cin);
-		evbuffer_free(bin);
-		evbuffer_free(to_b);
-		evbuffer_free(to_c);
-		filter_free(f);
+		toy_close(&d);
 	}
 }
 
@@ -291,85 +314,50 @@ test_core_table(void **state)
 static void
 test_core_fifo_bound(void **state)
 {
-	struct conf_service	 svc;
 	struct core_case	 c = { .name = "fifo" };
-	struct filter_params	 fp;
-	struct filter		*f;
-	struct evbuffer		*cin, *bin, *to_b, *to_c;
+	struct toy_drv		 d;
 	int			 i;
 
 	(void)state;
-	core_service(&svc, &c);
-	memset(&fp, 0, sizeof(fp));
-	fp.svc = &svc;
-	fp.tls_active = true;
-	assert_non_null(f = filter_new(&toy_ops, &fp));
-	cin = evbuffer_new();
-	bin = evbuffer_new();
-	to_b = evbuffer_new();
-	to_c = evbuffer_new();
+	toy_open(&d, &c);
 	for (i = 0; i < FILTER_PENDING_MAX + 10; i++)
-		evbuffer_add_printf(cin, "FWD %d\r\n", i);
-	assert_int_equal(filter_pump(f, cin, bin, to_c, to_b),
-	    FILTER_CONTINUE);
-	assert_int_equal(filter_fifo_count(f), FILTER_PENDING_MAX);
-	assert_true(evbuffer_get_length(cin) > 0);	/* held, not read */
+		evbuffer_add_printf(d.cin, "FWD %d\r\n", i);
+	assert_int_equal(toy_pump(&d), FILTER_CONTINUE);
+	assert_int_equal(filter_fifo_count(d.f), FILTER_PENDING_MAX);
+	assert_true(evbuffer_get_length(d.cin) > 0);	/* held, not read */
 	for (i = 0; i < FILTER_PENDING_MAX; i++)
-		evbuffer_add_printf(bin, "ok\r\n");
-	assert_int_equal(filter_pump(f, cin, bin, to_c, to_b),
-	    FILTER_CONTINUE);
-	assert_int_equal(evbuffer_get_length(cin), 0);	/* read once room */
-	assert_int_equal(filter_fifo_count(f), 10);
+		evbuffer_add_printf(d.bin, "ok\r\n");
+	assert_int_equal(toy_pump(&d), FILTER_CONTINUE);
+	assert_int_equal(evbuffer_get_length(d.cin), 0);	/* read once room */
+	assert_int_equal(filter_fifo_count(d.f), 10);
 	for (i = 0; i < 10; i++)
-		evbuffer_add_printf(bin, "ok\r\n");
-	assert_int_equal(filter_pump(f, cin, bin, to_c, to_b),
-	    FILTER_CONTINUE);
-	assert_int_equal(filter_fifo_count(f), 0);
-	assert_int_equal(evbuffer_get_length(to_c),
+		evbuffer_add_printf(d.bin, "ok\r\n");
+	assert_int_equal(toy_pump(&d), FILTER_CONTINUE);
+	assert_int_equal(filter_fifo_count(d.f), 0);
+	assert_int_equal(evbuffer_get_length(d.to_c),
 	    (size_t)(FILTER_PENDING_MAX + 10) * 4);
-	evbuffer_free(cin);
-	evbuffer_free(bin);
-	evbuffer_free(to_b);
-	evbuffer_free(to_c);
-	filter_free(f);
+	toy_close(&d);
 }
 
 /* A client that does not read its replies is not read either. */
 static void
 test_core_backed_up_client(void **state)
 {
-	struct conf_service	 svc;
 	struct core_case	 c = { .name = "backed up" };
-	struct filter_params	 fp;
-	struct filter		*f;
-	struct evbuffer		*cin, *bin, *to_b, *to_c;
+	struct toy_drv		 d;
 	static char		 big[RELAY_HIGH_WATERMARK];
 
 	(void)state;
-	core_service(&svc, &c);
-	memset(&fp, 0, sizeof(fp));
-	fp.svc = &svc;
-	fp.tls_active = true;
-	assert_non_null(f = filter_new(&toy_ops, &fp));
-	cin = evbuffer_new();
-	bin = evbuffer_new();
-	to_b = evbuffer_new();
-	to_c = evbuffer_new();
-	evbuffer_add(to_c, big, sizeof(big));
-	evbuffer_add(cin, "HI\r\n", 4);
-	assert_int_equal(filter_pump(f, cin, bin, to_c, to_b),
-	    FILTER_CONTINUE);
-	assert_int_equal(evbuffer_get_length(cin), 4);
-	evbuffer_drain(to_c, sizeof(big));
-	assert_int_equal(filter_pump(f, cin, bin, to_c, to_b),
-	    FILTER_CONTINUE);
-	assert_int_equal(evbuffer_get_length(cin), 0);
-	assert_int_equal(evbuffer_get_length(to_c), 7);
-	evbuffer_free(cin);
-	evbuffer_free(bin);
-	evbuffer_free(to_b);
-	evbuffer_free(to_c);
-	filter_free(f);
+	toy_open(&d, &c);
+	evbuffer_add(d.to_c, big, sizeof(big));
+	evbuffer_add(d.cin, "HI\r\n", 4);
+	assert_int_equal(toy_pump(&d), FILTER_CONTINUE);
+	assert_int_equal(evbuffer_get_length(d.cin), 4);
+	evbuffer_drain(d.to_c, sizeof(big));
+	assert_int_equal(toy_pump(&d), FILTER_CONTINUE);
+	assert_int_equal(evbuffer_get_length(d.cin), 0);
+	assert_int_equal(evbuffer_get_length(d.to_c), 7);
+	toy_close(&d);
 }
 
 /* Capability keywords: split at any run of SP/HTAB, case-insensitive. */
@@ -397,19 +385,16 @@ test_capa(void **state)
 		{ "", false, "" },
 		{ "\t \t", false, "" },
 	};
-	struct conf_service	 svc;
 	struct core_case	 c = { .name = "capa", .starttls = true };
-	struct filter_params	 fp;
+	struct toy_drv		 d;
 	struct filter		*f;
 	size_t			 i, pos, tl, kl;
 	const char		*tok;
 	char			 kept[128];
 
 	(void)state;
-	core_service(&svc, &c);
-	memset(&fp, 0, sizeof(fp));
-	fp.svc = &svc;
-	assert_non_null(f = filter_new(&toy_ops, &fp));
+	toy_open(&d, &c);
+	f = d.f;
 	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 		f->tls = t[i].tls ? FILTER_TLS_ACTIVE : FILTER_TLS_CLEAR;
 		kl = 0;
@@ -426,7 +411,7 @@ test_capa(void **state)
 			fail_msg("[%s] tls=%d: kept [%s], want [%s]",
 			    t[i].text, t[i].tls, kept, t[i].kept);
 	}
-	filter_free(f);
+	toy_close(&d);
 }
 
 /* SASL responses: base64, "=", "*", bounded; nothing else forwarded. */
@@ -451,19 +436,16 @@ test_sasl(void **state)
 		{ "dXNl", FILTER_SASL_MORE, "", 4 },
 		{ "", FILTER_SASL_MORE, "", 0 },
 	};
-	struct conf_service	 svc;
 	struct core_case	 c = { .name = "sasl" };
-	struct filter_params	 fp;
+	struct toy_drv		 d;
 	struct filter		*f;
 	struct evbuffer		*in, *out;
 	size_t			 i;
 	char			*got;
 
 	(void)state;
-	core_service(&svc, &c);
-	memset(&fp, 0, sizeof(fp));
-	fp.svc = &svc;
-	assert_non_null(f = filter_new(&toy_ops, &fp));
+	toy_open(&d, &c);
+	f = d.f;
 	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
 		in = evbuffer_new();
 		out = evbuffer_new();
@@ -477,25 +459,22 @@ test_sasl(void **state)
 		evbuffer_free(in);
 		evbuffer_free(out);
 	}
-	filter_free(f);
+	toy_close(&d);
 }
 
 /* An over-long SASL response is consumed whole, across reads. */
 static void
 test_sasl_long(void **state)
 {
-	struct conf_service	 svc;
 	struct core_case	 c = { .name = "sasl long" };
-	struct filter_params	 fp;
+	struct toy_drv		 d;
 	struct filter		*f;
 	struct evbuffer		*in, *out;
 	size_t			 i;
 
 	(void)state;
-	core_service(&svc, &c);
-	memset(&fp, 0, sizeof(fp));
-	fp.svc = &svc;
-	assert_non_null(f = filter_new(&toy_ops, &fp));
+	toy_open(&d, &c);
+	f = d.f;
 	in = evbuffer_new();
 	out = evbuffer_new();
 	for (i = 0; i < FILTER_SASL_LINE_MAX + 100; i++)
@@ -508,7 +487,7 @@ test_sasl_long(void **state)
 	assert_int_equal(evbuffer_get_length(out), 0);
 	evbuffer_free(in);
 	evbuffer_free(out);
-	filter_free(f);
+	toy_close(&d);
 }
 
 /* The canonical command line. */
