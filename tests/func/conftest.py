@@ -2,7 +2,12 @@
 Fixtures of the functional suite: client <-> mailtlsd <-> real backends.
 
 Session-scoped: the PKI, one Dovecot (IMAP/POP3, plus the SASL socket) and
-one Postfix delivering into the Dovecot user "alice".  Function-scoped:
+one Postfix delivering into the Dovecot user "alice"; the legacy backends
+of legacy_util (Exim 4.96 with its own "alice", Courier-IMAP/POP3), each
+started on first use.  `mta` is Postfix or Exim, chosen by indirect
+parametrization (default Postfix), so that one test body runs against
+each (test_mda_starttls.py's `mda` does the same for Dovecot or
+Courier).  Function-scoped:
 mailtlsd instances, fresh mailboxes, the aiosmtpd recorder and scripted
 backends, so that tests never depend on each other's state.
 
@@ -20,6 +25,7 @@ import sys
 import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import legacy_util  # noqa: E402
 import mtlib  # noqa: E402
 
 TEST_TIMEOUT = int(os.environ.get("MAILTLSD_TEST_TIMEOUT", "180"))
@@ -121,6 +127,48 @@ def postfix(workroot, dovecot, alice):
     p.start()
     yield p
     p.stop()
+
+
+def _need_legacy():
+    _need_root()
+    why = legacy_util.missing()
+    if why:
+        pytest.skip("legacy backends unavailable: " + "; ".join(why))
+
+
+@pytest.fixture(scope="session")
+def exim(workroot):
+    """Exim 4.96 on a loopback port, delivering "alice" (and any user a
+    test adds) into a Maildir byte for byte."""
+    _need_legacy()
+    e = legacy_util.Exim(workroot)
+    e.add_user("alice", "alice-secret")
+    e.start()
+    yield e
+    e.stop()
+
+
+@pytest.fixture(scope="session")
+def courier(workroot):
+    """Courier-IMAP and Courier POP3 with authdaemond and a userdb."""
+    _need_legacy()
+    c = legacy_util.Courier(workroot)
+    c.start()
+    yield c
+    c.stop()
+
+
+@pytest.fixture
+def mta(request):
+    """An SMTP backend facade (legacy_util.MtaView): Postfix by default,
+    or what @pytest.mark.parametrize("mta", [...], indirect=True) names."""
+    kind = getattr(request, "param", "postfix")
+    if kind == "postfix":
+        p = request.getfixturevalue("postfix")
+        return legacy_util.MtaView("postfix", p.port,
+                                   request.getfixturevalue("alice"), p.log)
+    e = request.getfixturevalue("exim")
+    return legacy_util.MtaView("exim", e.port, e.users["alice"], e.log)
 
 
 @pytest.fixture

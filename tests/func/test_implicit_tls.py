@@ -1,8 +1,8 @@
 """
 Implicit TLS (SMTPS, IMAPS, POP3S) through mailtlsd to the real backends.
 
-Each test asserts on what reached the far side: the Maildir Postfix
-delivered into, the exact bytes the aiosmtpd recorder stored, or the exact
+Each test asserts on what reached the far side: the Maildir Postfix (or
+Exim 4.96, for the tests parametrized over `mta`) delivered into, the exact bytes the aiosmtpd recorder stored, or the exact
 bytes Dovecot served from a message the test wrote itself.
 """
 
@@ -56,9 +56,11 @@ def curl_tls_args(certs, port):
 # ---------------------------------------------------------------------------
 # SMTPS
 
-def test_smtps_smtplib_delivers_through_postfix(mtd, postfix, alice, certs):
+@pytest.mark.parametrize("mta", ["postfix", "exim"], indirect=True)
+def test_smtps_smtplib_delivers_through_backend(mtd, mta, certs):
+    alice = mta.user
     m = mtd()
-    port = m.add_service("smtps", "smtp", [postfix.port])
+    port = m.add_service("smtps", "smtp", [mta.port])
     m.start()
     tok = mtlib.token()
     msg = mtlib.make_message(tok, rcpt=alice.address)
@@ -71,7 +73,7 @@ def test_smtps_smtplib_delivers_through_postfix(mtd, postfix, alice, certs):
         assert "PLAIN" in s.esmtp_features.get("auth", "").upper()
         s.login(alice.name, alice.password)
         assert s.sendmail("sender@example.org", [alice.address], msg) == {}
-    assert_delivered(alice.find(tok), msg)
+    mta.assert_arrived(alice.find(tok), msg)
 
 
 def test_smtps_relays_message_byte_exact(mtd, recorder, certs):
@@ -114,10 +116,11 @@ def test_smtps_curl_to_recorder(mtd, recorder, certs, workdir):
     assert got.data == msg
 
 
-def test_smtps_curl_auth_through_postfix(mtd, postfix, alice, certs,
-                                         workdir):
+@pytest.mark.parametrize("mta", ["postfix", "exim"], indirect=True)
+def test_smtps_curl_auth_through_backend(mtd, mta, certs, workdir):
+    alice = mta.user
     m = mtd()
-    port = m.add_service("smtps", "smtp", [postfix.port])
+    port = m.add_service("smtps", "smtp", [mta.port])
     m.start()
     tok = mtlib.token()
     msg = mtlib.make_message(tok, rcpt=alice.address)
@@ -128,9 +131,9 @@ def test_smtps_curl_auth_through_postfix(mtd, postfix, alice, certs,
          "--user", "%s:%s" % (alice.name, alice.password),
          "--mail-from", "sender@example.org", "--mail-rcpt", alice.address,
          "--upload-file", path)
-    assert_delivered(alice.find(tok), msg)
-    # Postfix saw an authenticated submission, over the plaintext leg.
-    assert "sasl_username=%s" % alice.name in open(postfix.log).read()
+    mta.assert_arrived(alice.find(tok), msg)
+    # The backend saw an authenticated submission, over the plaintext leg.
+    assert mta.authenticated_in_log(open(mta.log).read(), alice.name)
 
 
 # ---------------------------------------------------------------------------
