@@ -49,9 +49,11 @@ struct fh_case {
 	bool		 starttls_service;	/* tls_mode = starttls */
 	bool		 require_starttls;
 	size_t		 max_line;	/* 0 = protocol default */
-	unsigned	 max_errors;	/* 0 = default */
 	enum bare_newline_mode bare_newline;
 	struct fh_step	 steps[FH_MAX_STEPS];
+	unsigned	 max_errors;	/* 0 = default; after steps, so that
+					   rows written by position keep
+					   their meaning */
 };
 
 static inline void
