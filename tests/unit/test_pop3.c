@@ -131,6 +131,22 @@ static const struct fh_case pop3_cases[] = {
 	{ 'B', "+OK\r\nXCLIENT ADDR PORT\r\nTOP\r\n.\r\n", NULL,
 	    "+OK\r\nTOP\r\n.\r\n", FILTER_CONTINUE, 0 },
 } },
+{ "capa keywords split at HTAB and any case (issue 8)", false, true, true,
+    0, 0, .steps = {
+	GREET,
+	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\nsasl\tPLAIN\r\nUser\r\n\tUSER\r\nSASL \t LOGIN\r\n"
+	    "Stls\r\nXClient\tADDR\r\nTOP\r\n.\r\n", NULL,
+	    "+OK\r\nTOP\r\nSTLS\r\n.\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "capa keywords split at HTAB inside TLS", true, false, false, 0, 0,
+    .steps = {
+	GREET,
+	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\nsasl\tPLAIN\r\nUser\r\nstls\t\r\nXClient\tADDR\r\n"
+	    "TOP\r\n.\r\n", NULL, "+OK\r\nsasl\tPLAIN\r\nUser\r\nTOP\r\n.\r\n",
+	    FILTER_CONTINUE, 0 },
+} },
 { "capa split at awkward points", false, true, true, 0, 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
@@ -171,6 +187,62 @@ static const struct fh_case pop3_cases[] = {
 	GREET,
 	{ 'C', "user bob smith\r\nPASS my  secret \r\n",
 	    "USER bob smith\r\nPASS my  secret \r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+} },
+
+{ "USER arguments canonical: runs of SP collapse", true, false, false,
+    0, 0, .steps = {
+	GREET,
+	{ 'C', "user  x\r\nUser bob   smith \r\n",
+	    "USER x\r\nUSER bob smith\r\n", NULL, FILTER_CONTINUE, 0 },
+} },
+{ "PASS argument is the rest of the line, byte-exact", true, false, false,
+    0, 0, .steps = {
+	GREET,
+	{ 'C', "pass  two  spaces \r\n", "PASS  two  spaces \r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+} },
+{ "HTAB or control in a command line refused (issue 8)", true, false,
+    false, 0, 0, .steps = {
+	GREET,
+	/* A server trimming blanks would read "UIDL" (multi-line). */
+	{ 'C', "UIDL \t\r\n", NULL, R_BADCHAR, FILTER_CONTINUE, 0 },
+	{ 'C', "LIST\t1\r\nLIST 1\t\r\nUSER\tbob\r\n", NULL,
+	    R_BADCHAR R_BADCHAR R_BADCHAR, FILTER_CONTINUE, 0 },
+	{ 'C', "PASS a\tb\r\nPASS a\x7f\r\nUSER a\x0b\r\nRETR 1\x0c\r\n", NULL,
+	    R_BADCHAR R_BADCHAR R_BADCHAR R_BADCHAR, FILTER_CONTINUE, 0 },
+	{ 'C', "NOOP\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },
+} },
+{ "blank before the keyword refused", true, false, false, 0, 0, .steps = {
+	GREET,
+	{ 'C', " LIST\r\n  USER bob\r\n", NULL, R_SYNTAX R_SYNTAX,
+	    FILTER_CONTINUE, 0 },
+} },
+
+/* The cleartext allow-list: CAPA, STLS, QUIT (SPEC section 3). */
+{ "cleartext: CAPA and QUIT forwarded", false, true, true, 0, 0, .steps = {
+	GREET,
+	{ 'C', "capa\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\n.\r\n", NULL, "+OK\r\nSTLS\r\n.\r\n", FILTER_CONTINUE, 0 },
+	{ 'C', "quit\r\n", "QUIT\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK bye\r\n", NULL, "+OK bye\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "cleartext: every other command refused, never forwarded", false, true,
+    true, 0, 20, .steps = {
+	GREET,
+	{ 'C', "STAT\r\nLIST\r\nLIST 1\r\nRETR 1\r\nTOP 1 0\r\n", NULL,
+	    R_NOTYET R_NOTYET R_NOTYET R_NOTYET R_NOTYET, FILTER_CONTINUE, 0 },
+	{ 'C', "NOOP\r\nUIDL\r\nDELE 1\r\nRSET\r\n", NULL,
+	    R_NOTYET R_NOTYET R_NOTYET R_NOTYET, FILTER_CONTINUE, 0 },
+	{ 'C', "LANG\r\nUTF8\r\nXYZZY\r\n", NULL,
+	    R_NOTYET R_NOTYET R_NOTYET, FILTER_CONTINUE, 0 },
+	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+} },
+{ "cleartext: lines of a refused AUTH never forwarded (issue 8)", false,
+    true, true, 0, 0, .steps = {
+	GREET,
+	{ 'C', "AUTH PLAIN\r\ndGVzdA\r\nAUTH LOGIN\r\nYm9i\r\nc2VjcmV0\r\n",
+	    NULL, R_CLEAR R_NOTYET R_CLEAR R_NOTYET R_NOTYET,
 	    FILTER_CONTINUE, 0 },
 } },
 
@@ -225,6 +297,19 @@ static const struct fh_case pop3_cases[] = {
 	{ 'C', "STLS now\r\n", NULL, R_SYNTAX, FILTER_CONTINUE, 0 },
 	STLS_OK,
 } },
+{ "STLS: a backend -ERR while it waits is passed on, then close", false,
+    true, true, 0, 0, .steps = {
+	GREET,
+	{ 'C', "CAPA\r\nSTLS\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "-ERR\r\n-ERR bye\r\n", NULL, "-ERR\r\n-ERR bye\r\n",
+	    FILTER_CLOSE, 0 },
+} },
+{ "STLS inside TLS counts as an error", true, false, false, 0, 2,
+    .steps = {
+	GREET,
+	{ 'C', "STLS\r\n", NULL, R_TLSUP, FILTER_CONTINUE, 0 },
+	{ 'C', "STLS\r\n", NULL, R_TLSUP R_ERRORS, FILTER_CLOSE, 0 },
+} },
 { "STLS on implicit TLS refused", true, false, false, 0, 0, .steps = {
 	GREET,
 	{ 'C', "STLS\r\n", NULL, R_TLSUP, FILTER_CONTINUE, 0 },
@@ -266,6 +351,14 @@ static const struct fh_case pop3_cases[] = {
 	/* No continuation was sent: this is no SASL response. */
 	{ 'C', "AGJvYgBzZWNyZXQ=\r\n", NULL, R_SYNTAX, FILTER_CONTINUE, 0 },
 } },
+{ "USER PASS APOP AUTH refused and counted", false, true, true, 0, 4,
+    .steps = {
+	GREET,
+	{ 'C', "USER bob\r\nPASS x\r\nAPOP bob 0123\r\n", NULL,
+	    R_CLEAR R_CLEAR R_CLEAR, FILTER_CONTINUE, 0 },
+	{ 'C', "AUTH PLAIN\r\nCAPA\r\n", NULL, R_CLEAR R_ERRORS,
+	    FILTER_CLOSE, 0 },
+} },
 { "credentials pipelined between commands", false, true, true, 0, 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\nUSER bob\r\nPASS secret\r\nQUIT\r\n",
@@ -297,6 +390,12 @@ static const struct fh_case pop3_cases[] = {
 { "XCLIENT refused on implicit TLS", true, false, false, 0, 0, .steps = {
 	GREET,
 	{ 'C', "XCLIENT\r\n", NULL, R_NOPERM, FILTER_CONTINUE, 0 },
+} },
+{ "XCLIENT inside TLS counts as an error", true, false, false, 0, 1,
+    .steps = {
+	GREET,
+	{ 'C', "XCLIENT ADDR=10.0.0.1\r\nNOOP\r\n", NULL, R_NOPERM R_ERRORS,
+	    FILTER_CLOSE, 0 },
 } },
 { "XCLIENT refused in TRANSACTION state", true, false, false, 0, 0, .steps = {
 	GREET,
@@ -630,6 +729,26 @@ static const struct fh_case pop3_cases[] = {
 	    R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY
 	    R_EMPTY, FILTER_CONTINUE, 0 },
 } },
+{ "max_errors of the service is the limit", true, false, false, 0, 3,
+    .steps = {
+	GREET,
+	{ 'C', "\r\n\r\n", NULL, R_EMPTY R_EMPTY, FILTER_CONTINUE, 0 },
+	{ 'C', "\r\nNOOP\r\n", NULL, R_EMPTY R_ERRORS, FILTER_CLOSE, 0 },
+} },
+{ "error count not reset at STLS", false, true, true, 0, 3, .steps = {
+	GREET,
+	{ 'C', "USER a\r\nSTAT\r\n", NULL, R_CLEAR R_NOTYET,
+	    FILTER_CONTINUE, 0 },
+	STLS_OK,
+	{ 'C', "XCLIENT\r\nNOOP\r\n", NULL, R_NOPERM R_ERRORS,
+	    FILTER_CLOSE, 0 },
+} },
+{ "refused SASL lines count in cleartext", false, true, true, 0, 3,
+    .steps = {
+	GREET,
+	{ 'C', "AUTH PLAIN\r\nAGJvYgBz\r\nAGJv\r\nAGJv\r\n", NULL,
+	    R_CLEAR R_NOTYET R_NOTYET R_ERRORS, FILTER_CLOSE, 0 },
+} },
 
 /* Backend misbehaviour. */
 { "unsolicited +OK closes", false, true, true, 0, 0, .steps = {
@@ -797,6 +916,39 @@ test_backend_line_too_long(void **state)
 	free(line);
 }
 
+/*
+ * A SASL response longer than the core's FILTER_SASL_LINE_MAX is consumed
+ * whole and replaced by "*": the backend still sees one response, and the
+ * tail of the line is never read as a command.
+ */
+static void
+test_sasl_too_long(void **state)
+{
+	struct fh_drv	 d;
+	char		*line;
+	size_t		 n = FILTER_SASL_LINE_MAX + 100;
+
+	(void)state;
+	line = malloc(n);
+	assert_non_null(line);
+	memset(line, 'A', n);
+	drv_start(&d, true, 0);
+	fh_drv_feed(&d, 'C', "AUTH PLAIN\r\n", 12, FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, "AUTH PLAIN\r\n", 12);
+	fh_drv_feed(&d, 'B', "+ \r\n", 4, FILTER_CONTINUE);
+	fh_drv_expect(d.to_c, "+ \r\n", 4);
+	fh_drv_feed(&d, 'C', line, n, FILTER_CONTINUE);
+	assert_int_equal(evbuffer_get_length(d.to_b), 0);
+	fh_drv_feed(&d, 'C', "\r\nNOOP\r\n", 8, FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, "*\r\n", 3);
+	fh_drv_feed(&d, 'B', "-ERR Authentication aborted\r\n", 29,
+	    FILTER_CONTINUE);
+	fh_drv_expect(d.to_c, "-ERR Authentication aborted\r\n", 29);
+	fh_drv_expect(d.to_b, "NOOP\r\n", 6);
+	fh_drv_close(&d);
+	free(line);
+}
+
 static void
 test_reasons(void **state)
 {
@@ -879,6 +1031,7 @@ main(void)
 		cmocka_unit_test(test_body_bytewise_and_chains),
 		cmocka_unit_test(test_body_large),
 		cmocka_unit_test(test_backend_line_too_long),
+		cmocka_unit_test(test_sasl_too_long),
 		cmocka_unit_test(test_reasons),
 		cmocka_unit_test(test_ops),
 		cmocka_unit_test(test_log),
