@@ -414,3 +414,25 @@ filter_word_eq(const char *tok, size_t len, const char *word)
 {
 	return strlen(word) == len && strncasecmp(tok, word, len) == 0;
 }
+
+/* ---------------------------------------------------------------------- */
+/* Added for POP3 (issue 8). */
+
+void
+filter_abort(struct filter *f, const char *reason)
+{
+	if (f->reason == NULL)
+		f->reason = reason;
+	f->closing = true;
+}
+
+bool
+filter_has_ctl(const char *s, size_t len)
+{
+	size_t	i;
+
+	for (i = 0; i < len; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return true;
+	return false;
+}

@@ -264,4 +264,21 @@ void		 filter_send_command(struct evbuffer *to_backend,
 /* Case-insensitive compare of a counted token with a C string. */
 bool		 filter_word_eq(const char *tok, size_t len, const char *word);
 
+/* ---- added for POP3 (issue 8) ---- */
+
+/*
+ * End the session now, without a last reply of ours (a backend we cannot
+ * frame, for example): FILTER_CLOSE from here on.  The first reason given
+ * is the one logged.
+ */
+void		 filter_abort(struct filter *, const char *reason);
+
+/*
+ * Whether a command line holds a control character (0x00-0x1F or 0x7F):
+ * HTAB, CR, LF, NUL and the rest are where lenient servers split, trim or
+ * stop differently from strict ones, so such a line is ambiguous (SPEC
+ * 8.4) and is refused, never forwarded.
+ */
+bool		 filter_has_ctl(const char *s, size_t len);
+
 #endif /* FILTER_H */

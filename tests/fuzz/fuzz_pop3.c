@@ -4,15 +4,20 @@
  * Input format and driver: fuzz_common.h.  Besides crashes, sanitizer
  * reports and leaks, it checks SPEC sections 3 and 8:
  *
- *  to the backend: every line ends in CRLF, with no other CR, LF or NUL
- *  (8.4: command lines and SASL responses alike); before TLS every line
- *  is a command (no SASL can run) with an upper-case keyword that is none
- *  of USER, PASS, APOP, AUTH (8.5), XCLIENT or STLS.
+ *  to the backend: every line ends in CRLF, with no other control
+ *  character (8.4: command lines and SASL responses alike, HTAB
+ *  included) and is canonical: no blank before the keyword, no empty
+ *  argument (a double or trailing SP), except PASS whose argument is the
+ *  rest of the line; before TLS every line is a command (no SASL can
+ *  run) with an upper-case keyword, and only CAPA or QUIT (SPEC section
+ *  3: the cleartext allow-list; so never USER, PASS, APOP, AUTH (8.5),
+ *  XCLIENT or STLS).
  *
  *  to the client, read by a model of a conforming client that matches
  *  replies to its commands in order (RFC 1939; multi-line after +OK to
  *  CAPA, RETR, TOP and LIST/UIDL/LANG/AUTH without argument): a CAPA
- *  reply lists STLS exactly once and neither USER nor SASL in cleartext,
+ *  reply lists STLS exactly once and neither USER nor SASL in cleartext
+ *  (its first word, after any SP/HTAB, up to SP or HTAB, any case),
  *  no STLS inside TLS, never XCLIENT; at the go-ahead every earlier
  *  command has had its reply and "+OK Begin TLS negotiation" answers STLS,
  *  the last command (8.1, 8.2).  A SASL exchange (AUTH with a mechanism,
@@ -78,15 +83,35 @@ static const struct fz_model_ops pm_ops = {
 /* ------------------------------------------------------------------ */
 /* To the backend */
 
+/*
+ * A complete line [off, lf) of tob (CRLF checked): canonical, whether a
+ * command or a SASL response (base64 has no SP at all).
+ */
+static void
+pm_backend_any_line(struct fz_run *r, size_t off, size_t lf)
+{
+	const unsigned char	*b = r->tob.b;
+	size_t			 end = lf - 1, k;
+
+	for (k = off; k < end; k++)
+		FZ_CHECK(b[k] >= 0x20 && b[k] != 0x7f,
+		    "control character to the backend (@%zu)", k);
+	/* PASS: the rest of the line; empty: a SASL response (RFC 4954 4). */
+	if ((end - off >= 5 && memcmp(b + off, "PASS ", 5) == 0) ||
+	    end == off)
+		return;
+	FZ_CHECK(b[off] != ' ' && b[end - 1] != ' ',
+	    "blank at either end of a line to the backend (@%zu)", off);
+	for (k = off + 1; k < end; k++)
+		FZ_CHECK(b[k] != ' ' || b[k - 1] != ' ',
+		    "double SP to the backend (@%zu)", k);
+}
+
 /* A complete line [off, lf) of tob, before TLS. */
 static void
 pm_backend_clear_line(struct fz_run *r, size_t off, size_t lf)
 {
-	static const char *const refused[] = {
-		"USER", "PASS", "APOP", "AUTH", "XCLIENT", "STLS", NULL
-	};
 	const unsigned char	*b = r->tob.b;
-	const char *const	*w;
 	size_t			 end = lf - 1, v;	/* CRLF checked */
 
 	for (v = off; v < end && b[v] != ' '; v++)
@@ -94,9 +119,10 @@ pm_backend_clear_line(struct fz_run *r, size_t off, size_t lf)
 		    (b[v] >= '0' && b[v] <= '9'),
 		    "non-canonical keyword to the backend (@%zu)", off);
 	FZ_CHECK(v > off, "empty keyword to the backend (@%zu)", off);
-	for (w = refused; *w != NULL; w++)
-		FZ_CHECK(!fz_word_eq(b + off, v - off, *w),
-		    "%s forwarded in cleartext (@%zu)", *w, off);
+	FZ_CHECK(fz_word_eq(b + off, v - off, "CAPA") ||
+	    fz_word_eq(b + off, v - off, "QUIT"),
+	    "%.*s forwarded in cleartext (@%zu)", (int)(v - off),
+	    (const char *)b + off, off);
 }
 
 static void
@@ -114,6 +140,7 @@ pm_backend(struct fz_run *r, struct pm_model *m)
 			continue;
 		FZ_CHECK(m->bp > m->bline && b[m->bp - 1] == '\r',
 		    "bare LF to the backend (@%zu)", m->bp);
+		pm_backend_any_line(r, m->bline, m->bp);
 		if (fz_clear_b(r, m->bline))
 			pm_backend_clear_line(r, m->bline, m->bp);
 		m->bline = m->bp + 1;
@@ -150,8 +177,9 @@ pm_request(struct fz_run *r, struct pm_model *m, size_t off, size_t lf)
 		end--;
 	else
 		bad = true;
+	/* Any control character makes the filter refuse the line. */
 	for (v = off; v < end; v++)
-		if (b[v] == '\r' || b[v] == '\0')
+		if (b[v] < 0x20 || b[v] == 0x7f)
 			bad = true;
 	if (end - off > r->svc.max_line_length)
 		bad = true;
@@ -240,7 +268,10 @@ pm_body_line(struct fz_run *r, struct pm_model *m, size_t off, size_t end,
 	m->prev_crlf = crlf;
 	if (!m->body_capa)
 		return;
-	for (k = off; k < end && b[k] != ' '; k++)
+	/* A lenient client: the first word, blanks being SP or HTAB. */
+	while (off < end && (b[off] == ' ' || b[off] == '\t'))
+		off++;
+	for (k = off; k < end && b[k] != ' ' && b[k] != '\t'; k++)
 		;
 	if (fz_word_eq(b + off, k - off, "STLS"))
 		m->n_stls++;
