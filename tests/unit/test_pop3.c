@@ -62,35 +62,35 @@
 
 static const struct fh_case pop3_cases[] = {
 /* Greeting. */
-{ "greeting relayed", false, true, true, 0, 0, .steps = {
+{ "greeting relayed", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "QUIT\r\n", "QUIT\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK\r\n", NULL, "+OK\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "greeting -ERR relayed then close", false, true, true, 0, 0, .steps = {
+{ "greeting -ERR relayed then close", false, true, true, 0, .max_errors = 0, .steps = {
 	{ 'B', "-ERR [SYS/TEMP] Too busy\r\n", NULL,
 	    "-ERR [SYS/TEMP] Too busy\r\n", FILTER_CLOSE, 0 },
 } },
-{ "malformed greeting closes", false, true, true, 0, 0, .steps = {
+{ "malformed greeting closes", false, true, true, 0, .max_errors = 0, .steps = {
 	{ 'B', "* OK IMAP4rev1 ready\r\n", NULL, NULL, FILTER_CLOSE, 0 },
 } },
-{ "greeting [XCLIENT] hidden", false, true, true, 0, 0, .steps = {
+{ "greeting [XCLIENT] hidden", false, true, true, 0, .max_errors = 0, .steps = {
 	{ 'B', "+OK [XCLIENT] Dovecot ready.\r\n", NULL,
 	    "+OK Dovecot ready.\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "greeting [xclient] alone hidden", false, true, true, 0, 0, .steps = {
+{ "greeting [xclient] alone hidden", false, true, true, 0, .max_errors = 0, .steps = {
 	{ 'B', "+OK [xclient]\r\n", NULL, "+OK \r\n", FILTER_CONTINUE, 0 },
 } },
-{ "greeting other codes kept", false, true, true, 0, 0, .steps = {
+{ "greeting other codes kept", false, true, true, 0, .max_errors = 0, .steps = {
 	{ 'B', "+OK [XCLIENTS] ready\r\n", NULL, "+OK [XCLIENTS] ready\r\n",
 	    FILTER_CONTINUE, 0 },
 } },
-{ "greeting split across reads", false, true, true, 0, 0, .steps = {
+{ "greeting split across reads", false, true, true, 0, .max_errors = 0, .steps = {
 	{ 'B', "+OK PO", NULL, NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "P3 ready\r", NULL, NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "\n", NULL, "+OK POP3 ready\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "client waits for the greeting", false, true, true, 0, 0, .steps = {
+{ "client waits for the greeting", false, true, true, 0, .max_errors = 0, .steps = {
 	{ 'C', "CAPA\r\nUSER bob\r\n", NULL, NULL, FILTER_CONTINUE, 0 },
 	{ 'B', GREETING, "CAPA\r\n", GREETING, FILTER_CONTINUE, 0 },
 	{ 'B', CAPA_B, NULL, CAPA_CLEAR R_CLEAR, FILTER_CONTINUE, 0 },
@@ -98,12 +98,12 @@ static const struct fh_case pop3_cases[] = {
 
 /* CAPA rewriting. */
 { "capa cleartext: STLS added, USER and SASL removed", false, true, true,
-    0, 0, .steps = {
+    0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', CAPA_B, NULL, CAPA_CLEAR, FILTER_CONTINUE, 0 },
 } },
-{ "capa cleartext: backend STLS kept once", false, true, true, 0, 0, .steps = {
+{ "capa cleartext: backend STLS kept once", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', CAPA_B_STLS, NULL, CAPA_STLS_CLEAR, FILTER_CONTINUE, 0 },
@@ -111,7 +111,7 @@ static const struct fh_case pop3_cases[] = {
 	{ 'B', CAPA_B_STLS, NULL, CAPA_STLS_CLEAR, FILTER_CONTINUE, 0 },
 } },
 { "capa after STLS: STLS removed, USER and SASL kept", false, true, true,
-    0, 0, .steps = {
+    0, .max_errors = 0, .steps = {
 	GREET,
 	STLS_OK,
 	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
@@ -120,26 +120,26 @@ static const struct fh_case pop3_cases[] = {
 	{ 'B', CAPA_B, NULL, CAPA_TLS, FILTER_CONTINUE, 0 },
 } },
 { "capa implicit TLS: STLS removed, USER and SASL kept", true, false,
-    false, 0, 0, .steps = {
+    false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', CAPA_B_STLS, NULL, CAPA_STLS_TLS, FILTER_CONTINUE, 0 },
 } },
-{ "capa never advertises XCLIENT", true, false, false, 0, 0, .steps = {
+{ "capa never advertises XCLIENT", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK\r\nXCLIENT ADDR PORT\r\nTOP\r\n.\r\n", NULL,
 	    "+OK\r\nTOP\r\n.\r\n", FILTER_CONTINUE, 0 },
 } },
 { "capa keywords split at HTAB and any case (issue 8)", false, true, true,
-    0, 0, .steps = {
+    0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK\r\nsasl\tPLAIN\r\nUser\r\n\tUSER\r\nSASL \t LOGIN\r\n"
 	    "Stls\r\nXClient\tADDR\r\nTOP\r\n.\r\n", NULL,
 	    "+OK\r\nTOP\r\nSTLS\r\n.\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "capa keywords split at HTAB inside TLS", true, false, false, 0, 0,
+{ "capa keywords split at HTAB inside TLS", true, false, false, 0, .max_errors = 0,
     .steps = {
 	GREET,
 	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
@@ -147,7 +147,7 @@ static const struct fh_case pop3_cases[] = {
 	    "TOP\r\n.\r\n", NULL, "+OK\r\nsasl\tPLAIN\r\nUser\r\nTOP\r\n.\r\n",
 	    FILTER_CONTINUE, 0 },
 } },
-{ "capa split at awkward points", false, true, true, 0, 0, .steps = {
+{ "capa split at awkward points", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK\r\nTO", NULL, "+OK\r\n", FILTER_CONTINUE, 0 },
@@ -155,25 +155,25 @@ static const struct fh_case pop3_cases[] = {
 	{ 'B', "\r", NULL, NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "\n", NULL, "STLS\r\n.\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "capa with an argument refused", false, true, true, 0, 0, .steps = {
+{ "capa with an argument refused", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA all\r\n", NULL, R_SYNTAX, FILTER_CONTINUE, 0 },
 } },
-{ "capa -ERR is a single line", true, false, false, 0, 0, .steps = {
+{ "capa -ERR is a single line", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\nNOOP\r\n", "CAPA\r\nNOOP\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
 	{ 'B', "-ERR Unknown command\r\n+OK\r\n", NULL,
 	    "-ERR Unknown command\r\n+OK\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "capa line with bare LF closes", false, true, true, 0, 0, .steps = {
+{ "capa line with bare LF closes", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK\r\nTOP\n.\r\n", NULL, "+OK\r\n", FILTER_CLOSE, 0 },
 } },
 
 /* Canonical forwarding. */
-{ "commands forwarded canonically", true, false, false, 0, 0, .steps = {
+{ "commands forwarded canonically", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "noop\r\nlist  1 \r\nTop 1   5\r\nuidl \r\n",
 	    "NOOP\r\nLIST 1\r\nTOP 1 5\r\nUIDL\r\n", NULL,
@@ -183,7 +183,7 @@ static const struct fh_case pop3_cases[] = {
 	    "+OK\r\n+OK 1 120\r\n+OK\r\nSubject: x\r\n.\r\n"
 	    "+OK\r\n1 abc\r\n.\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "USER and PASS keep their argument verbatim", true, false, false, 0, 0, .steps = {
+{ "USER and PASS keep their argument verbatim", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "user bob smith\r\nPASS my  secret \r\n",
 	    "USER bob smith\r\nPASS my  secret \r\n", NULL,
@@ -191,19 +191,19 @@ static const struct fh_case pop3_cases[] = {
 } },
 
 { "USER arguments canonical: runs of SP collapse", true, false, false,
-    0, 0, .steps = {
+    0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "user  x\r\nUser bob   smith \r\n",
 	    "USER x\r\nUSER bob smith\r\n", NULL, FILTER_CONTINUE, 0 },
 } },
 { "PASS argument is the rest of the line, byte-exact", true, false, false,
-    0, 0, .steps = {
+    0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "pass  two  spaces \r\n", "PASS  two  spaces \r\n", NULL,
 	    FILTER_CONTINUE, 0 },
 } },
 { "HTAB or control in a command line refused (issue 8)", true, false,
-    false, 0, 0, .steps = {
+    false, 0, .max_errors = 0, .steps = {
 	GREET,
 	/* A server trimming blanks would read "UIDL" (multi-line). */
 	{ 'C', "UIDL \t\r\n", NULL, R_BADCHAR, FILTER_CONTINUE, 0 },
@@ -213,14 +213,14 @@ static const struct fh_case pop3_cases[] = {
 	    R_BADCHAR R_BADCHAR R_BADCHAR R_BADCHAR, FILTER_CONTINUE, 0 },
 	{ 'C', "NOOP\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },
 } },
-{ "blank before the keyword refused", true, false, false, 0, 0, .steps = {
+{ "blank before the keyword refused", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', " LIST\r\n  USER bob\r\n", NULL, R_SYNTAX R_SYNTAX,
 	    FILTER_CONTINUE, 0 },
 } },
 
 /* The cleartext allow-list: CAPA, STLS, QUIT (SPEC section 3). */
-{ "cleartext: CAPA and QUIT forwarded", false, true, true, 0, 0, .steps = {
+{ "cleartext: CAPA and QUIT forwarded", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "capa\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK\r\n.\r\n", NULL, "+OK\r\nSTLS\r\n.\r\n", FILTER_CONTINUE, 0 },
@@ -228,7 +228,7 @@ static const struct fh_case pop3_cases[] = {
 	{ 'B', "+OK bye\r\n", NULL, "+OK bye\r\n", FILTER_CONTINUE, 0 },
 } },
 { "cleartext: every other command refused, never forwarded", false, true,
-    true, 0, 20, .steps = {
+    true, 0, .max_errors = 20, .steps = {
 	GREET,
 	{ 'C', "STAT\r\nLIST\r\nLIST 1\r\nRETR 1\r\nTOP 1 0\r\n", NULL,
 	    R_NOTYET R_NOTYET R_NOTYET R_NOTYET R_NOTYET, FILTER_CONTINUE, 0 },
@@ -239,7 +239,7 @@ static const struct fh_case pop3_cases[] = {
 	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
 } },
 { "cleartext: lines of a refused AUTH never forwarded (issue 8)", false,
-    true, true, 0, 0, .steps = {
+    true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "AUTH PLAIN\r\ndGVzdA\r\nAUTH LOGIN\r\nYm9i\r\nc2VjcmV0\r\n",
 	    NULL, R_CLEAR R_NOTYET R_CLEAR R_NOTYET R_NOTYET,
@@ -247,39 +247,39 @@ static const struct fh_case pop3_cases[] = {
 } },
 
 /* STLS. */
-{ "STLS go-ahead, then inside TLS refused", false, true, true, 0, 0, .steps = {
+{ "STLS go-ahead, then inside TLS refused", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	STLS_OK,
 	{ 'C', "STLS\r\n", NULL, R_TLSUP, FILTER_CONTINUE, 0 },
 	{ 'C', "NOOP\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },
 } },
-{ "STLS in lower case", false, true, true, 0, 0, .steps = {
+{ "STLS in lower case", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "stls\r\n", NULL, R_GO, FILTER_STARTTLS, 0 },
 } },
-{ "STLS with pipelined command closes", false, true, true, 0, 0, .steps = {
+{ "STLS with pipelined command closes", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "STLS\r\nCAPA\r\n", NULL, NULL, FILTER_CLOSE, 0 },
 } },
-{ "STLS with a partial pipelined line closes", false, true, true, 0, 0, .steps = {
+{ "STLS with a partial pipelined line closes", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "STLS\r\nC", NULL, NULL, FILTER_CLOSE, 0 },
 } },
-{ "STLS waits for an earlier pipelined reply", false, true, true, 0, 0, .steps = {
+{ "STLS waits for an earlier pipelined reply", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\nSTLS\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', CAPA_B, NULL, CAPA_CLEAR R_GO, FILTER_STARTTLS, 0 },
 	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', CAPA_B, NULL, CAPA_TLS, FILTER_CONTINUE, 0 },
 } },
-{ "STLS waits across a split multi-line reply", false, true, true, 0, 0, .steps = {
+{ "STLS waits across a split multi-line reply", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\nSTLS\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK\r\nTOP\r\n.\r", NULL, "+OK\r\nTOP\r\n",
 	    FILTER_CONTINUE, 0 },
 	{ 'B', "\n", NULL, "STLS\r\n.\r\n" R_GO, FILTER_STARTTLS, 0 },
 } },
-{ "bytes sent while STLS waits close", false, true, true, 0, 0, .steps = {
+{ "bytes sent while STLS waits close", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\nSTLS\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
 	/* Held unread; at its turn the go-ahead is never given. */
@@ -287,41 +287,41 @@ static const struct fh_case pop3_cases[] = {
 	{ 'B', "+OK\r\n.\r\n", NULL, "+OK\r\nSTLS\r\n.\r\n",
 	    FILTER_CLOSE, 0 },
 } },
-{ "STLS after a local refusal", false, true, true, 0, 0, .steps = {
+{ "STLS after a local refusal", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "USER bob\r\nSTLS\r\n", NULL, R_CLEAR R_GO,
 	    FILTER_STARTTLS, 0 },
 } },
-{ "STLS with an argument refused", false, true, true, 0, 0, .steps = {
+{ "STLS with an argument refused", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "STLS now\r\n", NULL, R_SYNTAX, FILTER_CONTINUE, 0 },
 	STLS_OK,
 } },
 { "STLS: a backend -ERR while it waits is passed on, then close", false,
-    true, true, 0, 0, .steps = {
+    true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\nSTLS\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "-ERR\r\n-ERR bye\r\n", NULL, "-ERR\r\n-ERR bye\r\n",
 	    FILTER_CLOSE, 0 },
 } },
-{ "STLS inside TLS counts as an error", true, false, false, 0, 2,
+{ "STLS inside TLS counts as an error", true, false, false, 0, .max_errors = 2,
     .steps = {
 	GREET,
 	{ 'C', "STLS\r\n", NULL, R_TLSUP, FILTER_CONTINUE, 0 },
 	{ 'C', "STLS\r\n", NULL, R_TLSUP R_ERRORS, FILTER_CLOSE, 0 },
 } },
-{ "STLS on implicit TLS refused", true, false, false, 0, 0, .steps = {
+{ "STLS on implicit TLS refused", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "STLS\r\n", NULL, R_TLSUP, FILTER_CONTINUE, 0 },
 	{ 'C', "STLS extra\r\n", NULL, R_TLSUP, FILTER_CONTINUE, 0 },
 } },
-{ "STLS in TRANSACTION state refused", true, false, false, 0, 0, .steps = {
+{ "STLS in TRANSACTION state refused", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	LOGIN_TLS,
 	{ 'C', "STLS\r\n", NULL, R_TLSUP, FILTER_CONTINUE, 0 },
 } },
 { "no STLS where the service has no STARTTLS", false, false, false,
-    0, 0, .steps = {
+    0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "STLS\r\n", NULL, R_NOTLS, FILTER_CONTINUE, 0 },
 	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
@@ -331,27 +331,27 @@ static const struct fh_case pop3_cases[] = {
 } },
 
 /* Credentials in cleartext. */
-{ "USER refused in cleartext", false, true, true, 0, 0, .steps = {
+{ "USER refused in cleartext", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "USER bob\r\n", NULL, R_CLEAR, FILTER_CONTINUE, 0 },
 } },
-{ "PASS refused in cleartext", false, true, true, 0, 0, .steps = {
+{ "PASS refused in cleartext", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "PASS secret\r\n", NULL, R_CLEAR, FILTER_CONTINUE, 0 },
 } },
-{ "APOP refused in cleartext", false, true, true, 0, 0, .steps = {
+{ "APOP refused in cleartext", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "APOP bob c4c9334bac560ecc979e58001b3e22fb\r\n", NULL,
 	    R_CLEAR, FILTER_CONTINUE, 0 },
 } },
-{ "AUTH refused in cleartext", false, true, true, 0, 0, .steps = {
+{ "AUTH refused in cleartext", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\nAUTH\r\nauth login\r\n",
 	    NULL, R_CLEAR R_CLEAR R_CLEAR, FILTER_CONTINUE, 0 },
 	/* No continuation was sent: this is no SASL response. */
 	{ 'C', "AGJvYgBzZWNyZXQ=\r\n", NULL, R_SYNTAX, FILTER_CONTINUE, 0 },
 } },
-{ "USER PASS APOP AUTH refused and counted", false, true, true, 0, 4,
+{ "USER PASS APOP AUTH refused and counted", false, true, true, 0, .max_errors = 4,
     .steps = {
 	GREET,
 	{ 'C', "USER bob\r\nPASS x\r\nAPOP bob 0123\r\n", NULL,
@@ -359,14 +359,14 @@ static const struct fh_case pop3_cases[] = {
 	{ 'C', "AUTH PLAIN\r\nCAPA\r\n", NULL, R_CLEAR R_ERRORS,
 	    FILTER_CLOSE, 0 },
 } },
-{ "credentials pipelined between commands", false, true, true, 0, 0, .steps = {
+{ "credentials pipelined between commands", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\nUSER bob\r\nPASS secret\r\nQUIT\r\n",
 	    "CAPA\r\nQUIT\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "-ERR\r\n+OK\r\n", NULL, "-ERR\r\n" R_CLEAR R_CLEAR "+OK\r\n",
 	    FILTER_CONTINUE, 0 },
 } },
-{ "credentials forwarded after STLS", false, true, true, 0, 0, .steps = {
+{ "credentials forwarded after STLS", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	STLS_OK,
 	LOGIN_TLS,
@@ -376,28 +376,28 @@ static const struct fh_case pop3_cases[] = {
 } },
 
 /* XCLIENT: never from a client. */
-{ "XCLIENT refused in cleartext", false, true, true, 0, 0, .steps = {
+{ "XCLIENT refused in cleartext", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "XCLIENT ADDR=10.0.0.1 PORT=1\r\n", NULL, R_NOPERM,
 	    FILTER_CONTINUE, 0 },
 } },
-{ "XCLIENT refused after STLS", false, true, true, 0, 0, .steps = {
+{ "XCLIENT refused after STLS", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	STLS_OK,
 	{ 'C', "xclient addr=10.0.0.1\r\n", NULL, R_NOPERM,
 	    FILTER_CONTINUE, 0 },
 } },
-{ "XCLIENT refused on implicit TLS", true, false, false, 0, 0, .steps = {
+{ "XCLIENT refused on implicit TLS", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "XCLIENT\r\n", NULL, R_NOPERM, FILTER_CONTINUE, 0 },
 } },
-{ "XCLIENT inside TLS counts as an error", true, false, false, 0, 1,
+{ "XCLIENT inside TLS counts as an error", true, false, false, 0, .max_errors = 1,
     .steps = {
 	GREET,
 	{ 'C', "XCLIENT ADDR=10.0.0.1\r\nNOOP\r\n", NULL, R_NOPERM R_ERRORS,
 	    FILTER_CLOSE, 0 },
 } },
-{ "XCLIENT refused in TRANSACTION state", true, false, false, 0, 0, .steps = {
+{ "XCLIENT refused in TRANSACTION state", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	LOGIN_TLS,
 	{ 'C', "XCLIENT ADDR=10.0.0.1\r\n", NULL, R_NOPERM,
@@ -405,21 +405,21 @@ static const struct fh_case pop3_cases[] = {
 } },
 
 /* Multi-line bodies. */
-{ "RETR body relayed byte-exact", true, false, false, 0, 0, .steps = {
+{ "RETR body relayed byte-exact", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "RETR 1\r\n", "RETR 1\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', RETR_B, NULL, RETR_B, FILTER_CONTINUE, 0 },
 	{ 'C', "STAT\r\n", "STAT\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK 1 120\r\n", NULL, "+OK 1 120\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "RETR body and next reply in one read", true, false, false, 0, 0, .steps = {
+{ "RETR body and next reply in one read", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "RETR 1\r\nSTAT\r\n", "RETR 1\r\nSTAT\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
 	{ 'B', RETR_B "+OK 1 120\r\n", NULL, RETR_B "+OK 1 120\r\n",
 	    FILTER_CONTINUE, 0 },
 } },
-{ "RETR split between CR and LF of the end", true, false, false, 0, 0, .steps = {
+{ "RETR split between CR and LF of the end", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "RETR 1\r\nSTAT\r\n", "RETR 1\r\nSTAT\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
@@ -427,7 +427,7 @@ static const struct fh_case pop3_cases[] = {
 	    FILTER_CONTINUE, 0 },
 	{ 'B', "\n+OK 1 2\r\n", NULL, "\n+OK 1 2\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "RETR split between dot and CRLF", true, false, false, 0, 0, .steps = {
+{ "RETR split between dot and CRLF", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "RETR 1\r\nSTAT\r\n", "RETR 1\r\nSTAT\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
@@ -435,7 +435,7 @@ static const struct fh_case pop3_cases[] = {
 	    FILTER_CONTINUE, 0 },
 	{ 'B', "\r\n+OK 1 2\r\n", NULL, "\r\n+OK 1 2\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "RETR split before the final dot", true, false, false, 0, 0, .steps = {
+{ "RETR split before the final dot", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "RETR 1\r\nSTAT\r\n", "RETR 1\r\nSTAT\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
@@ -444,7 +444,7 @@ static const struct fh_case pop3_cases[] = {
 	{ 'B', ".\r\n+OK 1 2\r\n", NULL, ".\r\n+OK 1 2\r\n",
 	    FILTER_CONTINUE, 0 },
 } },
-{ "RETR stuffed dot split, not an end", true, false, false, 0, 0, .steps = {
+{ "RETR stuffed dot split, not an end", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "RETR 1\r\nSTAT\r\n", "RETR 1\r\nSTAT\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
@@ -454,58 +454,58 @@ static const struct fh_case pop3_cases[] = {
 	{ 'B', ".\r\n+OK 1 2\r\n", NULL, ".\r\n+OK 1 2\r\n",
 	    FILTER_CONTINUE, 0 },
 } },
-{ "RETR status line split", true, false, false, 0, 0, .steps = {
+{ "RETR status line split", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "RETR 1\r\n", "RETR 1\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+O", NULL, NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "K\r\nbody\r\n.\r\n", NULL, "+OK\r\nbody\r\n.\r\n",
 	    FILTER_CONTINUE, 0 },
 } },
-{ "RETR empty body", true, false, false, 0, 0, .steps = {
+{ "RETR empty body", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "RETR 1\r\nNOOP\r\n", "RETR 1\r\nNOOP\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
 	{ 'B', "+OK 0 octets\r\n.\r\n+OK\r\n", NULL,
 	    "+OK 0 octets\r\n.\r\n+OK\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "-ERR to RETR is a single line", true, false, false, 0, 0, .steps = {
+{ "-ERR to RETR is a single line", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "RETR 9\r\nSTAT\r\n", "RETR 9\r\nSTAT\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
 	{ 'B', "-ERR There's no message 9.\r\n+OK 1 2\r\n", NULL,
 	    "-ERR There's no message 9.\r\n+OK 1 2\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "body: dot after a bare LF closes", true, false, false, 0, 0, .steps = {
+{ "body: dot after a bare LF closes", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "RETR 1\r\n", "RETR 1\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK\r\nabc\n.\r\n", NULL, "+OK\r\nabc\n", FILTER_CLOSE, 0 },
 } },
-{ "body: dot line ended by bare LF closes", true, false, false, 0, 0, .steps = {
+{ "body: dot line ended by bare LF closes", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "RETR 1\r\n", "RETR 1\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK\r\nabc\r\n.\nSTAT\r\n", NULL, "+OK\r\nabc\r\n.",
 	    FILTER_CLOSE, 0 },
 } },
-{ "body: dot CR without LF closes", true, false, false, 0, 0, .steps = {
+{ "body: dot CR without LF closes", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "RETR 1\r\n", "RETR 1\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK\r\n.\r", NULL, "+OK\r\n.\r", FILTER_CONTINUE, 0 },
 	{ 'B', "x\r\n.\r\n", NULL, NULL, FILTER_CLOSE, 0 },
 } },
-{ "body: bare LF inside lines relayed", true, false, false, 0, 0, .steps = {
+{ "body: bare LF inside lines relayed", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "RETR 1\r\n", "RETR 1\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK\r\na\nb\rc\r\n\n x\r\n.\r\n", NULL,
 	    "+OK\r\na\nb\rc\r\n\n x\r\n.\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "LIST without argument is multi-line", true, false, false, 0, 0, .steps = {
+{ "LIST without argument is multi-line", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "LIST\r\n", "LIST\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK 2 messages (320 octets)\r\n1 120\r\n2 200\r\n.\r\n", NULL,
 	    "+OK 2 messages (320 octets)\r\n1 120\r\n2 200\r\n.\r\n",
 	    FILTER_CONTINUE, 0 },
 } },
-{ "LIST with argument is single-line", true, false, false, 0, 0, .steps = {
+{ "LIST with argument is single-line", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "LIST 2\r\nNOOP\r\n", "LIST 2\r\nNOOP\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
@@ -513,12 +513,12 @@ static const struct fh_case pop3_cases[] = {
 	    FILTER_CONTINUE, 0 },
 } },
 { "LIST with argument: a dot line is unsolicited", true, false, false,
-    0, 0, .steps = {
+    0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "LIST 2\r\n", "LIST 2\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK 2 200\r\n.\r\n", NULL, "+OK 2 200\r\n", FILTER_CLOSE, 0 },
 } },
-{ "UIDL with and without argument", true, false, false, 0, 0, .steps = {
+{ "UIDL with and without argument", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "UIDL\r\nUIDL 1\r\n", "UIDL\r\nUIDL 1\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
@@ -527,14 +527,14 @@ static const struct fh_case pop3_cases[] = {
 	    "+OK\r\n1 whqtswO00WBw418f9t5JxYwZ\r\n.\r\n"
 	    "+OK 1 whqtswO00WBw418f9t5JxYwZ\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "TOP is multi-line", true, false, false, 0, 0, .steps = {
+{ "TOP is multi-line", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "TOP 1 0\r\nNOOP\r\n", "TOP 1 0\r\nNOOP\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
 	{ 'B', "+OK\r\nSubject: .\r\n\r\n.\r\n+OK\r\n", NULL,
 	    "+OK\r\nSubject: .\r\n\r\n.\r\n+OK\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "LANG without argument is multi-line", true, false, false, 0, 0, .steps = {
+{ "LANG without argument is multi-line", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "LANG\r\nLANG en\r\n", "LANG\r\nLANG en\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
@@ -544,7 +544,7 @@ static const struct fh_case pop3_cases[] = {
 } },
 
 /* SASL inside TLS. */
-{ "AUTH with continuation inside TLS", true, false, false, 0, 0, .steps = {
+{ "AUTH with continuation inside TLS", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+ \r\n", NULL, "+ \r\n", FILTER_CONTINUE, 0 },
@@ -554,7 +554,7 @@ static const struct fh_case pop3_cases[] = {
 	    FILTER_CONTINUE, 0 },
 	{ 'C', "STAT\r\n", "STAT\r\n", NULL, FILTER_CONTINUE, 0 },
 } },
-{ "AUTH after STLS, pipelined response held", false, true, true, 0, 0, .steps = {
+{ "AUTH after STLS, pipelined response held", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	STLS_OK,
 	{ 'C', "AUTH PLAIN\r\nAGJvYgBzZWNyZXQ=\r\nSTAT\r\n", "AUTH PLAIN\r\n",
@@ -565,7 +565,7 @@ static const struct fh_case pop3_cases[] = {
 	    FILTER_CONTINUE, 0 },
 } },
 { "AUTH LOGIN: the line after a continuation is a response", true, false,
-    false, 0, 0, .steps = {
+    false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "AUTH LOGIN\r\nSTAT\r\n", "AUTH LOGIN\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
@@ -578,7 +578,7 @@ static const struct fh_case pop3_cases[] = {
 	{ 'C', "NOOP\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },
 } },
 { "AUTH with initial response holds what follows", true, false, false,
-    0, 0, .steps = {
+    0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\nSTAT\r\n",
 	    "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n", NULL, FILTER_CONTINUE, 0 },
@@ -586,7 +586,7 @@ static const struct fh_case pop3_cases[] = {
 	    FILTER_CONTINUE, 0 },
 } },
 { "AUTH response with bare LF becomes a cancel", true, false, false,
-    0, 0, .steps = {
+    0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+ \r\n", NULL, "+ \r\n", FILTER_CONTINUE, 0 },
@@ -594,13 +594,13 @@ static const struct fh_case pop3_cases[] = {
 	{ 'B', "-ERR Authentication aborted\r\n", "YGBZ\r\n",
 	    "-ERR Authentication aborted\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "AUTH response with NUL becomes a cancel", true, false, false, 0, 0, .steps = {
+{ "AUTH response with NUL becomes a cancel", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+ \r\n", NULL, "+ \r\n", FILTER_CONTINUE, 0 },
 	{ 'C', "AG\0v\r\n", "*\r\n", NULL, FILTER_CONTINUE, 6 },
 } },
-{ "AUTH response not base64 becomes a cancel", true, false, false, 0, 0,
+{ "AUTH response not base64 becomes a cancel", true, false, false, 0, .max_errors = 0,
     .steps = {
 	GREET,
 	{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL, FILTER_CONTINUE, 0 },
@@ -610,39 +610,39 @@ static const struct fh_case pop3_cases[] = {
 	    "-ERR Authentication aborted\r\n", FILTER_CONTINUE, 0 },
 	{ 'C', "NOOP\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },
 } },
-{ "AUTH without argument lists mechanisms", true, false, false, 0, 0, .steps = {
+{ "AUTH without argument lists mechanisms", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "AUTH\r\nNOOP\r\n", "AUTH\r\nNOOP\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
 	{ 'B', "+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n+OK\r\n", NULL,
 	    "+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n+OK\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "continuation outside AUTH closes", true, false, false, 0, 0, .steps = {
+{ "continuation outside AUTH closes", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "STAT\r\n", "STAT\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+ \r\n", NULL, NULL, FILTER_CLOSE, 0 },
 } },
 { "two continuations without a response close", true, false, false,
-    0, 0, .steps = {
+    0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+ \r\n+ \r\n", NULL, "+ \r\n", FILTER_CLOSE, 0 },
 } },
 
 /* Ambiguous and over-long client lines. */
-{ "over-long line refused and skipped", true, false, false, 32, 0, .steps = {
+{ "over-long line refused and skipped", true, false, false, 32, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "NOOP " X10 X10 X10 X10 "\r\nSTAT\r\n", "STAT\r\n", R_TOOLONG,
 	    FILTER_CONTINUE, 0 },
 } },
-{ "over-long line arriving in pieces", true, false, false, 32, 0, .steps = {
+{ "over-long line arriving in pieces", true, false, false, 32, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', X10 X10 X10 X10, NULL, R_TOOLONG, FILTER_CONTINUE, 0 },
 	{ 'C', "yyyy", NULL, NULL, FILTER_CONTINUE, 0 },
 	{ 'C', "zz\r", NULL, NULL, FILTER_CONTINUE, 0 },
 	{ 'C', "\nSTAT\r\n", "STAT\r\n", NULL, FILTER_CONTINUE, 0 },
 } },
-{ "line at the limit accepted", true, false, false, 32, 0, .steps = {
+{ "line at the limit accepted", true, false, false, 32, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "NOOP " X10 X10 "1234567\r\n", "NOOP " X10 X10 "1234567\r\n",
 	    NULL, FILTER_CONTINUE, 0 },
@@ -650,25 +650,25 @@ static const struct fh_case pop3_cases[] = {
 	{ 'C', "NOOP " X10 X10 "12345678\r\n", NULL, R_TOOLONG,
 	    FILTER_CONTINUE, 0 },
 } },
-{ "NUL in a command line refused", true, false, false, 0, 0, .steps = {
+{ "NUL in a command line refused", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "NO\0OP\r\nSTAT\r\n", "STAT\r\n", R_BADCHAR,
 	    FILTER_CONTINUE, 13 },
 } },
-{ "bare LF refused", true, false, false, 0, 0, .steps = {
+{ "bare LF refused", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "NOOP\nSTAT\r\n", "STAT\r\n", R_BADCHAR, FILTER_CONTINUE, 0 },
 } },
-{ "bare CR refused", false, true, true, 0, 0, .steps = {
+{ "bare CR refused", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "NO\rOP\r\nUSER\rbob\r\n", NULL, R_BADCHAR R_BADCHAR,
 	    FILTER_CONTINUE, 0 },
 } },
-{ "empty line refused", false, true, true, 0, 0, .steps = {
+{ "empty line refused", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "\r\n", NULL, R_EMPTY, FILTER_CONTINUE, 0 },
 } },
-{ "malformed keywords refused", true, false, false, 0, 0, .steps = {
+{ "malformed keywords refused", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "N@OP\r\n NOOP\r\nABCDEFGHIJKLMNOPQ\r\nNOOP\tx\r\n", NULL,
 	    R_SYNTAX R_SYNTAX R_SYNTAX R_BADCHAR, FILTER_CONTINUE, 0 },
@@ -677,7 +677,7 @@ static const struct fh_case pop3_cases[] = {
 } },
 
 /* Reply order under pipelining. */
-{ "pipelined: local refusal keeps its place", false, true, true, 0, 0, .steps = {
+{ "pipelined: local refusal keeps its place", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\nUSER bob\r\nSTAT\r\nQUIT\r\n",
 	    "CAPA\r\nQUIT\r\n", NULL, FILTER_CONTINUE, 0 },
@@ -686,7 +686,7 @@ static const struct fh_case pop3_cases[] = {
 	    FILTER_CONTINUE, 0 },
 	{ 'B', "+OK bye\r\n", NULL, "+OK bye\r\n", FILTER_CONTINUE, 0 },
 } },
-{ "pipelined: refusal waits for a body", true, false, false, 0, 0, .steps = {
+{ "pipelined: refusal waits for a body", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "RETR 1\r\nXCLIENT A=B\r\n\r\n", "RETR 1\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
@@ -694,14 +694,14 @@ static const struct fh_case pop3_cases[] = {
 	    FILTER_CONTINUE, 0 },
 	{ 'B', ".\r\n", NULL, ".\r\n" R_NOPERM R_EMPTY, FILTER_CONTINUE, 0 },
 } },
-{ "at most FILTER_PENDING_MAX commands pending", true, false, false, 0, 0, .steps = {
+{ "at most FILTER_PENDING_MAX commands pending", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', N64("NOOP\r\n") "NOOP\r\nNOOP\r\nUSER\r\n",
 	    N64("NOOP\r\n"), NULL, FILTER_CONTINUE, 0 },
 	{ 'B', N64("+OK\r\n"), "NOOP\r\nNOOP\r\nUSER\r\n", N64("+OK\r\n"),
 	    FILTER_CONTINUE, 0 },
 } },
-{ "QUIT: nothing read after it", true, false, false, 0, 0, .steps = {
+{ "QUIT: nothing read after it", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "QUIT\r\nNOOP\r\n", "QUIT\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK Logging out.\r\n", NULL, "+OK Logging out.\r\n",
@@ -709,13 +709,13 @@ static const struct fh_case pop3_cases[] = {
 } },
 
 /* Error limit. */
-{ "error limit closes", false, true, true, 0, 0, .steps = {
+{ "error limit closes", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\nNOOP\r\n", NULL,
 	    R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY
 	    R_EMPTY R_EMPTY R_ERRORS, FILTER_CLOSE, 0 },
 } },
-{ "error limit waits for the pending reply", false, true, true, 0, 0, .steps = {
+{ "error limit waits for the pending reply", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "CAPA\r\nUSER a\r\nPASS b\r\nXCLIENT\r\n\r\n\r\n\r\n\r\n"
 	    "\r\nN@\r\n\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
@@ -723,19 +723,19 @@ static const struct fh_case pop3_cases[] = {
 	    R_NOPERM R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_SYNTAX R_EMPTY
 	    R_ERRORS, FILTER_CLOSE, 0 },
 } },
-{ "errors before the limit do not close", true, false, false, 0, 0, .steps = {
+{ "errors before the limit do not close", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\n\r\nNOOP\r\n", "NOOP\r\n",
 	    R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY R_EMPTY
 	    R_EMPTY, FILTER_CONTINUE, 0 },
 } },
-{ "max_errors of the service is the limit", true, false, false, 0, 3,
+{ "max_errors of the service is the limit", true, false, false, 0, .max_errors = 3,
     .steps = {
 	GREET,
 	{ 'C', "\r\n\r\n", NULL, R_EMPTY R_EMPTY, FILTER_CONTINUE, 0 },
 	{ 'C', "\r\nNOOP\r\n", NULL, R_EMPTY R_ERRORS, FILTER_CLOSE, 0 },
 } },
-{ "error count not reset at STLS", false, true, true, 0, 3, .steps = {
+{ "error count not reset at STLS", false, true, true, 0, .max_errors = 3, .steps = {
 	GREET,
 	{ 'C', "USER a\r\nSTAT\r\n", NULL, R_CLEAR R_NOTYET,
 	    FILTER_CONTINUE, 0 },
@@ -743,7 +743,7 @@ static const struct fh_case pop3_cases[] = {
 	{ 'C', "XCLIENT\r\nNOOP\r\n", NULL, R_NOPERM R_ERRORS,
 	    FILTER_CLOSE, 0 },
 } },
-{ "refused SASL lines count in cleartext", false, true, true, 0, 3,
+{ "refused SASL lines count in cleartext", false, true, true, 0, .max_errors = 3,
     .steps = {
 	GREET,
 	{ 'C', "AUTH PLAIN\r\nAGJvYgBz\r\nAGJv\r\nAGJv\r\n", NULL,
@@ -751,21 +751,21 @@ static const struct fh_case pop3_cases[] = {
 } },
 
 /* Backend misbehaviour. */
-{ "unsolicited +OK closes", false, true, true, 0, 0, .steps = {
+{ "unsolicited +OK closes", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'B', "+OK extra\r\n", NULL, NULL, FILTER_CLOSE, 0 },
 } },
-{ "unsolicited -ERR relayed, then close", false, true, true, 0, 0, .steps = {
+{ "unsolicited -ERR relayed, then close", false, true, true, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'B', "-ERR Disconnected for inactivity.\r\n", NULL,
 	    "-ERR Disconnected for inactivity.\r\n", FILTER_CLOSE, 0 },
 } },
-{ "malformed status line closes", true, false, false, 0, 0, .steps = {
+{ "malformed status line closes", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "NOOP\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OKAY\r\n", NULL, NULL, FILTER_CLOSE, 0 },
 } },
-{ "backend status with bare LF closes", true, false, false, 0, 0, .steps = {
+{ "backend status with bare LF closes", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "NOOP\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OK\n", NULL, NULL, FILTER_CLOSE, 0 },
