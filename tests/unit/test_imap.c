@@ -87,6 +87,170 @@
 #define FETCH_B		"* 1 FETCH (BODY[] {57}\r\n" BODY57 ")\r\n"
 
 static const struct fh_case imap_cases[] = {
+	/* ---- SPEC section 3 (issue 8): one row per rule ---- */
+	{ "courier_nonsync_without_literal_plus", false, true, false, 0, 0,
+	    0, {
+		/* Courier has no LITERAL+: the "literal" would be a LOGIN. */
+		GREET,
+		{ 'C', "a NOOP {27+}\r\nb LOGIN user pass\r\n", NULL,
+		    "a" R_LITPLUS, CONT, 0 },
+		{ 'C', "12345678\r\nc NOOP\r\n", "c NOOP\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "nonsync_with_literal_plus", true, false, false, 0, 0, 0, {
+		GREETLP,
+		{ 'C', "a APPEND box {5+}\r\nhello\r\n",
+		    "a APPEND box {5+}\r\nhello\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "nonsync_literal_minus_small", true, false, false, 0, 0, 0, {
+		{ 'B', "* OK [CAPABILITY IMAP4rev1 LITERAL-] hi\r\n", NULL,
+		    "* OK [CAPABILITY IMAP4rev1 LITERAL-] hi\r\n", CONT, 0 },
+		{ 'C', "a APPEND box {4096+}\r\n", "a APPEND box {4096+}\r\n",
+		    NULL, CONT, 0 },
+		{ 0 } } },
+	{ "nonsync_literal_minus_big", true, false, false, 0, 0, 0, {
+		{ 'B', "* OK [CAPABILITY IMAP4rev1 LITERAL-] hi\r\n", NULL,
+		    "* OK [CAPABILITY IMAP4rev1 LITERAL-] hi\r\n", CONT, 0 },
+		{ 'C', "a APPEND box {4097+}\r\n", NULL, "a" R_LITPLUS, CONT,
+		    0 },
+		{ 0 } } },
+	{ "nonsync_tracking_reset_by_new_list", true, false, false, 0, 0, 0, {
+		GREETLP,
+		{ 'C', "a CAPABILITY\r\n", "a CAPABILITY\r\n", NULL, CONT, 0 },
+		{ 'B', "* CAPABILITY IMAP4rev1\r\na OK\r\n", NULL,
+		    "* CAPABILITY IMAP4rev1\r\na OK\r\n", CONT, 0 },
+		{ 'C', "b APPEND box {1+}\r\nx\r\nc NOOP\r\n", "c NOOP\r\n",
+		    "b" R_LITPLUS, CONT, 0 },
+		{ 0 } } },
+	{ "nonsync_on_continuation_closes", true, false, false, 0, 0, 0, {
+		/* The first line has left: no tagged BAD is possible. */
+		GREET,
+		{ 'C', "a APPEND box {1}\r\n", "a APPEND box {1}\r\n", NULL,
+		    CONT, 0 },
+		{ 'B', "+ go\r\n", NULL, "+ go\r\n", CONT, 0 },
+		{ 'C', "x {3+}\r\n", "x", R_BYE_LITERAL, CLOSE, 0 },
+		{ 0 } } },
+	{ "binary_without_capability", true, false, false, 0, 0, 0, {
+		GREET,
+		{ 'C', "a APPEND box ~{4}\r\nb NOOP\r\n", "b NOOP\r\n",
+		    "a" R_LIT8, CONT, 0 },
+		{ 0 } } },
+	{ "binary_with_capability", true, false, false, 0, 0, 0, {
+		GREETLP,
+		{ 'C', "a APPEND box ~{4}\r\n", "a APPEND box ~{4}\r\n", NULL,
+		    CONT, 0 },
+		{ 'B', "+ go\r\n", NULL, "+ go\r\n", CONT, 0 },
+		{ 'C', "\x01\r\n\xff\r\n", "\x01\r\n\xff\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "htab_after_verb_login", true, false, false, 0, 0, 0, {
+		/* Courier splits at HTAB too: never forwarded. */
+		GREET,
+		{ 'C', "a LOGIN\tuser pass\r\nb NOOP\r\n", "b NOOP\r\n",
+		    "a" R_BADCHAR, CONT, 0 },
+		{ 0 } } },
+	{ "htab_after_verb_login_cleartext", false, true, false, 0, 0, 0, {
+		GREET,
+		{ 'C', "a LOGIN\tuser pass\r\n", NULL, "a" R_BADCHAR, CONT, 0 },
+		{ 0 } } },
+	{ "htab_after_verb_id", false, true, false, 0, 0, 0, {
+		GREET,
+		{ 'C', "a ID\t(\"x-originating-ip\" \"1.2.3.4\")\r\n", NULL,
+		    "a" R_BADCHAR, CONT, 0 },
+		{ 0 } } },
+	{ "control_chars_refused", true, false, false, 0, 0, 0, {
+		GREET,
+		{ 'C', "a SELECT\x0b" "box\r\nb SELECT \x01x\r\n"
+		    "c SELECT box\x7f\r\nd SELECT b\xe4x\r\ne NOOP\x0c\r\n"
+		    "f SELECT box\t\r\n", NULL,
+		    "a" R_BADCHAR "b" R_BADCHAR "c" R_BADCHAR "d" R_BADCHAR
+		    "e" R_BADCHAR "f" R_BADCHAR, CONT, 0 },
+		{ 0 } } },
+	{ "control_chars_in_quoted_kept", true, false, false, 0, 0, 0, {
+		GREET,
+		{ 'C', "a SELECT \"a\tb\xc3\xa4\"\r\n",
+		    "a SELECT \"a\tb\xc3\xa4\"\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "double_space_between_args", true, false, false, 0, 0, 0, {
+		GREET,
+		{ 'C', "a FETCH 1  FLAGS\r\nb SELECT box \r\nc FETCH 1 ( FLAGS)"
+		    "\r\n", NULL, "a" R_BADSPACE "b" R_BADSPACE "c" R_BADSPACE,
+		    CONT, 0 },
+		{ 0 } } },
+	{ "cleartext_allow_list", false, true, false, 0, 0, 0, {
+		GREET,
+		{ 'C', "a SELECT INBOX\r\nb FETCH 1 BODY[]\r\nc ENABLE "
+		    "UTF8=ACCEPT\r\nd UID FETCH 1 FLAGS\r\ne LOGOUT\r\n",
+		    "e LOGOUT\r\n", "a" R_CLEARCMD "b" R_CLEARCMD "c" R_CLEARCMD
+		    "d" R_CLEARCMD, CONT, 0 },
+		{ 0 } } },
+	{ "cleartext_allowed_verbs", false, true, false, 0, 0, 0, {
+		GREET,
+		{ 'C', "a CAPABILITY\r\nb noop\r\nc ID NIL\r\nd Logout\r\n",
+		    "a CAPABILITY\r\nb NOOP\r\nc ID NIL\r\nd LOGOUT\r\n", NULL,
+		    CONT, 0 },
+		{ 0 } } },
+	{ "cleartext_base64_after_refused_auth", false, true, false, 0, 0,
+	    0, {
+		GREET,
+		{ 'C', "a AUTHENTICATE PLAIN\r\nAGJvYgBzZWNyZXQ=\r\n", NULL,
+		    "a" R_CLEAR "AGJvYgBzZWNyZXQ=" R_NOVERB, CONT, 0 },
+		{ 0 } } },
+	{ "cleartext_literal_after_refused_login", false, true, false, 0, 0,
+	    0, {
+		/* No "+": the literal the client holds back is never sent. */
+		GREET,
+		{ 'C', "a LOGIN {4}\r\n", NULL, "a" R_CLEAR, CONT, 0 },
+		{ 'C', "b LOGIN x y\r\npass\r\n", NULL, "b" R_CLEAR
+		    "pass" R_NOVERB, CONT, 0 },
+		{ 0 } } },
+	{ "compress_counts_toward_max_errors", true, false, false, 0, 3, 0, {
+		GREET,
+		{ 'C', "a COMPRESS DEFLATE\r\nb COMPRESS DEFLATE\r\n"
+		    "c COMPRESS DEFLATE\r\nd NOOP\r\n", NULL,
+		    "a" R_COMPRESS "b" R_COMPRESS "c" R_COMPRESS R_ERRORS,
+		    CLOSE, 0 },
+		{ 0 } } },
+	{ "compress_refused_cleartext", false, true, false, 0, 0, 0, {
+		GREET,
+		{ 'C', "a COMPRESS DEFLATE\r\n", NULL, "a" R_COMPRESS, CONT, 0 },
+		{ 0 } } },
+	{ "id_every_x_key_removed", false, true, false, 0, 0, 0, {
+		GREET,
+		{ 'C', "a ID (\"x-foo\" \"1\" \"X-Client-Transport\" \"TLS\" "
+		    "\"name\" \"mutt\" \"x-multiplex\" \"0\" \"X-\" NIL)\r\n",
+		    "a ID (\"name\" \"mutt\")\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "capability_htab_separated_hidden", false, true, false, 0, 0, 0, {
+		{ 'B', "* OK [CAPABILITY IMAP4rev1\tAUTH=PLAIN\tAUTH=LOGIN "
+		    "\t STARTTLS\tCOMPRESS=DEFLATE] hi\r\n", NULL,
+		    "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hi\r\n",
+		    CONT, 0 },
+		{ 'C', "a CAPABILITY\r\n", "a CAPABILITY\r\n", NULL, CONT, 0 },
+		{ 'B', "*\tCAPABILITY\tIMAP4rev1\tAUTH=PLAIN\r\na OK\r\n", NULL,
+		    "*\tCAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED\r\na OK\r\n",
+		    CONT, 0 },
+		{ 0 } } },
+	{ "compress_hidden_after_tls", true, false, false, 0, 0, 0, {
+		{ 'B', "* OK [CAPABILITY IMAP4rev1 compress=deflate "
+		    "AUTH=PLAIN] hi\r\n", NULL,
+		    "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n", CONT, 0 },
+		{ 0 } } },
+	{ "canonical_reserialisation", true, false, false, 0, 0, 0, {
+		GREETLP,
+		{ 'C', "a uid fetch 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (From)])"
+		    "\r\nb append box () {007+}\r\n1234567\r\n",
+		    "a UID fetch 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (From)])\r\n"
+		    "b APPEND box () {7+}\r\n1234567\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ "quoted_then_atom_refused", true, false, false, 0, 0, 0, {
+		GREET,
+		{ 'C', "a SELECT \"box\"x\r\nb LIST \"\" ( \"x\")\r\n", NULL,
+		    "a" R_SYNTAX "b" R_BADSPACE, CONT, 0 },
+		{ 0 } } },
+	{ "starttls_tag_in_go_ahead", false, true, false, 0, 0, 0, {
+		GREET,
+		{ 'C', "Tag.1] STARTTLS\r\n", NULL, "Tag.1]" R_GO, GO, 0 },
+		{ 0 } } },
+
 	/* ---- greeting and capability lists ---- */
 	{ "greeting_capa_cleartext", false, true, false, 0, 0, 0, {
 		{ 'B', G_B, NULL, G_CLEAR, CONT, 0 },
