@@ -387,6 +387,10 @@ static void		 imap_msg_end(struct filter *);
 static void		 imap_relay_line(struct filter *, const char *,
 			    size_t, const char *, struct evbuffer *);
 static bool		 imap_status_word(const char *, size_t, bool);
+static bool		 imap_word_next(const char *, size_t, bool, size_t *,
+			    const char **, size_t *);
+static bool		 imap_capa_start(const char *, size_t, bool, size_t *,
+			    bool *);
 static bool		 imap_capa_locate(const char *, size_t, size_t *,
 			    size_t *);
 static void		 imap_capa_rewrite(struct filter *, const char *,
@@ -1963,36 +1967,76 @@ imap_status_word(const char *s, size_t len, bool untagged)
 	    filter_word_eq(s, len, "BYE"));
 }
 
+/* The next word at *pos: after a run of SP, or of SP and HTAB. */
+static bool
+imap_word_next(const char *s, size_t len, bool lenient, size_t *pos,
+    const char **w, size_t *wl)
+{
+	size_t	 i = *pos;
+
+	if (lenient)
+		return filter_capa_next(s, len, pos, w, wl);
+	while (i < len && s[i] == ' ')
+		i++;
+	if (i >= len)
+		return false;
+	*w = s + i;
+	*wl = imap_word_len(s + i, len - i);
+	*pos = i + *wl;
+	return true;
+}
+
 /*
- * Find a capability list: "* CAPABILITY ..." or a status response whose
- * text starts with "[CAPABILITY ...]" (RFC 9051 sections 7.2.2, 7.1).
- * Words are split as the core splits keywords (any run of SP or HTAB),
- * so "*<HTAB>CAPABILITY" is found as a lenient client would find it.
- * [*beg, *end) is the list.
+ * Where a capability list starts when words are split one way: after
+ * "* CAPABILITY" (*code false) or after "[CAPABILITY" at the start of a
+ * status response's text (*code true).
  */
 static bool
-imap_capa_locate(const char *s, size_t len, size_t *beg, size_t *end)
+imap_capa_start(const char *s, size_t len, bool lenient, size_t *beg,
+    bool *code)
 {
-	const char	*t, *w, *c, *rb;
+	const char	*t, *w, *c;
 	size_t		 tl, wl, cl, pos = 0;
 	bool		 untagged;
 
-	if (!filter_capa_next(s, len, &pos, &t, &tl) ||
-	    !filter_capa_next(s, len, &pos, &w, &wl))
+	if (!imap_word_next(s, len, lenient, &pos, &t, &tl) ||
+	    !imap_word_next(s, len, lenient, &pos, &w, &wl))
 		return false;
 	untagged = tl == 1 && t[0] == '*';
 	if (untagged && filter_word_eq(w, wl, "CAPABILITY")) {
 		*beg = pos;
-		*end = len;
+		*code = false;
 		return true;
 	}
 	if (!imap_status_word(w, wl, untagged) ||
-	    !filter_capa_next(s, len, &pos, &c, &cl) || cl < 11 ||
+	    !imap_word_next(s, len, lenient, &pos, &c, &cl) || cl < 11 ||
 	    strncasecmp(c, "[CAPABILITY", 11) != 0 ||
-	    (cl > 11 && c[11] != ']'))
+	    (cl > 11 && c[11] != ']' && c[11] != '\t'))
 		return false;
 	*beg = (size_t)(c - s) + 11;
-	rb = memchr(s + *beg, ']', len - *beg);
+	*code = true;
+	return true;
+}
+
+/*
+ * Find a capability list: "* CAPABILITY ..." or a status response whose
+ * text starts with "[CAPABILITY ...]" (RFC 9051 sections 7.2.2, 7.1).
+ * Clients split words differently: a strict one at SP only, a lenient
+ * one at any run of SP or HTAB (as the core splits keywords).  A line
+ * either kind could take for a list is one, so no client finds a list
+ * we did not rewrite.  [*beg, *end) is the list.
+ */
+static bool
+imap_capa_locate(const char *s, size_t len, size_t *beg, size_t *end)
+{
+	const char	*rb = NULL;
+	bool		 code;
+
+	if (!imap_capa_start(s, len, false, beg, &code) &&
+	    !imap_capa_start(s, len, true, beg, &code))
+		return false;
+	if (code)
+		rb = memchr(s + *beg, ']', len - *beg);
 	*end = rb != NULL ? (size_t)(rb - s) : len;
 	return true;
 }

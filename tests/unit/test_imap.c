@@ -229,6 +229,13 @@ static const struct fh_case imap_cases[] = {
 		    "*\tCAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED\r\na OK\r\n",
 		    CONT, 0 },
 		{ 0 } } },
+	{ "capability_strict_split_found", false, true, false, 0, 0, 0, {
+		/* A client splitting at SP only sees tag "x<HTAB>y" and a list. */
+		GREET,
+		{ 'B', "x\ty OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n", NULL,
+		    "x\ty OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hi"
+		    "\r\n", CONT, 0 },
+		{ 0 } } },
 	{ "compress_hidden_after_tls", true, false, false, 0, 0, 0, {
 		{ 'B', "* OK [CAPABILITY IMAP4rev1 compress=deflate "
 		    "AUTH=PLAIN] hi\r\n", NULL,
