@@ -277,7 +277,7 @@ struct imap_verb {
 #define IMAP_V_PRETLS		0x01	/* accepted before TLS */
 #define IMAP_V_CREDENTIALS	0x02	/* refused in cleartext (SPEC 8.5) */
 #define IMAP_V_INTERCEPT	0x04	/* answered here, in every state */
-#define IMAP_V_NOARGS		0x08	/* RFC 9051 grammar: no arguments */
+#define IMAP_V_NOARGS		0x08	/* no arguments: our state needs it */
 
 static void		*imap_init(struct filter *, const struct filter_params *);
 static void		 imap_free(void *);
@@ -413,10 +413,10 @@ const struct proto_ops proto_imap_ops = {
  * and refused before it (SPEC section 3: only these pass in cleartext).
  */
 static const struct imap_verb imap_verbs[] = {
-	{ "CAPABILITY",	  imap_cmd_forward,
-	    IMAP_V_PRETLS | IMAP_V_NOARGS },
-	{ "NOOP",	  imap_cmd_forward,	 IMAP_V_PRETLS | IMAP_V_NOARGS },
-	{ "LOGOUT",	  imap_cmd_forward,	 IMAP_V_PRETLS | IMAP_V_NOARGS },
+	/* Arguments are the backend's to judge; literals are framed. */
+	{ "CAPABILITY",	  imap_cmd_forward,	 IMAP_V_PRETLS },
+	{ "NOOP",	  imap_cmd_forward,	 IMAP_V_PRETLS },
+	{ "LOGOUT",	  imap_cmd_forward,	 IMAP_V_PRETLS },
 	{ "STARTTLS",	  imap_cmd_starttls,
 	    IMAP_V_PRETLS | IMAP_V_INTERCEPT },
 	{ "ID",		  imap_cmd_id,		 IMAP_V_PRETLS },
@@ -1920,16 +1920,15 @@ imap_msg_end(struct filter *f)
 	    (id = imap_slot_complete(f, st->btag, st->btaglen)) == 0 ||
 	    id != st->cwait_id)
 		return;
+	if (st->cstate == IMAP_C_SASL && f->sasl_skip) {
+		/* The rest of an over-long response is not a command. */
+		f->sasl_skip = false;
+		st->cnext = IMAP_C_COMMAND;
+		imap_enter(f, IMAP_C_SKIP);
+		return;
+	}
 	switch (st->cstate) {
 	case IMAP_C_SASL:
-		/* The rest of an over-long response is not a command. */
-		if (f->sasl_skip) {
-			f->sasl_skip = false;
-			st->cnext = IMAP_C_COMMAND;
-			imap_enter(f, IMAP_C_SKIP);
-			break;
-		}
-		/* FALLTHROUGH */
 	case IMAP_C_LIT_WAIT:	/* refused: the client drops the literal */
 	case IMAP_C_AUTH_WAIT:
 	case IMAP_C_IDLE_WAIT:

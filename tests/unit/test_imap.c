@@ -188,6 +188,13 @@ static const struct fh_case imap_cases[] = {
 		    "a CAPABILITY\r\nb NOOP\r\nc ID NIL\r\nd LOGOUT\r\n", NULL,
 		    CONT, 0 },
 		{ 0 } } },
+	{ "cleartext_noop_literal_framed", false, true, false, 0, 0, 0, {
+		/* Allowed verbs keep their literals, framed, never commands. */
+		GREETLP_C,
+		{ 'C', "a NOOP {12+}\r\nb STARTTLS\r\n\r\nc NOOP {5}\r\n",
+		    "a NOOP {12+}\r\nb STARTTLS\r\n\r\nc NOOP {5}\r\n", NULL,
+		    CONT, 0 },
+		{ 0 } } },
 	{ "cleartext_base64_after_refused_auth", false, true, false, 0, 0,
 	    0, {
 		GREET,
