@@ -1,45 +1,69 @@
 /*
  * proto_imap.c - the IMAP filter (SPEC sections 3 and 8).
  *
- * Owns the IMAP dialogue for the whole session: the cleartext phase of
- * STARTTLS services, and implicit-TLS sessions too, because the framing and
- * proxy-authority rules (ID parameters) hold everywhere.
+ * Runs on the filter core (filter.h), which owns the reply FIFO, the error
+ * budget, the STARTTLS boundary, the SASL response line, the capability
+ * keyword matcher and the log prefix.  This file keeps only IMAP's framing
+ * grammar, its verb table, its capability rules and its reply texts.  It
+ * holds for the whole session: the cleartext phase of STARTTLS services,
+ * and implicit-TLS sessions too, because framing and the proxy-authority
+ * rules (ID parameters, COMPRESS) hold everywhere.
  *
  * Client side: a command is a first line ("tag SP verb [SP args]") plus,
  * for every literal marker {n} / {n+} / ~{n} ending a line, n counted bytes
- * and a continuation line.  Each line is framed with lineio and checked by
- * a strict lexer (quotes open only at a token start and close on the line,
- * "{" only as the final literal marker), so we find exactly the literals a
- * conforming backend finds; lines we cannot frame that way are answered
- * here and never forwarded (SPEC 8.4).  A command is then either forwarded
- * (lines canonical, literal bytes streamed), collected (ID, rewritten
- * before it leaves) or discarded (refused; its {n+} bytes are dropped, and
- * a refused synchronizing literal is simply never asked for: RFC 9051
- * section 7.5 has the client drop the command when the tagged reply comes
- * instead of "+").  While the backend decides how the next client bytes
- * are framed (synchronizing literal, AUTHENTICATE, IDLE) client input is
- * held until its "+" or its tagged completion arrives.
+ * and a continuation line.  Each line is lexed strictly (RFC 9051): tokens
+ * are separated by one SP, a control or 8-bit byte outside a quoted string
+ * or a literal is refused, quotes open only at a token start and close on
+ * the line, "{" only as the final literal marker.  So we find exactly the
+ * literals a conforming backend finds, and no lenient backend can split a
+ * line we forwarded differently (`a LOGIN<HTAB>u p`, `a  LOGIN`): what
+ * leaves is only our canonical re-serialisation of the tokens we lexed
+ * (uppercase verb, single SP, canonical literal sizes), never client bytes
+ * (SPEC 8.4).  A refused command is never forwarded: its {n+} bytes are
+ * dropped with the rest of it, and a refused synchronizing literal is
+ * simply never asked for (RFC 9051 section 7.5: the client drops the
+ * command on the tagged reply instead of "+").  While the backend decides
+ * how the next client bytes are framed (synchronizing literal,
+ * AUTHENTICATE, IDLE) client input is held until its "+" or its tagged
+ * completion.
+ *
+ * Literal types follow the backend's capability list (RFC 7888, RFC 3516):
+ * {n+} only after LITERAL+ (or LITERAL- with n <= 4096), ~{n} only after
+ * BINARY; otherwise `tag BAD` and the literal is skipped.  The Courier
+ * attack `a NOOP {27+}` CRLF `b LOGIN u p` thus never reaches a backend
+ * without LITERAL+.  What the backend advertised is kept across STARTTLS:
+ * it describes the backend connection, which the client's TLS does not
+ * change (the backend never sees TLS), and a client re-issues CAPABILITY
+ * after STARTTLS anyway (RFC 9051 section 6.2.1), which refreshes it.  A
+ * {n+} or ~{n} the backend cannot take on a continuation line (the first
+ * line has left already) cannot be refused with a tagged BAD any more:
+ * the session closes.
+ *
+ * Before TLS only CAPABILITY, NOOP, LOGOUT, STARTTLS and ID are accepted;
+ * LOGIN and AUTHENTICATE get `NO [PRIVACYREQUIRED]`, anything else `BAD`.
+ * COMPRESS (RFC 4978) is hidden and refused with `NO [CANNOT]` on every
+ * service, the result RFC 4978 section 3 gives a server that refuses to
+ * compress: a compressed stream could no longer be filtered.  Every
+ * refusal counts towards max_errors (filter_refuse).
+ *
+ * ID (RFC 2971) is gathered whole, every key beginning with "x-" removed
+ * (Dovecot trusts x-originating-*, x-client-transport, x-multiplex... from
+ * its proxy), and re-serialised: quoted strings, or, for a value a quoted
+ * string cannot carry (CR, LF, 8-bit), a {n+} literal when the backend
+ * takes one.  Without LITERAL+ such a pair is dropped with a log line
+ * rather than waiting for the backend's "+": ID is informational, and the
+ * command keeps working.
  *
  * Backend side: responses are framed line by line and literal by literal
  * (streamed, never buffered whole), so message text in a FETCH is never
  * taken for a status line.  Capability lists are rewritten by keyword
- * wherever they appear; the greeting must be OK, PREAUTH (refused in
- * cleartext) or BYE.
- *
- * Invariants: our replies leave in command order (FIFO of at most
- * FILTER_PENDING_MAX slots; a reply is written only at a backend message
- * boundary); "tag OK Begin TLS negotiation now" is written only when every
- * earlier command has completed and nothing follows the STARTTLS line
- * (SPEC 8.1, 8.2); no "+" is ever sent for LOGIN/AUTHENTICATE in cleartext
- * and they never reach the backend (SPEC 8.5).
- *
- * COMPRESS=DEFLATE (RFC 4978) is hidden and refused: once compressed, the
- * streams could no longer be parsed, and the ID rules of SPEC section 3
- * hold inside TLS too; a passthrough would let a client send x-originating
- * parameters to a backend that trusts its proxy.
+ * (filter_capa_next: keywords split at any run of SP or HTAB) wherever
+ * they appear; the greeting must be OK, PREAUTH (refused in cleartext) or
+ * BYE.
  *
  * RFCs: 9051/3501 (IMAP), 2595 (STARTTLS), 5530 (response codes), 7888
- * (LITERAL+), 2971 (ID), 2177 (IDLE), 4959 (SASL-IR), 3516 (literal8).
+ * (LITERAL+/-), 2971 (ID), 2177 (IDLE), 4959 (SASL-IR), 3516 (BINARY),
+ * 4978 (COMPRESS).
  */
 #include "config.h"
 
@@ -51,19 +75,16 @@
 #include <string.h>
 #include <strings.h>
 
+#include "filter.h"
 #include "lineio.h"
 #include "log.h"
 #include "mailtlsd.h"
-#include "filter.h"
 #include "proto.h"
-#include "util.h"
 
-/* Longest tag we track; a longer one is refused (RFC 9051 sets none). */
-#define IMAP_TAG_MAX		64
 /* Bytes kept from the end of a streamed line: "~{<20 digits>+}" fits. */
 #define IMAP_TAIL_MAX		32
-/* Refused lines before the session is dropped (nginx, Postfix). */
-#define IMAP_MAX_ERRORS		10
+/* Longest command name we accept (UNAUTHENTICATE has 14). */
+#define IMAP_VERB_MAX		32
 /*
  * Literal sizes.  Before TLS nothing needs big literals (no mailbox is
  * reachable without LOGIN), so a small bound limits what an attacker can
@@ -74,33 +95,51 @@
 #define IMAP_LITERAL_MAX_TLS	UINT32_MAX
 /* Literals in one command before TLS. */
 #define IMAP_CLEAR_LITERALS_MAX	16
+/* RFC 7888 section 4: LITERAL- allows {n+} up to this size. */
+#define IMAP_LITERAL_MINUS_MAX	4096
 
-/* Tagged and untagged reply texts (RFC 5530 codes where one applies). */
+/* Our FIFO slot: a forwarded command, done once its completion is relayed. */
+#define IMAP_SLOT_CMD		FSLOT_PROTO
+
+/* What the backend's last capability list said (framing depends on it). */
+#define IMAP_BC_LITPLUS		0x01	/* LITERAL+ */
+#define IMAP_BC_LITMINUS	0x02	/* LITERAL- */
+#define IMAP_BC_BINARY		0x04	/* BINARY: ~{n} */
+
+/* Tagged (after "tag ") and untagged replies; RFC 5530 codes. */
 #define IMAP_R_CLEARAUTH	"NO [PRIVACYREQUIRED] Plaintext " \
 				"authentication disallowed on non-secure " \
-				"connection, use STARTTLS first"
-#define IMAP_R_TLSUP		"BAD TLS already active"
-#define IMAP_R_NOTLS		"BAD STARTTLS not available"
-#define IMAP_R_TLSARGS		"BAD STARTTLS takes no arguments"
-#define IMAP_R_BADCHAR		"BAD Invalid characters in command line"
-#define IMAP_R_TOOLONG		"BAD Line too long"
-#define IMAP_R_EMPTY		"BAD Empty command line"
-#define IMAP_R_BADTAG		"BAD Invalid tag"
-#define IMAP_R_NOVERB		"BAD Missing command"
-#define IMAP_R_BADQUOTE		"BAD Invalid quoted string"
-#define IMAP_R_BADLIT		"BAD Invalid literal"
-#define IMAP_R_TOOBIG		"BAD [TOOBIG] Literal too large"
-#define IMAP_R_BADID		"BAD Invalid ID parameters"
-#define IMAP_R_IDLEARGS		"BAD IDLE takes no arguments"
-#define IMAP_R_AUTHLIT		"BAD Literal not allowed in AUTHENTICATE"
-#define IMAP_R_NODONE		"BAD Expected DONE"
-#define IMAP_R_COMPRESS		"NO [CANNOT] COMPRESS is not available"
-#define IMAP_R_TLSGO		"OK Begin TLS negotiation now"
+				"connection, use STARTTLS first\r\n"
+#define IMAP_R_CLEARCMD		"BAD Command not permitted before " \
+				"STARTTLS\r\n"
+#define IMAP_R_TLSUP		"BAD TLS already active\r\n"
+#define IMAP_R_NOTLS		"BAD STARTTLS not available\r\n"
+#define IMAP_R_NOARGS		"BAD Command takes no arguments\r\n"
+#define IMAP_R_BADCHAR		"BAD Invalid characters in command line\r\n"
+#define IMAP_R_BADSPACE		"BAD Tokens must be separated by one " \
+				"space\r\n"
+#define IMAP_R_SYNTAX		"BAD Invalid command syntax\r\n"
+#define IMAP_R_TOOLONG		"* BAD Line too long\r\n"
+#define IMAP_R_EMPTY		"* BAD Empty command line\r\n"
+#define IMAP_R_BADTAG		"* BAD Invalid tag\r\n"
+#define IMAP_R_NOVERB		"BAD Missing command\r\n"
+#define IMAP_R_BADQUOTE		"BAD Invalid quoted string\r\n"
+#define IMAP_R_BADLIT		"BAD Invalid literal\r\n"
+#define IMAP_R_LITPLUS		"BAD Non-synchronizing literal not " \
+				"supported\r\n"
+#define IMAP_R_LIT8		"BAD Binary literal not supported\r\n"
+#define IMAP_R_TOOBIG		"BAD [TOOBIG] Literal too large\r\n"
+#define IMAP_R_BADID		"BAD Invalid ID parameters\r\n"
+#define IMAP_R_AUTHLIT		"BAD Literal not allowed in AUTHENTICATE\r\n"
+#define IMAP_R_NODONE		"* BAD Expected DONE\r\n"
+#define IMAP_R_COMPRESS		"NO [CANNOT] COMPRESS is not available\r\n"
+#define IMAP_R_TLSGO		"OK Begin TLS negotiation now\r\n"
 #define IMAP_L_CONT		"+ Ready for literal data\r\n"
 #define IMAP_L_BYE_ERRORS	"* BYE Too many errors\r\n"
 #define IMAP_L_BYE_TOOBIG	"* BYE [TOOBIG] Literal too large\r\n"
 #define IMAP_L_BYE_TOOLONG	"* BYE Line too long\r\n"
 #define IMAP_L_BYE_SYNTAX	"* BYE Invalid command continuation\r\n"
+#define IMAP_L_BYE_LITERAL	"* BYE Literal type not supported\r\n"
 #define IMAP_L_BYE_PREAUTH	"* BYE [UNAVAILABLE] Pre-authenticated " \
 				"session refused in cleartext\r\n"
 #define IMAP_L_BYE_BACKEND	"* BYE [UNAVAILABLE] Invalid response " \
@@ -118,9 +157,9 @@ enum imap_cstate {
 	IMAP_C_SASL,		/* next line: a SASL response */
 	IMAP_C_IDLE_WAIT,	/* IDLE forwarded: "+" or completion? */
 	IMAP_C_IDLE,		/* next line must be DONE */
-	IMAP_C_SKIP,		/* rest of an over-long SASL/IDLE line */
+	IMAP_C_SKIP,		/* rest of an over-long line */
 	IMAP_C_STARTTLS,	/* STARTTLS read, earlier commands due */
-	IMAP_C_CLOSED,		/* FILTER_CLOSE returned */
+	IMAP_C_CLOSED,		/* nothing more is read from the client */
 };
 
 /* What happens to the command being read. */
@@ -148,14 +187,24 @@ enum imap_msg {
 enum imap_step {
 	IMAP_STEP_HOLD = 0,	/* nothing more to do until more input */
 	IMAP_STEP_AGAIN,	/* progress; look again */
-	IMAP_STEP_CLOSE,
+	IMAP_STEP_CLOSE,	/* nothing more is read from the client */
 	IMAP_STEP_STARTTLS,
+};
+
+/* What the lexer saw last: whether a token, SP or ")" may follow. */
+enum imap_lx {
+	IMAP_LX_SEP = 0,	/* after SP (or the verb's SP): a token */
+	IMAP_LX_OPEN,		/* after "(": a token or ")" */
+	IMAP_LX_ATOM,		/* inside an atom */
+	IMAP_LX_CLOSE,		/* after ")" */
+	IMAP_LX_STRING,		/* after a quoted string or a literal */
 };
 
 /* The end of a line: a literal marker, RFC 9051 section 4.3. */
 struct imap_lit {
 	bool		 present;
 	bool		 nonsync;	/* {n+}: the bytes follow at once */
+	bool		 binary;	/* ~{n} (RFC 3516 literal8) */
 	uint64_t	 size;
 	size_t		 start;		/* of "{" or "~{" in the line */
 };
@@ -166,25 +215,14 @@ struct imap_tail {
 	size_t		 n;
 };
 
-/* One command awaiting its tagged reply. */
-struct imap_slot {
-	unsigned	 id;
-	bool		 local;		/* ours; else the backend answers */
-	bool		 done;		/* the backend's completion relayed */
-	const char	*reply;		/* local: the text after the tag */
-	size_t		 taglen;	/* local: 0 means untagged "*" */
-	char		 tag[IMAP_TAG_MAX + 1];
-};
-
-/* A parsed first line. */
+/* A lexed first line: the pieces its canonical form is built from. */
 struct imap_cmd {
 	const char	*tag;
 	size_t		 taglen;
-	const char	*verb;
+	char		 verb[IMAP_VERB_MAX + 1];	/* uppercase */
 	size_t		 verblen;
-	const char	*args;		/* after "verb SP"; NULL: none */
+	const char	*args;		/* canonical; NULL: none */
 	size_t		 argslen;
-	size_t		 len;		/* of the whole line */
 	struct imap_lit	 lit;
 };
 
@@ -196,14 +234,10 @@ struct imap_io {
 };
 
 struct imap {
-	bool		 starttls_service;
-	bool		 tls_active;
-	const char	*reason;
 	size_t		 line_max;
-	char		*buf;		/* line_max + 2 */
-	size_t		 bufsz;
-	char		 sid[32];
-	char		 addr[UTIL_ADDRPORTSTRLEN];
+	size_t		 bufsz;		/* line_max + 2 */
+	char		*buf;		/* a line as read */
+	char		*out;		/* its canonical form */
 
 	/* client side */
 	enum imap_cstate cstate;
@@ -213,69 +247,55 @@ struct imap {
 	uint64_t	 clit_wait;	/* size of the {n} awaiting "+" */
 	unsigned	 cnlit;		/* literals in this command */
 	unsigned	 cwait_id;	/* slot whose "+"/completion we await */
-	unsigned	 errors;
 	bool		 local_cont;	/* our "+" for a collected literal */
-	char		 ctag[IMAP_TAG_MAX + 1];
+	char		 ctag[FILTER_TAG_MAX + 1];
 	size_t		 ctaglen;
-	size_t		 cargs;		/* ID: offset of the arguments */
 	struct imap_tail ctail;
-	struct evbuffer	*collect;	/* ID being gathered */
-
-	/* FIFO of pending commands */
-	struct imap_slot slots[FILTER_PENDING_MAX];
-	size_t		 head;
-	size_t		 count;
-	unsigned	 next_id;
+	struct evbuffer	*collect;	/* ID being gathered (canonical) */
+	char		 go_ahead[FILTER_TAG_MAX + sizeof(IMAP_R_TLSGO) + 1];
 
 	/* backend side */
+	unsigned	 bcapa;		/* IMAP_BC_* */
 	enum imap_bstate bstate;
 	bool		 greeted;
 	bool		 bmid;		/* inside a response with literals */
 	enum imap_msg	 bmsg;		/* kind of that response */
 	uint64_t	 blit_left;
 	struct imap_tail btail;
-	char		 btag[IMAP_TAG_MAX + 1];
+	char		 btag[FILTER_TAG_MAX + 1];
 	size_t		 btaglen;
 };
 
 struct imap_verb {
 	const char	*verb;
-	enum imap_step	(*handler)(struct imap *, struct imap_io *,
+	enum imap_step	(*handler)(struct filter *, struct imap_io *,
 			    const struct imap_cmd *);
 	unsigned	 flags;
 };
 
 /* Verb flags (STYLE section 4). */
-#define IMAP_V_CREDENTIALS	0x01	/* refused in cleartext (SPEC 8.5) */
-#define IMAP_V_INTERCEPT	0x02	/* answered here */
+#define IMAP_V_PRETLS		0x01	/* accepted before TLS */
+#define IMAP_V_CREDENTIALS	0x02	/* refused in cleartext (SPEC 8.5) */
+#define IMAP_V_INTERCEPT	0x04	/* answered here, in every state */
+#define IMAP_V_NOARGS		0x08	/* no arguments: our state needs it */
 
-/* Capability keyword rules. */
-#define IMAP_K_CLEAR	0x01	/* hidden in cleartext */
-#define IMAP_K_TLS	0x02	/* hidden once TLS is active */
-#define IMAP_K_PREFIX	0x04	/* the name is a prefix ("AUTH=") */
-
-struct imap_capa_rule {
-	const char	*name;
-	unsigned	 flags;
-};
-
-static struct imap	*imap_filter_new(const struct filter_params *);
-static void		 imap_filter_free(struct imap *);
-static enum filter_verdict imap_client_input(struct imap *,
+static void		*imap_init(struct filter *, const struct filter_params *);
+static void		 imap_free(void *);
+static enum filter_verdict imap_client_input(struct filter *,
 			    struct evbuffer *, struct evbuffer *,
 			    struct evbuffer *);
-static enum filter_verdict imap_backend_input(struct imap *,
+static enum filter_verdict imap_backend_input(struct filter *,
 			    struct evbuffer *, struct evbuffer *,
 			    struct evbuffer *);
-static const char	*imap_reason(const struct imap *);
+static void		 imap_tls_reset(struct filter *, struct evbuffer *);
+static void		 imap_last_word(const struct filter *, char *, size_t);
 static void		 imap_unavailable(struct evbuffer *, const char *);
 
 static const char	*imap_cstate_name(enum imap_cstate);
-static void		 imap_enter(struct imap *, enum imap_cstate);
-static enum imap_step	 imap_close(struct imap *, struct evbuffer *,
+static void		 imap_enter(struct filter *, enum imap_cstate);
+static enum imap_step	 imap_close(struct filter *, struct evbuffer *,
 			    const char *, const char *);
-static bool		 imap_cleartext(const struct imap *);
-static uint64_t		 imap_literal_max(const struct imap *);
+static uint64_t		 imap_literal_max(const struct filter *);
 
 static void		 imap_tail_feed(struct imap_tail *, struct evbuffer *,
 			    size_t);
@@ -283,104 +303,126 @@ static int		 imap_stream_line(struct evbuffer *,
 			    struct evbuffer *, struct imap_tail *);
 static int		 imap_lit_at_end(const char *, size_t,
 			    struct imap_lit *);
-static bool		 imap_token_start(const char *, size_t);
+static size_t		 imap_lit_format(char *, const struct imap_lit *);
 static size_t		 imap_lex_quoted(const char *, size_t, size_t);
-static const char	*imap_lex(const char *, size_t, struct imap_lit *);
+static const char	*imap_lex(const char *, size_t, enum imap_lx, char *,
+			    size_t *, struct imap_lit *);
+static const char	*imap_lit_allowed(const struct imap *,
+			    const struct imap_lit *);
 static bool		 imap_tag_char(unsigned char);
+static bool		 imap_verb_char(unsigned char);
 static size_t		 imap_word_len(const char *, size_t);
 
-static unsigned		 imap_slot_push(struct imap *, bool, const char *,
-			    size_t, const char *);
-static unsigned		 imap_slot_complete(struct imap *, const char *,
+static unsigned		 imap_slot_complete(struct filter *, const char *,
 			    size_t);
 static bool		 imap_backend_idle(const struct imap *);
-static void		 imap_flush(struct imap *, struct evbuffer *);
+static void		 imap_flush(struct filter *, struct evbuffer *);
 
-static enum imap_step	 imap_error(struct imap *, struct imap_io *);
-static enum imap_step	 imap_refuse(struct imap *, struct imap_io *,
-			    const char *, size_t, const char *, bool);
-static enum imap_step	 imap_segment_end(struct imap *, struct imap_io *,
+static enum imap_step	 imap_refuse(struct filter *, const char *, size_t,
+			    const char *);
+static enum imap_step	 imap_segment_end(struct filter *, struct imap_io *,
 			    const struct imap_lit *);
-static enum imap_step	 imap_command_end(struct imap *, struct imap_io *);
-static enum imap_step	 imap_client_step(struct imap *, struct imap_io *);
-static enum imap_step	 imap_client_command(struct imap *,
+static enum imap_step	 imap_command_end(struct filter *, struct imap_io *);
+static enum imap_step	 imap_client_step(struct filter *, struct imap_io *);
+static enum imap_step	 imap_client_command(struct filter *,
 			    struct imap_io *);
-static enum imap_step	 imap_command_line(struct imap *, struct imap_io *,
-			    size_t, unsigned);
 static size_t		 imap_parse_tag(const char *, size_t);
-static void		 imap_parse_cmd(const char *, size_t, size_t,
+static const char	*imap_parse_line(struct imap *, size_t, unsigned,
 			    struct imap_cmd *);
-static enum imap_step	 imap_client_cont(struct imap *, struct imap_io *);
-static enum imap_step	 imap_cont_line(struct imap *, struct imap_io *,
+static const struct imap_verb *imap_verb_find(const struct imap_cmd *);
+static enum imap_step	 imap_command_line(struct filter *, struct imap_io *,
 			    size_t, unsigned);
-static enum imap_step	 imap_client_literal(struct imap *,
+static enum imap_step	 imap_client_cont(struct filter *, struct imap_io *);
+static enum imap_step	 imap_cont_line(struct filter *, struct imap_io *,
+			    size_t, unsigned);
+static enum imap_step	 imap_client_literal(struct filter *,
 			    struct imap_io *);
-static enum imap_step	 imap_client_sasl(struct imap *, struct imap_io *);
-static enum imap_step	 imap_client_idle(struct imap *, struct imap_io *);
-static enum imap_step	 imap_client_skip(struct imap *, struct imap_io *);
-static enum imap_step	 imap_do_starttls(struct imap *, struct imap_io *);
+static enum imap_step	 imap_client_sasl(struct filter *, struct imap_io *);
+static enum imap_step	 imap_client_idle(struct filter *, struct imap_io *);
+static enum imap_step	 imap_client_skip(struct filter *, struct imap_io *);
+static enum imap_step	 imap_do_starttls(struct filter *, struct imap_io *);
 
-static enum imap_step	 imap_cmd_forward(struct imap *, struct imap_io *,
+static enum imap_step	 imap_cmd_forward(struct filter *, struct imap_io *,
 			    const struct imap_cmd *);
-static enum imap_step	 imap_cmd_starttls(struct imap *, struct imap_io *,
+static enum imap_step	 imap_cmd_starttls(struct filter *, struct imap_io *,
 			    const struct imap_cmd *);
-static enum imap_step	 imap_cmd_authenticate(struct imap *,
+static enum imap_step	 imap_cmd_authenticate(struct filter *,
 			    struct imap_io *, const struct imap_cmd *);
-static enum imap_step	 imap_cmd_idle(struct imap *, struct imap_io *,
+static enum imap_step	 imap_cmd_idle(struct filter *, struct imap_io *,
 			    const struct imap_cmd *);
-static enum imap_step	 imap_cmd_compress(struct imap *, struct imap_io *,
+static enum imap_step	 imap_cmd_compress(struct filter *, struct imap_io *,
 			    const struct imap_cmd *);
-static enum imap_step	 imap_cmd_id(struct imap *, struct imap_io *,
+static enum imap_step	 imap_cmd_id(struct filter *, struct imap_io *,
 			    const struct imap_cmd *);
-static void		 imap_forward_wait(struct imap *, struct imap_io *,
+static void		 imap_forward_wait(struct filter *, struct imap_io *,
 			    const struct imap_cmd *, enum imap_cstate);
 
-static void		 imap_id_finish(struct imap *, struct imap_io *);
-static int		 imap_id_rewrite(struct imap *, char *, size_t,
+static void		 imap_id_finish(struct filter *, struct imap_io *);
+static int		 imap_id_rewrite(struct filter *, char *, size_t,
 			    struct evbuffer *);
 static int		 imap_id_string(char *, size_t, size_t *, char **,
 			    size_t *);
-static int		 imap_id_quote(struct evbuffer *, const char *,
-			    size_t);
-static bool		 imap_id_trusted(const char *, size_t);
+static int		 imap_id_pair(struct filter *, struct evbuffer *, int,
+			    const char *, size_t, const char *, size_t);
+static int		 imap_id_value(const struct imap *, struct evbuffer *,
+			    const char *, size_t);
 
-static int		 imap_bclose(struct imap *, struct evbuffer *,
+static int		 imap_bclose(struct filter *, struct evbuffer *,
 			    const char *, const char *);
-static int		 imap_backend_step(struct imap *, struct evbuffer *,
+static int		 imap_backend_step(struct filter *, struct evbuffer *,
 			    struct evbuffer *);
-static int		 imap_backend_line(struct imap *, struct evbuffer *,
+static int		 imap_backend_line(struct filter *, struct evbuffer *,
 			    struct evbuffer *);
-static int		 imap_backend_long(struct imap *, struct evbuffer *,
+static int		 imap_backend_long(struct filter *, struct evbuffer *,
 			    struct evbuffer *);
-static int		 imap_backend_start(struct imap *, const char *,
+static int		 imap_backend_start(struct filter *, const char *,
 			    size_t, const char *, struct evbuffer *);
-static int		 imap_backend_lineend(struct imap *,
+static int		 imap_backend_lineend(struct filter *,
 			    const struct imap_lit *);
-static int		 imap_greeting(struct imap *, const char *, size_t,
+static int		 imap_greeting(struct filter *, const char *, size_t,
 			    const char *, struct evbuffer *);
 static enum imap_msg	 imap_msg_classify(struct imap *, const char *,
 			    size_t);
-static void		 imap_msg_end(struct imap *);
-static void		 imap_relay_line(struct imap *, const char *,
+static void		 imap_msg_end(struct filter *);
+static void		 imap_relay_line(struct filter *, const char *,
 			    size_t, const char *, struct evbuffer *);
 static bool		 imap_status_word(const char *, size_t, bool);
+static bool		 imap_word_next(const char *, size_t, bool, size_t *,
+			    const char **, size_t *);
+static bool		 imap_capa_start(const char *, size_t, bool, size_t *,
+			    bool *);
 static bool		 imap_capa_locate(const char *, size_t, size_t *,
 			    size_t *);
-static bool		 imap_capa_hidden(const struct imap *, const char *,
-			    size_t);
-static void		 imap_capa_rewrite(const struct imap *,
-			    const char *, size_t, size_t, size_t,
-			    struct evbuffer *);
+static void		 imap_capa_rewrite(struct filter *, const char *,
+			    size_t, size_t, size_t, struct evbuffer *);
 
-/* proto_imap_ops: at the end of the file. */
+const struct proto_ops proto_imap_ops = {
+	.name = "imap",
+	.alpn = "imap",
+	.init = imap_init,
+	.free = imap_free,
+	.client_input = imap_client_input,
+	.backend_input = imap_backend_input,
+	.tls_reset = imap_tls_reset,
+	.last_word = imap_last_word,
+	.unavailable = imap_unavailable,
+};
 
-/* Verbs with a rule; every other command is forwarded as framed. */
+/*
+ * Verbs with a rule.  Every other command is forwarded as lexed inside TLS
+ * and refused before it (SPEC section 3: only these pass in cleartext).
+ */
 static const struct imap_verb imap_verbs[] = {
-	{ "STARTTLS",	  imap_cmd_starttls,	 IMAP_V_INTERCEPT },
+	/* Arguments are the backend's to judge; literals are framed. */
+	{ "CAPABILITY",	  imap_cmd_forward,	 IMAP_V_PRETLS },
+	{ "NOOP",	  imap_cmd_forward,	 IMAP_V_PRETLS },
+	{ "LOGOUT",	  imap_cmd_forward,	 IMAP_V_PRETLS },
+	{ "STARTTLS",	  imap_cmd_starttls,
+	    IMAP_V_PRETLS | IMAP_V_INTERCEPT },
+	{ "ID",		  imap_cmd_id,		 IMAP_V_PRETLS },
 	{ "LOGIN",	  imap_cmd_forward,	 IMAP_V_CREDENTIALS },
 	{ "AUTHENTICATE", imap_cmd_authenticate, IMAP_V_CREDENTIALS },
-	{ "IDLE",	  imap_cmd_idle,	 0 },
-	{ "ID",		  imap_cmd_id,		 0 },
+	{ "IDLE",	  imap_cmd_idle,	 IMAP_V_NOARGS },
 	{ "COMPRESS",	  imap_cmd_compress,	 IMAP_V_INTERCEPT },
 };
 
@@ -395,71 +437,80 @@ static const struct imap_verb imap_verb_other = {
  * LOGIN); inside TLS it would only repeat what the backend says about its
  * own plaintext leg, which is not true for the client's TLS leg.
  */
-static const struct imap_capa_rule imap_capa_rules[] = {
-	{ "STARTTLS",		IMAP_K_CLEAR | IMAP_K_TLS },
-	{ "LOGINDISABLED",	IMAP_K_CLEAR | IMAP_K_TLS },
+static const struct filter_capa_rule imap_capa_rules[] = {
+	{ "STARTTLS",		FCAPA_HIDE_ALWAYS },
+	{ "LOGINDISABLED",	FCAPA_HIDE_ALWAYS },
 	/* Credentials are refused in cleartext: offer no mechanism. */
-	{ "AUTH=",		IMAP_K_CLEAR | IMAP_K_PREFIX },
-	{ "SASL-IR",		IMAP_K_CLEAR },
+	{ "AUTH=",		FCAPA_HIDE_CLEAR | FCAPA_PREFIX },
+	{ "SASL-IR",		FCAPA_HIDE_CLEAR },
 	/* Compressed streams cannot be filtered (see the header). */
-	{ "COMPRESS=",		IMAP_K_CLEAR | IMAP_K_TLS | IMAP_K_PREFIX },
+	{ "COMPRESS=",		FCAPA_HIDE_ALWAYS | FCAPA_PREFIX },
 };
-
-/*
- * ID keys a backend may take from a trusted proxy (Dovecot's
- * login_trusted_networks: x-originating-ip, x-connected-port,
- * x-proxy-ttl, x-session-id, x-forward-*): a client must not set them.
- */
-static const char *const imap_id_trusted_keys[] = {
-	"x-originating-",
-	"x-connected-",
-	"x-proxy-",
-	"x-session-",
-	"x-forward-",
-};
+#define IMAP_NCAPA_RULES	(sizeof(imap_capa_rules) / \
+				sizeof(imap_capa_rules[0]))
 
 /* ------------------------------------------------------------------ */
-/* Filter object */
+/* Protocol state and the core's hooks */
 
-static struct imap *
-imap_filter_new(const struct filter_params *p)
+static void *
+imap_init(struct filter *f, const struct filter_params *p)
 {
-	struct imap	*f;
+	struct imap	*st;
 
-	if ((f = calloc(1, sizeof(*f))) == NULL)
+	(void)p;
+	if ((st = calloc(1, sizeof(*st))) == NULL)
 		return NULL;
-	f->starttls_service = p->svc->tls_mode == TLS_MODE_STARTTLS;
-	f->tls_active = p->tls_active;
-	f->line_max = p->svc->max_line_length ? p->svc->max_line_length :
+	st->line_max = f->svc->max_line_length ? f->svc->max_line_length :
 	    DEFAULT_IMAP_LINE_MAX;
-	f->bufsz = f->line_max + 2;
-	if ((f->buf = malloc(f->bufsz)) == NULL) {
-		free(f);
+	st->bufsz = st->line_max + 2;
+	if ((st->buf = malloc(st->bufsz)) == NULL ||
+	    (st->out = malloc(st->bufsz)) == NULL) {
+		imap_free(st);
 		return NULL;
 	}
-	util_strlcpy(f->sid, p->session_id ? p->session_id : "-",
-	    sizeof(f->sid));
-	util_strlcpy(f->addr, p->client_addr ? p->client_addr : "-",
-	    sizeof(f->addr));
-	f->next_id = 1;
-	return f;
+	return st;
 }
 
 static void
-imap_filter_free(struct imap *f)
+imap_free(void *p)
 {
-	if (f == NULL)
+	struct imap	*st = p;
+
+	if (st == NULL)
 		return;
-	if (f->collect != NULL)
-		evbuffer_free(f->collect);
-	free(f->buf);
-	free(f);
+	if (st->collect != NULL)
+		evbuffer_free(st->collect);
+	free(st->buf);
+	free(st->out);
+	free(st);
 }
 
-static const char *
-imap_reason(const struct imap *f)
+/*
+ * The go-ahead has been written (SPEC 8.3): a fresh command reader inside
+ * TLS.  The backend was idle at the go-ahead (imap_do_starttls), so the
+ * backend reader has nothing to forget; bcapa stays (see the header).
+ */
+static void
+imap_tls_reset(struct filter *f, struct evbuffer *to_backend)
 {
-	return f->reason != NULL ? f->reason : "imap filter";
+	struct imap	*st = f->proto;
+
+	(void)to_backend;
+	if (st->collect != NULL) {
+		evbuffer_free(st->collect);
+		st->collect = NULL;
+	}
+	st->cmode = IMAP_CM_FORWARD;
+	st->cnlit = 0;
+	st->local_cont = false;
+	imap_enter(f, IMAP_C_COMMAND);
+}
+
+static void
+imap_last_word(const struct filter *f, char *buf, size_t len)
+{
+	(void)f;
+	snprintf(buf, len, "%s", IMAP_L_BYE_ERRORS);
 }
 
 static void
@@ -489,42 +540,41 @@ imap_cstate_name(enum imap_cstate st)
 }
 
 static void
-imap_enter(struct imap *f, enum imap_cstate st)
+imap_enter(struct filter *f, enum imap_cstate cs)
 {
-	if (f->cstate != st)
-		log_debug("%s: imap client %s -> %s", f->sid,
-		    imap_cstate_name(f->cstate), imap_cstate_name(st));
-	f->cstate = st;
-	if (st == IMAP_C_CONT)
-		f->ctail.n = 0;
+	struct imap	*st = f->proto;
+
+	if (st->cstate != cs)
+		flog(f, debug, "client %s -> %s", imap_cstate_name(st->cstate),
+		    imap_cstate_name(cs));
+	st->cstate = cs;
+	if (cs == IMAP_C_CONT)
+		st->ctail.n = 0;
 }
 
 /*
- * Stop for good: the replies whose turn has come, an optional last line
- * for the client, then close.
+ * Stop at once (the stream can no longer be framed): the replies whose
+ * turn has come, an optional last line for the client, then close.
  */
 static enum imap_step
-imap_close(struct imap *f, struct evbuffer *to_client, const char *bye,
+imap_close(struct filter *f, struct evbuffer *to_client, const char *bye,
     const char *reason)
 {
 	imap_flush(f, to_client);
 	if (bye != NULL)
 		evbuffer_add(to_client, bye, strlen(bye));
-	f->reason = reason;
+	if (f->reason == NULL)
+		f->reason = reason;
+	f->closing = true;
 	imap_enter(f, IMAP_C_CLOSED);
 	return IMAP_STEP_CLOSE;
 }
 
-static bool
-imap_cleartext(const struct imap *f)
-{
-	return !f->tls_active;
-}
-
 static uint64_t
-imap_literal_max(const struct imap *f)
+imap_literal_max(const struct filter *f)
 {
-	return f->tls_active ? IMAP_LITERAL_MAX_TLS : IMAP_LITERAL_MAX_CLEAR;
+	return filter_cleartext(f) ? IMAP_LITERAL_MAX_CLEAR :
+	    IMAP_LITERAL_MAX_TLS;
 }
 
 /* ------------------------------------------------------------------ */
@@ -610,19 +660,27 @@ imap_lit_at_end(const char *s, size_t len, struct imap_lit *lit)
 		v = v * 10 + (uint64_t)(s[d] - '0');
 	}
 	i--;
-	if (i > 0 && s[i - 1] == '~')
+	if (i > 0 && s[i - 1] == '~') {
+		lit->binary = true;
 		i--;
+	}
 	lit->present = true;
 	lit->size = v;
 	lit->start = i;
 	return 1;
 }
 
-/* Can a token (quoted string, literal) start at s[i]? */
-static bool
-imap_token_start(const char *s, size_t i)
+/* The canonical marker ("{7}", not "{007}"); out has room for 25 bytes. */
+static size_t
+imap_lit_format(char *out, const struct imap_lit *lit)
 {
-	return i > 0 && (s[i - 1] == ' ' || s[i - 1] == '(');
+	char	 tmp[32];
+	int	 n;
+
+	n = snprintf(tmp, sizeof(tmp), "%s{%llu%s}", lit->binary ? "~" : "",
+	    (unsigned long long)lit->size, lit->nonsync ? "+" : "");
+	memcpy(out, tmp, (size_t)n);
+	return (size_t)n;
 }
 
 /* Index of the quote closing the string opened at s[i], or 0. */
@@ -644,32 +702,92 @@ imap_lex_quoted(const char *s, size_t len, size_t i)
 }
 
 /*
- * Frame a line the way a strict RFC 9051 parser does.  A quoted string
- * opens only where a token may start and must close on the line, and "{"
- * outside quotes is only allowed as the marker ending the line: otherwise
- * a backend and we could disagree on whether the line ends with a literal
- * (e.g. `NOOP "x {20+}`), and the literal's bytes would run as commands on
- * one side only.  Returns NULL (lit filled) or the reply refusing it.
+ * Lex arguments the way a strict RFC 9051 parser does and write their
+ * canonical form to out (at most len bytes): the tokens as lexed, one SP
+ * between them, the literal marker with its size in canonical digits.
+ *
+ * Tokens are separated by exactly one SP; a control or 8-bit byte
+ * outside a quoted string is refused, so HTAB, VT, NUL... can never be
+ * taken for a separator by a lenient backend (`a LOGIN<HTAB>u p`).  A
+ * quoted string opens only where a token may start, must close on the
+ * line and be followed by SP, ")" or the end.  "{" is only allowed as the
+ * marker ending the line: otherwise a backend and we could disagree on
+ * whether the line ends with a literal (`NOOP "x {20+}`), and the
+ * literal's bytes would run as commands on one side only.
+ *
+ * prev is IMAP_LX_SEP for the arguments of a first line (after the
+ * verb's SP) and IMAP_LX_STRING for the line after a literal.  Returns
+ * NULL (lit filled) or the reply refusing the line.
  */
 static const char *
-imap_lex(const char *s, size_t len, struct imap_lit *lit)
+imap_lex(const char *s, size_t len, enum imap_lx prev, char *out,
+    size_t *outlen, struct imap_lit *lit)
 {
-	size_t	 i;
+	unsigned char	 c;
+	size_t		 i, e, o = 0;
+	bool		 start;
 
 	memset(lit, 0, sizeof(*lit));
 	for (i = 0; i < len; i++) {
-		if (s[i] == '"') {
-			if (!imap_token_start(s, i) ||
-			    (i = imap_lex_quoted(s, len, i)) == 0)
+		c = (unsigned char)s[i];
+		start = prev == IMAP_LX_SEP || prev == IMAP_LX_OPEN;
+		if (c < 0x20 || c >= 0x7f)
+			return IMAP_R_BADCHAR;
+		if (prev == IMAP_LX_STRING && c != ' ' && c != ')')
+			return IMAP_R_SYNTAX;
+		if (c == ' ') {
+			if (start)
+				return IMAP_R_BADSPACE;
+			prev = IMAP_LX_SEP;
+		} else if (c == '(') {
+			if (!start)
+				return IMAP_R_SYNTAX;
+			prev = IMAP_LX_OPEN;
+		} else if (c == ')') {
+			if (prev == IMAP_LX_SEP)
+				return IMAP_R_SYNTAX;
+			prev = IMAP_LX_CLOSE;
+		} else if (c == '"') {
+			if (!start || (e = imap_lex_quoted(s, len, i)) == 0)
 				return IMAP_R_BADQUOTE;
-		} else if (s[i] == '{' || (s[i] == '~' && i + 1 < len &&
+			memcpy(out + o, s + i, e - i + 1);
+			o += e - i + 1;
+			i = e;
+			prev = IMAP_LX_STRING;
+			continue;
+		} else if (c == '{' || (c == '~' && i + 1 < len &&
 		    s[i + 1] == '{')) {
-			if (imap_lit_at_end(s, len, lit) != 1 ||
-			    lit->start != i || !imap_token_start(s, i))
+			if (!start || imap_lit_at_end(s, len, lit) != 1 ||
+			    lit->start != i)
 				return IMAP_R_BADLIT;
+			*outlen = o + imap_lit_format(out + o, lit);
 			return NULL;
-		}
+		} else
+			prev = IMAP_LX_ATOM;
+		out[o++] = (char)c;
 	}
+	if (prev == IMAP_LX_SEP)
+		return IMAP_R_BADSPACE;		/* trailing or lone SP */
+	*outlen = o;
+	return NULL;
+}
+
+/*
+ * SPEC section 3 (RFC 7888, RFC 3516): a literal type the backend did not
+ * advertise would be read differently by it (Courier without LITERAL+
+ * runs the "literal" bytes as commands).  Returns NULL or the refusal.
+ */
+static const char *
+imap_lit_allowed(const struct imap *st, const struct imap_lit *lit)
+{
+	if (!lit->present)
+		return NULL;
+	if (lit->binary && !(st->bcapa & IMAP_BC_BINARY))
+		return IMAP_R_LIT8;
+	if (lit->nonsync && !(st->bcapa & IMAP_BC_LITPLUS) &&
+	    !((st->bcapa & IMAP_BC_LITMINUS) &&
+	    lit->size <= IMAP_LITERAL_MINUS_MAX))
+		return IMAP_R_LITPLUS;
 	return NULL;
 }
 
@@ -682,6 +800,14 @@ imap_tag_char(unsigned char c)
 	return strchr("(){%*\"\\+", c) == NULL;
 }
 
+/* Command names: letters, digits, "-" and "_" (X-commands). */
+static bool
+imap_verb_char(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+	    (c >= '0' && c <= '9') || c == '-' || c == '_';
+}
+
 /* Length of the word at s (up to SP or the end). */
 static size_t
 imap_word_len(const char *s, size_t len)
@@ -692,30 +818,7 @@ imap_word_len(const char *s, size_t len)
 }
 
 /* ------------------------------------------------------------------ */
-/* FIFO of pending commands (proto.h: replies keep command order) */
-
-static unsigned
-imap_slot_push(struct imap *f, bool local, const char *tag, size_t taglen,
-    const char *reply)
-{
-	struct imap_slot	*s;
-
-	/* Every push follows a check of count at a command's start. */
-	if (f->count >= FILTER_PENDING_MAX)
-		fatalx("%s: imap FIFO overflow", f->sid);
-	s = &f->slots[(f->head + f->count) % FILTER_PENDING_MAX];
-	memset(s, 0, sizeof(*s));
-	s->id = f->next_id++;
-	if (f->next_id == 0)
-		f->next_id = 1;
-	s->local = local;
-	s->reply = reply;
-	s->taglen = taglen;
-	if (taglen > 0)
-		memcpy(s->tag, tag, taglen);
-	f->count++;
-	return s->id;
-}
+/* The reply FIFO (filter.h): our slots are forwarded commands */
 
 /*
  * A tagged completion was relayed: mark the oldest open command with that
@@ -723,15 +826,14 @@ imap_slot_push(struct imap *f, bool local, const char *tag, size_t taglen,
  * Returns its id, or 0 when no command matches.
  */
 static unsigned
-imap_slot_complete(struct imap *f, const char *tag, size_t taglen)
+imap_slot_complete(struct filter *f, const char *tag, size_t taglen)
 {
-	struct imap_slot	*s;
-	size_t			 i;
+	struct filter_slot	*s;
+	unsigned		 i;
 
-	for (i = 0; i < f->count; i++) {
-		s = &f->slots[(f->head + i) % FILTER_PENDING_MAX];
-		if (!s->local && !s->done && s->taglen == taglen &&
-		    memcmp(s->tag, tag, taglen) == 0) {
+	for (i = 0; (s = filter_slot_at(f, i)) != NULL; i++) {
+		if (s->kind == IMAP_SLOT_CMD && !s->done &&
+		    s->taglen == taglen && memcmp(s->tag, tag, taglen) == 0) {
 			s->done = true;
 			return s->id;
 		}
@@ -741,34 +843,38 @@ imap_slot_complete(struct imap *f, const char *tag, size_t taglen)
 
 /* Can we write to the client without cutting into a backend response? */
 static bool
-imap_backend_idle(const struct imap *f)
+imap_backend_idle(const struct imap *st)
 {
-	return f->greeted && f->bstate == IMAP_B_LINE && !f->bmid;
+	return st->greeted && st->bstate == IMAP_B_LINE && !st->bmid;
 }
 
-/* Write our replies whose turn has come. */
+/*
+ * Write our replies whose turn has come: completed commands leave the
+ * FIFO, local replies at its head are written.  Only at a backend
+ * response boundary.
+ */
 static void
-imap_flush(struct imap *f, struct evbuffer *to_client)
+imap_flush(struct filter *f, struct evbuffer *to_client)
 {
-	struct imap_slot	*s;
+	struct imap		*st = f->proto;
+	struct filter_slot	*s;
 
-	if (!imap_backend_idle(f))
+	if (!imap_backend_idle(st))
 		return;
-	if (f->local_cont) {
+	if (st->local_cont) {
 		evbuffer_add(to_client, IMAP_L_CONT, strlen(IMAP_L_CONT));
-		f->local_cont = false;
+		st->local_cont = false;
 	}
-	while (f->count > 0) {
-		s = &f->slots[f->head];
-		if (!s->local && !s->done)
-			break;
-		if (s->local && s->taglen > 0)
-			evbuffer_add_printf(to_client, "%.*s %s\r\n",
-			    (int)s->taglen, s->tag, s->reply);
-		else if (s->local)
-			evbuffer_add_printf(to_client, "* %s\r\n", s->reply);
-		f->head = (f->head + 1) % FILTER_PENDING_MAX;
-		f->count--;
+	while ((s = filter_slot_head(f)) != NULL && !f->closing) {
+		if (s->kind == IMAP_SLOT_CMD) {
+			if (!s->done)
+				break;
+			filter_slot_pop(f);
+		} else if (s->kind == FSLOT_LOCAL ||
+		    s->kind == FSLOT_LOCAL_CLOSE)
+			filter_flush(f, to_client);
+		else
+			break;		/* FSLOT_STARTTLS: imap_do_starttls */
 	}
 }
 
@@ -776,33 +882,31 @@ imap_flush(struct imap *f, struct evbuffer *to_client)
 /* Client side */
 
 static enum filter_verdict
-imap_client_input(struct imap *f, struct evbuffer *in,
+imap_client_input(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_backend, struct evbuffer *to_client)
 {
+	struct imap	*st = f->proto;
 	struct imap_io	 io = { in, to_backend, to_client };
-	enum imap_step	 r;
+	enum imap_step	 r = IMAP_STEP_HOLD;
 
-	if (f->cstate == IMAP_C_CLOSED)
-		return FILTER_CLOSE;
-	do {
-		imap_flush(f, to_client);
-		r = imap_client_step(f, &io);
-	} while (r == IMAP_STEP_AGAIN);
-	switch (r) {
-	case IMAP_STEP_CLOSE:
-		return FILTER_CLOSE;
-	case IMAP_STEP_STARTTLS:
-		return FILTER_STARTTLS;
-	default:
-		imap_flush(f, to_client);
-		return FILTER_CONTINUE;
+	if (st->cstate != IMAP_C_CLOSED) {
+		do {
+			imap_flush(f, to_client);
+			r = imap_client_step(f, &io);
+		} while (r == IMAP_STEP_AGAIN);
 	}
+	if (r == IMAP_STEP_STARTTLS)
+		return FILTER_STARTTLS;
+	imap_flush(f, to_client);
+	return f->closing ? FILTER_CLOSE : FILTER_CONTINUE;
 }
 
 static enum imap_step
-imap_client_step(struct imap *f, struct imap_io *io)
+imap_client_step(struct filter *f, struct imap_io *io)
 {
-	switch (f->cstate) {
+	struct imap	*st = f->proto;
+
+	switch (st->cstate) {
 	case IMAP_C_COMMAND:
 		return imap_client_command(f, io);
 	case IMAP_C_CONT:
@@ -828,32 +932,27 @@ imap_client_step(struct imap *f, struct imap_io *io)
 	return IMAP_STEP_HOLD;
 }
 
-/* Count a refused line; too many end the session (fail closed). */
-static enum imap_step
-imap_error(struct imap *f, struct imap_io *io)
-{
-	if (++f->errors < IMAP_MAX_ERRORS)
-		return IMAP_STEP_AGAIN;
-	log_warnx("%s: client %s: too many errors", f->sid, f->addr);
-	return imap_close(f, io->to_client, IMAP_L_BYE_ERRORS,
-	    "too many errors");
-}
-
 /*
  * Answer the current command ourselves, in its turn, and drop the rest
- * of it (the caller passes its literal to imap_segment_end()).
+ * of it (the caller passes its literal to imap_segment_end()).  Every
+ * refusal counts (SPEC section 3); over the budget nothing more is read.
  */
 static enum imap_step
-imap_refuse(struct imap *f, struct imap_io *io, const char *tag,
-    size_t taglen, const char *reply, bool error)
+imap_refuse(struct filter *f, const char *tag, size_t taglen,
+    const char *reply)
 {
-	imap_slot_push(f, true, tag, taglen, reply);
-	f->cmode = IMAP_CM_DISCARD;
-	if (f->collect != NULL) {
-		evbuffer_free(f->collect);
-		f->collect = NULL;
+	struct imap	*st = f->proto;
+
+	st->cmode = IMAP_CM_DISCARD;
+	if (st->collect != NULL) {
+		evbuffer_free(st->collect);
+		st->collect = NULL;
 	}
-	return error ? imap_error(f, io) : IMAP_STEP_AGAIN;
+	if (filter_refuse(f, tag, taglen, reply)) {
+		imap_enter(f, IMAP_C_CLOSED);
+		return IMAP_STEP_CLOSE;
+	}
+	return IMAP_STEP_AGAIN;
 }
 
 /*
@@ -861,64 +960,71 @@ imap_refuse(struct imap *f, struct imap_io *io, const char *tag,
  * Decide how the literal that follows (if any) is read.
  */
 static enum imap_step
-imap_segment_end(struct imap *f, struct imap_io *io,
+imap_segment_end(struct filter *f, struct imap_io *io,
     const struct imap_lit *lit)
 {
+	struct imap	*st = f->proto;
+
+	if (st->cstate == IMAP_C_CLOSED)
+		return IMAP_STEP_CLOSE;
 	if (!lit->present)
 		return imap_command_end(f, io);
 	/* The client waits for a "+" it will never get, then drops it. */
-	if (f->cmode == IMAP_CM_DISCARD && !lit->nonsync)
+	if (st->cmode == IMAP_CM_DISCARD && !lit->nonsync)
 		return imap_command_end(f, io);
-	if (f->cmode == IMAP_CM_COLLECT && lit->size >
-	    f->bufsz - evbuffer_get_length(f->collect)) {
-		if (imap_refuse(f, io, f->ctag, f->ctaglen, IMAP_R_BADID,
-		    true) == IMAP_STEP_CLOSE)
+	if (st->cmode == IMAP_CM_COLLECT && lit->size >
+	    st->bufsz - evbuffer_get_length(st->collect)) {
+		if (imap_refuse(f, st->ctag, st->ctaglen, IMAP_R_BADID) ==
+		    IMAP_STEP_CLOSE)
 			return IMAP_STEP_CLOSE;
 		return imap_segment_end(f, io, lit);
 	}
 	if (lit->size > imap_literal_max(f))
 		return imap_close(f, io->to_client, IMAP_L_BYE_TOOBIG,
 		    "literal too large");
-	if (imap_cleartext(f) && ++f->cnlit > IMAP_CLEAR_LITERALS_MAX)
+	if (filter_cleartext(f) && ++st->cnlit > IMAP_CLEAR_LITERALS_MAX)
 		return imap_close(f, io->to_client, IMAP_L_BYE_TOOBIG,
 		    "too many literals");
-	if (f->cmode == IMAP_CM_FORWARD && !lit->nonsync) {
-		f->clit_wait = lit->size;
+	if (st->cmode == IMAP_CM_FORWARD && !lit->nonsync) {
+		st->clit_wait = lit->size;
 		imap_enter(f, IMAP_C_LIT_WAIT);
 		return IMAP_STEP_AGAIN;
 	}
 	/* Collected literals are ours to ask for; ID holds no secret. */
-	if (f->cmode == IMAP_CM_COLLECT && !lit->nonsync)
-		f->local_cont = true;
-	f->clit_left = lit->size;
+	if (st->cmode == IMAP_CM_COLLECT && !lit->nonsync)
+		st->local_cont = true;
+	st->clit_left = lit->size;
 	imap_enter(f, IMAP_C_LITERAL);
 	return IMAP_STEP_AGAIN;
 }
 
 static enum imap_step
-imap_command_end(struct imap *f, struct imap_io *io)
+imap_command_end(struct filter *f, struct imap_io *io)
 {
-	if (f->cmode == IMAP_CM_COLLECT)
+	struct imap	*st = f->proto;
+
+	if (st->cmode == IMAP_CM_COLLECT)
 		imap_id_finish(f, io);
-	f->cmode = IMAP_CM_FORWARD;
-	if (f->cstate == IMAP_C_CLOSED)
+	st->cmode = IMAP_CM_FORWARD;
+	if (st->cstate == IMAP_C_CLOSED)
 		return IMAP_STEP_CLOSE;
 	/* Handlers may have entered a waiting state (AUTHENTICATE, IDLE). */
-	if (f->cstate == IMAP_C_CONT)
+	if (st->cstate == IMAP_C_CONT)
 		imap_enter(f, IMAP_C_COMMAND);
 	return IMAP_STEP_AGAIN;
 }
 
 static enum imap_step
-imap_client_command(struct imap *f, struct imap_io *io)
+imap_client_command(struct filter *f, struct imap_io *io)
 {
-	size_t	 len;
-	unsigned flags;
+	struct imap	*st = f->proto;
+	size_t		 len;
+	unsigned	 flags;
 
 	/* Nothing is answered before the greeting, nor beyond the FIFO. */
-	if (!f->greeted || f->count >= FILTER_PENDING_MAX)
+	if (!st->greeted || filter_fifo_full(f))
 		return IMAP_STEP_HOLD;
-	switch (lineio_get(io->in, f->line_max, f->buf, f->bufsz, &len,
+	switch (lineio_get(io->in, st->line_max, st->buf, st->bufsz, &len,
 	    &flags)) {
 	case LINEIO_MORE:
 		return IMAP_STEP_HOLD;
@@ -928,8 +1034,8 @@ imap_client_command(struct imap *f, struct imap_io *io)
 		 * the tail kept, so a {n+} ending it is dropped too and its
 		 * bytes never run as commands.
 		 */
-		f->cnlit = 0;
-		if (imap_refuse(f, io, NULL, 0, IMAP_R_TOOLONG, true) ==
+		st->cnlit = 0;
+		if (imap_refuse(f, NULL, 0, IMAP_R_TOOLONG) ==
 		    IMAP_STEP_CLOSE)
 			return IMAP_STEP_CLOSE;
 		imap_enter(f, IMAP_C_CONT);
@@ -948,82 +1054,112 @@ imap_parse_tag(const char *s, size_t len)
 
 	for (i = 0; i < len && imap_tag_char((unsigned char)s[i]); i++)
 		;
-	if (i == 0 || i > IMAP_TAG_MAX || (i < len && s[i] != ' '))
+	if (i == 0 || i > FILTER_TAG_MAX || (i < len && s[i] != ' '))
 		return 0;
 	return i;
 }
 
-static void
-imap_parse_cmd(const char *s, size_t len, size_t taglen, struct imap_cmd *c)
+/*
+ * Lex the first line of a command (st->buf) into c: "tag SP verb [SP
+ * args]", split at single SP only (RFC 9051).  Returns NULL or the reply
+ * refusing it; c->tag is set whenever the tag is valid.
+ */
+static const char *
+imap_parse_line(struct imap *st, size_t len, unsigned flags,
+    struct imap_cmd *c)
 {
-	size_t	 v = taglen + 1;
+	const char	*s = st->buf;
+	size_t		 i, v;
 
+	memset(c, 0, sizeof(*c));
+	if (len == 0)
+		return IMAP_R_EMPTY;
+	if ((c->taglen = imap_parse_tag(s, len)) == 0)
+		return IMAP_R_BADTAG;
 	c->tag = s;
-	c->taglen = taglen;
-	c->len = len;
-	c->verb = s + v;
-	c->verblen = v < len ? imap_word_len(s + v, len - v) : 0;
-	c->args = NULL;
-	c->argslen = 0;
-	if (v + c->verblen < len) {
-		c->args = s + v + c->verblen + 1;
-		c->argslen = len - v - c->verblen - 1;
-	}
+	if (flags & (LINEIO_BARE_LF | LINEIO_HAS_CR | LINEIO_HAS_NUL))
+		return IMAP_R_BADCHAR;
+	v = c->taglen + 1;
+	for (i = v; i < len && imap_verb_char((unsigned char)s[i]); i++)
+		;
+	if (i == v && i >= len)
+		return IMAP_R_NOVERB;
+	if (i < len && s[i] != ' ')
+		return (unsigned char)s[i] < 0x20 ||
+		    (unsigned char)s[i] >= 0x7f ? IMAP_R_BADCHAR :
+		    IMAP_R_SYNTAX;
+	if (i == v)
+		return IMAP_R_BADSPACE;		/* "a  LOGIN" */
+	if (i - v > IMAP_VERB_MAX)
+		return IMAP_R_SYNTAX;
+	for (c->verblen = 0; v < i; v++)
+		c->verb[c->verblen++] = (char)((s[v] >= 'a' && s[v] <= 'z') ?
+		    s[v] - 'a' + 'A' : s[v]);
+	if (i == len)
+		return NULL;
+	c->args = st->out;
+	return imap_lex(s + i + 1, len - i - 1, IMAP_LX_SEP, st->out,
+	    &c->argslen, &c->lit);
 }
 
-/* The first line of a command, in f->buf. */
+static const struct imap_verb *
+imap_verb_find(const struct imap_cmd *c)
+{
+	size_t	 i;
+
+	for (i = 0; i < sizeof(imap_verbs) / sizeof(imap_verbs[0]); i++)
+		if (filter_word_eq(c->verb, c->verblen, imap_verbs[i].verb))
+			return &imap_verbs[i];
+	return &imap_verb_other;
+}
+
+/*
+ * The first line of a command, in st->buf: lexed, then checked in this
+ * order: the literal type, our own verbs, credentials and the allow-list
+ * before TLS, arguments.  The first rule that refuses answers.
+ */
 static enum imap_step
-imap_command_line(struct imap *f, struct imap_io *io, size_t len,
+imap_command_line(struct filter *f, struct imap_io *io, size_t len,
     unsigned flags)
 {
-	const struct imap_verb	*v = &imap_verb_other;
+	struct imap		*st = f->proto;
+	const struct imap_verb	*v;
 	struct imap_cmd		 c;
 	struct imap_lit		 raw;
-	const char		*err = NULL;
-	size_t			 i, taglen;
+	const char		*err;
 
-	memset(&c, 0, sizeof(c));
-	f->cnlit = 0;
-	f->cmode = IMAP_CM_FORWARD;
+	st->cnlit = 0;
+	st->cmode = IMAP_CM_FORWARD;
 	/* What a lenient reader takes for a literal: dropped if refused. */
-	if (imap_lit_at_end(f->buf, len, &raw) == -1)
+	if (imap_lit_at_end(st->buf, len, &raw) == -1)
 		return imap_close(f, io->to_client, IMAP_L_BYE_TOOBIG,
 		    "literal too large");
-	taglen = imap_parse_tag(f->buf, len);
-	if (len == 0)
-		err = IMAP_R_EMPTY;
-	else if (flags & (LINEIO_BARE_LF | LINEIO_HAS_CR | LINEIO_HAS_NUL))
-		err = IMAP_R_BADCHAR;
-	else if (taglen == 0)
-		err = IMAP_R_BADTAG;
-	else if (taglen + 1 >= len)
-		err = IMAP_R_NOVERB;
-	else if ((err = imap_lex(f->buf, len, &c.lit)) == NULL) {
-		imap_parse_cmd(f->buf, len, taglen, &c);
-		/*
-		 * "a  LOGIN": our verb would be empty while a lenient backend
-		 * skips the second space and reads LOGIN (found by fuzzing).
-		 */
-		if (c.verblen == 0)
-			err = IMAP_R_NOVERB;
-	}
-	memcpy(f->ctag, f->buf, taglen);
-	f->ctaglen = taglen;
+	err = imap_parse_line(st, len, flags, &c);
+	memcpy(st->ctag, st->buf, c.taglen);
+	st->ctaglen = c.taglen;
 	if (err != NULL) {
-		if (imap_refuse(f, io, f->ctag, taglen, err, true) ==
-		    IMAP_STEP_CLOSE)
+		/* Untagged replies carry their "* ". */
+		if (imap_refuse(f, err[0] == '*' ? NULL : c.tag,
+		    err[0] == '*' ? 0 : c.taglen, err) == IMAP_STEP_CLOSE)
 			return IMAP_STEP_CLOSE;
 		return imap_segment_end(f, io, &raw);
 	}
-	for (i = 0; i < sizeof(imap_verbs) / sizeof(imap_verbs[0]); i++)
-		if (util_word_eq(c.verb, c.verblen, imap_verbs[i].verb))
-			v = &imap_verbs[i];
-	if ((v->flags & IMAP_V_CREDENTIALS) && imap_cleartext(f)) {
+	v = imap_verb_find(&c);
+	if ((err = imap_lit_allowed(st, &c.lit)) != NULL)
+		;
+	else if (v->flags & IMAP_V_INTERCEPT)
+		return v->handler(f, io, &c) == IMAP_STEP_CLOSE ?
+		    IMAP_STEP_CLOSE : imap_segment_end(f, io, &c.lit);
+	else if ((v->flags & IMAP_V_CREDENTIALS) && filter_cleartext(f)) {
 		/* SPEC 8.5: never forwarded, never logged, no "+" sent. */
-		log_warnx("%s: client %s: %s refused in cleartext", f->sid,
-		    f->addr, v->verb);
-		if (imap_refuse(f, io, f->ctag, taglen, IMAP_R_CLEARAUTH,
-		    true) == IMAP_STEP_CLOSE)
+		flog(f, warnx, "%s refused in cleartext", v->verb);
+		err = IMAP_R_CLEARAUTH;
+	} else if (!(v->flags & IMAP_V_PRETLS) && filter_cleartext(f))
+		err = IMAP_R_CLEARCMD;
+	else if ((v->flags & IMAP_V_NOARGS) && c.args != NULL)
+		err = IMAP_R_NOARGS;
+	if (err != NULL) {
+		if (imap_refuse(f, c.tag, c.taglen, err) == IMAP_STEP_CLOSE)
 			return IMAP_STEP_CLOSE;
 		return imap_segment_end(f, io, &c.lit);
 	}
@@ -1034,32 +1170,32 @@ imap_command_line(struct imap *f, struct imap_io *io, size_t len,
 
 /* The line after a literal: part of the same command. */
 static enum imap_step
-imap_client_cont(struct imap *f, struct imap_io *io)
+imap_client_cont(struct filter *f, struct imap_io *io)
 {
+	struct imap	*st = f->proto;
 	struct imap_lit	 lit;
 	size_t		 len;
 	unsigned	 flags;
 
-	if (f->cmode == IMAP_CM_DISCARD) {
-		if (!imap_stream_line(io->in, NULL, &f->ctail))
+	if (st->cmode == IMAP_CM_DISCARD) {
+		if (!imap_stream_line(io->in, NULL, &st->ctail))
 			return IMAP_STEP_HOLD;
-		if (imap_lit_at_end(f->ctail.b, f->ctail.n, &lit) == -1)
+		if (imap_lit_at_end(st->ctail.b, st->ctail.n, &lit) == -1)
 			return imap_close(f, io->to_client, IMAP_L_BYE_TOOBIG,
 			    "literal too large");
 		return imap_segment_end(f, io, &lit);
 	}
-	switch (lineio_get(io->in, f->line_max, f->buf, f->bufsz, &len,
+	switch (lineio_get(io->in, st->line_max, st->buf, st->bufsz, &len,
 	    &flags)) {
 	case LINEIO_MORE:
 		return IMAP_STEP_HOLD;
 	case LINEIO_TOO_LONG:
 		/* The backend holds part of the command: no way to refuse. */
-		if (f->cmode == IMAP_CM_FORWARD)
+		if (st->cmode == IMAP_CM_FORWARD)
 			return imap_close(f, io->to_client, IMAP_L_BYE_TOOLONG,
 			    "line too long");
 		/* ID: not sent yet; drop it, reading the line as above. */
-		return imap_refuse(f, io, f->ctag, f->ctaglen, IMAP_R_BADID,
-		    true);
+		return imap_refuse(f, st->ctag, st->ctaglen, IMAP_R_BADID);
 	case LINEIO_LINE:
 		break;
 	}
@@ -1067,62 +1203,68 @@ imap_client_cont(struct imap *f, struct imap_io *io)
 }
 
 static enum imap_step
-imap_cont_line(struct imap *f, struct imap_io *io, size_t len,
+imap_cont_line(struct filter *f, struct imap_io *io, size_t len,
     unsigned flags)
 {
+	struct imap	*st = f->proto;
 	struct imap_lit	 lit, raw;
-	const char	*err = NULL;
+	const char	*err;
+	size_t		 outlen = 0;
+	bool		 littype = false;
 
-	if (imap_lit_at_end(f->buf, len, &raw) == -1)
+	if (imap_lit_at_end(st->buf, len, &raw) == -1)
 		return imap_close(f, io->to_client, IMAP_L_BYE_TOOBIG,
 		    "literal too large");
 	if (flags & (LINEIO_BARE_LF | LINEIO_HAS_CR | LINEIO_HAS_NUL))
 		err = IMAP_R_BADCHAR;
-	else
-		err = imap_lex(f->buf, len, &lit);
-	if (err != NULL && f->cmode == IMAP_CM_FORWARD)
-		return imap_close(f, io->to_client, IMAP_L_BYE_SYNTAX,
+	else if ((err = imap_lex(st->buf, len, IMAP_LX_STRING, st->out,
+	    &outlen, &lit)) == NULL &&
+	    (err = imap_lit_allowed(st, &lit)) != NULL)
+		littype = true;
+	/* The backend holds the first line: only closing is left. */
+	if (err != NULL && st->cmode == IMAP_CM_FORWARD)
+		return imap_close(f, io->to_client, littype ?
+		    IMAP_L_BYE_LITERAL : IMAP_L_BYE_SYNTAX,
 		    "invalid command continuation");
-	if (err == NULL && f->cmode == IMAP_CM_COLLECT &&
-	    len + 2 > f->bufsz - evbuffer_get_length(f->collect))
+	if (err == NULL && st->cmode == IMAP_CM_COLLECT &&
+	    outlen + 2 > st->bufsz - evbuffer_get_length(st->collect))
 		err = IMAP_R_BADID;
 	if (err != NULL) {
-		if (imap_refuse(f, io, f->ctag, f->ctaglen, IMAP_R_BADID,
-		    true) == IMAP_STEP_CLOSE)
+		if (imap_refuse(f, st->ctag, st->ctaglen, IMAP_R_BADID) ==
+		    IMAP_STEP_CLOSE)
 			return IMAP_STEP_CLOSE;
 		return imap_segment_end(f, io, &raw);
 	}
 	/* Literal size is checked before any byte of this line leaves. */
-	if (f->cmode == IMAP_CM_FORWARD && lit.present &&
+	if (st->cmode == IMAP_CM_FORWARD && lit.present &&
 	    lit.size > imap_literal_max(f))
 		return imap_close(f, io->to_client, IMAP_L_BYE_TOOBIG,
 		    "literal too large");
-	evbuffer_add(f->cmode == IMAP_CM_COLLECT ? f->collect :
-	    io->to_backend, f->buf, len);
-	evbuffer_add(f->cmode == IMAP_CM_COLLECT ? f->collect :
-	    io->to_backend, "\r\n", 2);
+	filter_send_command(st->cmode == IMAP_CM_COLLECT ? st->collect :
+	    io->to_backend, NULL, 0, st->out, outlen, NULL, 0);
 	return imap_segment_end(f, io, &lit);
 }
 
 /* Literal bytes: counted, streamed, never looked at. */
 static enum imap_step
-imap_client_literal(struct imap *f, struct imap_io *io)
+imap_client_literal(struct filter *f, struct imap_io *io)
 {
-	size_t	 n = evbuffer_get_length(io->in);
+	struct imap	*st = f->proto;
+	size_t		 n = evbuffer_get_length(io->in);
 
-	if (f->clit_left > 0) {
+	if (st->clit_left > 0) {
 		if (n == 0)
 			return IMAP_STEP_HOLD;
-		if (n > f->clit_left)
-			n = (size_t)f->clit_left;
-		if (f->cmode == IMAP_CM_FORWARD)
+		if (n > st->clit_left)
+			n = (size_t)st->clit_left;
+		if (st->cmode == IMAP_CM_FORWARD)
 			evbuffer_remove_buffer(io->in, io->to_backend, n);
-		else if (f->cmode == IMAP_CM_COLLECT)
-			evbuffer_remove_buffer(io->in, f->collect, n);
+		else if (st->cmode == IMAP_CM_COLLECT)
+			evbuffer_remove_buffer(io->in, st->collect, n);
 		else
 			evbuffer_drain(io->in, n);
-		f->clit_left -= n;
-		if (f->clit_left > 0)
+		st->clit_left -= n;
+		if (st->clit_left > 0)
 			return IMAP_STEP_HOLD;
 	}
 	imap_enter(f, IMAP_C_CONT);
@@ -1130,35 +1272,25 @@ imap_client_literal(struct imap *f, struct imap_io *io)
 }
 
 /*
- * A SASL response (RFC 9051 section 6.2.2): base64 or "*", forwarded as
- * framed and never logged.  A line we cannot frame cancels the exchange
- * with "*", so the backend ends it with its own tagged reply.
+ * A SASL response (RFC 9051 section 6.2.2) through the core's relay:
+ * base64, "=" or "*", canonical, never logged.  A line it refuses cancels
+ * the exchange with "*", so the backend ends it with its own tagged reply
+ * and the client is never left waiting.
  */
 static enum imap_step
-imap_client_sasl(struct imap *f, struct imap_io *io)
+imap_client_sasl(struct filter *f, struct imap_io *io)
 {
-	size_t	 len;
-	unsigned flags;
-
-	switch (lineio_get(io->in, f->line_max, f->buf, f->bufsz, &len,
-	    &flags)) {
-	case LINEIO_MORE:
+	switch (filter_sasl_line(f, io->in, io->to_backend)) {
+	case FILTER_SASL_MORE:
 		return IMAP_STEP_HOLD;
-	case LINEIO_TOO_LONG:
-		evbuffer_add(io->to_backend, "*\r\n", 3);
-		f->cnext = IMAP_C_AUTH_WAIT;
-		imap_enter(f, IMAP_C_SKIP);
-		return imap_error(f, io);
-	case LINEIO_LINE:
+	case FILTER_SASL_BAD:
+		filter_send_command(io->to_backend, NULL, 0, "*", 1, NULL, 0);
+		break;
+	case FILTER_SASL_SENT:
+	case FILTER_SASL_CANCEL:
 		break;
 	}
 	imap_enter(f, IMAP_C_AUTH_WAIT);
-	if (flags & (LINEIO_BARE_LF | LINEIO_HAS_CR | LINEIO_HAS_NUL)) {
-		evbuffer_add(io->to_backend, "*\r\n", 3);
-		return imap_error(f, io);
-	}
-	evbuffer_add(io->to_backend, f->buf, len);
-	evbuffer_add(io->to_backend, "\r\n", 2);
 	return IMAP_STEP_AGAIN;
 }
 
@@ -1168,79 +1300,80 @@ imap_client_sasl(struct imap *f, struct imap_io *io)
  * never forwarded.
  */
 static enum imap_step
-imap_client_idle(struct imap *f, struct imap_io *io)
+imap_client_idle(struct filter *f, struct imap_io *io)
 {
-	size_t		 len;
-	unsigned	 flags;
-	enum lineio_result r;
+	struct imap		*st = f->proto;
+	size_t			 len;
+	unsigned		 flags;
+	enum lineio_result	 r;
 
-	r = lineio_get(io->in, f->line_max, f->buf, f->bufsz, &len, &flags);
+	r = lineio_get(io->in, st->line_max, st->buf, st->bufsz, &len,
+	    &flags);
 	if (r == LINEIO_MORE)
 		return IMAP_STEP_HOLD;
-	evbuffer_add(io->to_backend, "DONE\r\n", 6);
-	if (r == LINEIO_LINE && flags == 0 && util_word_eq(f->buf, len,
-	    "DONE")) {
+	filter_send_command(io->to_backend, NULL, 0, "DONE", 4, NULL, 0);
+	if (r == LINEIO_LINE && !(flags & (LINEIO_BARE_LF | LINEIO_HAS_CR |
+	    LINEIO_HAS_NUL)) && filter_word_eq(st->buf, len, "DONE")) {
 		imap_enter(f, IMAP_C_COMMAND);
 		return IMAP_STEP_AGAIN;
 	}
-	/* DONE itself must pass even with a full FIFO: then no reply. */
-	if (f->count < FILTER_PENDING_MAX)
-		imap_slot_push(f, true, NULL, 0, IMAP_R_NODONE);
 	if (r == LINEIO_TOO_LONG) {
-		f->cnext = IMAP_C_COMMAND;
+		st->cnext = IMAP_C_COMMAND;
 		imap_enter(f, IMAP_C_SKIP);
 	} else
 		imap_enter(f, IMAP_C_COMMAND);
-	return imap_error(f, io);
+	/* DONE itself must pass even with a full FIFO: then no reply. */
+	if (filter_fifo_full(f))
+		return IMAP_STEP_AGAIN;
+	return imap_refuse(f, NULL, 0, IMAP_R_NODONE);
 }
 
 static enum imap_step
-imap_client_skip(struct imap *f, struct imap_io *io)
+imap_client_skip(struct filter *f, struct imap_io *io)
 {
+	struct imap	*st = f->proto;
+
 	if (!lineio_skip(io->in))
 		return IMAP_STEP_HOLD;
-	imap_enter(f, f->cnext);
+	imap_enter(f, st->cnext);
 	return IMAP_STEP_AGAIN;
 }
 
 /*
- * The STARTTLS switch (SPEC 8.1, 8.2, STYLE section 5).  The go-ahead
- * waits until every earlier command has its reply relayed, so nothing
- * the backend says for the cleartext phase follows it.  Any byte behind
- * the STARTTLS line at that point was sent before the client could know
- * TLS would start: such pipelined plaintext (CVE-2011-0411 class) is never
- * executed, forwarded or answered inside TLS; the session is closed
- * instead.  The go-ahead is the last cleartext byte we write.
+ * The STARTTLS switch (SPEC 8.1, 8.2, STYLE section 5), decided by the
+ * core once the STARTTLS slot is at the head of the FIFO, i.e. every
+ * earlier command has its reply relayed, and only at a backend response
+ * boundary, so nothing the backend says for the cleartext phase follows
+ * the go-ahead.  Bytes behind the STARTTLS line then were sent before
+ * the client could know TLS would start (CVE-2011-0411 class): the core
+ * closes instead.
  */
 static enum imap_step
-imap_do_starttls(struct imap *f, struct imap_io *io)
+imap_do_starttls(struct filter *f, struct imap_io *io)
 {
-	size_t	 pipelined;
+	struct imap	*st = f->proto;
 
-	if (f->count > 0 || !imap_backend_idle(f))
+	if (!imap_backend_idle(st))
 		return IMAP_STEP_HOLD;
-	if ((pipelined = evbuffer_get_length(io->in)) > 0) {
-		log_warnx("%s: client %s: pipelined data after STARTTLS "
-		    "(%zu bytes), closing", f->sid, f->addr, pipelined);
-		return imap_close(f, io->to_client, NULL,
-		    "pipelined data after STARTTLS");
+	switch (filter_starttls(f, io->in, io->to_client, io->to_backend,
+	    st->go_ahead)) {
+	case FILTER_STARTTLS:
+		return IMAP_STEP_STARTTLS;
+	case FILTER_CLOSE:
+		imap_enter(f, IMAP_C_CLOSED);
+		return IMAP_STEP_CLOSE;
+	case FILTER_CONTINUE:
+		break;
 	}
-	evbuffer_add_printf(io->to_client, "%.*s %s\r\n", (int)f->ctaglen,
-	    f->ctag, IMAP_R_TLSGO);
-	/* State reset (SPEC 8.3): a fresh command reader inside TLS. */
-	f->tls_active = true;
-	f->cmode = IMAP_CM_FORWARD;
-	f->errors = 0;
-	imap_enter(f, IMAP_C_COMMAND);
-	return IMAP_STEP_STARTTLS;
+	return IMAP_STEP_HOLD;
 }
 
 /* ------------------------------------------------------------------ */
 /* Command handlers: IMAP_STEP_AGAIN, or IMAP_STEP_CLOSE */
 
-/* Forward the first line as framed; its literal follows the rules. */
+/* Forward the first line as lexed; its literal follows the rules. */
 static enum imap_step
-imap_cmd_forward(struct imap *f, struct imap_io *io,
+imap_cmd_forward(struct filter *f, struct imap_io *io,
     const struct imap_cmd *c)
 {
 	/*
@@ -1252,137 +1385,143 @@ imap_cmd_forward(struct imap *f, struct imap_io *io,
 		if (c->lit.nonsync)
 			return imap_close(f, io->to_client, IMAP_L_BYE_TOOBIG,
 			    "literal too large");
-		return imap_refuse(f, io, c->tag, c->taglen, IMAP_R_TOOBIG,
-		    true);
+		return imap_refuse(f, c->tag, c->taglen, IMAP_R_TOOBIG);
 	}
 	imap_forward_wait(f, io, c, IMAP_C_COMMAND);
 	return IMAP_STEP_AGAIN;
 }
 
 /*
- * Forward the line, give it a slot, and remember that slot for the states
- * that wait on it.  A waiting state is entered here only for commands
- * without a literal (the literal wait comes from imap_segment_end()).
+ * Forward the canonical line, give it a slot, and remember that slot for
+ * the states that wait on it.  A waiting state is entered here only for
+ * commands without a literal (the literal wait is imap_segment_end's).
  */
 static void
-imap_forward_wait(struct imap *f, struct imap_io *io,
+imap_forward_wait(struct filter *f, struct imap_io *io,
     const struct imap_cmd *c, enum imap_cstate wait)
 {
-	f->cwait_id = imap_slot_push(f, false, c->tag, c->taglen, NULL);
-	evbuffer_add(io->to_backend, f->buf, c->len);
-	evbuffer_add(io->to_backend, "\r\n", 2);
+	struct imap	*st = f->proto;
+
+	st->cwait_id = filter_slot_push(f, IMAP_SLOT_CMD, NULL, c->tag,
+	    c->taglen)->id;
+	filter_send_command(io->to_backend, c->tag, c->taglen, c->verb,
+	    c->verblen, c->args, c->argslen);
 	if (wait != IMAP_C_COMMAND)
 		imap_enter(f, wait);
 }
 
 static enum imap_step
-imap_cmd_starttls(struct imap *f, struct imap_io *io,
+imap_cmd_starttls(struct filter *f, struct imap_io *io,
     const struct imap_cmd *c)
 {
+	struct imap	*st = f->proto;
 	const char	*err = NULL;
 
-	if (f->tls_active)
+	(void)io;
+	if (!filter_cleartext(f))
 		err = IMAP_R_TLSUP;
-	else if (!f->starttls_service)
+	else if (!f->starttls_svc)
 		err = IMAP_R_NOTLS;
-	else if (c->args != NULL || c->lit.present)
-		err = IMAP_R_TLSARGS;
+	else if (c->args != NULL)
+		err = IMAP_R_NOARGS;
 	if (err != NULL)
-		return imap_refuse(f, io, c->tag, c->taglen, err, true);
+		return imap_refuse(f, c->tag, c->taglen, err);
+	/* The go-ahead carries the tag: filter_starttls writes it whole. */
+	snprintf(st->go_ahead, sizeof(st->go_ahead), "%.*s %s",
+	    (int)c->taglen, c->tag, IMAP_R_TLSGO);
+	filter_slot_push(f, FSLOT_STARTTLS, NULL, c->tag, c->taglen);
 	imap_enter(f, IMAP_C_STARTTLS);
 	return IMAP_STEP_AGAIN;
 }
 
 /*
- * Inside TLS: forwarded, and client input is held until the backend's "+"
- * (then one SASL line) or its tagged completion, so the response lines
- * are framed exactly where the backend frames them.
+ * Inside TLS: forwarded (with a SASL-IR initial response if any), and
+ * client input is held until the backend's "+" (then one SASL line) or
+ * its tagged completion, so the response lines are framed exactly where
+ * the backend frames them.
  */
 static enum imap_step
-imap_cmd_authenticate(struct imap *f, struct imap_io *io,
+imap_cmd_authenticate(struct filter *f, struct imap_io *io,
     const struct imap_cmd *c)
 {
 	if (c->lit.present)
-		return imap_refuse(f, io, c->tag, c->taglen, IMAP_R_AUTHLIT,
-		    true);
+		return imap_refuse(f, c->tag, c->taglen, IMAP_R_AUTHLIT);
 	imap_forward_wait(f, io, c, IMAP_C_AUTH_WAIT);
 	return IMAP_STEP_AGAIN;
 }
 
 static enum imap_step
-imap_cmd_idle(struct imap *f, struct imap_io *io, const struct imap_cmd *c)
+imap_cmd_idle(struct filter *f, struct imap_io *io, const struct imap_cmd *c)
 {
-	if (c->args != NULL || c->lit.present)
-		return imap_refuse(f, io, c->tag, c->taglen, IMAP_R_IDLEARGS,
-		    true);
 	imap_forward_wait(f, io, c, IMAP_C_IDLE_WAIT);
 	return IMAP_STEP_AGAIN;
 }
 
+/* Refused on every service (see the header); counts like any refusal. */
 static enum imap_step
-imap_cmd_compress(struct imap *f, struct imap_io *io,
+imap_cmd_compress(struct filter *f, struct imap_io *io,
     const struct imap_cmd *c)
 {
-	return imap_refuse(f, io, c->tag, c->taglen, IMAP_R_COMPRESS,
-	    false);
+	(void)io;
+	return imap_refuse(f, c->tag, c->taglen, IMAP_R_COMPRESS);
 }
 
 /* ID: gathered whole (bounded by the line limit), rewritten at its end. */
 static enum imap_step
-imap_cmd_id(struct imap *f, struct imap_io *io, const struct imap_cmd *c)
+imap_cmd_id(struct filter *f, struct imap_io *io, const struct imap_cmd *c)
 {
-	if (c->args == NULL || (f->collect = evbuffer_new()) == NULL)
-		return imap_refuse(f, io, c->tag, c->taglen, IMAP_R_BADID,
-		    true);
-	f->cmode = IMAP_CM_COLLECT;
-	f->cargs = (size_t)(c->args - f->buf);
-	evbuffer_add(f->collect, f->buf, c->len);
-	evbuffer_add(f->collect, "\r\n", 2);
+	struct imap	*st = f->proto;
+
+	(void)io;
+	if (c->args == NULL || (st->collect = evbuffer_new()) == NULL)
+		return imap_refuse(f, c->tag, c->taglen, IMAP_R_BADID);
+	st->cmode = IMAP_CM_COLLECT;
+	filter_send_command(st->collect, NULL, 0, c->args, c->argslen, NULL,
+	    0);
 	return IMAP_STEP_AGAIN;
 }
 
 /* ------------------------------------------------------------------ */
-/* ID (RFC 2971): strip what only a proxy may say */
+/* ID (RFC 2971): strip what only a proxy may say, re-serialise the rest */
 
 static void
-imap_id_finish(struct imap *f, struct imap_io *io)
+imap_id_finish(struct filter *f, struct imap_io *io)
 {
+	struct imap	*st = f->proto;
 	struct evbuffer	*out;
-	size_t		 len = evbuffer_get_length(f->collect);
+	size_t		 len = evbuffer_get_length(st->collect);
 
 	/* Bounded by bufsz at every append (imap_cont_line, segment_end). */
-	evbuffer_remove(f->collect, f->buf, len);
-	evbuffer_free(f->collect);
-	f->collect = NULL;
+	evbuffer_remove(st->collect, st->buf, len);
+	evbuffer_free(st->collect);
+	st->collect = NULL;
 	if ((out = evbuffer_new()) != NULL &&
-	    imap_id_rewrite(f, f->buf + f->cargs, len - f->cargs, out) == 0) {
-		imap_slot_push(f, false, f->ctag, f->ctaglen, NULL);
-		evbuffer_add_printf(io->to_backend, "%.*s ID ",
-		    (int)f->ctaglen, f->ctag);
-		evbuffer_add_buffer(io->to_backend, out);
-	} else {
-		imap_slot_push(f, true, f->ctag, f->ctaglen, IMAP_R_BADID);
-		imap_error(f, io);
-	}
+	    imap_id_rewrite(f, st->buf, len, out) == 0) {
+		filter_slot_push(f, IMAP_SLOT_CMD, NULL, st->ctag,
+		    st->ctaglen);
+		filter_send_command(io->to_backend, st->ctag, st->ctaglen,
+		    "ID", 2, (const char *)evbuffer_pullup(out, -1),
+		    evbuffer_get_length(out));
+	} else
+		(void)imap_refuse(f, st->ctag, st->ctaglen, IMAP_R_BADID);
 	if (out != NULL)
 		evbuffer_free(out);
 }
 
 /*
- * Parse "NIL" / "(" *(string SP nstring) ")" CRLF from the gathered wire
- * bytes s and write the list back canonically (quoted strings), without
- * the keys of imap_id_trusted_keys.
+ * Parse "NIL" / "(" *(string SP nstring) ")" CRLF from the gathered
+ * canonical lines s and write the list back (without CRLF), pair by pair
+ * through imap_id_pair().
  */
 static int
-imap_id_rewrite(struct imap *f, char *s, size_t len, struct evbuffer *out)
+imap_id_rewrite(struct filter *f, char *s, size_t len, struct evbuffer *out)
 {
-	char	 kesc[LOG_ESCAPE_SIZE(IMAP_TAG_MAX)];
 	char	*k, *v;
 	size_t	 pos = 0, kl, vl;
 	int	 kept = 0, r;
 
 	if (len == 5 && strncasecmp(s, "NIL\r\n", 5) == 0)
-		return evbuffer_add(out, "NIL\r\n", 5);
+		return evbuffer_add(out, "NIL", 3);
 	if (len < 4 || s[pos++] != '(')
 		return -1;
 	while (s[pos] != ')') {
@@ -1391,20 +1530,10 @@ imap_id_rewrite(struct imap *f, char *s, size_t len, struct evbuffer *out)
 		    (r = imap_id_string(s, len, &pos, &v, &vl)) == -1 ||
 		    pos >= len)
 			return -1;
-		if (imap_id_trusted(k, kl)) {
-			log_info("%s: client %s: ID parameter \"%s\" removed",
-			    f->sid, f->addr, log_escape(kesc, sizeof(kesc),
-			    k, kl, IMAP_TAG_MAX));
-		} else {
-			evbuffer_add(out, kept++ ? " " : "(", 1);
-			if (imap_id_quote(out, k, kl) == -1)
-				return -1;
-			evbuffer_add(out, " ", 1);
-			if (r == 0)
-				evbuffer_add(out, "NIL", 3);
-			else if (imap_id_quote(out, v, vl) == -1)
-				return -1;
-		}
+		if ((r = imap_id_pair(f, out, kept, k, kl, r == 0 ? NULL : v,
+		    vl)) == -1)
+			return -1;
+		kept += r;
 		if (s[pos] == ' ' && pos + 1 < len && s[pos + 1] != ')')
 			pos++;
 		else if (s[pos] != ')')
@@ -1412,7 +1541,7 @@ imap_id_rewrite(struct imap *f, char *s, size_t len, struct evbuffer *out)
 	}
 	if (len - pos != 3 || memcmp(s + pos, ")\r\n", 3) != 0)
 		return -1;
-	return evbuffer_add(out, kept ? ")\r\n" : "NIL\r\n", kept ? 3 : 5);
+	return evbuffer_add(out, kept ? ")" : "NIL", kept ? 1 : 3);
 }
 
 /*
@@ -1455,68 +1584,116 @@ imap_id_string(char *s, size_t len, size_t *pos, char **str, size_t *slen)
 	return -1;
 }
 
-/* Write s as a quoted string; CR, LF and NUL cannot be quoted. */
+/*
+ * One key and value (v NULL: NIL), written after "(" or " ".  Returns 1
+ * when written, 0 when removed, -1 when the command is invalid.
+ */
 static int
-imap_id_quote(struct evbuffer *out, const char *s, size_t len)
+imap_id_pair(struct filter *f, struct evbuffer *out, int kept,
+    const char *k, size_t kl, const char *v, size_t vl)
 {
-	size_t	 i;
+	struct imap	*st = f->proto;
+	char		 kesc[LOG_ESCAPE_SIZE(FILTER_TAG_MAX)];
 
-	if (memchr(s, '\r', len) || memchr(s, '\n', len) ||
-	    memchr(s, '\0', len))
+	/* No nstring may carry NUL, not even a literal (RFC 9051 CHAR8). */
+	if (memchr(k, '\0', kl) != NULL ||
+	    (v != NULL && memchr(v, '\0', vl) != NULL))
 		return -1;
-	evbuffer_add(out, "\"", 1);
-	for (i = 0; i < len; i++) {
-		if (s[i] == '"' || s[i] == '\\')
-			evbuffer_add(out, "\\", 1);
-		evbuffer_add(out, s + i, 1);
+	log_escape(kesc, sizeof(kesc), k, kl, FILTER_TAG_MAX);
+	/*
+	 * SPEC section 3: every "x-" key is the proxy's to set; a backend
+	 * may trust x-originating-ip, x-client-transport, x-multiplex...
+	 */
+	if (kl >= 2 && strncasecmp(k, "x-", 2) == 0) {
+		flog(f, info, "ID parameter \"%s\" removed", kesc);
+		return 0;
 	}
-	evbuffer_add(out, "\"", 1);
-	return 0;
+	if (imap_id_value(st, NULL, k, kl) == -1 ||
+	    (v != NULL && imap_id_value(st, NULL, v, vl) == -1)) {
+		flog(f, info, "ID parameter \"%s\" dropped: it needs a "
+		    "literal and the backend has no LITERAL+", kesc);
+		return 0;
+	}
+	evbuffer_add(out, kept ? " " : "(", 1);
+	imap_id_value(st, out, k, kl);
+	evbuffer_add(out, " ", 1);
+	if (v == NULL)
+		evbuffer_add(out, "NIL", 3);
+	else
+		imap_id_value(st, out, v, vl);
+	return 1;
 }
 
-static bool
-imap_id_trusted(const char *k, size_t kl)
+/*
+ * Write s (when out is not NULL) as a quoted string, or, when a quoted
+ * string cannot carry it (CR, LF, 8-bit: RFC 9051 QUOTED-CHAR), as a
+ * non-synchronizing literal if the backend takes one.  Returns -1 when
+ * it can be sent neither way.
+ */
+static int
+imap_id_value(const struct imap *st, struct evbuffer *out, const char *s,
+    size_t len)
 {
-	size_t	 i, n;
+	struct imap_lit	 lit;
+	char		 m[32];
+	size_t		 i;
 
-	for (i = 0; i < sizeof(imap_id_trusted_keys) /
-	    sizeof(imap_id_trusted_keys[0]); i++) {
-		n = strlen(imap_id_trusted_keys[i]);
-		if (kl >= n && strncasecmp(k, imap_id_trusted_keys[i], n) == 0)
-			return true;
+	for (i = 0; i < len; i++)
+		if ((unsigned char)s[i] >= 0x80 || s[i] == '\r' ||
+		    s[i] == '\n')
+			break;
+	if (i == len) {
+		if (out == NULL)
+			return 0;
+		evbuffer_add(out, "\"", 1);
+		for (i = 0; i < len; i++) {
+			if (s[i] == '"' || s[i] == '\\')
+				evbuffer_add(out, "\\", 1);
+			evbuffer_add(out, s + i, 1);
+		}
+		evbuffer_add(out, "\"", 1);
+		return 0;
 	}
-	return false;
+	memset(&lit, 0, sizeof(lit));
+	lit.present = lit.nonsync = true;
+	lit.size = len;
+	if (imap_lit_allowed(st, &lit) != NULL)
+		return -1;
+	if (out != NULL) {
+		evbuffer_add(out, m, imap_lit_format(m, &lit));
+		evbuffer_add(out, "\r\n", 2);
+		evbuffer_add(out, s, len);
+	}
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */
 /* Backend side */
 
 static enum filter_verdict
-imap_backend_input(struct imap *f, struct evbuffer *in,
+imap_backend_input(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_client, struct evbuffer *to_backend)
 {
-	int	 r;
+	int	 r = 0;
 
 	(void)to_backend;
-	if (f->cstate == IMAP_C_CLOSED)
-		return FILTER_CLOSE;
 	/*
 	 * Our replies go out at every response boundary, not only when the
 	 * read is used up: a local reply queued between two commands must
 	 * leave before the second one's completion when both completions
 	 * arrive in one read (imap_flush() writes only at a boundary).
 	 */
-	while ((r = imap_backend_step(f, in, to_client)) == 1)
+	while (!f->closing && (r = imap_backend_step(f, in, to_client)) == 1)
 		imap_flush(f, to_client);
-	if (r == -1)
+	if (r == -1 || f->closing)
 		return FILTER_CLOSE;
 	imap_flush(f, to_client);
-	return FILTER_CONTINUE;
+	return f->closing ? FILTER_CLOSE : FILTER_CONTINUE;
 }
 
 /* imap_close() for the backend reader's convention. */
 static int
-imap_bclose(struct imap *f, struct evbuffer *to_client, const char *bye,
+imap_bclose(struct filter *f, struct evbuffer *to_client, const char *bye,
     const char *reason)
 {
 	imap_close(f, to_client, bye, reason);
@@ -1525,20 +1702,21 @@ imap_bclose(struct imap *f, struct evbuffer *to_client, const char *bye,
 
 /* 1: progress, 0: need more input, -1: closed. */
 static int
-imap_backend_step(struct imap *f, struct evbuffer *in,
+imap_backend_step(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_client)
 {
-	size_t	 n;
+	struct imap	*st = f->proto;
+	size_t		 n;
 
-	switch (f->bstate) {
+	switch (st->bstate) {
 	case IMAP_B_LITERAL:
-		if ((n = evbuffer_get_length(in)) == 0 && f->blit_left > 0)
+		if ((n = evbuffer_get_length(in)) == 0 && st->blit_left > 0)
 			return 0;
-		if (n > f->blit_left)
-			n = (size_t)f->blit_left;
+		if (n > st->blit_left)
+			n = (size_t)st->blit_left;
 		evbuffer_remove_buffer(in, to_client, n);
-		if ((f->blit_left -= n) == 0)
-			f->bstate = IMAP_B_LINE;
+		if ((st->blit_left -= n) == 0)
+			st->bstate = IMAP_B_LINE;
 		return 1;
 	case IMAP_B_LONG:
 		return imap_backend_long(f, in, to_client);
@@ -1549,15 +1727,17 @@ imap_backend_step(struct imap *f, struct evbuffer *in,
 }
 
 static int
-imap_backend_line(struct imap *f, struct evbuffer *in,
+imap_backend_line(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_client)
 {
+	struct imap	*st = f->proto;
 	struct imap_lit	 lit;
 	size_t		 len;
 	unsigned	 flags;
 	const char	*eol;
 
-	switch (lineio_get(in, f->line_max, f->buf, f->bufsz, &len, &flags)) {
+	switch (lineio_get(in, st->line_max, st->buf, st->bufsz, &len,
+	    &flags)) {
 	case LINEIO_MORE:
 		return 0;
 	case LINEIO_TOO_LONG:
@@ -1567,11 +1747,11 @@ imap_backend_line(struct imap *f, struct evbuffer *in,
 	}
 	/* Relayed byte-exact: the line's own ending goes back on. */
 	eol = (flags & LINEIO_BARE_LF) ? "\n" : "\r\n";
-	if (!f->bmid)
-		return imap_backend_start(f, f->buf, len, eol, to_client);
-	evbuffer_add(to_client, f->buf, len);
+	if (!st->bmid)
+		return imap_backend_start(f, st->buf, len, eol, to_client);
+	evbuffer_add(to_client, st->buf, len);
 	evbuffer_add(to_client, eol, strlen(eol));
-	if (imap_lit_at_end(f->buf, len, &lit) == -1)
+	if (imap_lit_at_end(st->buf, len, &lit) == -1)
 		return imap_bclose(f, to_client, IMAP_L_BYE_BACKEND,
 		    "invalid literal from backend");
 	return imap_backend_lineend(f, &lit);
@@ -1584,27 +1764,29 @@ imap_backend_line(struct imap *f, struct evbuffer *in,
  * rewritten, and we will not pass one we could not rewrite.
  */
 static int
-imap_backend_long(struct imap *f, struct evbuffer *in,
+imap_backend_long(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_client)
 {
+	struct imap	*st = f->proto;
 	struct imap_lit	 lit;
 	size_t		 b, e;
 
-	if (f->bstate == IMAP_B_LINE) {
-		evbuffer_copyout(in, f->buf, f->line_max);
-		if (!f->bmid && (!f->greeted ||
-		    imap_capa_locate(f->buf, f->line_max, &b, &e)))
+	if (st->bstate == IMAP_B_LINE) {
+		evbuffer_copyout(in, st->buf, st->line_max);
+		if (!st->bmid && (!st->greeted ||
+		    imap_capa_locate(st->buf, st->line_max, &b, &e)))
 			return imap_bclose(f, to_client, IMAP_L_BYE_BACKEND,
 			    "backend response too long");
-		if (!f->bmid)
-			f->bmsg = imap_msg_classify(f, f->buf, f->line_max);
-		f->btail.n = 0;
-		f->bstate = IMAP_B_LONG;
+		if (!st->bmid)
+			st->bmsg = imap_msg_classify(st, st->buf,
+			    st->line_max);
+		st->btail.n = 0;
+		st->bstate = IMAP_B_LONG;
 	}
-	if (!imap_stream_line(in, to_client, &f->btail))
+	if (!imap_stream_line(in, to_client, &st->btail))
 		return 0;
-	f->bstate = IMAP_B_LINE;
-	if (imap_lit_at_end(f->btail.b, f->btail.n, &lit) == -1)
+	st->bstate = IMAP_B_LINE;
+	if (imap_lit_at_end(st->btail.b, st->btail.n, &lit) == -1)
 		return imap_bclose(f, to_client, IMAP_L_BYE_BACKEND,
 		    "invalid literal from backend");
 	return imap_backend_lineend(f, &lit);
@@ -1612,30 +1794,31 @@ imap_backend_long(struct imap *f, struct evbuffer *in,
 
 /* The first line of a response. */
 static int
-imap_backend_start(struct imap *f, const char *s, size_t len,
+imap_backend_start(struct filter *f, const char *s, size_t len,
     const char *eol, struct evbuffer *to_client)
 {
+	struct imap	*st = f->proto;
 	struct imap_lit	 lit;
 	size_t		 b, e;
 
-	if (!f->greeted)
+	if (!st->greeted)
 		return imap_greeting(f, s, len, eol, to_client);
 	if (imap_lit_at_end(s, len, &lit) == -1)
 		return imap_bclose(f, to_client, IMAP_L_BYE_BACKEND,
 		    "invalid literal from backend");
-	f->bmsg = imap_msg_classify(f, s, len);
+	st->bmsg = imap_msg_classify(st, s, len);
 	/*
 	 * A capability list is atoms on one line; one that ends in a literal,
 	 * or rides on a continuation, could not be rewritten, so it is not
 	 * passed on at all (found by fuzzing).
 	 */
 	if ((lit.present && imap_capa_locate(s, len, &b, &e)) ||
-	    (f->bmsg == IMAP_MSG_CONT && len >= 13 &&
+	    (st->bmsg == IMAP_MSG_CONT && len >= 13 &&
 	    strncasecmp(s + 1, " [CAPABILITY", 12) == 0))
 		return imap_bclose(f, to_client, IMAP_L_BYE_BACKEND,
 		    "capability list we cannot rewrite");
 	/* Continuations carry SASL challenges: never rewritten. */
-	if (lit.present || f->bmsg == IMAP_MSG_CONT) {
+	if (lit.present || st->bmsg == IMAP_MSG_CONT) {
 		evbuffer_add(to_client, s, len);
 		evbuffer_add(to_client, eol, strlen(eol));
 	} else
@@ -1645,15 +1828,17 @@ imap_backend_start(struct imap *f, const char *s, size_t len,
 
 /* A backend line is over: a literal follows, or the response ends. */
 static int
-imap_backend_lineend(struct imap *f, const struct imap_lit *lit)
+imap_backend_lineend(struct filter *f, const struct imap_lit *lit)
 {
+	struct imap	*st = f->proto;
+
 	if (lit->present) {
-		f->bmid = true;
-		f->blit_left = lit->size;
-		f->bstate = IMAP_B_LITERAL;
+		st->bmid = true;
+		st->blit_left = lit->size;
+		st->bstate = IMAP_B_LITERAL;
 		return 1;
 	}
-	f->bmid = false;
+	st->bmid = false;
 	imap_msg_end(f);
 	return 1;
 }
@@ -1664,9 +1849,10 @@ imap_backend_lineend(struct imap *f, const struct imap_lit *lit)
  * RFC 2595 section 3.1 hazard): refused.  Anything else is not IMAP.
  */
 static int
-imap_greeting(struct imap *f, const char *s, size_t len, const char *eol,
+imap_greeting(struct filter *f, const char *s, size_t len, const char *eol,
     struct evbuffer *to_client)
 {
+	struct imap	*st = f->proto;
 	struct imap_lit	 lit;
 	size_t		 w;
 
@@ -1674,26 +1860,25 @@ imap_greeting(struct imap *f, const char *s, size_t len, const char *eol,
 	if (len < 2 || memcmp(s, "* ", 2) != 0 ||
 	    imap_lit_at_end(s, len, &lit) != 0 ||
 	    !imap_status_word(s + 2, w, true) ||
-	    util_word_eq(s + 2, w, "NO") || util_word_eq(s + 2, w, "BAD")) {
-		log_warnx("%s: client %s: invalid greeting from backend",
-		    f->sid, f->addr);
+	    filter_word_eq(s + 2, w, "NO") || filter_word_eq(s + 2, w, "BAD")) {
+		flog(f, warnx, "invalid greeting from backend");
 		return imap_bclose(f, to_client, IMAP_L_BYE_BACKEND,
 		    "invalid backend greeting");
 	}
-	if (util_word_eq(s + 2, w, "PREAUTH") && imap_cleartext(f)) {
-		log_warnx("%s: client %s: backend greeting PREAUTH in "
-		    "cleartext, closing", f->sid, f->addr);
+	if (filter_word_eq(s + 2, w, "PREAUTH") && filter_cleartext(f)) {
+		flog(f, warnx, "backend greeting PREAUTH in cleartext, "
+		    "closing");
 		return imap_bclose(f, to_client, IMAP_L_BYE_PREAUTH,
 		    "backend PREAUTH in cleartext");
 	}
-	f->greeted = true;
+	st->greeted = true;
 	imap_relay_line(f, s, len, eol, to_client);
 	return 1;
 }
 
 /* What kind of response starts with this line; keeps a tagged one's tag. */
 static enum imap_msg
-imap_msg_classify(struct imap *f, const char *s, size_t len)
+imap_msg_classify(struct imap *st, const char *s, size_t len)
 {
 	size_t	 t, w;
 
@@ -1701,13 +1886,13 @@ imap_msg_classify(struct imap *f, const char *s, size_t len)
 	if (len > 0 && s[0] == '+')
 		return IMAP_MSG_CONT;
 	t = imap_word_len(s, len);
-	if (t == len || t > IMAP_TAG_MAX || (t == 1 && s[0] == '*'))
+	if (t == len || t > FILTER_TAG_MAX || (t == 1 && s[0] == '*'))
 		return IMAP_MSG_OTHER;
 	w = imap_word_len(s + t + 1, len - t - 1);
 	if (!imap_status_word(s + t + 1, w, false))
 		return IMAP_MSG_OTHER;
-	memcpy(f->btag, s, t);
-	f->btaglen = t;
+	memcpy(st->btag, s, t);
+	st->btaglen = t;
 	return IMAP_MSG_TAGGED;
 }
 
@@ -1716,36 +1901,40 @@ imap_msg_classify(struct imap *f, const char *s, size_t len)
  * waited on it.
  */
 static void
-imap_msg_end(struct imap *f)
+imap_msg_end(struct filter *f)
 {
+	struct imap	*st = f->proto;
 	unsigned	 id;
 
-	if (f->bmsg == IMAP_MSG_CONT) {
-		if (f->cstate == IMAP_C_LIT_WAIT) {
-			f->clit_left = f->clit_wait;
+	if (st->bmsg == IMAP_MSG_CONT) {
+		if (st->cstate == IMAP_C_LIT_WAIT) {
+			st->clit_left = st->clit_wait;
 			imap_enter(f, IMAP_C_LITERAL);
-		} else if (f->cstate == IMAP_C_AUTH_WAIT)
+		} else if (st->cstate == IMAP_C_AUTH_WAIT)
 			imap_enter(f, IMAP_C_SASL);
-		else if (f->cstate == IMAP_C_IDLE_WAIT)
+		else if (st->cstate == IMAP_C_IDLE_WAIT)
 			imap_enter(f, IMAP_C_IDLE);
 		return;
 	}
-	if (f->bmsg != IMAP_MSG_TAGGED ||
-	    (id = imap_slot_complete(f, f->btag, f->btaglen)) == 0 ||
-	    id != f->cwait_id)
+	if (st->bmsg != IMAP_MSG_TAGGED ||
+	    (id = imap_slot_complete(f, st->btag, st->btaglen)) == 0 ||
+	    id != st->cwait_id)
 		return;
-	switch (f->cstate) {
+	if (st->cstate == IMAP_C_SASL && f->sasl_skip) {
+		/* The rest of an over-long response is not a command. */
+		f->sasl_skip = false;
+		st->cnext = IMAP_C_COMMAND;
+		imap_enter(f, IMAP_C_SKIP);
+		return;
+	}
+	switch (st->cstate) {
+	case IMAP_C_SASL:
 	case IMAP_C_LIT_WAIT:	/* refused: the client drops the literal */
 	case IMAP_C_AUTH_WAIT:
-	case IMAP_C_SASL:
 	case IMAP_C_IDLE_WAIT:
 	case IMAP_C_IDLE:	/* the server ended IDLE itself */
-		f->cmode = IMAP_CM_FORWARD;
+		st->cmode = IMAP_CM_FORWARD;
 		imap_enter(f, IMAP_C_COMMAND);
-		break;
-	case IMAP_C_SKIP:
-		if (f->cnext == IMAP_C_AUTH_WAIT)
-			f->cnext = IMAP_C_COMMAND;
 		break;
 	default:
 		break;
@@ -1753,7 +1942,7 @@ imap_msg_end(struct imap *f)
 }
 
 static void
-imap_relay_line(struct imap *f, const char *s, size_t len, const char *eol,
+imap_relay_line(struct filter *f, const char *s, size_t len, const char *eol,
     struct evbuffer *to_client)
 {
 	size_t	 b, e;
@@ -1770,165 +1959,123 @@ imap_relay_line(struct imap *f, const char *s, size_t len, const char *eol,
 static bool
 imap_status_word(const char *s, size_t len, bool untagged)
 {
-	if (util_word_eq(s, len, "OK") || util_word_eq(s, len, "NO") ||
-	    util_word_eq(s, len, "BAD"))
+	if (filter_word_eq(s, len, "OK") || filter_word_eq(s, len, "NO") ||
+	    filter_word_eq(s, len, "BAD"))
 		return true;
-	return untagged && (util_word_eq(s, len, "PREAUTH") ||
-	    util_word_eq(s, len, "BYE"));
+	return untagged && (filter_word_eq(s, len, "PREAUTH") ||
+	    filter_word_eq(s, len, "BYE"));
+}
+
+/* The next word at *pos: after a run of SP, or of SP and HTAB. */
+static bool
+imap_word_next(const char *s, size_t len, bool lenient, size_t *pos,
+    const char **w, size_t *wl)
+{
+	size_t	 i = *pos;
+
+	if (lenient)
+		return filter_capa_next(s, len, pos, w, wl);
+	while (i < len && s[i] == ' ')
+		i++;
+	if (i >= len)
+		return false;
+	*w = s + i;
+	*wl = imap_word_len(s + i, len - i);
+	*pos = i + *wl;
+	return true;
+}
+
+/*
+ * Where a capability list starts when words are split one way: after
+ * "* CAPABILITY" (*code false) or after "[CAPABILITY" at the start of a
+ * status response's text (*code true).
+ */
+static bool
+imap_capa_start(const char *s, size_t len, bool lenient, size_t *beg,
+    bool *code)
+{
+	const char	*t, *w, *c;
+	size_t		 tl, wl, cl, pos = 0;
+	bool		 untagged;
+
+	if (!imap_word_next(s, len, lenient, &pos, &t, &tl) ||
+	    !imap_word_next(s, len, lenient, &pos, &w, &wl))
+		return false;
+	untagged = tl == 1 && t[0] == '*';
+	if (untagged && filter_word_eq(w, wl, "CAPABILITY")) {
+		*beg = pos;
+		*code = false;
+		return true;
+	}
+	if (!imap_status_word(w, wl, untagged) ||
+	    !imap_word_next(s, len, lenient, &pos, &c, &cl) || cl < 11 ||
+	    strncasecmp(c, "[CAPABILITY", 11) != 0 ||
+	    (cl > 11 && c[11] != ']' && c[11] != '\t'))
+		return false;
+	*beg = (size_t)(c - s) + 11;
+	*code = true;
+	return true;
 }
 
 /*
  * Find a capability list: "* CAPABILITY ..." or a status response whose
- * text starts with "[CAPABILITY ...]" (RFC 9051 section 7.2.2, 7.1).
- * [*beg, *end) is the list with its leading SP.
+ * text starts with "[CAPABILITY ...]" (RFC 9051 sections 7.2.2, 7.1).
+ * Clients split words differently: a strict one at SP only, a lenient
+ * one at any run of SP or HTAB (as the core splits keywords).  A line
+ * either kind could take for a list is one, so no client finds a list
+ * we did not rewrite.  [*beg, *end) is the list.
  */
 static bool
 imap_capa_locate(const char *s, size_t len, size_t *beg, size_t *end)
 {
-	const char	*rb;
-	size_t		 t, i, w;
+	const char	*rb = NULL;
+	bool		 code;
 
-	t = imap_word_len(s, len);
-	if (t == 0 || t == len)
+	if (!imap_capa_start(s, len, false, beg, &code) &&
+	    !imap_capa_start(s, len, true, beg, &code))
 		return false;
-	i = t + 1;
-	w = imap_word_len(s + i, len - i);
-	if (t == 1 && s[0] == '*' && util_word_eq(s + i, w, "CAPABILITY")) {
-		*beg = i + w;
-		*end = len;
-		return true;
-	}
-	if (!imap_status_word(s + i, w, t == 1 && s[0] == '*'))
-		return false;
-	i += w;
-	if (len - i < 12 || strncasecmp(s + i, " [CAPABILITY", 12) != 0)
-		return false;
-	i += 12;
-	if (i < len && s[i] != ' ' && s[i] != ']')
-		return false;
-	*beg = i;
-	rb = memchr(s + i, ']', len - i);
+	if (code)
+		rb = memchr(s + *beg, ']', len - *beg);
 	*end = rb != NULL ? (size_t)(rb - s) : len;
 	return true;
 }
 
-static bool
-imap_capa_hidden(const struct imap *f, const char *tok, size_t len)
-{
-	const struct imap_capa_rule	*r;
-	size_t				 i, n;
-	bool				 match;
-
-	for (i = 0; i < sizeof(imap_capa_rules) / sizeof(imap_capa_rules[0]);
-	    i++) {
-		r = &imap_capa_rules[i];
-		n = strlen(r->name);
-		match = (r->flags & IMAP_K_PREFIX) ?
-		    len >= n && strncasecmp(tok, r->name, n) == 0 :
-		    util_word_eq(tok, len, r->name);
-		if (match)
-			return (r->flags & (f->tls_active ? IMAP_K_TLS :
-			    IMAP_K_CLEAR)) != 0;
-	}
-	return false;
-}
-
 /*
- * Write the line with the list [beg, end) filtered by imap_capa_rules
- * and, in cleartext, STARTTLS (on STARTTLS services) and LOGINDISABLED
- * added exactly once (RFC 2595 section 3.1, RFC 9051 section 6.2.3).
+ * Write the line with the list [beg, end) filtered by imap_capa_rules,
+ * keywords re-joined by one SP, and, in cleartext, STARTTLS (on STARTTLS
+ * services) and LOGINDISABLED added exactly once (RFC 2595 section 3.1,
+ * RFC 9051 section 6.2.3).  The list also says which literals the
+ * backend reads (imap_lit_allowed); a new list replaces what an earlier
+ * one said.
  */
 static void
-imap_capa_rewrite(const struct imap *f, const char *s, size_t len,
-    size_t beg, size_t end, struct evbuffer *out)
+imap_capa_rewrite(struct filter *f, const char *s, size_t len, size_t beg,
+    size_t end, struct evbuffer *out)
 {
-	size_t	 i = beg, w;
+	struct imap	*st = f->proto;
+	const char	*tok;
+	size_t		 tl, pos = beg;
 
+	st->bcapa = 0;
 	evbuffer_add(out, s, beg);
-	while (i < end) {
-		if (s[i] == ' ') {
-			i++;
+	while (filter_capa_next(s, end, &pos, &tok, &tl)) {
+		if (filter_word_eq(tok, tl, "LITERAL+"))
+			st->bcapa |= IMAP_BC_LITPLUS;
+		else if (filter_word_eq(tok, tl, "LITERAL-"))
+			st->bcapa |= IMAP_BC_LITMINUS;
+		else if (filter_word_eq(tok, tl, "BINARY"))
+			st->bcapa |= IMAP_BC_BINARY;
+		if (filter_capa_hidden(f, imap_capa_rules, IMAP_NCAPA_RULES,
+		    tok, tl))
 			continue;
-		}
-		for (w = 0; i + w < end && s[i + w] != ' '; w++)
-			;
-		if (!imap_capa_hidden(f, s + i, w)) {
-			evbuffer_add(out, " ", 1);
-			evbuffer_add(out, s + i, w);
-		}
-		i += w;
+		evbuffer_add(out, " ", 1);
+		evbuffer_add(out, tok, tl);
 	}
-	if (imap_cleartext(f)) {
-		if (f->starttls_service)
+	if (filter_cleartext(f)) {
+		if (f->starttls_svc)
 			evbuffer_add(out, " STARTTLS", 9);
 		evbuffer_add(out, " LOGINDISABLED", 14);
 	}
 	evbuffer_add(out, s + end, len - end);
 	evbuffer_add(out, "\r\n", 2);
 }
-
-/* ---------------------------------------------------------------------- */
-/* The filter core's view of this protocol (filter.h). */
-
-static void *
-imap_op_init(struct filter *core, const struct filter_params *p)
-{
-	(void)core;
-	return imap_filter_new(p);
-}
-
-static void
-imap_op_free(void *state)
-{
-	imap_filter_free(state);
-}
-
-static enum filter_verdict
-imap_op_verdict(struct filter *core, enum filter_verdict v)
-{
-	if (v == FILTER_CLOSE && core->reason == NULL)
-		core->reason = imap_reason(core->proto);
-	return v;
-}
-
-static enum filter_verdict
-imap_op_client_input(struct filter *core, struct evbuffer *in,
-    struct evbuffer *to_backend, struct evbuffer *to_client)
-{
-	return imap_op_verdict(core, imap_client_input(core->proto, in,
-	    to_backend, to_client));
-}
-
-static enum filter_verdict
-imap_op_backend_input(struct filter *core, struct evbuffer *in,
-    struct evbuffer *to_client, struct evbuffer *to_backend)
-{
-	return imap_op_verdict(core, imap_backend_input(core->proto, in,
-	    to_client, to_backend));
-}
-
-static void
-imap_op_tls_reset(struct filter *core, struct evbuffer *to_backend)
-{
-	(void)core;
-	(void)to_backend;
-}
-
-static void
-imap_op_last_word(const struct filter *f, char *buf, size_t len)
-{
-	(void)f;
-	snprintf(buf, len, "%s", IMAP_L_BYE_ERRORS);
-}
-
-const struct proto_ops proto_imap_ops = {
-	.name = "imap",
-	.alpn = "imap",
-	.init = imap_op_init,
-	.free = imap_op_free,
-	.client_input = imap_op_client_input,
-	.backend_input = imap_op_backend_input,
-	.tls_reset = imap_op_tls_reset,
-	.last_word = imap_op_last_word,
-	.unavailable = imap_unavailable,
-};

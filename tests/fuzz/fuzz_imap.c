@@ -13,10 +13,14 @@
  *  literals end in CRLF with no other CR, LF or NUL (8.4); nothing is
  *  forwarded after a synchronizing literal marker or IDLE before the
  *  backend's answer; in IDLE only "DONE" is sent; before TLS no LOGIN or
- *  AUTHENTICATE command (8.5); never STARTTLS; ID never carries the
- *  proxy-only keys (x-originating-*, x-connected-*, x-proxy-*,
- *  x-session-*, x-forward-*); at the go-ahead every forwarded command has
- *  its tagged completion and no response is half relayed (8.2).
+ *  AUTHENTICATE command (8.5), and only CAPABILITY, NOOP, LOGOUT and ID
+ *  (the cleartext allow-list of SPEC section 3); never STARTTLS or
+ *  COMPRESS; ID never carries an "x-" key (any case); command lines are
+ *  canonical: outside quoted strings no control or 8-bit byte and no
+ *  run of spaces (issue 8: HTAB or double SP could split them
+ *  differently in a lenient backend); at the go-ahead every forwarded
+ *  command has its tagged completion and no response is half relayed
+ *  (8.2).
  *
  *  client side: responses written to the client, framed the same way.  A
  *  capability list (greeting or tagged/untagged [CAPABILITY ...], or
@@ -26,7 +30,7 @@
  *  boundary (8.1, 8.2).
  *
  * The command verb is taken as the most tolerant server would: after the
- * tag and any run of spaces.  Inside TLS an AUTHENTICATE exchange, whose
+ * tag and any run of SP or HTAB.  Inside TLS an AUTHENTICATE exchange, whose
  * lines are opaque, makes the backend model stop checking ("lost"), as
  * does any backend output the filter answers by closing.
  */
@@ -149,6 +153,17 @@ im_word(const unsigned char *s, size_t len)
 	const unsigned char	*sp = memchr(s, ' ', len);
 
 	return sp != NULL ? (size_t)(sp - s) : len;
+}
+
+/* A word as a lenient server splits it: at SP or HTAB. */
+static size_t
+im_word_lenient(const unsigned char *s, size_t len)
+{
+	size_t	 i;
+
+	for (i = 0; i < len && s[i] != ' ' && s[i] != '\t'; i++)
+		;
+	return i;
 }
 
 /*
@@ -328,10 +343,7 @@ im_backend_responses(struct fz_run *r, struct im_model *m)
 static void
 im_check_id(size_t off, const unsigned char *p, const unsigned char *end)
 {
-	static const char *const keys[] = {
-		"x-originating-", "x-connected-", "x-proxy-", "x-session-",
-		"x-forward-", NULL
-	};
+	static const char *const keys[] = { "x-", NULL };
 	const char *const	*k;
 	unsigned char		 tok[512];
 	size_t			 tl;
@@ -393,6 +405,37 @@ im_check_line(const struct fz_run *r, size_t off, size_t lf)
 		    "CR or NUL inside a line to the backend (@%zu)", off);
 }
 
+/*
+ * The part of a command line to the backend outside quoted strings holds
+ * no control or 8-bit byte and no two spaces in a row (SPEC section 3).
+ */
+static void
+im_check_canonical(const struct fz_run *r, size_t off, size_t end)
+{
+	const unsigned char	*b = r->tob.b;
+	size_t			 i;
+	bool			 q = false;
+
+	for (i = off; i < end; i++) {
+		if (q) {
+			if (b[i] == '\\')
+				i++;
+			else if (b[i] == '"')
+				q = false;
+			continue;
+		}
+		if (b[i] == '"') {
+			q = true;
+			continue;
+		}
+		FZ_CHECK(b[i] >= 0x20 && b[i] < 0x7f,
+		    "control or 8-bit byte 0x%02x in a command line (@%zu)",
+		    b[i], i);
+		FZ_CHECK(!(b[i] == ' ' && i > off && b[i - 1] == ' '),
+		    "two spaces in a command line (@%zu)", i);
+	}
+}
+
 /* After a line of a command: a literal, a wait, or the command's end. */
 static void
 im_line_end(struct fz_run *r, struct im_model *m, size_t off, size_t end,
@@ -431,11 +474,11 @@ im_command(struct fz_run *r, struct im_model *m, size_t off, size_t end)
 		im_backend_lost(m);
 		return;
 	}
-	for (i = off + t; i < end && b[i] == ' '; i++)
+	for (i = off + t; i < end && (b[i] == ' ' || b[i] == '\t'); i++)
 		;
 	v = b + i;
-	vlen = im_word(v, end - i);
-	for (i += vlen; i < end && b[i] == ' '; i++)
+	vlen = im_word_lenient(v, end - i);
+	for (i += vlen; i < end && (b[i] == ' ' || b[i] == '\t'); i++)
 		;
 	a = b + i;
 	fz_grow((void **)&m->cmds, &m->capcmds, m->ncmds + 1,
@@ -448,8 +491,14 @@ im_command(struct fz_run *r, struct im_model *m, size_t off, size_t end)
 	FZ_CHECK(!(clear && (fz_word_eq(v, vlen, "LOGIN") ||
 	    fz_word_eq(v, vlen, "AUTHENTICATE"))),
 	    "%.*s forwarded in cleartext (@%zu)", (int)vlen, v, off);
-	FZ_CHECK(!fz_word_eq(v, vlen, "STARTTLS"),
-	    "STARTTLS forwarded to the backend (@%zu)", off);
+	FZ_CHECK(!fz_word_eq(v, vlen, "STARTTLS") &&
+	    !fz_word_eq(v, vlen, "COMPRESS"),
+	    "%.*s forwarded to the backend (@%zu)", (int)vlen, v, off);
+	FZ_CHECK(!clear || fz_word_eq(v, vlen, "CAPABILITY") ||
+	    fz_word_eq(v, vlen, "NOOP") || fz_word_eq(v, vlen, "LOGOUT") ||
+	    fz_word_eq(v, vlen, "ID"),
+	    "%.*s forwarded in cleartext (@%zu)", (int)vlen, v, off);
+	im_check_canonical(r, off, end);
 	if (fz_word_eq(v, vlen, "ID"))
 		im_check_id(off, a, b + end);
 	if (fz_word_eq(v, vlen, "AUTHENTICATE")) {
@@ -492,8 +541,10 @@ im_backend_requests(struct fz_run *r, struct im_model *m)
 				    memcmp(b + off, "DONE", 4) == 0,
 				    "not DONE sent in IDLE (@%zu)", off);
 				m->mode = IB_CMD;
-			} else if (m->mode == IB_CONT)
+			} else if (m->mode == IB_CONT) {
+				im_check_canonical(r, off, (size_t)lf - 1);
 				im_line_end(r, m, off, (size_t)lf - 1, false);
+			}
 			else
 				im_command(r, m, off, (size_t)lf - 1);
 			continue;
