@@ -378,6 +378,11 @@ def test_imap_cleartext_credentials_never_reach_backend(mda, box):
                          (b"a5", b"AUTHENTICATE PLAIN " + ir),
                          (b"a6", b"Authenticate LOGIN")):
             c.send(tag + b" " + cmd + b"\r\n")
+            if tag == b"a3" and mda.kind == "courier":
+                # Courier has no LITERAL+: the {n+} literal is refused
+                # (and skipped) before the verb is looked at (SPEC 3).
+                assert c.line().startswith(tag + b" BAD "), cmd
+                continue
             # No "+": credentials are never prompted for (SPEC 8.5).
             assert c.line() == tag + PRIVACY, cmd
         # A synchronizing literal is never asked for: the client gets the
@@ -632,11 +637,13 @@ def test_imap_authenticate_continuations_inside_tls(mda, box, certs):
         assert c.line() == b"+ \r\n"
         c.send(b"*\r\n")
         assert c.line().startswith(b"A1 BAD")
-        # A SASL response that looks like a command is a SASL response.
+        # A SASL response that looks like a command is a SASL response,
+        # and not base64: never forwarded; mailtlsd cancels the exchange
+        # ("*") and the backend's answer to that ends it.
         c.send(b"A2 AUTHENTICATE PLAIN\r\n")
         assert c.line() == b"+ \r\n"
         c.send(b"A3 STARTTLS\r\n")
-        assert c.line().startswith(b"A2 NO")
+        assert c.line().startswith(b"A2 BAD")
         # Two round trips (LOGIN mechanism).
         c.send(b"A4 AUTHENTICATE LOGIN\r\n")
         assert c.line() == b"+ " + b64(b"Username:") + b"\r\n"
@@ -656,8 +663,8 @@ def test_imap_authenticate_continuations_inside_tls(mda, box, certs):
         c.send(b"B2 LOGOUT\r\n")
         imap_response(c, b"B2")
     raw = mda.imap_relay.received()
-    assert b"A3 STARTTLS\r\n" in raw     # forwarded as a SASL line
-    assert b"STARTTLS" not in raw.replace(b"A3 STARTTLS\r\n", b"")
+    assert b"STARTTLS" not in raw
+    assert b"*\r\n" in raw            # the cancel sent in its place
 
 
 @pytest.mark.parametrize("mda", MDA_BACKENDS, indirect=True)
