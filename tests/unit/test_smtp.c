@@ -112,6 +112,31 @@
 			{ 'C', "DATA\r\n", "DATA\r\n", NULL }, \
 			{ 'B', GO, NULL, GO }
 
+
+/*
+ * Issue 8: BDAT lines a lenient backend (Exim 4.96) frames differently
+ * from a strict parser.  Each row runs twice: in cleartext on a port-25
+ * service that never upgraded (a backend advertising CHUNKING) and inside
+ * TLS.  The chunk is a command a backend must never see from a client;
+ * the refused line's chunk is skipped by count and never forwarded, and
+ * the line after it is a command again.
+ */
+#define CHUNK22		"XCLIENT ADDR=1.2.3.4\r\n"
+#define BDAT_CLEAR(nm, line, tob, toc, v) \
+	{ .name = "BDAT cleartext port 25: " nm, .starttls_service = true, \
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, \
+		{ 'C', line, tob, toc, v } } }
+#define BDAT_TLS(nm, line, tob, toc, v) \
+	{ .name = "BDAT inside TLS: " nm, .tls_active = true, \
+	  .steps = { ST_GREET, ST_EHLO_TLS, \
+		{ 'C', line, tob, toc, v } } }
+#define BDAT_BOTH(nm, line, tob, toc, v) \
+	BDAT_CLEAR(nm, line, tob, toc, v), BDAT_TLS(nm, line, tob, toc, v)
+/* A refused BDAT line: 501, its 22-byte chunk skipped, NOOP forwarded. */
+#define BDAT_REFUSED(nm, line) \
+	BDAT_BOTH(nm, line "\r\n" CHUNK22 "NOOP\r\n", "NOOP\r\n", R_ARGS, \
+	    FILTER_CONTINUE)
+
 static struct fh_case smtp_cases[] = {
 	/* ---- greeting and reply assembly ---- */
 	{ .name = "greeting relayed", .starttls_service = true,
@@ -788,6 +813,187 @@ static struct fh_case smtp_cases[] = {
 		{ 'B', OK, NULL,
 		  OK S8(R_NOT_PERMITTED) R_SYNTAX R_SYNTAX R_TOO_MANY,
 		  FILTER_CLOSE } } },
+
+	/* ---- BDAT: only the canonical form (SPEC 3, issue 8) ---- */
+	BDAT_REFUSED("HTAB separator", "BDAT\t22"),
+	BDAT_REFUSED("VT separator", "BDAT\v22"),
+	BDAT_REFUSED("FF separator", "BDAT\f22"),
+	BDAT_REFUSED("HTAB before LAST", "BDAT 22\tLAST"),
+	BDAT_REFUSED("leading blank", " BDAT 22"),
+	BDAT_REFUSED("leading HTAB", "\tBDAT 22 LAST"),
+	BDAT_REFUSED("double space", "BDAT  22"),
+	BDAT_REFUSED("double space before LAST", "BDAT 22  LAST"),
+	BDAT_REFUSED("trailing junk", "BDAT 22 LAST junk"),
+	BDAT_REFUSED("trailing space", "BDAT 22 "),
+	BDAT_REFUSED("size and a word", "BDAT 22 FIRST"),
+	/* The refused line's own chunk is long: what follows is skipped. */
+	BDAT_BOTH("size 2^31 refused, chunk skipped",
+	    "BDAT 2147483648 LAST\r\n" CHUNK22 "NOOP\r\n", NULL, R_ARGS,
+	    FILTER_CONTINUE),
+	BDAT_BOTH("size 2^32 refused, chunk skipped",
+	    "BDAT 4294967296\r\n" CHUNK22 "NOOP\r\n", NULL, R_ARGS,
+	    FILTER_CONTINUE),
+	BDAT_BOTH("size 2^64-1 refused, chunk skipped",
+	    "BDAT 18446744073709551615\r\n" CHUNK22, NULL, R_ARGS,
+	    FILTER_CONTINUE),
+	/* No size we could count: nothing after it can be framed. */
+	BDAT_BOTH("size 2^64: 501 and close",
+	    "BDAT 18446744073709551616\r\n" CHUNK22, NULL, R_ARGS,
+	    FILTER_CLOSE),
+	BDAT_BOTH("size with junk: 501 and close",
+	    "BDAT 22x\r\n" CHUNK22, NULL, R_ARGS, FILTER_CLOSE),
+	BDAT_BOTH("bare LF line with a size: 501, chunk skipped",
+	    "BDAT 22\n" CHUNK22 "NOOP\r\n", "NOOP\r\n", R_ARGS,
+	    FILTER_CONTINUE),
+	BDAT_BOTH("largest size forwarded: 2^31-1",
+	    "BDAT 2147483647\r\n" CHUNK22, "BDAT 2147483647\r\n" CHUNK22,
+	    NULL, FILTER_CONTINUE),
+	/* RFC 3030: keywords in any case; we send our canonical spelling. */
+	BDAT_BOTH("lower case re-serialised",
+	    "bdat 22 last\r\n" CHUNK22, "BDAT 22 LAST\r\n" CHUNK22, NULL,
+	    FILTER_CONTINUE),
+	BDAT_BOTH("leading zeros dropped",
+	    "BDAT 0022 LAST\r\n" CHUNK22, "BDAT 22 LAST\r\n" CHUNK22, NULL,
+	    FILTER_CONTINUE),
+	BDAT_BOTH("canonical line forwarded",
+	    "BDAT 22\r\n" CHUNK22 "NOOP\r\n", "BDAT 22\r\n" CHUNK22 "NOOP\r\n",
+	    NULL, FILTER_CONTINUE),
+
+	/* ---- cleartext allow-list (SPEC 3) ---- */
+	{ .name = "cleartext: unknown verb 500, never forwarded",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "FOO bar\r\nNOOP\r\n", "NOOP\r\n", R_UNKNOWN } } },
+	{ .name = "cleartext: XEXCH50 500, never forwarded",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "XEXCH50 10 2\r\n", NULL, R_UNKNOWN } } },
+	{ .name = "cleartext: XCLIENT 550, never forwarded",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "XCLIENT ADDR=1.2.3.4\r\n", NULL, R_NOT_PERMITTED } } },
+	{ .name = "cleartext: base64 lines after a refused AUTH never forwarded",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "AUTH LOGIN\r\n", NULL, R_ENCRYPT },
+		{ 'C', "dXNlcg==\r\ncGFzcw==\r\nNOOP\r\n", "NOOP\r\n",
+		  R_UNKNOWN R_UNKNOWN } } },
+	{ .name = "cleartext: ETRN without ETRN advertised: 500",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "ETRN example.org\r\n", NULL, R_UNKNOWN } } },
+	{ .name = "cleartext: ETRN before any EHLO: 500",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "ETRN example.org\r\n", NULL, R_UNKNOWN } } },
+	{ .name = "cleartext: ETRN forwarded when advertised",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250-b\r\n250 etrn\r\n", NULL,
+		  "250-b\r\n250-etrn\r\n250 STARTTLS\r\n" },
+		{ 'C', "etrn example.org\r\n", "ETRN example.org\r\n", NULL } } },
+	{ .name = "cleartext: ETRN not allowed after HELO",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250-b\r\n250 ETRN\r\n", NULL,
+		  "250-b\r\n250-ETRN\r\n250 STARTTLS\r\n" },
+		{ 'C', "HELO c\r\n", "HELO c\r\n", NULL },
+		{ 'B', "250 b\r\n", NULL, "250 b\r\n" },
+		{ 'C', "ETRN example.org\r\n", NULL, R_UNKNOWN } } },
+	{ .name = "cleartext: RFC 5321 verbs forwarded",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "VRFY x\r\nEXPN y\r\nHELP\r\nNOOP\r\nRSET\r\n",
+		  "VRFY x\r\nEXPN y\r\nHELP\r\nNOOP\r\nRSET\r\n", NULL } } },
+	{ .name = "require_starttls: unknown verb 530",
+	  .starttls_service = true, .require_starttls = true,
+	  .steps = { ST_GREET,
+		{ 'C', "FOO\r\n", NULL, R_TLS_FIRST } } },
+	{ .name = "inside TLS: unknown verb forwarded canonically",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
+		{ 'C', "foo  bar\r\nEtrn x\r\n", "FOO bar\r\nETRN x\r\n",
+		  NULL } } },
+
+	/* ---- EHLO keywords split at any blank (SPEC 3, "All three") ---- */
+	{ .name = "EHLO cleartext: HTAB-separated and odd-case keywords hidden",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250-b\r\n250-AUTH\tPLAIN\r\n250-auth=login\r\n"
+		  "250-\tAUTH LOGIN\r\n250-x-exps\tGSSAPI\r\n"
+		  "250-XCLIENT\tNAME\r\n250-xforward\tADDR\r\n"
+		  "250-StartTLS\t\r\n250-XEXCH50\r\n250 DSN\r\n", NULL,
+		  "250-b\r\n250-DSN\r\n250 STARTTLS\r\n" } } },
+	{ .name = "EHLO inside TLS: HTAB AUTH kept, X* and STARTTLS hidden",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250-b\r\n250-AUTH\tPLAIN\r\n250-XCLIENT\tNAME\r\n"
+		  "250-STARTTLS\t\r\n250 CHUNKING\t\r\n", NULL,
+		  "250-b\r\n250-AUTH\tPLAIN\r\n250 CHUNKING\t\r\n" },
+		{ 'C', "BDAT 1 LAST\r\nx", "BDAT 1 LAST\r\nx", NULL } } },
+
+	/* ---- canonical command lines (SPEC 8.4, issue 8) ---- */
+	{ .name = "canonical: verb upper-cased, SP run collapsed",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "mail   from:<a@example.org>\r\n",
+		  "MAIL from:<a@example.org>\r\n", NULL } } },
+	{ .name = "canonical: trailing spaces cut", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "NOOP   \r\nrcpt TO:<b@example.net>  \r\n",
+		  "NOOP\r\nRCPT TO:<b@example.net>\r\n", NULL } } },
+	{ .name = "canonical: HTAB in arguments refused", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "MAIL FROM:<a@example.org>\tSIZE=5\r\n", NULL,
+		  R_SYNTAX } } },
+	{ .name = "canonical: HTAB after the verb refused",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "RCPT\tTO:<b@example.net>\r\n", NULL, R_SYNTAX } } },
+	{ .name = "canonical: VT, FF, ESC and DEL refused", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "MAIL\vFROM:<a>\r\nHELO\fx\r\nNOOP \x1b\r\nNOOP \x7f\r\n",
+		  NULL, R_SYNTAX R_SYNTAX R_SYNTAX R_SYNTAX } } },
+	{ .name = "canonical: leading blank refused", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', " MAIL FROM:<a>\r\n", NULL, R_SYNTAX } } },
+	{ .name = "STARTTLS with HTAB: 500, no go-ahead",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "STARTTLS\t\r\n", NULL, R_SYNTAX } } },
+
+	/* ---- the error budget (filter_refuse, .max_errors) ---- */
+	{ .name = "max_errors 3: every refusal counts, 421 and close",
+	  .starttls_service = true, .max_errors = 3,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "FOO\r\nAUTH PLAIN\r\n", NULL, R_UNKNOWN R_ENCRYPT },
+		{ 'C', "BDAT\t1\r\nxNOOP\r\n", NULL, R_ARGS R_TOO_MANY,
+		  FILTER_CLOSE } } },
+	{ .name = "max_errors: the count is not reset at STARTTLS",
+	  .starttls_service = true, .max_errors = 2,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "FOO\r\n", NULL, R_UNKNOWN },
+		ST_STARTTLS,
+		{ 'C', "XCLIENT ADDR=1.2.3.4\r\n", RSET, NULL },
+		{ 'B', OK, NULL, R_NOT_PERMITTED R_TOO_MANY, FILTER_CLOSE } } },
+	{ .name = "max_errors 1: the first refusal is the last",
+	  .tls_active = true, .max_errors = 1,
+	  .steps = { ST_GREET,
+		{ 'C', "\r\nNOOP\r\n", NULL, R_SYNTAX R_TOO_MANY,
+		  FILTER_CLOSE } } },
+	{ .name = "SASL: a bad response cancels, in step with the backend",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
+		{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL },
+		{ 'B', "334 \r\n", NULL, "334 \r\n" },
+		{ 'C', "dGVzdA==\tx\r\nNOOP\r\n", "*\r\n", NULL },
+		{ 'B', "501 5.7.0 cancelled\r\n", "NOOP\r\n",
+		  "501 5.7.0 cancelled\r\n" },
+		{ 'B', OK, NULL, OK } } },
 
 	/* ---- QUIT ---- */
 	{ .name = "QUIT relayed, nothing after it forwarded",
