@@ -505,6 +505,13 @@ smtp_starttls_decide(struct filter *f, struct evbuffer *in,
 		smtp_refuse(f, R_IN_TXN);
 		return FILTER_CONTINUE;
 	}
+	/*
+	 * SPEC 5: the count of discarded bytes (never their content, which
+	 * may be credentials) for the operator; the core then closes.
+	 */
+	if (evbuffer_get_length(in) != 0)
+		flog(f, warnx, "%zu pipelined bytes after STARTTLS, closing",
+		    evbuffer_get_length(in));
 	v = filter_starttls(f, in, to_client, to_backend, R_GO_AHEAD);
 	if (v == FILTER_CLOSE)
 		smtp_enter_state(f, SMTP_ST_CLOSING);
@@ -677,22 +684,29 @@ smtp_lenient_blank(char c)
 }
 
 /*
- * A line that failed smtp_check_line().  If a tolerant server would take
- * it for BDAT, a chunk may follow: it is refused as a BDAT, so that its
- * bytes are skipped and never read as commands.
+ * A line that failed smtp_check_line(), never forwarded.  The verb a
+ * tolerant server would read in it decides the reply: for BDAT a chunk
+ * may follow, so it is refused as a BDAT and its bytes are skipped, never
+ * read as commands; XCLIENT and XFORWARD keep their own refusal in any
+ * spelling (SPEC 3); anything else is a syntax error.
  */
 static void
 smtp_refuse_line(struct filter *f, const char *text, size_t len)
 {
-	size_t	 i = 0, v;
+	const struct smtp_cmd	*cmd;
+	size_t			 i = 0, v;
 
 	while (i < len && smtp_lenient_blank(text[i]))
 		i++;
 	for (v = i; i < len && !smtp_lenient_blank(text[i]); i++)
 		;
-	if (filter_word_eq(text + v, i - v, "BDAT"))
+	cmd = smtp_cmd_lookup(text + v, i - v);
+	if (cmd->flags & CF_COUNTED)
 		smtp_bdat_refuse(f, text, len);
-	else
+	else if (cmd->flags & CF_AUTHORITY) {
+		flog(f, info, "%s refused", cmd->verb);
+		smtp_refuse(f, R_NOT_PERMITTED);
+	} else
 		smtp_refuse(f, R_SYNTAX);
 }
 

@@ -529,10 +529,11 @@ static struct fh_case smtp_cases[] = {
 	  .starttls_service = true, .require_starttls = true,
 	  .steps = { ST_GREET,
 		{ 'C', "XCLIENT ADDR=1.2.3.4\r\n", NULL, R_NOT_PERMITTED } } },
-	{ .name = "XCLIENT with a tab: 500, never forwarded",
+	{ .name = "XCLIENT with a tab or a leading blank: 550, never forwarded",
 	  .starttls_service = true, .require_starttls = true,
 	  .steps = { ST_GREET,
-		{ 'C', "XCLIENT\tADDR=1.2.3.4\r\n", NULL, R_SYNTAX } } },
+		{ 'C', "XCLIENT\tADDR=1.2.3.4\r\n \txforward NAME=x\r\n",
+		  NULL, R_NOT_PERMITTED R_NOT_PERMITTED } } },
 
 	/* ---- pipelining ---- */
 	{ .name = "pipelined MAIL RCPT XCLIENT RCPT DATA: order kept",
