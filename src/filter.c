@@ -245,7 +245,9 @@ filter_starttls(struct filter *f, struct evbuffer *in,
 		return FILTER_CONTINUE;
 	/* SPEC 8.1: pipelined bytes behind the command are never read. */
 	if (evbuffer_get_length(in) != 0) {
-		flog(f, warnx, "pipelined data after STARTTLS, closing");
+		/* Their content may be credentials: only the count. */
+		flog(f, warnx, "%zu pipelined bytes after STARTTLS, closing",
+		    evbuffer_get_length(in));
 		f->reason = "pipelined data after STARTTLS";
 		f->closing = true;
 		return FILTER_CLOSE;

@@ -1,41 +1,46 @@
 /*
  * proto_smtp.c - the SMTP filter (SPEC sections 3 and 8).
  *
- * Runs for the whole relayed dialogue of an SMTP service: the cleartext
- * phase of a STARTTLS service, the same session after the upgrade, and
- * implicit TLS services (tls_active from the start).  It owns the framing
- * of the client stream (command lines, SASL responses, DATA content up to
- * CRLF.CRLF, BDAT chunks by count), the order of replies (a FIFO of slots,
- * one per command forwarded or answered here), the assembly and rewriting
- * of backend replies (EHLO keywords), and the STARTTLS boundary.
+ * Runs on the filter core (filter.c) for the whole relayed dialogue of an
+ * SMTP service: the cleartext phase of a STARTTLS service, the same
+ * session after the upgrade, and implicit TLS services.  The core owns the
+ * reply FIFO, the error budget, the STARTTLS boundary, the SASL response
+ * line and the capability matcher; this file keeps only SMTP's framing
+ * grammar (command lines, DATA content up to CRLF.CRLF, BDAT chunks by
+ * count), its verb table, its EHLO keyword rules and its reply texts.
  *
  * Invariants:
- *  - A client byte reaches the backend only once framed.  Command lines go
- *    out as their text plus CRLF; a line with a bare LF ending, a CR inside
- *    or a NUL is refused with 500 and never forwarded (SPEC 8.4).
+ *  - A client byte reaches the backend only once framed, and a command
+ *    line only as our re-serialisation of what we parsed: the verb upper-
+ *    cased, one SP, the arguments, CRLF (RFC 5321 4.1.1: SP-separated).
+ *    A line a lenient backend could read differently from us (bare LF or
+ *    CR, NUL, HTAB or another control character, a leading blank) is
+ *    refused and never forwarded (SPEC 8.4).
+ *  - BDAT goes out only as "BDAT <size>[ LAST]" rebuilt by us, size below
+ *    2^31, and only to a backend that advertised CHUNKING; any other BDAT
+ *    line is refused and its chunk skipped by count, so the backend can
+ *    never take chunk bytes for commands (Exim reads "BDAT\t5" or
+ *    "BDAT 4294967296" differently from a strict parser).
  *  - DATA content ends only at CRLF "." CRLF exactly as received.  Bare LF
  *    and bare CR become CRLF (or the message is refused), and a "." line
  *    touching a bare newline is sent dot-stuffed, so the backend can find
  *    no other end of DATA (SMTP smuggling, CVE-2023-51764 class).
- *  - The STARTTLS go-ahead is written only once every earlier command has
- *    been answered and nothing follows the command in the client buffer
- *    (CVE-2011-0411 class); then the backend gets RSET (reply swallowed)
- *    and the client must EHLO again (SPEC 8.1-8.3).
- *  - In cleartext AUTH is neither forwarded nor advertised, so the backend
- *    never prompts for credentials (SPEC 8.5).  XCLIENT/XFORWARD are never
- *    forwarded from a client, in any state.
- *  - BDAT is forwarded only when the backend's last EHLO reply advertised
- *    CHUNKING: a backend without it reads the chunk as command lines that
- *    we never framed as such (SPEC 8.4).  Otherwise BDAT is answered here
- *    and its chunk skipped by count, as a CHUNKING server would.
+ *  - In cleartext only the verbs of RFC 5321 and of extensions the backend
+ *    advertised are forwarded; AUTH is neither forwarded nor advertised,
+ *    so the backend never prompts for credentials (SPEC 8.5).  XCLIENT and
+ *    XFORWARD are never forwarded from a client, in any state.
+ *  - At the STARTTLS boundary (filter_starttls) the go-ahead is the last
+ *    cleartext byte; afterwards the backend gets RSET (reply swallowed)
+ *    before anything else and the client must EHLO again (SPEC 8.1-8.3).
  *  - A backend reply is delivered only when it answers a pending slot;
  *    anything else is unsolicited and ends the session (SPEC 8.2).
  *
  * RFCs: 5321 (SMTP), 3207 (STARTTLS), 4954 (AUTH), 2920 (PIPELINING),
- * 3030 (CHUNKING), 3463 (enhanced status codes).
+ * 3030 (CHUNKING), 1985 (ETRN), 3463 (enhanced status codes).
  */
 #include "config.h"
 
+#include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -44,28 +49,22 @@
 
 #include <event2/buffer.h>
 
+#include "filter.h"
 #include "lineio.h"
 #include "log.h"
 #include "mailtlsd.h"
-#include "filter.h"
 #include "proto.h"
-#include "util.h"
 
 /*
- * Limits of this filter.  Refused commands before the session is dropped
- * (Postfix smtpd_hard_error_limit, smaller: a client that keeps tripping
- * on our rules is probing them).  Lines and bytes of one backend reply,
- * which is assembled before it is delivered.  SASL responses may be longer
- * than command lines (RFC 4954 section 4: 12288 octets).
+ * Lines and bytes of one backend reply, which is assembled before it is
+ * delivered.  RFC 3030 chunk-size is 1*DIGIT; we forward sizes below 2^31
+ * only (what every backend reads the same way, whatever its integer
+ * type).
  */
-#define SMTP_ERRORS_MAX		10
 #define SMTP_REPLY_LINES_MAX	256
 #define SMTP_REPLY_BYTES_MAX	(64 * 1024)
-#define SMTP_SASL_LINE_MAX	12288
-#define SMTP_BDAT_DIGITS_MAX	18	/* always fits in uint64_t */
+#define SMTP_BDAT_SIZE_LIMIT	(UINT64_C(1) << 31)
 #define SMTP_DATA_IOV		16	/* DATA is scanned this many chunks a go */
-/* Client slots, plus the greeting or our RSET, plus a 421 after a refusal. */
-#define SMTP_SLOTS		(FILTER_PENDING_MAX + 2)
 
 /*
  * Replies mailtlsd writes itself.  500/5.5.2 for lines we cannot frame:
@@ -73,6 +72,7 @@
  * "syntax error"; a backend would give the same class of answer.
  */
 #define R_SYNTAX	"500 5.5.2 Syntax error\r\n"
+#define R_UNKNOWN	"500 5.5.2 Error: command not recognized\r\n"
 #define R_TOO_LONG	"500 5.5.2 Line too long\r\n"
 #define R_ARGS		"501 5.5.4 Syntax error\r\n"
 #define R_TLS_ACTIVE	"503 5.5.1 TLS already active\r\n"
@@ -100,9 +100,9 @@ enum smtp_state {
 	SMTP_ST_CLOSING,	/* a final reply is queued: nothing is read */
 };
 
-/* What the slot at the head of the FIFO waits for. */
+/* What a slot answered by the backend waits for (core FIFO kinds). */
 enum smtp_slot_kind {
-	SLOT_GREETING = 0,
+	SLOT_GREETING = FSLOT_PROTO,
 	SLOT_EHLO,
 	SLOT_HELO,
 	SLOT_MAIL,
@@ -115,14 +115,6 @@ enum smtp_slot_kind {
 	SLOT_QUIT,
 	SLOT_OTHER,
 	SLOT_SWALLOW,		/* our RSET after STARTTLS: reply not delivered */
-	SLOT_LOCAL,		/* our reply, written when it reaches the head */
-	SLOT_LOCAL_CLOSE,	/* the same, then the session ends */
-	SLOT_STARTTLS,		/* decided by client_input at the head */
-};
-
-struct smtp_slot {
-	enum smtp_slot_kind	 kind;
-	const char		*reply;		/* SLOT_LOCAL* only */
 };
 
 /* Where DATA content stands between two bytes (see smtp_data_scan()). */
@@ -137,72 +129,57 @@ enum smtp_data_state {
 	D_DOTXCR,	/* ".\r" held back after D_BOLX */
 };
 
-/* What ends a skipped over-long line. */
-enum smtp_skip_then {
-	SKIP_THEN_CMD = 0,	/* back to commands (500 already queued) */
-	SKIP_THEN_SASL_CANCEL,	/* cancel the SASL exchange with "*" */
-};
+/* Extensions of the backend's last EHLO reply that change what we pass. */
+#define EXT_CHUNKING	0x01	/* BDAT (RFC 3030) */
+#define EXT_ETRN	0x02	/* ETRN (RFC 1985) */
 
 struct smtp {
-	const char		*sid;
-	const char		*addr;
-	const char		*hostname;
 	size_t			 line_max;	/* command and reply lines */
-	size_t			 sasl_max;	/* SASL response lines */
 	char			*buf;		/* one line, NUL-terminated */
 	size_t			 bufsz;
 	enum smtp_state		 state;
-	bool			 tls;		/* TLS active on the client leg */
-	bool			 starttls_svc;	/* tls_mode = starttls */
-	bool			 require_tls;	/* require_starttls applies */
 	bool			 reject_bare;	/* smtp_bare_newline = reject */
 	bool			 upgraded;	/* STARTTLS happened */
+	bool			 rset_due;	/* our RSET not sent yet */
 	bool			 need_ehlo;	/* new session, no EHLO yet */
 	bool			 ehlo_done;	/* an EHLO/HELO got 2xx since */
 	bool			 in_txn;	/* MAIL accepted, not ended */
-	bool			 chunking;	/* last EHLO reply had CHUNKING */
-	bool			 closing;	/* FILTER_CLOSE from now on */
-	unsigned		 errors;	/* refused commands */
-	const char		*reason;
-
-	struct smtp_slot	 slots[SMTP_SLOTS];	/* FIFO ring */
-	unsigned		 head;
-	unsigned		 nslots;
+	unsigned		 ext;		/* EXT_* of the last EHLO */
 
 	struct evbuffer		*reply;		/* backend reply so far */
 	int			 reply_code;
 	unsigned		 reply_lines;
 	unsigned		 reply_kept;	/* EHLO lines kept */
 	bool			 reply_rewrite;	/* EHLO keyword filtering */
-	bool			 reply_chunking; /* this EHLO reply: CHUNKING */
+	unsigned		 reply_ext;	/* EXT_* of this EHLO reply */
 
-	enum smtp_skip_then	 skip_then;
 	enum smtp_data_state	 dstate;
 	bool			 data_refused;	/* reject mode tripped */
 	uint64_t		 bdat_left;
 	bool			 bdat_forward;	/* false: chunk is discarded */
-	char			 closemsg[320];
 };
 
-/* A client command line, split at the first run of blanks. */
+/* A client command line as parsed (RFC 5321 grammar: SP-separated). */
 struct smtp_line {
-	const char	*text;
+	const char	*text;		/* the whole line */
 	size_t		 len;
-	const char	*verb;
+	char		*verb;		/* upper-cased in place */
 	size_t		 verblen;
-	const char	*args;
+	const char	*args;		/* after the SPs, trailing SPs cut */
 	size_t		 argslen;
+	uint64_t	 size;		/* BDAT: chunk size */
+	bool		 last;		/* BDAT: LAST */
 };
 
 struct smtp_cmd;
-typedef void	smtp_cmd_fn(struct smtp *, const struct smtp_cmd *,
+typedef void	smtp_cmd_fn(struct filter *, const struct smtp_cmd *,
 		    const struct smtp_line *, struct evbuffer *);
 
 /* Command flags (Postfix smtpd_cmd_table idea). */
-#define CF_PRE_TLS	0x01	/* allowed before TLS under require_starttls */
-#define CF_NEW_SESSION	0x02	/* allowed after STARTTLS before EHLO */
-#define CF_CREDENTIALS	0x04	/* carries credentials: never in cleartext */
-#define CF_INTERCEPT	0x08	/* answered by mailtlsd itself */
+#define CF_CLEAR	0x01	/* RFC 5321 verb: may pass in cleartext */
+#define CF_PRE_TLS	0x02	/* allowed before TLS under require_starttls */
+#define CF_NEW_SESSION	0x04	/* allowed after STARTTLS before EHLO */
+#define CF_CREDENTIALS	0x08	/* carries credentials: never in cleartext */
 #define CF_AUTHORITY	0x10	/* proxy authority: never from a client */
 #define CF_COUNTED	0x20	/* followed by counted bytes (BDAT) */
 
@@ -211,186 +188,218 @@ struct smtp_cmd {
 	smtp_cmd_fn		*handler;
 	enum smtp_slot_kind	 slot;
 	unsigned		 flags;
+	unsigned		 ext;	/* EXT_*: may pass in cleartext if seen */
 };
 
-/* EHLO keyword rules (Postfix ehlo_mask idea). */
-#define EHLO_DROP_ALWAYS	0x01
-#define EHLO_DROP_CLEAR		0x02	/* only while TLS is not active */
-
-struct smtp_ehlo_rule {
-	const char	*keyword;
-	unsigned	 drop;
-};
-
-static struct smtp	*smtp_filter_new(const struct filter_params *);
-static void	 smtp_filter_free(struct smtp *);
-static enum filter_verdict smtp_client_input(struct smtp *,
+static void	*smtp_init(struct filter *, const struct filter_params *);
+static void	 smtp_free(void *);
+static enum filter_verdict smtp_client_input(struct filter *,
 		    struct evbuffer *, struct evbuffer *, struct evbuffer *);
-static enum filter_verdict smtp_backend_input(struct smtp *,
+static enum filter_verdict smtp_backend_input(struct filter *,
 		    struct evbuffer *, struct evbuffer *, struct evbuffer *);
-static const char *smtp_reason(const struct smtp *);
+static void	 smtp_tls_reset(struct filter *, struct evbuffer *);
+static void	 smtp_last_word(const struct filter *, char *, size_t);
 static void	 smtp_unavailable(struct evbuffer *, const char *);
 
 static const char *smtp_state_name(enum smtp_state);
-static void	 smtp_enter_state(struct smtp *, enum smtp_state);
-static void	 smtp_slot_push(struct smtp *, enum smtp_slot_kind,
+static void	 smtp_enter_state(struct filter *, enum smtp_state);
+static bool	 smtp_refuse(struct filter *, const char *);
+static void	 smtp_close_after(struct filter *, const char *,
 		    const char *);
-static struct smtp_slot *smtp_slot_head(struct smtp *);
-static void	 smtp_slot_pop(struct smtp *);
-static bool	 smtp_slot_answered_by_backend(enum smtp_slot_kind);
-static void	 smtp_flush(struct smtp *, struct evbuffer *);
-static void	 smtp_close_after(struct smtp *, const char *, const char *);
-static void	 smtp_refuse(struct smtp *, const char *);
-static void	 smtp_forward_line(const struct smtp_line *,
-		    struct evbuffer *);
 
-static bool	 smtp_client_step(struct smtp *, struct evbuffer *,
+static bool	 smtp_client_step(struct filter *, struct evbuffer *,
 		    struct evbuffer *);
-static bool	 smtp_read_command(struct smtp *, struct evbuffer *,
-		    struct evbuffer *);
-static bool	 smtp_skip_line(struct smtp *, struct evbuffer *,
-		    struct evbuffer *);
-static bool	 smtp_read_sasl(struct smtp *, struct evbuffer *,
-		    struct evbuffer *);
-static bool	 smtp_is_blank(char);
-static void	 smtp_split(struct smtp_line *, const char *, size_t);
-static const struct smtp_cmd *smtp_cmd_lookup(const struct smtp_line *);
-static void	 smtp_command(struct smtp *, const struct smtp_line *,
-		    struct evbuffer *);
-static const char *smtp_check_policy(struct smtp *,
-		    const struct smtp_cmd *, const struct smtp_line *);
-static int	 smtp_check_bdat(const struct smtp_line *, uint64_t *,
-		    bool *);
-static void	 smtp_bdat_begin(struct smtp *, uint64_t, bool);
-static void	 smtp_bdat_input(struct smtp *, struct evbuffer *,
-		    struct evbuffer *);
-static void	 smtp_data_input(struct smtp *, struct evbuffer *,
-		    struct evbuffer *);
-static size_t	 smtp_data_scan(struct smtp *, const char *, size_t,
-		    struct evbuffer *, bool *);
-static void	 smtp_data_bare(struct smtp *);
-static void	 smtp_data_end(struct smtp *, struct evbuffer *);
-static enum filter_verdict smtp_starttls_decide(struct smtp *,
+static enum filter_verdict smtp_starttls_decide(struct filter *,
 		    struct evbuffer *, struct evbuffer *, struct evbuffer *);
+static bool	 smtp_read_command(struct filter *, struct evbuffer *,
+		    struct evbuffer *);
+static bool	 smtp_skip_line(struct filter *, struct evbuffer *);
+static bool	 smtp_read_sasl(struct filter *, struct evbuffer *,
+		    struct evbuffer *);
+static bool	 smtp_check_line(const char *, size_t, unsigned);
+static void	 smtp_parse(struct smtp_line *, char *, size_t);
+static const struct smtp_cmd *smtp_cmd_lookup(const char *, size_t);
+static void	 smtp_refuse_line(struct filter *, const char *, size_t);
+static void	 smtp_command(struct filter *, struct smtp_line *,
+		    struct evbuffer *);
+static const char *smtp_check_policy(struct filter *,
+		    const struct smtp_cmd *, const struct smtp_line *);
 
-static void	 smtp_do_forward(struct smtp *, const struct smtp_cmd *,
+static int	 smtp_bdat_canonical(const char *, size_t, uint64_t *,
+		    bool *);
+static int	 smtp_bdat_lenient(const char *, size_t, uint64_t *);
+static void	 smtp_bdat_refuse(struct filter *, const char *, size_t);
+static void	 smtp_bdat_begin(struct filter *, uint64_t, bool);
+static void	 smtp_bdat_input(struct filter *, struct evbuffer *,
+		    struct evbuffer *);
+
+static void	 smtp_data_input(struct filter *, struct evbuffer *,
+		    struct evbuffer *);
+static size_t	 smtp_data_scan(struct filter *, const char *, size_t,
+		    struct evbuffer *, bool *);
+static void	 smtp_data_bare(struct filter *);
+static void	 smtp_data_end(struct filter *, struct evbuffer *);
+
+static void	 smtp_do_forward(struct filter *, const struct smtp_cmd *,
 		    const struct smtp_line *, struct evbuffer *);
-static void	 smtp_do_starttls(struct smtp *, const struct smtp_cmd *,
+static void	 smtp_do_starttls(struct filter *, const struct smtp_cmd *,
 		    const struct smtp_line *, struct evbuffer *);
-static void	 smtp_do_bdat(struct smtp *, const struct smtp_cmd *,
+static void	 smtp_do_bdat(struct filter *, const struct smtp_cmd *,
 		    const struct smtp_line *, struct evbuffer *);
 
-static void	 smtp_backend_error(struct smtp *, const char *);
-static void	 smtp_backend_line(struct smtp *, size_t, unsigned,
+static enum filter_verdict smtp_backend_error(struct filter *,
+		    const char *);
+static bool	 smtp_backend_line(struct filter *, size_t, unsigned,
 		    struct evbuffer *);
 static int	 smtp_check_reply_line(const char *, size_t, unsigned,
 		    int *, bool *);
-static int	 smtp_reply_begin(struct smtp *, enum smtp_slot_kind, int);
-static void	 smtp_reply_add(struct smtp *, size_t);
-static void	 smtp_reply_done(struct smtp *, enum smtp_slot_kind,
+static int	 smtp_reply_begin(struct filter *, unsigned, int);
+static void	 smtp_reply_add(struct filter *, size_t);
+static void	 smtp_reply_done(struct filter *, unsigned,
 		    struct evbuffer *);
-static void	 smtp_reply_effect(struct smtp *, enum smtp_slot_kind, int);
-static size_t	 smtp_ehlo_keyword(const char *, size_t);
-static bool	 smtp_ehlo_keep(const struct smtp *, const char *, size_t);
-static void	 smtp_ehlo_emit(struct smtp *, struct evbuffer *);
-
-/* proto_smtp_ops: at the end of the file. */
+static void	 smtp_reply_effect(struct filter *, unsigned, int);
+static void	 smtp_ehlo_emit(struct filter *, struct evbuffer *);
 
 /*
- * Client commands.  Verbs not listed are forwarded as SLOT_OTHER with no
- * flags: the backend answers them, but require_starttls and the
- * post-STARTTLS "Send EHLO first" rule still apply.
+ * Client commands.  Verbs not listed are forwarded inside TLS as
+ * SLOT_OTHER with no flags (the backend answers them), and refused in
+ * cleartext: only RFC 5321 verbs, STARTTLS and the verbs of extensions the
+ * backend advertised pass there, so nothing a backend might execute
+ * without announcing it (XCLIENT spelled otherwise, XEXCH50, a vendor's
+ * AUTH) or a refused AUTH's base64 lines ever reach it before TLS.
  */
 static const struct smtp_cmd smtp_cmds[] = {
-	{ "EHLO",	smtp_do_forward,  SLOT_EHLO,	CF_PRE_TLS | CF_NEW_SESSION },
-	{ "HELO",	smtp_do_forward,  SLOT_HELO,	CF_PRE_TLS | CF_NEW_SESSION },
-	{ "NOOP",	smtp_do_forward,  SLOT_OTHER,	CF_PRE_TLS | CF_NEW_SESSION },
-	{ "RSET",	smtp_do_forward,  SLOT_RSET,	CF_PRE_TLS | CF_NEW_SESSION },
-	{ "QUIT",	smtp_do_forward,  SLOT_QUIT,	CF_PRE_TLS | CF_NEW_SESSION },
+	{ "EHLO",	smtp_do_forward,  SLOT_EHLO,
+	    CF_CLEAR | CF_PRE_TLS | CF_NEW_SESSION, 0 },
+	{ "HELO",	smtp_do_forward,  SLOT_HELO,
+	    CF_CLEAR | CF_PRE_TLS | CF_NEW_SESSION, 0 },
+	{ "NOOP",	smtp_do_forward,  SLOT_OTHER,
+	    CF_CLEAR | CF_PRE_TLS | CF_NEW_SESSION, 0 },
+	{ "RSET",	smtp_do_forward,  SLOT_RSET,
+	    CF_CLEAR | CF_PRE_TLS | CF_NEW_SESSION, 0 },
+	{ "QUIT",	smtp_do_forward,  SLOT_QUIT,
+	    CF_CLEAR | CF_PRE_TLS | CF_NEW_SESSION, 0 },
 	/* CF_NEW_SESSION so that inside TLS it says "TLS already active". */
-	{ "STARTTLS",	smtp_do_starttls, SLOT_STARTTLS,
-	    CF_PRE_TLS | CF_NEW_SESSION | CF_INTERCEPT },
-	{ "MAIL",	smtp_do_forward,  SLOT_MAIL,	0 },
-	{ "RCPT",	smtp_do_forward,  SLOT_OTHER,	0 },
-	{ "DATA",	smtp_do_forward,  SLOT_DATA,	0 },
-	{ "BDAT",	smtp_do_bdat,	  SLOT_BDAT,	CF_COUNTED },
-	{ "AUTH",	smtp_do_forward,  SLOT_AUTH,	CF_CREDENTIALS },
+	{ "STARTTLS",	smtp_do_starttls, SLOT_OTHER,
+	    CF_CLEAR | CF_PRE_TLS | CF_NEW_SESSION, 0 },
+	{ "MAIL",	smtp_do_forward,  SLOT_MAIL,	CF_CLEAR, 0 },
+	{ "RCPT",	smtp_do_forward,  SLOT_OTHER,	CF_CLEAR, 0 },
+	{ "DATA",	smtp_do_forward,  SLOT_DATA,	CF_CLEAR, 0 },
+	{ "VRFY",	smtp_do_forward,  SLOT_OTHER,	CF_CLEAR, 0 },
+	{ "EXPN",	smtp_do_forward,  SLOT_OTHER,	CF_CLEAR, 0 },
+	{ "HELP",	smtp_do_forward,  SLOT_OTHER,	CF_CLEAR, 0 },
+	{ "BDAT",	smtp_do_bdat,	  SLOT_BDAT,	CF_COUNTED,
+	    EXT_CHUNKING },
+	{ "ETRN",	smtp_do_forward,  SLOT_OTHER,	0, EXT_ETRN },
+	{ "AUTH",	smtp_do_forward,  SLOT_AUTH,	CF_CREDENTIALS, 0 },
 	/* Exchange's server-to-server AUTH, with the same 334 dialogue. */
-	{ "X-EXPS",	smtp_do_forward,  SLOT_AUTH,	CF_CREDENTIALS },
-	{ "XCLIENT",	NULL,		  SLOT_OTHER,	CF_AUTHORITY },
-	{ "XFORWARD",	NULL,		  SLOT_OTHER,	CF_AUTHORITY },
+	{ "X-EXPS",	smtp_do_forward,  SLOT_AUTH,	CF_CREDENTIALS, 0 },
+	{ "XCLIENT",	NULL,		  SLOT_OTHER,	CF_AUTHORITY, 0 },
+	{ "XFORWARD",	NULL,		  SLOT_OTHER,	CF_AUTHORITY, 0 },
 };
 
 static const struct smtp_cmd smtp_cmd_unknown = {
-	NULL, smtp_do_forward, SLOT_OTHER, 0
+	NULL, smtp_do_forward, SLOT_OTHER, 0, 0
 };
 
 /*
- * EHLO keywords rewritten by name.  STARTTLS is always dropped and, in the
- * cleartext phase of a STARTTLS service, advertised once by us instead.
- * XEXCH50 is followed by a binary blob we do not frame.
+ * EHLO keywords rewritten by name, matched by the core (split at any run
+ * of SP or HTAB, any case, "AUTH=LOGIN" as AUTH).  STARTTLS is always
+ * dropped and, in the cleartext phase of a STARTTLS service, advertised
+ * once by us instead.  XEXCH50 is followed by a binary blob we do not
+ * frame.
  */
-static const struct smtp_ehlo_rule smtp_ehlo_rules[] = {
-	{ "STARTTLS",	EHLO_DROP_ALWAYS },
-	{ "AUTH",	EHLO_DROP_CLEAR },
-	{ "X-EXPS",	EHLO_DROP_CLEAR },
-	{ "XCLIENT",	EHLO_DROP_ALWAYS },
-	{ "XFORWARD",	EHLO_DROP_ALWAYS },
-	{ "XEXCH50",	EHLO_DROP_ALWAYS },
+static const struct filter_capa_rule smtp_ehlo_rules[] = {
+	{ "STARTTLS",	FCAPA_HIDE_ALWAYS | FCAPA_WORD_PREFIX },
+	{ "AUTH",	FCAPA_HIDE_CLEAR | FCAPA_WORD_PREFIX },
+	{ "X-EXPS",	FCAPA_HIDE_CLEAR | FCAPA_WORD_PREFIX },
+	{ "XCLIENT",	FCAPA_HIDE_ALWAYS | FCAPA_WORD_PREFIX },
+	{ "XFORWARD",	FCAPA_HIDE_ALWAYS | FCAPA_WORD_PREFIX },
+	{ "XEXCH50",	FCAPA_HIDE_ALWAYS | FCAPA_WORD_PREFIX },
 };
 
 #define nitems(a)	(sizeof(a) / sizeof((a)[0]))
 
-/* ---------------------------------------------------------------------- */
-/* Filter object, states, the slot FIFO. */
+const struct proto_ops proto_smtp_ops = {
+	.name = "smtp",
+	.alpn = "smtp",
+	.init = smtp_init,
+	.free = smtp_free,
+	.client_input = smtp_client_input,
+	.backend_input = smtp_backend_input,
+	.tls_reset = smtp_tls_reset,
+	.last_word = smtp_last_word,
+	.unavailable = smtp_unavailable,
+};
 
-static struct smtp *
-smtp_filter_new(const struct filter_params *p)
+/* ---------------------------------------------------------------------- */
+/* Protocol state, the core's hooks. */
+
+static void *
+smtp_init(struct filter *f, const struct filter_params *p)
 {
 	const struct conf_service *svc = p->svc;
-	struct smtp	*f;
+	struct smtp	*s;
 
-	if ((f = calloc(1, sizeof(*f))) == NULL)
+	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return NULL;
-	f->sid = p->session_id ? p->session_id : "-";
-	f->addr = p->client_addr ? p->client_addr : "-";
-	f->hostname = svc->hostname ? svc->hostname : "localhost";
-	f->line_max = svc->max_line_length ? svc->max_line_length :
+	s->line_max = svc->max_line_length ? svc->max_line_length :
 	    DEFAULT_SMTP_LINE_MAX;
-	f->sasl_max = f->line_max > SMTP_SASL_LINE_MAX ? f->line_max :
-	    SMTP_SASL_LINE_MAX;
-	f->bufsz = f->sasl_max + 2;
-	f->buf = malloc(f->bufsz);
-	f->reply = evbuffer_new();
-	if (f->buf == NULL || f->reply == NULL) {
-		smtp_filter_free(f);
+	s->bufsz = s->line_max + 2;
+	s->buf = malloc(s->bufsz);
+	s->reply = evbuffer_new();
+	if (s->buf == NULL || s->reply == NULL) {
+		smtp_free(s);
 		return NULL;
 	}
-	f->tls = p->tls_active;
-	f->starttls_svc = svc->tls_mode == TLS_MODE_STARTTLS;
-	f->require_tls = f->starttls_svc && svc->require_starttls;
-	f->reject_bare = svc->smtp_bare_newline == BARE_NEWLINE_REJECT;
-	f->state = SMTP_ST_CMD;
+	s->reject_bare = svc->smtp_bare_newline == BARE_NEWLINE_REJECT;
+	s->state = SMTP_ST_CMD;
 	/* The greeting is the answer to the connection itself. */
-	smtp_slot_push(f, SLOT_GREETING, NULL);
-	return f;
+	filter_slot_push(f, SLOT_GREETING, NULL, NULL, 0);
+	return s;
 }
 
 static void
-smtp_filter_free(struct smtp *f)
+smtp_free(void *p)
 {
-	if (f == NULL)
+	struct smtp	*s = p;
+
+	if (s == NULL)
 		return;
-	if (f->reply != NULL)
-		evbuffer_free(f->reply);
-	free(f->buf);
-	free(f);
+	if (s->reply != NULL)
+		evbuffer_free(s->reply);
+	free(s->buf);
+	free(s);
 }
 
-static const char *
-smtp_reason(const struct smtp *f)
+/*
+ * The client's handshake after the go-ahead has completed
+ * (filter_tls_established).  SPEC 8.3: nothing of the cleartext session
+ * survives.  No transaction is open (checked before the go-ahead) and AUTH
+ * never passed in cleartext; RSET makes sure of the first, and the
+ * client's new EHLO resets the rest.  The RSET goes out with the client's
+ * first bytes inside TLS: a session whose client says nothing more costs
+ * the backend nothing, and its reply (swallowed) can never arrive inside
+ * the handshake window (SPEC 8.2).
+ */
+static void
+smtp_tls_reset(struct filter *f, struct evbuffer *to_backend)
 {
-	return f->reason ? f->reason : "protocol filter";
+	struct smtp	*s = f->proto;
+
+	(void)to_backend;
+	s->upgraded = s->need_ehlo = s->rset_due = true;
+	s->ehlo_done = s->in_txn = false;
+	s->ext = 0;
+	smtp_enter_state(f, SMTP_ST_CMD);
+	flog(f, debug, "STARTTLS go-ahead");
+}
+
+static void
+smtp_last_word(const struct filter *f, char *buf, size_t len)
+{
+	snprintf(buf, len, "421 4.7.0 %.255s Too many errors\r\n",
+	    f->hostname);
 }
 
 static void
@@ -423,116 +432,50 @@ smtp_state_name(enum smtp_state st)
 }
 
 static void
-smtp_enter_state(struct smtp *f, enum smtp_state st)
+smtp_enter_state(struct filter *f, enum smtp_state st)
 {
-	if (f->state == st)
+	struct smtp	*s = f->proto;
+
+	if (s->state == st)
 		return;
-	log_debug("%s smtp: %s -> %s", f->sid, smtp_state_name(f->state),
+	flog(f, debug, "%s -> %s", smtp_state_name(s->state),
 	    smtp_state_name(st));
-	f->state = st;
+	s->state = st;
 }
 
-static void
-smtp_slot_push(struct smtp *f, enum smtp_slot_kind kind, const char *reply)
-{
-	struct smtp_slot *s;
-
-	/* The client is held at FILTER_PENDING_MAX; see SMTP_SLOTS. */
-	if (f->nslots >= SMTP_SLOTS)
-		fatalx("%s smtp: reply FIFO overflow", f->sid);
-	s = &f->slots[(f->head + f->nslots) % SMTP_SLOTS];
-	s->kind = kind;
-	s->reply = reply;
-	f->nslots++;
-}
-
-static struct smtp_slot *
-smtp_slot_head(struct smtp *f)
-{
-	return f->nslots ? &f->slots[f->head] : NULL;
-}
-
-static void
-smtp_slot_pop(struct smtp *f)
-{
-	if (f->nslots == 0)
-		return;
-	f->head = (f->head + 1) % SMTP_SLOTS;
-	f->nslots--;
-}
-
+/* A refusal (counted by the core); true when the session now closes. */
 static bool
-smtp_slot_answered_by_backend(enum smtp_slot_kind kind)
+smtp_refuse(struct filter *f, const char *reply)
 {
-	return kind != SLOT_LOCAL && kind != SLOT_LOCAL_CLOSE &&
-	    kind != SLOT_STARTTLS;
-}
-
-/*
- * Write our own replies that have reached the head of the FIFO: every
- * earlier command has been answered, so they keep their place (RFC 2920).
- */
-static void
-smtp_flush(struct smtp *f, struct evbuffer *to_client)
-{
-	struct smtp_slot *s;
-
-	while ((s = smtp_slot_head(f)) != NULL &&
-	    (s->kind == SLOT_LOCAL || s->kind == SLOT_LOCAL_CLOSE)) {
-		evbuffer_add(to_client, s->reply, strlen(s->reply));
-		if (s->kind == SLOT_LOCAL_CLOSE)
-			f->closing = true;
-		smtp_slot_pop(f);
-	}
-}
-
-/* Queue a last reply; the session ends once it has been written. */
-static void
-smtp_close_after(struct smtp *f, const char *reply, const char *reason)
-{
-	smtp_slot_push(f, SLOT_LOCAL_CLOSE, reply);
-	f->reason = reason;
+	if (!filter_refuse(f, NULL, 0, reply))
+		return false;
 	smtp_enter_state(f, SMTP_ST_CLOSING);
+	return true;
 }
 
-/* Answer a client command ourselves; too many of those end the session. */
 static void
-smtp_refuse(struct smtp *f, const char *reply)
+smtp_close_after(struct filter *f, const char *reply, const char *reason)
 {
-	smtp_slot_push(f, SLOT_LOCAL, reply);
-	if (++f->errors < SMTP_ERRORS_MAX)
-		return;
-	log_warnx("%s client=%s: %u refused commands, closing", f->sid,
-	    f->addr, f->errors);
-	snprintf(f->closemsg, sizeof(f->closemsg),
-	    "421 4.7.0 %.255s Too many errors\r\n", f->hostname);
-	smtp_close_after(f, f->closemsg, "too many errors");
-}
-
-/* SPEC 8.4: the canonical form of a command line is its text and CRLF. */
-static void
-smtp_forward_line(const struct smtp_line *l, struct evbuffer *to_backend)
-{
-	evbuffer_add(to_backend, l->text, l->len);
-	evbuffer_add(to_backend, "\r\n", 2);
+	filter_close_after(f, reply, reason);
+	smtp_enter_state(f, SMTP_ST_CLOSING);
 }
 
 /* ---------------------------------------------------------------------- */
 /* Client side. */
 
 static enum filter_verdict
-smtp_client_input(struct smtp *f, struct evbuffer *in,
+smtp_client_input(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_backend, struct evbuffer *to_client)
 {
+	struct filter_slot	*head;
 	enum filter_verdict	 v;
-	struct smtp_slot	*s;
 
 	for (;;) {
-		smtp_flush(f, to_client);
+		filter_flush(f, to_client);
 		if (f->closing)
 			return FILTER_CLOSE;
-		s = smtp_slot_head(f);
-		if (s != NULL && s->kind == SLOT_STARTTLS) {
+		head = filter_slot_head(f);
+		if (head != NULL && head->kind == FSLOT_STARTTLS) {
 			v = smtp_starttls_decide(f, in, to_backend, to_client);
 			if (v != FILTER_CONTINUE)
 				return v;
@@ -543,18 +486,52 @@ smtp_client_input(struct smtp *f, struct evbuffer *in,
 	}
 }
 
+/*
+ * The TLS boundary, with STARTTLS at the head of the FIFO: every earlier
+ * reply is out, so the transaction state is exact.  The core checks for
+ * pipelined bytes (SPEC 8.1) and writes the go-ahead as the last
+ * cleartext bytes (8.2); smtp_tls_reset() then forgets the cleartext
+ * session (8.3).
+ */
+static enum filter_verdict
+smtp_starttls_decide(struct filter *f, struct evbuffer *in,
+    struct evbuffer *to_backend, struct evbuffer *to_client)
+{
+	struct smtp		*s = f->proto;
+	enum filter_verdict	 v;
+
+	if (s->in_txn) {
+		filter_slot_pop(f);
+		smtp_enter_state(f, SMTP_ST_CMD);
+		smtp_refuse(f, R_IN_TXN);
+		return FILTER_CONTINUE;
+	}
+	v = filter_starttls(f, in, to_client, to_backend, R_GO_AHEAD);
+	if (v == FILTER_CLOSE)
+		smtp_enter_state(f, SMTP_ST_CLOSING);
+	return v;
+}
+
 /* One framing step; false when nothing can be done before more input. */
 static bool
-smtp_client_step(struct smtp *f, struct evbuffer *in,
+smtp_client_step(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_backend)
 {
+	struct smtp	*s = f->proto;
+
 	if (evbuffer_get_length(in) == 0)
 		return false;
-	switch (f->state) {
+	if (s->rset_due) {
+		/* SPEC 8.3: see smtp_tls_reset(); the FIFO is empty here. */
+		evbuffer_add(to_backend, "RSET\r\n", 6);
+		filter_slot_push(f, SLOT_SWALLOW, NULL, NULL, 0);
+		s->rset_due = false;
+	}
+	switch (s->state) {
 	case SMTP_ST_CMD:
 		return smtp_read_command(f, in, to_backend);
 	case SMTP_ST_SKIP:
-		return smtp_skip_line(f, in, to_backend);
+		return smtp_skip_line(f, in);
 	case SMTP_ST_SASL:
 		return smtp_read_sasl(f, in, to_backend);
 	case SMTP_ST_DATA:
@@ -570,160 +547,179 @@ smtp_client_step(struct smtp *f, struct evbuffer *in,
 }
 
 static bool
-smtp_read_command(struct smtp *f, struct evbuffer *in,
+smtp_read_command(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_backend)
 {
-	struct smtp_line	 l;
-	size_t			 len;
-	unsigned		 flags;
+	struct smtp	*s = f->proto;
+	struct smtp_line l;
+	size_t		 len;
+	unsigned	 flags;
 
-	if (f->nslots >= FILTER_PENDING_MAX)
+	if (filter_fifo_full(f))
 		return false;
-	switch (lineio_get(in, f->line_max, f->buf, f->bufsz, &len, &flags)) {
+	switch (lineio_get(in, s->line_max, s->buf, s->bufsz, &len, &flags)) {
 	case LINEIO_MORE:
 		return false;
 	case LINEIO_TOO_LONG:
-		smtp_refuse(f, R_TOO_LONG);
-		if (f->state != SMTP_ST_CLOSING) {
-			f->skip_then = SKIP_THEN_CMD;
+		if (!smtp_refuse(f, R_TOO_LONG))
 			smtp_enter_state(f, SMTP_ST_SKIP);
-		}
 		return true;
 	case LINEIO_LINE:
 		break;
 	}
-	/*
-	 * SPEC 8.4: a backend may read a bare LF as a line end, a bare CR as
-	 * one, or stop at a NUL; what it would make of such a line is not
-	 * ours to guess, so it is refused and never forwarded.
-	 */
-	smtp_split(&l, f->buf, len);
-	if (l.verblen == 0 || (flags & (LINEIO_BARE_LF | LINEIO_HAS_CR |
-	    LINEIO_HAS_NUL))) {
-		smtp_refuse(f, R_SYNTAX);
+	if (!smtp_check_line(s->buf, len, flags)) {
+		smtp_refuse_line(f, s->buf, len);
 		return true;
 	}
+	smtp_parse(&l, s->buf, len);
 	smtp_command(f, &l, to_backend);
 	return true;
 }
 
 static bool
-smtp_skip_line(struct smtp *f, struct evbuffer *in,
-    struct evbuffer *to_backend)
+smtp_skip_line(struct filter *f, struct evbuffer *in)
 {
-	if (lineio_skip(in) == 0)
-		return true;	/* all of it gone, the line goes on */
-	if (f->skip_then == SKIP_THEN_SASL_CANCEL) {
-		/* RFC 4954 section 4: "*" cancels the exchange. */
-		evbuffer_add(to_backend, "*\r\n", 3);
-		smtp_slot_push(f, SLOT_AUTH, NULL);
-		smtp_enter_state(f, SMTP_ST_AUTH_WAIT);
-	} else
+	if (lineio_skip(in) == 1)
 		smtp_enter_state(f, SMTP_ST_CMD);
 	return true;
 }
 
 /*
- * After a 334 the next line is a SASL response: opaque, never parsed and
- * never logged.  One we could not frame unambiguously is replaced by "*",
- * so the backend cancels the exchange and its 501 goes to the client.
+ * After a 334 the next line is a SASL response: opaque, never parsed as a
+ * command and never logged.  One the core could not take as base64 is
+ * replaced by "*", so the backend cancels the exchange and its 501 goes to
+ * the client: the dialogue stays in step with the backend.
  */
 static bool
-smtp_read_sasl(struct smtp *f, struct evbuffer *in,
+smtp_read_sasl(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_backend)
 {
-	size_t		 len;
-	unsigned	 flags;
-
-	switch (lineio_get(in, f->sasl_max, f->buf, f->bufsz, &len, &flags)) {
-	case LINEIO_MORE:
+	switch (filter_sasl_line(f, in, to_backend)) {
+	case FILTER_SASL_MORE:
 		return false;
-	case LINEIO_TOO_LONG:
-		f->skip_then = SKIP_THEN_SASL_CANCEL;
-		smtp_enter_state(f, SMTP_ST_SKIP);
-		return true;
-	case LINEIO_LINE:
+	case FILTER_SASL_BAD:
+		/* RFC 4954 section 4: "*" cancels the exchange. */
+		evbuffer_add(to_backend, "*\r\n", 3);
+		break;
+	case FILTER_SASL_SENT:
+	case FILTER_SASL_CANCEL:
 		break;
 	}
-	if (flags & (LINEIO_BARE_LF | LINEIO_HAS_CR | LINEIO_HAS_NUL))
-		evbuffer_add(to_backend, "*\r\n", 3);
-	else {
-		evbuffer_add(to_backend, f->buf, len);
-		evbuffer_add(to_backend, "\r\n", 2);
-	}
-	smtp_slot_push(f, SLOT_AUTH, NULL);
+	filter_slot_push(f, SLOT_AUTH, NULL, NULL, 0);
 	smtp_enter_state(f, SMTP_ST_AUTH_WAIT);
 	return true;
 }
 
+/*
+ * SPEC 8.4 and RFC 5321 4.1.1: a command line is a verb, then SP and the
+ * arguments; no control character may appear in it (HTAB included: no
+ * command's grammar allows one).  A backend may read a bare LF or bare CR
+ * as a line end, stop at a NUL, or split words at HTAB (Exim) or at a
+ * leading blank; what it would make of such a line is not ours to guess,
+ * so it is refused and never forwarded.  8-bit bytes pass (SMTPUTF8).
+ */
 static bool
-smtp_is_blank(char c)
+smtp_check_line(const char *text, size_t len, unsigned flags)
 {
-	/* What tolerant servers split on (isspace() minus CR and LF). */
-	return c == ' ' || c == '\t' || c == '\v' || c == '\f';
+	size_t	 i;
+
+	if (flags & (LINEIO_BARE_LF | LINEIO_HAS_CR | LINEIO_HAS_NUL))
+		return false;
+	if (len == 0 || text[0] == ' ')
+		return false;
+	for (i = 0; i < len; i++)
+		if ((unsigned char)text[i] < 0x20 || text[i] == 0x7f)
+			return false;
+	return true;
 }
 
 /*
- * Split like the most tolerant backend would: leading blanks skipped, the
- * verb ends at any blank.  Otherwise "AUTH\tPLAIN ..." or " XCLIENT ..."
- * would pass as unknown verbs that a backend still executes.
+ * Split a checked line: the verb up to the first SP (upper-cased, as it
+ * will be forwarded), the arguments after the run of SPs, trailing SPs
+ * cut.  The canonical line is rebuilt from these pieces alone.
  */
 static void
-smtp_split(struct smtp_line *l, const char *text, size_t len)
+smtp_parse(struct smtp_line *l, char *text, size_t len)
 {
-	size_t	 i = 0;
+	size_t	 i;
 
+	memset(l, 0, sizeof(*l));
 	l->text = text;
 	l->len = len;
-	while (i < len && smtp_is_blank(text[i]))
+	for (i = 0; i < len && text[i] != ' '; i++)
+		if (text[i] >= 'a' && text[i] <= 'z')
+			text[i] = (char)(text[i] - 'a' + 'A');
+	l->verb = text;
+	l->verblen = i;
+	while (i < len && text[i] == ' ')
 		i++;
-	l->verb = text + i;
-	while (i < len && !smtp_is_blank(text[i]))
-		i++;
-	l->verblen = (size_t)(text + i - l->verb);
-	while (i < len && smtp_is_blank(text[i]))
-		i++;
-	/* Trailing blanks alone are no arguments. */
 	l->args = text + i;
 	l->argslen = len - i;
+	while (l->argslen > 0 && l->args[l->argslen - 1] == ' ')
+		l->argslen--;
 }
 
 static const struct smtp_cmd *
-smtp_cmd_lookup(const struct smtp_line *l)
+smtp_cmd_lookup(const char *verb, size_t len)
 {
 	size_t	 i;
 
 	for (i = 0; i < nitems(smtp_cmds); i++)
-		if (util_word_eq(l->verb, l->verblen, smtp_cmds[i].verb))
+		if (filter_word_eq(verb, len, smtp_cmds[i].verb))
 			return &smtp_cmds[i];
 	return &smtp_cmd_unknown;
 }
 
+/* What tolerant servers split words on, to spot a BDAT we refuse. */
+static bool
+smtp_lenient_blank(char c)
+{
+	return c == ' ' || c == '\t' || c == '\v' || c == '\f' || c == '\r';
+}
+
+/*
+ * A line that failed smtp_check_line(), never forwarded.  The verb a
+ * tolerant server would read in it decides the reply: for BDAT a chunk
+ * may follow, so it is refused as a BDAT and its bytes are skipped, never
+ * read as commands; XCLIENT and XFORWARD keep their own refusal in any
+ * spelling (SPEC 3); anything else is a syntax error.
+ */
 static void
-smtp_command(struct smtp *f, const struct smtp_line *l,
+smtp_refuse_line(struct filter *f, const char *text, size_t len)
+{
+	const struct smtp_cmd	*cmd;
+	size_t			 i = 0, v;
+
+	while (i < len && smtp_lenient_blank(text[i]))
+		i++;
+	for (v = i; i < len && !smtp_lenient_blank(text[i]); i++)
+		;
+	cmd = smtp_cmd_lookup(text + v, i - v);
+	if (cmd->flags & CF_COUNTED)
+		smtp_bdat_refuse(f, text, len);
+	else if (cmd->flags & CF_AUTHORITY) {
+		flog(f, info, "%s refused", cmd->verb);
+		smtp_refuse(f, R_NOT_PERMITTED);
+	} else
+		smtp_refuse(f, R_SYNTAX);
+}
+
+static void
+smtp_command(struct filter *f, struct smtp_line *l,
     struct evbuffer *to_backend)
 {
-	const struct smtp_cmd	*cmd = smtp_cmd_lookup(l);
+	const struct smtp_cmd	*cmd = smtp_cmd_lookup(l->verb, l->verblen);
 	const char		*refusal;
-	uint64_t		 size = 0;
-	bool			 last = false;
 
-	/*
-	 * RFC 3030: the chunk follows BDAT whether or not BDAT is accepted,
-	 * so its size is needed even to refuse it; without a size nothing
-	 * after this line can be framed, and the session ends.
-	 */
 	if ((cmd->flags & CF_COUNTED) &&
-	    smtp_check_bdat(l, &size, &last) == -1) {
-		log_info("%s client=%s: malformed BDAT, closing", f->sid,
-		    f->addr);
-		smtp_close_after(f, R_ARGS, "malformed BDAT");
+	    smtp_bdat_canonical(l->text, l->len, &l->size, &l->last) == -1) {
+		smtp_bdat_refuse(f, l->text, l->len);
 		return;
 	}
 	if ((refusal = smtp_check_policy(f, cmd, l)) != NULL) {
-		smtp_refuse(f, refusal);
-		if ((cmd->flags & CF_COUNTED) && f->state != SMTP_ST_CLOSING)
-			smtp_bdat_begin(f, size, false);
+		/* RFC 3030: the chunk follows a refused BDAT all the same. */
+		if (!smtp_refuse(f, refusal) && (cmd->flags & CF_COUNTED))
+			smtp_bdat_begin(f, l->size, false);
 		return;
 	}
 	cmd->handler(f, cmd, l, to_backend);
@@ -731,51 +727,58 @@ smtp_command(struct smtp *f, const struct smtp_line *l,
 
 /* The reply refusing this command here, or NULL to hand it on. */
 static const char *
-smtp_check_policy(struct smtp *f, const struct smtp_cmd *cmd,
+smtp_check_policy(struct filter *f, const struct smtp_cmd *cmd,
     const struct smtp_line *l)
 {
-	char	 verb[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
+	char		 verb[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
+	struct smtp	*s = f->proto;
 
 	/* SPEC 3: only mailtlsd speaks with the proxy's authority. */
 	if (cmd->flags & CF_AUTHORITY) {
-		log_info("%s client=%s: %s refused", f->sid, f->addr,
-		    log_escape(verb, sizeof(verb), l->verb, l->verblen,
-		    LOG_CLIENT_TEXT_MAX));
+		flog(f, info, "%s refused", log_escape(verb, sizeof(verb),
+		    l->verb, l->verblen, LOG_CLIENT_TEXT_MAX));
 		return R_NOT_PERMITTED;
 	}
 	/* SPEC 3 and 8.3: the session after STARTTLS starts with EHLO. */
-	if (f->need_ehlo && !(cmd->flags & CF_NEW_SESSION))
+	if (s->need_ehlo && !(cmd->flags & CF_NEW_SESSION))
 		return R_EHLO_FIRST;
-	/* SPEC 8.5; the arguments may be credentials and are not logged. */
-	if (!f->tls && (cmd->flags & CF_CREDENTIALS)) {
-		log_warnx("%s client=%s: AUTH refused in cleartext", f->sid,
-		    f->addr);
-		return f->require_tls ? R_TLS_FIRST : R_ENCRYPT;
+	if (filter_cleartext(f)) {
+		/* SPEC 8.5; the arguments may be credentials: not logged. */
+		if (cmd->flags & CF_CREDENTIALS) {
+			flog(f, warnx, "AUTH refused in cleartext");
+			return f->require_tls ? R_TLS_FIRST : R_ENCRYPT;
+		}
+		if (f->require_tls && !(cmd->flags & CF_PRE_TLS))
+			return R_TLS_FIRST;
+		/* SPEC 3: the cleartext allow-list. */
+		if (!(cmd->flags & CF_CLEAR) && !(cmd->ext & s->ext))
+			return R_UNKNOWN;
 	}
-	if (!f->tls && f->require_tls && !(cmd->flags & CF_PRE_TLS))
-		return R_TLS_FIRST;
 	/* SPEC 8.4: only a backend that counts the chunk gets it. */
-	if ((cmd->flags & CF_COUNTED) && !f->chunking)
+	if ((cmd->flags & CF_COUNTED) && !(s->ext & EXT_CHUNKING))
 		return R_NO_CHUNKING;
 	return NULL;
 }
 
 /*
- * Forward a command and remember what its reply decides: DATA and AUTH
- * hold the client until the reply says how the next bytes are framed
- * (354, 334); QUIT ends what we read.
+ * Forward a command in its canonical form and remember what its reply
+ * decides: DATA and AUTH hold the client until the reply says how the
+ * next bytes are framed (354, 334); QUIT ends what we read.
  */
 static void
-smtp_do_forward(struct smtp *f, const struct smtp_cmd *cmd,
+smtp_do_forward(struct filter *f, const struct smtp_cmd *cmd,
     const struct smtp_line *l, struct evbuffer *to_backend)
 {
-	smtp_forward_line(l, to_backend);
-	smtp_slot_push(f, cmd->slot, NULL);
+	struct smtp	*s = f->proto;
+
+	filter_send_command(to_backend, NULL, 0, l->verb, l->verblen,
+	    l->args, l->argslen);
+	filter_slot_push(f, cmd->slot, NULL, NULL, 0);
 	switch (cmd->slot) {
 	case SLOT_EHLO:
 	case SLOT_HELO:
 		/* A failed EHLO sets it again (smtp_reply_effect()). */
-		f->need_ehlo = false;
+		s->need_ehlo = false;
 		break;
 	case SLOT_DATA:
 		smtp_enter_state(f, SMTP_ST_DATA_WAIT);
@@ -797,145 +800,159 @@ smtp_do_forward(struct smtp *f, const struct smtp_cmd *cmd,
  * until every earlier command has been answered (smtp_starttls_decide()).
  */
 static void
-smtp_do_starttls(struct smtp *f, const struct smtp_cmd *cmd,
+smtp_do_starttls(struct filter *f, const struct smtp_cmd *cmd,
     const struct smtp_line *l, struct evbuffer *to_backend)
 {
+	(void)cmd;
+	(void)to_backend;
 	if (l->argslen > 0)
 		smtp_refuse(f, R_ARGS);
-	else if (f->tls)
+	else if (!filter_cleartext(f))
 		smtp_refuse(f, R_TLS_ACTIVE);
 	else if (!f->starttls_svc)
 		smtp_refuse(f, R_NO_TLS);
 	else {
-		smtp_slot_push(f, SLOT_STARTTLS, NULL);
+		filter_slot_push(f, FSLOT_STARTTLS, NULL, NULL, 0);
 		smtp_enter_state(f, SMTP_ST_STARTTLS_WAIT);
 	}
-}
-
-/*
- * The TLS boundary.  Every earlier reply is out, so the transaction state
- * is exact and the go-ahead will be the last cleartext byte (SPEC 8.2).
- */
-static enum filter_verdict
-smtp_starttls_decide(struct smtp *f, struct evbuffer *in,
-    struct evbuffer *to_backend, struct evbuffer *to_client)
-{
-	size_t	 n = evbuffer_get_length(in);
-
-	smtp_slot_pop(f);
-	if (f->in_txn) {
-		smtp_enter_state(f, SMTP_ST_CMD);
-		smtp_refuse(f, R_IN_TXN);
-		return FILTER_CONTINUE;
-	}
-	/*
-	 * SPEC 8.1 (CVE-2011-0411): bytes after the STARTTLS line were sent
-	 * in cleartext and must never be executed, answered or carried into
-	 * TLS.  Their content may be credentials: only the count is logged.
-	 */
-	if (n > 0) {
-		log_warnx("%s client=%s: %zu pipelined bytes after STARTTLS, "
-		    "closing", f->sid, f->addr, n);
-		f->reason = "pipelined data after STARTTLS";
-		f->closing = true;
-		smtp_enter_state(f, SMTP_ST_CLOSING);
-		return FILTER_CLOSE;
-	}
-	evbuffer_add(to_client, R_GO_AHEAD, strlen(R_GO_AHEAD));
-	(void)to_backend;
-	f->tls = f->upgraded = f->need_ehlo = true;
-	f->ehlo_done = f->in_txn = f->chunking = false;
-	smtp_enter_state(f, SMTP_ST_CMD);
-	log_debug("%s smtp: STARTTLS go-ahead", f->sid);
-	return FILTER_STARTTLS;
 }
 
 /* ---------------------------------------------------------------------- */
 /* BDAT (RFC 3030). */
 
-/* "BDAT" SP chunk-size [ SP "LAST" ]; 0 and the size, or -1. */
+/*
+ * The one form we forward: "BDAT" SP 1*DIGIT [SP "LAST"], keywords in any
+ * case, single SPs, nothing else, size below 2^31.  0 and the size, or -1.
+ */
 static int
-smtp_check_bdat(const struct smtp_line *l, uint64_t *size, bool *last)
+smtp_bdat_canonical(const char *text, size_t len, uint64_t *size,
+    bool *last)
 {
-	const char	*p = l->args, *end = l->args + l->argslen;
-	size_t		 digits = 0;
+	size_t		 i = 5, digits = 0;
 	uint64_t	 n = 0;
 
-	while (p < end && *p >= '0' && *p <= '9') {
-		if (++digits > SMTP_BDAT_DIGITS_MAX)
-			return -1;
-		n = n * 10 + (uint64_t)(*p++ - '0');
-	}
-	if (digits == 0 || (p < end && !smtp_is_blank(*p)))
+	if (len < 6 || !filter_word_eq(text, 4, "BDAT") || text[4] != ' ')
 		return -1;
-	while (p < end && smtp_is_blank(*p))
-		p++;
-	*last = false;
-	if (p < end) {
-		if ((size_t)(end - p) < 4 || !util_word_eq(p, 4, "LAST"))
+	for (; i < len && text[i] >= '0' && text[i] <= '9'; i++, digits++)
+		if ((n = n * 10 + (uint64_t)(text[i] - '0')) >=
+		    SMTP_BDAT_SIZE_LIMIT)
 			return -1;
-		for (p += 4; p < end && smtp_is_blank(*p); p++)
-			;
-		if (p != end)
-			return -1;
+	if (digits == 0)
+		return -1;
+	if (i == len)
+		*last = false;
+	else if (len - i == 5 && text[i] == ' ' &&
+	    filter_word_eq(text + i + 1, 4, "LAST"))
 		*last = true;
-	}
+	else
+		return -1;
 	*size = n;
 	return 0;
 }
 
+/*
+ * The chunk size a tolerant server would read from any BDAT line: the
+ * first word after the verb, all digits, within 64 bits.  -1 if none.
+ */
+static int
+smtp_bdat_lenient(const char *text, size_t len, uint64_t *size)
+{
+	size_t		 i = 0, digits = 0;
+	uint64_t	 n = 0, d;
+
+	while (i < len && smtp_lenient_blank(text[i]))
+		i++;
+	while (i < len && !smtp_lenient_blank(text[i]))
+		i++;
+	while (i < len && smtp_lenient_blank(text[i]))
+		i++;
+	for (; i < len && text[i] >= '0' && text[i] <= '9'; i++, digits++) {
+		d = (uint64_t)(text[i] - '0');
+		if (n > (UINT64_MAX - d) / 10)
+			return -1;
+		n = n * 10 + d;
+	}
+	if (digits == 0 || (i < len && !smtp_lenient_blank(text[i])))
+		return -1;
+	*size = n;
+	return 0;
+}
+
+/*
+ * SPEC 3: a BDAT line in any other form is refused, and its chunk, if a
+ * size can be read, skipped by count: the client will send it whatever we
+ * answer.  Without a size nothing after the line can be framed: the
+ * session ends.
+ */
 static void
-smtp_do_bdat(struct smtp *f, const struct smtp_cmd *cmd,
+smtp_bdat_refuse(struct filter *f, const char *text, size_t len)
+{
+	uint64_t	 size;
+
+	if (smtp_bdat_lenient(text, len, &size) == -1) {
+		flog(f, info, "malformed BDAT, closing");
+		smtp_close_after(f, R_ARGS, "malformed BDAT");
+		return;
+	}
+	flog(f, info, "non-canonical BDAT refused, %" PRIu64 " bytes "
+	    "skipped", size);
+	if (!smtp_refuse(f, R_ARGS))
+		smtp_bdat_begin(f, size, false);
+}
+
+/* Re-serialised from the parsed size: leading zeros and case go. */
+static void
+smtp_do_bdat(struct filter *f, const struct smtp_cmd *cmd,
     const struct smtp_line *l, struct evbuffer *to_backend)
 {
-	uint64_t	 size = 0;
-	bool		 last = false;
-
-	/* Cannot fail: smtp_command() checked this line already. */
-	(void)smtp_check_bdat(l, &size, &last);
-	smtp_forward_line(l, to_backend);
-	smtp_slot_push(f, last ? SLOT_BDAT_LAST : SLOT_BDAT, NULL);
+	(void)cmd;
+	evbuffer_add_printf(to_backend, "BDAT %" PRIu64 "%s\r\n", l->size,
+	    l->last ? " LAST" : "");
+	filter_slot_push(f, l->last ? SLOT_BDAT_LAST : SLOT_BDAT, NULL,
+	    NULL, 0);
 	/* No hold: RFC 3030 lets the chunk follow without waiting. */
-	smtp_bdat_begin(f, size, true);
+	smtp_bdat_begin(f, l->size, true);
 }
 
 static void
-smtp_bdat_begin(struct smtp *f, uint64_t size, bool forward)
+smtp_bdat_begin(struct filter *f, uint64_t size, bool forward)
 {
+	struct smtp	*s = f->proto;
+
 	if (size == 0)
 		return;
-	f->bdat_left = size;
-	f->bdat_forward = forward;
+	s->bdat_left = size;
+	s->bdat_forward = forward;
 	smtp_enter_state(f, SMTP_ST_BDAT);
 }
 
 /* Chunk bytes are counted, never parsed: not even CRLF.CRLF counts. */
 static void
-smtp_bdat_input(struct smtp *f, struct evbuffer *in,
+smtp_bdat_input(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_backend)
 {
-	size_t	 n = evbuffer_get_length(in);
+	struct smtp	*s = f->proto;
+	size_t		 n = evbuffer_get_length(in);
 
-	if ((uint64_t)n > f->bdat_left)
-		n = (size_t)f->bdat_left;
-	if (f->bdat_forward)
+	if ((uint64_t)n > s->bdat_left)
+		n = (size_t)s->bdat_left;
+	if (s->bdat_forward)
 		evbuffer_remove_buffer(in, to_backend, n);
 	else
 		evbuffer_drain(in, n);
-	f->bdat_left -= n;
-	if (f->bdat_left == 0)
+	s->bdat_left -= n;
+	if (s->bdat_left == 0)
 		smtp_enter_state(f, SMTP_ST_CMD);
 }
-
 /* ---------------------------------------------------------------------- */
 /* DATA content (RFC 5321 4.1.1.4, 4.5.2). */
 
 /*
  * Scan the buffered content a few chunks at a time, without copying it
- * into a line buffer: the whole state is in f->dstate.
+ * into a line buffer: the whole state is in dstate.
  */
 static void
-smtp_data_input(struct smtp *f, struct evbuffer *in,
+smtp_data_input(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_backend)
 {
 	struct evbuffer_iovec	 v[SMTP_DATA_IOV];
@@ -956,23 +973,24 @@ smtp_data_input(struct smtp *f, struct evbuffer *in,
 
 /* A bare LF or bare CR in content: in reject mode, refuse the message. */
 static void
-smtp_data_bare(struct smtp *f)
+smtp_data_bare(struct filter *f)
 {
-	if (f->reject_bare && !f->data_refused) {
+	struct smtp	*s = f->proto;
+
+	if (s->reject_bare && !s->data_refused) {
 		/*
 		 * smtp_bare_newline = reject: forward nothing more.  The
 		 * backend never receives an end of DATA and drops the partial
 		 * message when the session closes after our 550.
 		 */
-		log_warnx("%s client=%s: bare LF/CR in message, refusing",
-		    f->sid, f->addr);
-		f->data_refused = true;
+		flog(f, warnx, "bare LF/CR in message, refusing");
+		s->data_refused = true;
 	}
 }
 
-#define DATA_OUT(s, n)	do {						\
-	if (!f->data_refused)						\
-		evbuffer_add(out, (s), (n));				\
+#define DATA_OUT(b, n)	do {						\
+	if (!s->data_refused)						\
+		evbuffer_add(out, (b), (n));				\
 } while (0)
 
 /*
@@ -987,23 +1005,24 @@ smtp_data_bare(struct smtp *f)
  * lets LF-only clients see our 550).
  */
 static size_t
-smtp_data_scan(struct smtp *f, const char *p, size_t n,
+smtp_data_scan(struct filter *f, const char *p, size_t n,
     struct evbuffer *out, bool *end)
 {
-	size_t	 i = 0, run;
+	struct smtp	*s = f->proto;
+	size_t		 i = 0, run;
 	char	 c;
 
 	while (i < n) {
 		c = p[i];
-		switch (f->dstate) {
+		switch (s->dstate) {
 		case D_BOL:
 		case D_BOLX:
 			if (c == '.') {
-				f->dstate = f->dstate == D_BOL ? D_DOT : D_DOTX;
+				s->dstate = s->dstate == D_BOL ? D_DOT : D_DOTX;
 				i++;
 				continue;
 			}
-			f->dstate = D_MID;
+			s->dstate = D_MID;
 			continue;
 		case D_MID:
 			/* The common case: a run of ordinary bytes. */
@@ -1016,29 +1035,29 @@ smtp_data_scan(struct smtp *f, const char *p, size_t n,
 				continue;
 			}
 			if (c == '\r')
-				f->dstate = D_CR;
+				s->dstate = D_CR;
 			else {
 				smtp_data_bare(f);
 				DATA_OUT("\r\n", 2);
-				f->dstate = D_BOLX;
+				s->dstate = D_BOLX;
 			}
 			i++;
 			continue;
 		case D_CR:
 			if (c == '\n') {
 				DATA_OUT("\r\n", 2);
-				f->dstate = D_BOL;
+				s->dstate = D_BOL;
 				i++;
 				continue;
 			}
 			smtp_data_bare(f);
 			DATA_OUT("\r\n", 2);
-			f->dstate = D_BOLX;	/* c not used yet */
+			s->dstate = D_BOLX;	/* c not used yet */
 			continue;
 		case D_DOT:
 		case D_DOTX:
 			if (c == '\r') {
-				f->dstate = f->dstate == D_DOT ? D_DOTCR :
+				s->dstate = s->dstate == D_DOT ? D_DOTCR :
 				    D_DOTXCR;
 				i++;
 				continue;
@@ -1046,17 +1065,17 @@ smtp_data_scan(struct smtp *f, const char *p, size_t n,
 			if (c == '\n') {
 				smtp_data_bare(f);
 				i++;
-				if (f->data_refused) {
+				if (s->data_refused) {
 					*end = true;
 					return i;
 				}
 				DATA_OUT("..\r\n", 4);
-				f->dstate = D_BOLX;
+				s->dstate = D_BOLX;
 				continue;
 			}
 			/* ".x": byte-exact, dot-stuffing untouched. */
 			DATA_OUT(".", 1);
-			f->dstate = D_MID;
+			s->dstate = D_MID;
 			continue;
 		case D_DOTCR:
 			if (c == '\n') {
@@ -1065,23 +1084,23 @@ smtp_data_scan(struct smtp *f, const char *p, size_t n,
 			}
 			smtp_data_bare(f);
 			DATA_OUT("..\r\n", 4);
-			f->dstate = D_BOLX;	/* c not used yet */
+			s->dstate = D_BOLX;	/* c not used yet */
 			continue;
 		case D_DOTXCR:
-			if (c == '\n' && f->data_refused) {
+			if (c == '\n' && s->data_refused) {
 				*end = true;
 				return i + 1;
 			}
 			if (c == '\n') {
 				/* ".\r\n" after a bare newline: content. */
 				DATA_OUT("..\r\n", 4);
-				f->dstate = D_BOL;
+				s->dstate = D_BOL;
 				i++;
 				continue;
 			}
 			smtp_data_bare(f);
 			DATA_OUT("..\r\n", 4);
-			f->dstate = D_BOLX;	/* c not used yet */
+			s->dstate = D_BOLX;	/* c not used yet */
 			continue;
 		}
 	}
@@ -1098,16 +1117,18 @@ smtp_data_scan(struct smtp *f, const char *p, size_t n,
  * client in the middle of DATA, discards the partial message.
  */
 static void
-smtp_data_end(struct smtp *f, struct evbuffer *to_backend)
+smtp_data_end(struct filter *f, struct evbuffer *to_backend)
 {
-	if (f->data_refused) {
-		f->data_refused = false;
+	struct smtp	*s = f->proto;
+
+	if (s->data_refused) {
+		s->data_refused = false;
 		smtp_close_after(f, R_BARE_NEWLINE, "bare newline in message");
 		return;
 	}
 	/* The CRLF before the dot went out with the last content line. */
 	evbuffer_add(to_backend, ".\r\n", 3);
-	smtp_slot_push(f, SLOT_DATA_END, NULL);
+	filter_slot_push(f, SLOT_DATA_END, NULL, NULL, 0);
 	smtp_enter_state(f, SMTP_ST_CMD);
 }
 
@@ -1115,74 +1136,80 @@ smtp_data_end(struct smtp *f, struct evbuffer *to_backend)
 /* Backend side. */
 
 static enum filter_verdict
-smtp_backend_input(struct smtp *f, struct evbuffer *in,
+smtp_backend_input(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_client, struct evbuffer *to_backend)
 {
+	struct smtp	*s = f->proto;
 	size_t		 len;
 	unsigned	 flags;
 
+	(void)to_backend;
 	while (!f->closing) {
-		switch (lineio_get(in, f->line_max, f->buf, f->bufsz, &len,
+		switch (lineio_get(in, s->line_max, s->buf, s->bufsz, &len,
 		    &flags)) {
 		case LINEIO_MORE:
 			return FILTER_CONTINUE;
 		case LINEIO_TOO_LONG:
-			smtp_backend_error(f, "reply line too long");
-			break;
+			return smtp_backend_error(f, "reply line too long");
 		case LINEIO_LINE:
-			smtp_backend_line(f, len, flags, to_client);
+			if (!smtp_backend_line(f, len, flags, to_client))
+				return FILTER_CLOSE;
 			break;
 		}
 	}
 	return FILTER_CLOSE;
 }
 
-static void
-smtp_backend_error(struct smtp *f, const char *what)
+static enum filter_verdict
+smtp_backend_error(struct filter *f, const char *what)
 {
-	log_warnx("%s smtp: backend protocol error: %s", f->sid, what);
+	flog(f, warnx, "backend protocol error: %s", what);
 	f->reason = "backend protocol error";
 	f->closing = true;
 	smtp_enter_state(f, SMTP_ST_CLOSING);
+	return FILTER_CLOSE;
 }
 
-static void
-smtp_backend_line(struct smtp *f, size_t len, unsigned flags,
+/* One reply line (in s->buf); false when the session ends. */
+static bool
+smtp_backend_line(struct filter *f, size_t len, unsigned flags,
     struct evbuffer *to_client)
 {
 	char			 esc[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
-	struct smtp_slot	*s = smtp_slot_head(f);
+	struct smtp		*s = f->proto;
+	struct filter_slot	*head = filter_slot_head(f);
 	int			 code;
 	bool			 final;
 
 	/* SPEC 8.2: only a reply to a pending command is ever delivered. */
-	if (s == NULL || !smtp_slot_answered_by_backend(s->kind)) {
-		log_warnx("%s smtp: unsolicited backend output: %s", f->sid,
-		    log_escape(esc, sizeof(esc), f->buf, len,
+	if (!filter_backend_owes(f)) {
+		flog(f, warnx, "unsolicited backend output: %s",
+		    log_escape(esc, sizeof(esc), s->buf, len,
 		    LOG_CLIENT_TEXT_MAX));
 		f->reason = "unsolicited backend output";
 		f->closing = true;
 		smtp_enter_state(f, SMTP_ST_CLOSING);
-		return;
+		return false;
 	}
-	if (smtp_check_reply_line(f->buf, len, flags, &code, &final) == -1) {
+	if (smtp_check_reply_line(s->buf, len, flags, &code, &final) == -1) {
 		smtp_backend_error(f, "malformed reply line");
-		return;
+		return false;
 	}
-	if (f->reply_lines == 0 && smtp_reply_begin(f, s->kind, code) == -1)
-		return;
-	if (code != f->reply_code) {
+	if (s->reply_lines == 0 && smtp_reply_begin(f, head->kind, code) == -1)
+		return false;
+	if (code != s->reply_code) {
 		smtp_backend_error(f, "reply code changes inside a reply");
-		return;
+		return false;
 	}
-	if (++f->reply_lines > SMTP_REPLY_LINES_MAX ||
-	    evbuffer_get_length(f->reply) + len > SMTP_REPLY_BYTES_MAX) {
+	if (++s->reply_lines > SMTP_REPLY_LINES_MAX ||
+	    evbuffer_get_length(s->reply) + len > SMTP_REPLY_BYTES_MAX) {
 		smtp_backend_error(f, "reply too long");
-		return;
+		return false;
 	}
 	smtp_reply_add(f, len);
 	if (final)
-		smtp_reply_done(f, s->kind, to_client);
+		smtp_reply_done(f, head->kind, to_client);
+	return !f->closing;
 }
 
 /*
@@ -1215,9 +1242,11 @@ smtp_check_reply_line(const char *s, size_t len, unsigned flags, int *code,
  * it (SPEC 8.3): fail closed.
  */
 static int
-smtp_reply_begin(struct smtp *f, enum smtp_slot_kind kind, int code)
+smtp_reply_begin(struct filter *f, unsigned kind, int code)
 {
-	if ((code == 334 && (kind != SLOT_AUTH || !f->tls)) ||
+	struct smtp	*s = f->proto;
+
+	if ((code == 334 && (kind != SLOT_AUTH || filter_cleartext(f))) ||
 	    (code == 354 && kind != SLOT_DATA)) {
 		smtp_backend_error(f, "unexpected intermediate reply");
 		return -1;
@@ -1226,88 +1255,101 @@ smtp_reply_begin(struct smtp *f, enum smtp_slot_kind kind, int code)
 		smtp_backend_error(f, "RSET after STARTTLS refused");
 		return -1;
 	}
-	f->reply_code = code;
-	f->reply_kept = 0;
-	f->reply_rewrite = kind == SLOT_EHLO && code == 250;
-	f->reply_chunking = false;
+	s->reply_code = code;
+	s->reply_kept = 0;
+	s->reply_rewrite = kind == SLOT_EHLO && code == 250;
+	s->reply_ext = 0;
 	return 0;
 }
 
-/* Keep one line of the reply being assembled (the line is in f->buf). */
+/*
+ * Keep one line of the reply being assembled (the line is in s->buf).
+ * EHLO keywords go through the core's matcher: split at any run of SP or
+ * HTAB and compared in any case, so "AUTH\tPLAIN" or "auth=login" from a
+ * backend is hidden in cleartext like "AUTH PLAIN".
+ */
 static void
-smtp_reply_add(struct smtp *f, size_t len)
+smtp_reply_add(struct filter *f, size_t len)
 {
-	const char	*text = f->buf + (len > 3 ? 4 : 3);
-	size_t		 tlen = len > 3 ? len - 4 : 0;
+	struct smtp	*s = f->proto;
+	const char	*text = s->buf + (len > 3 ? 4 : 3), *kw;
+	size_t		 tlen = len > 3 ? len - 4 : 0, pos = 0, kwlen;
 
-	if (!f->reply_rewrite) {
-		evbuffer_add(f->reply, f->buf, len);
-		evbuffer_add(f->reply, "\r\n", 2);
+	if (!s->reply_rewrite) {
+		evbuffer_add(s->reply, s->buf, len);
+		evbuffer_add(s->reply, "\r\n", 2);
 		return;
 	}
 	/* The first EHLO line is the server's name, not a keyword. */
-	if (f->reply_lines > 1 && !smtp_ehlo_keep(f, text, tlen))
-		return;
-	if (f->reply_lines > 1 &&
-	    util_word_eq(text, smtp_ehlo_keyword(text, tlen), "CHUNKING"))
-		f->reply_chunking = true;
-	evbuffer_add(f->reply, text, tlen);
-	evbuffer_add(f->reply, "\r\n", 2);
-	f->reply_kept++;
+	if (s->reply_lines > 1 && filter_capa_next(text, tlen, &pos, &kw,
+	    &kwlen)) {
+		if (filter_capa_hidden(f, smtp_ehlo_rules,
+		    nitems(smtp_ehlo_rules), kw, kwlen))
+			return;
+		if (filter_word_eq(kw, kwlen, "CHUNKING"))
+			s->reply_ext |= EXT_CHUNKING;
+		else if (filter_word_eq(kw, kwlen, "ETRN"))
+			s->reply_ext |= EXT_ETRN;
+	}
+	evbuffer_add(s->reply, text, tlen);
+	evbuffer_add(s->reply, "\r\n", 2);
+	s->reply_kept++;
 }
 
 /* The reply answers the head slot, of this kind. */
 static void
-smtp_reply_done(struct smtp *f, enum smtp_slot_kind kind,
-    struct evbuffer *to_client)
+smtp_reply_done(struct filter *f, unsigned kind, struct evbuffer *to_client)
 {
-	smtp_slot_pop(f);
+	struct smtp	*s = f->proto;
+
+	filter_slot_pop(f);
 	if (kind == SLOT_SWALLOW)
-		evbuffer_drain(f->reply, evbuffer_get_length(f->reply));
-	else if (f->reply_rewrite)
+		evbuffer_drain(s->reply, evbuffer_get_length(s->reply));
+	else if (s->reply_rewrite)
 		smtp_ehlo_emit(f, to_client);
 	else
-		evbuffer_add_buffer(to_client, f->reply);
-	smtp_reply_effect(f, kind, f->reply_code);
-	f->reply_lines = 0;
-	smtp_flush(f, to_client);
+		evbuffer_add_buffer(to_client, s->reply);
+	smtp_reply_effect(f, kind, s->reply_code);
+	s->reply_lines = 0;
+	filter_flush(f, to_client);
 }
 
 /* What a complete reply means for the session state. */
 static void
-smtp_reply_effect(struct smtp *f, enum smtp_slot_kind kind, int code)
+smtp_reply_effect(struct filter *f, unsigned kind, int code)
 {
-	bool	 ok = code >= 200 && code < 300;
+	struct smtp	*s = f->proto;
+	bool		 ok = code >= 200 && code < 300;
 
 	switch (kind) {
 	case SLOT_EHLO:
 	case SLOT_HELO:
 		/* RFC 5321 4.1.4: EHLO/HELO also end a transaction. */
 		if (ok) {
-			f->in_txn = false;
-			f->ehlo_done = true;
+			s->in_txn = false;
+			s->ehlo_done = true;
 			/* HELO: no extensions; EHLO: what it advertised. */
-			f->chunking = kind == SLOT_EHLO && f->reply_chunking;
-		} else if (f->upgraded && !f->ehlo_done)
-			f->need_ehlo = true;
+			s->ext = kind == SLOT_EHLO ? s->reply_ext : 0;
+		} else if (s->upgraded && !s->ehlo_done)
+			s->need_ehlo = true;
 		break;
 	case SLOT_MAIL:
 		if (ok)
-			f->in_txn = true;
+			s->in_txn = true;
 		break;
 	case SLOT_RSET:
 		if (ok)
-			f->in_txn = false;
+			s->in_txn = false;
 		break;
 	case SLOT_DATA:
 		/* Anything but 354: the held bytes are commands after all. */
 		if (code == 354)
-			f->dstate = D_BOL;
+			s->dstate = D_BOL;
 		smtp_enter_state(f, code == 354 ? SMTP_ST_DATA : SMTP_ST_CMD);
 		break;
 	case SLOT_DATA_END:
 	case SLOT_BDAT_LAST:
-		f->in_txn = false;
+		s->in_txn = false;
 		break;
 	case SLOT_AUTH:
 		smtp_enter_state(f, code == 334 ? SMTP_ST_SASL : SMTP_ST_CMD);
@@ -1317,127 +1359,29 @@ smtp_reply_effect(struct smtp *f, enum smtp_slot_kind kind, int code)
 	}
 }
 
-/* Length of an EHLO line's keyword: up to a blank or "=" ("AUTH=LOGIN"). */
-static size_t
-smtp_ehlo_keyword(const char *text, size_t len)
-{
-	size_t	 kw;
-
-	for (kw = 0; kw < len && text[kw] != ' ' && text[kw] != '='; kw++)
-		;
-	return kw;
-}
-
-static bool
-smtp_ehlo_keep(const struct smtp *f, const char *text, size_t len)
-{
-	size_t	 kw = smtp_ehlo_keyword(text, len), i;
-
-	for (i = 0; i < nitems(smtp_ehlo_rules); i++) {
-		if (!util_word_eq(text, kw, smtp_ehlo_rules[i].keyword))
-			continue;
-		if (smtp_ehlo_rules[i].drop & EHLO_DROP_ALWAYS)
-			return false;
-		if ((smtp_ehlo_rules[i].drop & EHLO_DROP_CLEAR) && !f->tls)
-			return false;
-	}
-	return true;
-}
-
 /*
  * Write the kept EHLO lines, plus our STARTTLS in the cleartext phase of
  * a STARTTLS service, with "250-" on all but the last and "250 " on the
  * last (which may not be the backend's last, if we dropped that one).
  */
 static void
-smtp_ehlo_emit(struct smtp *f, struct evbuffer *to_client)
+smtp_ehlo_emit(struct filter *f, struct evbuffer *to_client)
 {
-	bool		 add = !f->tls && f->starttls_svc;
-	unsigned	 total = f->reply_kept + (add ? 1 : 0), i;
+	struct smtp	*s = f->proto;
+	bool		 add = filter_cleartext(f) && f->starttls_svc;
+	unsigned	 total = s->reply_kept + (add ? 1 : 0), i;
 	size_t		 len;
 	unsigned	 flags;
 
-	for (i = 0; i < f->reply_kept; i++) {
-		if (lineio_get(f->reply, f->line_max, f->buf, f->bufsz, &len,
+	for (i = 0; i < s->reply_kept; i++) {
+		if (lineio_get(s->reply, s->line_max, s->buf, s->bufsz, &len,
 		    &flags) != LINEIO_LINE)
 			break;	/* cannot happen: we wrote these lines */
 		evbuffer_add(to_client, i + 1 == total ? "250 " : "250-", 4);
-		evbuffer_add(to_client, f->buf, len);
+		evbuffer_add(to_client, s->buf, len);
 		evbuffer_add(to_client, "\r\n", 2);
 	}
-	evbuffer_drain(f->reply, evbuffer_get_length(f->reply));
+	evbuffer_drain(s->reply, evbuffer_get_length(s->reply));
 	if (add)
 		evbuffer_add(to_client, "250 STARTTLS\r\n", 14);
 }
-
-/* ---------------------------------------------------------------------- */
-/* The filter core's view of this protocol (filter.h). */
-
-static void *
-smtp_op_init(struct filter *core, const struct filter_params *p)
-{
-	(void)core;
-	return smtp_filter_new(p);
-}
-
-static void
-smtp_op_free(void *state)
-{
-	smtp_filter_free(state);
-}
-
-static enum filter_verdict
-smtp_op_verdict(struct filter *core, enum filter_verdict v)
-{
-	if (v == FILTER_CLOSE && core->reason == NULL)
-		core->reason = smtp_reason(core->proto);
-	return v;
-}
-
-static enum filter_verdict
-smtp_op_client_input(struct filter *core, struct evbuffer *in,
-    struct evbuffer *to_backend, struct evbuffer *to_client)
-{
-	return smtp_op_verdict(core, smtp_client_input(core->proto, in,
-	    to_backend, to_client));
-}
-
-static enum filter_verdict
-smtp_op_backend_input(struct filter *core, struct evbuffer *in,
-    struct evbuffer *to_client, struct evbuffer *to_backend)
-{
-	return smtp_op_verdict(core, smtp_backend_input(core->proto, in,
-	    to_client, to_backend));
-}
-
-/*
- * SPEC 8.3: nothing of the cleartext session survives.  No transaction is
- * open (checked at STARTTLS) and AUTH never passed in cleartext; RSET makes
- * sure of the first, and the client's new EHLO resets the rest.  The RSET
- * reply is swallowed, never delivered.
- */
-static void
-smtp_op_tls_reset(struct filter *core, struct evbuffer *to_backend)
-{
-	evbuffer_add(to_backend, "RSET\r\n", 6);
-	smtp_slot_push(core->proto, SLOT_SWALLOW, NULL);
-}
-
-static void
-smtp_op_last_word(const struct filter *f, char *buf, size_t len)
-{
-	snprintf(buf, len, "421 4.7.0 %.255s Too many errors\r\n",
-	    f->hostname);
-}
-
-const struct proto_ops proto_smtp_ops = {
-	.name = "smtp",
-	.alpn = "smtp",
-	.init = smtp_op_init,
-	.free = smtp_op_free,
-	.client_input = smtp_op_client_input,
-	.backend_input = smtp_op_backend_input,
-	.tls_reset = smtp_op_tls_reset,
-	.last_word = smtp_op_last_word,
-	.unavailable = smtp_unavailable,
-};

@@ -919,7 +919,12 @@ def test_bdat_without_chunking_never_forwarded(mtd, recorder, certs, phase):
                b"BDAT %d LAST\r\n" % len(chunk) + chunk + b"NOOP\r\n")
         assert c.smtp_reply() == b"250 OK\r\n"
         assert c.smtp_reply() == b"250 OK\r\n"
-        assert c.smtp_reply() == b"502 5.5.1 Command not implemented\r\n"
+        # Inside TLS BDAT is a known verb the backend lacks (502); in
+        # cleartext it is outside the allow-list of SPEC 3 (500).  The
+        # chunk is skipped by its count either way.
+        assert c.smtp_reply() == (
+            b"502 5.5.1 Command not implemented\r\n" if phase.endswith("tls")
+            else b"500 5.5.2 Error: command not recognized\r\n")
         assert c.smtp_reply() == b"250 OK\r\n"
         c.send(b"QUIT\r\n")
         assert c.smtp_reply().startswith(b"221")

@@ -37,7 +37,7 @@
 #include "fuzz_common.h"
 
 #define GO_AHEAD	"220 2.0.0 Ready to start TLS\r\n"
-#define BDAT_DIGITS_MAX	18
+#define BDAT_SIZE_LIMIT	(UINT64_C(1) << 31)
 
 enum sm_kind {
 	K_GREETING = 0,
@@ -113,10 +113,11 @@ static const struct fz_model_ops sm_ops = {
 
 /* ------------------------------------------------------------------ */
 
+/* What a tolerant server splits words on. */
 static bool
 sm_blank(unsigned char c)
 {
-	return c == ' ' || c == '\t' || c == '\v' || c == '\f';
+	return c == ' ' || c == '\t' || c == '\v' || c == '\f' || c == '\r';
 }
 
 static void
@@ -182,33 +183,54 @@ sm_lost_reply(struct fz_run *r, struct sm_side *s, const char *why)
 }
 
 /*
- * "BDAT" SP size [SP "LAST"], split like the filter and a tolerant
- * server: blanks between the words, up to 18 digits.  0 and *size, or -1.
+ * The only BDAT line that may be forwarded (SPEC 3): "BDAT" SP 1*DIGIT
+ * [SP "LAST"], single SPs, size below 2^31.  p..end is the whole line.
+ * 0 and *size, or -1.
  */
 static int
-sm_bdat_args(const unsigned char *p, const unsigned char *end,
+sm_bdat_canonical(const unsigned char *p, const unsigned char *end,
     uint64_t *size)
 {
-	unsigned	 digits = 0;
 	uint64_t	 n = 0;
+	unsigned	 digits = 0;
 
-	while (p < end && *p >= '0' && *p <= '9') {
-		if (++digits > BDAT_DIGITS_MAX)
+	if (end - p < 6 || !fz_word_eq(p, 4, "BDAT") || p[4] != ' ')
+		return -1;
+	for (p += 5; p < end && *p >= '0' && *p <= '9'; p++, digits++)
+		if ((n = n * 10 + (uint64_t)(*p - '0')) >= BDAT_SIZE_LIMIT)
 			return -1;
-		n = n * 10 + (uint64_t)(*p++ - '0');
+	if (digits == 0 || (p < end && (end - p != 5 || *p != ' ' ||
+	    !fz_word_eq(p + 1, 4, "LAST"))))
+		return -1;
+	*size = n;
+	return 0;
+}
+
+/*
+ * The size a tolerant server reads from any BDAT line (words split at any
+ * blank): the chunk the filter skips after refusing the line.  -1: none,
+ * the filter closes.
+ */
+static int
+sm_bdat_lenient(const unsigned char *p, const unsigned char *end,
+    uint64_t *size)
+{
+	uint64_t	 n = 0;
+	unsigned	 digits = 0;
+
+	while (p < end && sm_blank(*p))
+		p++;
+	while (p < end && !sm_blank(*p))
+		p++;
+	while (p < end && sm_blank(*p))
+		p++;
+	for (; p < end && *p >= '0' && *p <= '9'; p++, digits++) {
+		if (n > (UINT64_MAX - (uint64_t)(*p - '0')) / 10)
+			return -1;
+		n = n * 10 + (uint64_t)(*p - '0');
 	}
 	if (digits == 0 || (p < end && !sm_blank(*p)))
 		return -1;
-	while (p < end && sm_blank(*p))
-		p++;
-	if (p < end) {
-		if (end - p < 4 || !fz_word_eq(p, 4, "LAST"))
-			return -1;
-		for (p += 4; p < end && sm_blank(*p); p++)
-			;
-		if (p != end)
-			return -1;
-	}
 	*size = n;
 	return 0;
 }
@@ -235,12 +257,20 @@ sm_check_backend_cmd(struct fz_run *r, struct sm_side *s, size_t off,
 		"STARTTLS", "XCLIENT", "XFORWARD", NULL
 	};
 	static const char *const creds[] = { "AUTH", "X-EXPS", NULL };
+	/* SPEC 3: the cleartext allow-list (STARTTLS is never forwarded). */
+	static const char *const allowed[] = {
+		"HELO", "EHLO", "MAIL", "RCPT", "DATA", "RSET", "NOOP",
+		"QUIT", "VRFY", "EXPN", "HELP", "BDAT", "ETRN", NULL
+	};
 	bool	 clear = fz_clear_b(r, off);
 
 	FZ_CHECK(!sm_verb_is(v, vlen, never),
 	    "%.*s forwarded to the backend (@%zu)", (int)vlen, v, off);
 	FZ_CHECK(!(clear && sm_verb_is(v, vlen, creds)),
 	    "%.*s forwarded in cleartext (@%zu)", (int)vlen, v, off);
+	FZ_CHECK(!clear || sm_verb_is(v, vlen, allowed),
+	    "%.*s forwarded in cleartext, not an RFC 5321 verb (@%zu)",
+	    (int)vlen, v, off);
 	FZ_CHECK(!(clear && r->svc.require_starttls &&
 	    !sm_verb_is(v, vlen, sm_session_verbs)),
 	    "%.*s forwarded before STARTTLS under require_starttls (@%zu)",
@@ -255,6 +285,30 @@ sm_check_backend_cmd(struct fz_run *r, struct sm_side *s, size_t off,
 	}
 }
 
+/*
+ * SPEC 8.4: what the filter forwards is its canonical re-serialisation:
+ * the verb in upper case, then nothing or one SP and arguments that
+ * neither start nor end with SP; no control character anywhere.
+ */
+static void
+sm_check_canonical(struct fz_run *r, size_t off, const unsigned char *b,
+    size_t end)
+{
+	size_t	 i, v;
+
+	for (i = off; i < end; i++)
+		FZ_CHECK(b[i] >= 0x20 && b[i] != 0x7f, "control character in "
+		    "a command line to the backend (@%zu)", off);
+	for (v = off; v < end && b[v] != ' '; v++)
+		FZ_CHECK(!(b[v] >= 'a' && b[v] <= 'z'), "verb not upper-cased "
+		    "towards the backend (@%zu)", off);
+	FZ_CHECK(v > off, "empty verb to the backend (@%zu)", off);
+	if (v < end)
+		FZ_CHECK(v + 1 < end && b[v + 1] != ' ' && b[end - 1] != ' ',
+		    "blanks not canonical in a command line to the backend "
+		    "(@%zu)", off);
+}
+
 /* One request line [off, lf] (lf: its LF) in command mode. */
 static void
 sm_command_line(struct fz_run *r, struct sm_side *s, size_t off, size_t lf)
@@ -262,32 +316,55 @@ sm_command_line(struct fz_run *r, struct sm_side *s, size_t off, size_t lf)
 	const unsigned char	*b = sm_req_tape(r, s)->b;
 	size_t			 end = lf, i;
 	bool			 bad = false;
-	const unsigned char	*v, *a, *e;
+	const unsigned char	*v;
 	size_t			 vlen;
-	uint64_t		 size;
+	uint64_t		 size = 0;
 
 	if (end > off && b[end - 1] == '\r')
 		end--;
 	else
 		bad = true;
+	/* SPEC 8.4: a leading blank or any control character is refused. */
 	for (i = off; i < end; i++)
-		if (b[i] == '\r' || b[i] == '\0')
+		if (b[i] < 0x20 || b[i] == 0x7f)
 			bad = true;
-	if (s->backend)
+	if (end == off || b[off] == ' ')
+		bad = true;
+	if (s->backend) {
 		FZ_CHECK(!bad, "non-canonical command line to the backend "
 		    "(@%zu)", off);
-	else if (end - off > r->svc.max_line_length)
-		bad = true;		/* refused: "Line too long" */
+		sm_check_canonical(r, off, b, end);
+	} else if (end - off > r->svc.max_line_length) {
+		sm_push(s, K_OTHER, off);	/* "Line too long" */
+		return;
+	}
 	for (i = off; i < end && sm_blank(b[i]); i++)
 		;
 	v = b + i;
 	while (i < end && !sm_blank(b[i]))
 		i++;
 	vlen = (size_t)(b + i - v);
-	while (i < end && sm_blank(b[i]))
-		i++;
-	a = b + i;
-	e = b + end;
+	if (fz_word_eq(v, vlen, "BDAT")) {
+		if (s->backend)
+			/* Our own digits: no leading zero but in "0". */
+			FZ_CHECK(sm_bdat_canonical(b + off, b + end, &size) ==
+			    0 && (b[off + 5] != '0' || (size == 0 &&
+			    (off + 6 == end || b[off + 6] == ' '))),
+			    "non-canonical BDAT forwarded (@%zu)", off);
+		else if ((bad || sm_bdat_canonical(b + off, b + end,
+		    &size) == -1) &&
+		    sm_bdat_lenient(b + off, b + end, &size) == -1) {
+			sm_lost(s);	/* no size: the filter closes */
+			return;
+		}
+		/* Forwarded or refused, the chunk follows by count. */
+		sm_push(s, K_BDAT, off);
+		if (size > 0) {
+			s->bdat_left = size;
+			s->mode = M_BDAT;
+		}
+		return;
+	}
 	if (bad || vlen == 0) {
 		/* The filter answers it itself: no framing effect. */
 		sm_push(s, K_OTHER, off);
@@ -295,19 +372,7 @@ sm_command_line(struct fz_run *r, struct sm_side *s, size_t off, size_t lf)
 	}
 	if (s->backend)
 		sm_check_backend_cmd(r, s, off, v, vlen);
-	if (fz_word_eq(v, vlen, "BDAT")) {
-		if (sm_bdat_args(a, e, &size) == -1) {
-			FZ_CHECK(!s->backend, "unframeable BDAT forwarded "
-			    "(@%zu)", off);
-			sm_lost(s);	/* the filter closes */
-			return;
-		}
-		sm_push(s, K_BDAT, off);
-		if (size > 0) {
-			s->bdat_left = size;
-			s->mode = M_BDAT;
-		}
-	} else if (fz_word_eq(v, vlen, "DATA")) {
+	if (fz_word_eq(v, vlen, "DATA")) {
 		sm_push(s, K_DATA, off);
 		s->mode = M_WAIT;
 	} else if (fz_word_eq(v, vlen, "AUTH") ||
@@ -463,13 +528,20 @@ sm_reply_effect(struct fz_run *r, struct sm_side *s, enum sm_kind kind,
 		s->mode = M_CMD;
 }
 
-/* RFC 5321 4.2 keyword of an EHLO line: up to SP (or "=", old AUTH=). */
+/*
+ * Keyword of an EHLO line as the most tolerant client reads it: after any
+ * blanks, up to SP, HTAB (SPEC 3) or "=" (old AUTH=).
+ */
 static void
 sm_ehlo_keyword(struct sm_side *s, const unsigned char *p, size_t n)
 {
 	size_t	 k;
 
-	for (k = 0; k < n && p[k] != ' ' && p[k] != '='; k++)
+	while (n > 0 && (*p == ' ' || *p == '\t')) {
+		p++;
+		n--;
+	}
+	for (k = 0; k < n && p[k] != ' ' && p[k] != '\t' && p[k] != '='; k++)
 		;
 	if (fz_word_eq(p, k, "STARTTLS"))
 		s->n_starttls++;

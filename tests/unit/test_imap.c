@@ -1301,7 +1301,7 @@ test_log(void **state)
 	assert_non_null(strstr(buf, "192.0.2.9"));
 	assert_non_null(strstr(buf, "LOGIN refused in cleartext"));
 	assert_non_null(strstr(buf, "AUTHENTICATE refused in cleartext"));
-	assert_non_null(strstr(buf, "pipelined data after STARTTLS"));
+	assert_non_null(strstr(buf, "pipelined bytes after STARTTLS"));
 	assert_non_null(strstr(buf, "x-originating-ip"));
 	assert_null(strstr(buf, "bob"));
 	assert_null(strstr(buf, "s3cr3t"));

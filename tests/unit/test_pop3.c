@@ -1015,7 +1015,7 @@ test_log(void **state)
 	assert_non_null(strstr(buf, "PASS in cleartext refused"));
 	assert_non_null(strstr(buf, "AUTH in cleartext refused"));
 	assert_non_null(strstr(buf, "XCLIENT refused"));
-	assert_non_null(strstr(buf, "pipelined data after STARTTLS"));
+	assert_non_null(strstr(buf, "pipelined bytes after STARTTLS"));
 	assert_non_null(strstr(buf, "TRANSACTION"));
 	assert_null(strstr(buf, "bob"));
 	assert_null(strstr(buf, "s3cr3t"));

@@ -76,6 +76,7 @@
 #define R_BARE		"550 5.6.0 Bare LF/CR in message refused\r\n"
 #define R_TOO_MANY	"421 4.7.0 mx.example.test Too many errors\r\n"
 #define R_NO_CHUNKING	"502 5.5.1 Command not implemented\r\n"
+#define R_UNKNOWN	"500 5.5.2 Error: command not recognized\r\n"
 
 #define OK		"250 2.0.0 Ok\r\n"
 #define MAIL		"MAIL FROM:<a@example.org>\r\n"
@@ -94,15 +95,47 @@
 			{ 'B', EHLO_B, NULL, EHLO_CLEAR }
 #define ST_EHLO_TLS	{ 'C', EHLO_C, EHLO_C, NULL }, \
 			{ 'B', EHLO_B, NULL, EHLO_TLS }
-/* The upgrade: go-ahead, our RSET, its reply swallowed. */
-#define ST_STARTTLS	{ 'C', "STARTTLS\r\n", "RSET\r\n", R_GO_AHEAD, \
-			  FILTER_STARTTLS }, \
-			{ 'B', OK, NULL, NULL }
+/* The upgrade: the go-ahead, and nothing to the backend yet. */
+#define ST_STARTTLS	{ 'C', "STARTTLS\r\n", NULL, R_GO_AHEAD, \
+			  FILTER_STARTTLS }
+/*
+ * The first EHLO inside TLS after STARTTLS: our RSET goes first (sent with
+ * the client's first bytes, so that its reply cannot fall into the
+ * handshake window), and its reply is swallowed.
+ */
+#define RSET		"RSET\r\n"
+#define ST_EHLO_UP	{ 'C', EHLO_C, RSET EHLO_C, NULL }, \
+			{ 'B', OK EHLO_B, NULL, EHLO_TLS }
 /* An open transaction up to the 354. */
 #define ST_TXN_DATA	{ 'C', MAIL, MAIL, NULL }, { 'B', OK, NULL, OK }, \
 			{ 'C', RCPT, RCPT, NULL }, { 'B', OK, NULL, OK }, \
 			{ 'C', "DATA\r\n", "DATA\r\n", NULL }, \
 			{ 'B', GO, NULL, GO }
+
+
+/*
+ * Issue 8: BDAT lines a lenient backend (Exim 4.96) frames differently
+ * from a strict parser.  Each row runs twice: in cleartext on a port-25
+ * service that never upgraded (a backend advertising CHUNKING) and inside
+ * TLS.  The chunk is a command a backend must never see from a client;
+ * the refused line's chunk is skipped by count and never forwarded, and
+ * the line after it is a command again.
+ */
+#define CHUNK22		"XCLIENT ADDR=1.2.3.4\r\n"
+#define BDAT_CLEAR(nm, line, tob, toc, v) \
+	{ .name = "BDAT cleartext port 25: " nm, .starttls_service = true, \
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, \
+		{ 'C', line, tob, toc, v } } }
+#define BDAT_TLS(nm, line, tob, toc, v) \
+	{ .name = "BDAT inside TLS: " nm, .tls_active = true, \
+	  .steps = { ST_GREET, ST_EHLO_TLS, \
+		{ 'C', line, tob, toc, v } } }
+#define BDAT_BOTH(nm, line, tob, toc, v) \
+	BDAT_CLEAR(nm, line, tob, toc, v), BDAT_TLS(nm, line, tob, toc, v)
+/* A refused BDAT line: 501, its 22-byte chunk skipped, NOOP forwarded. */
+#define BDAT_REFUSED(nm, line) \
+	BDAT_BOTH(nm, line "\r\n" CHUNK22 "NOOP\r\n", "NOOP\r\n", R_ARGS, \
+	    FILTER_CONTINUE)
 
 static struct fh_case smtp_cases[] = {
 	/* ---- greeting and reply assembly ---- */
@@ -160,7 +193,7 @@ static struct fh_case smtp_cases[] = {
 	  .tls_active = true,
 	  .steps = { ST_GREET, ST_EHLO_TLS } },
 	{ .name = "EHLO after STARTTLS: TLS rules", .starttls_service = true,
-	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS, ST_EHLO_TLS } },
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS, ST_EHLO_UP } },
 	{ .name = "EHLO: removed last line, previous gets '250 '",
 	  .tls_active = true,
 	  .steps = { ST_GREET,
@@ -219,7 +252,8 @@ static struct fh_case smtp_cases[] = {
 	{ .name = "STARTTLS go-ahead, then Send EHLO first",
 	  .starttls_service = true,
 	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS,
-		{ 'C', MAIL, NULL, R_EHLO_FIRST },
+		{ 'C', MAIL, RSET, NULL },
+		{ 'B', OK, NULL, R_EHLO_FIRST },
 		{ 'C', "NOOP\r\n", "NOOP\r\n", NULL },
 		{ 'B', OK, NULL, OK },
 		{ 'C', "RSET\r\n", "RSET\r\n", NULL },
@@ -230,7 +264,8 @@ static struct fh_case smtp_cases[] = {
 	{ .name = "after STARTTLS: AUTH, RCPT, VRFY, DATA need EHLO first",
 	  .starttls_service = true,
 	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS,
-		{ 'C', "AUTH PLAIN dGVzdA==\r\n", NULL, R_EHLO_FIRST },
+		{ 'C', "AUTH PLAIN dGVzdA==\r\n", RSET, NULL },
+		{ 'B', OK, NULL, R_EHLO_FIRST },
 		{ 'C', RCPT "VRFY x\r\nDATA\r\n", NULL,
 		  R_EHLO_FIRST R_EHLO_FIRST R_EHLO_FIRST },
 		{ 'C', "QUIT\r\n", "QUIT\r\n", NULL },
@@ -238,18 +273,18 @@ static struct fh_case smtp_cases[] = {
 	{ .name = "after STARTTLS: HELO also starts the new session",
 	  .starttls_service = true,
 	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS,
-		{ 'C', "HELO c\r\n", "HELO c\r\n", NULL },
-		{ 'B', "250 b\r\n", NULL, "250 b\r\n" },
+		{ 'C', "HELO c\r\n", RSET "HELO c\r\n", NULL },
+		{ 'B', OK "250 b\r\n", NULL, "250 b\r\n" },
 		{ 'C', MAIL, MAIL, NULL } } },
 	{ .name = "after STARTTLS: failed EHLO keeps Send EHLO first",
 	  .starttls_service = true,
 	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS,
-		{ 'C', "EHLO\r\n", "EHLO\r\n", NULL },
-		{ 'B', "501 5.5.4 Syntax\r\n", NULL, "501 5.5.4 Syntax\r\n" },
+		{ 'C', "EHLO\r\n", RSET "EHLO\r\n", NULL },
+		{ 'B', OK "501 5.5.4 Syntax\r\n", NULL, "501 5.5.4 Syntax\r\n" },
 		{ 'C', MAIL, NULL, R_EHLO_FIRST } } },
 	{ .name = "after STARTTLS: AUTH forwarded after EHLO",
 	  .starttls_service = true,
-	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS, ST_EHLO_TLS,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS, ST_EHLO_UP,
 		{ 'C', "AUTH PLAIN dGVzdA==\r\n", "AUTH PLAIN dGVzdA==\r\n",
 		  NULL },
 		{ 'B', "235 2.7.0 Authentication successful\r\n", NULL,
@@ -258,24 +293,25 @@ static struct fh_case smtp_cases[] = {
 	  .steps = { ST_GREET, ST_STARTTLS } },
 	{ .name = "STARTTLS lower case", .starttls_service = true,
 	  .steps = { ST_GREET,
-		{ 'C', "starttls\r\n", "RSET\r\n", R_GO_AHEAD,
+		{ 'C', "starttls\r\n", NULL, R_GO_AHEAD,
 		  FILTER_STARTTLS } } },
 	{ .name = "STARTTLS with trailing blank only",
 	  .starttls_service = true,
 	  .steps = { ST_GREET,
-		{ 'C', "STARTTLS \r\n", "RSET\r\n", R_GO_AHEAD,
+		{ 'C', "STARTTLS \r\n", NULL, R_GO_AHEAD,
 		  FILTER_STARTTLS } } },
 	{ .name = "STARTTLS with arguments: 501", .starttls_service = true,
 	  .steps = { ST_GREET, ST_EHLO_CLEAR,
 		{ 'C', "STARTTLS now\r\n", NULL, R_ARGS },
 		{ 'C', "NOOP\r\n", "NOOP\r\n", NULL } } },
 	{ .name = "STARTTLS inside TLS: 503", .starttls_service = true,
-	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS, ST_EHLO_TLS,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS, ST_EHLO_UP,
 		{ 'C', "STARTTLS\r\n", NULL, R_TLS_ACTIVE } } },
 	{ .name = "STARTTLS right after the upgrade: 503",
 	  .starttls_service = true,
 	  .steps = { ST_GREET, ST_STARTTLS,
-		{ 'C', "STARTTLS\r\n", NULL, R_TLS_ACTIVE } } },
+		{ 'C', "STARTTLS\r\n", RSET, NULL },
+		{ 'B', OK, NULL, R_TLS_ACTIVE } } },
 	{ .name = "STARTTLS on implicit TLS: 503", .tls_active = true,
 	  .steps = { ST_GREET, ST_EHLO_TLS,
 		{ 'C', "STARTTLS\r\n", NULL, R_TLS_ACTIVE } } },
@@ -296,7 +332,7 @@ static struct fh_case smtp_cases[] = {
 	  .starttls_service = true,
 	  .steps = { ST_GREET, ST_EHLO_CLEAR,
 		{ 'C', MAIL "STARTTLS\r\n", MAIL, NULL },
-		{ 'B', "553 5.1.8 no\r\n", "RSET\r\n",
+		{ 'B', "553 5.1.8 no\r\n", NULL,
 		  "553 5.1.8 no\r\n" R_GO_AHEAD, FILTER_STARTTLS } } },
 	{ .name = "RSET ends the transaction: STARTTLS allowed",
 	  .starttls_service = true,
@@ -304,12 +340,12 @@ static struct fh_case smtp_cases[] = {
 		{ 'C', MAIL, MAIL, NULL },
 		{ 'B', OK, NULL, OK },
 		{ 'C', "RSET\r\nSTARTTLS\r\n", "RSET\r\n", NULL },
-		{ 'B', OK, "RSET\r\n", OK R_GO_AHEAD, FILTER_STARTTLS } } },
+		{ 'B', OK, NULL, OK R_GO_AHEAD, FILTER_STARTTLS } } },
 	{ .name = "end of DATA ends the transaction: STARTTLS allowed",
 	  .starttls_service = true,
 	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_TXN_DATA,
 		{ 'C', "hi\r\n.\r\nSTARTTLS\r\n", "hi\r\n.\r\n", NULL },
-		{ 'B', QUEUED, "RSET\r\n", QUEUED R_GO_AHEAD,
+		{ 'B', QUEUED, NULL, QUEUED R_GO_AHEAD,
 		  FILTER_STARTTLS } } },
 	{ .name = "injection: STARTTLS\\r\\nRSET in one read closes",
 	  .starttls_service = true,
@@ -329,10 +365,9 @@ static struct fh_case smtp_cases[] = {
 	  .starttls_service = true,
 	  .steps = { ST_GREET,
 		{ 'C', EHLO_C "STARTTLS\r\n", EHLO_C, NULL },
-		{ 'B', EHLO_B, "RSET\r\n", EHLO_CLEAR R_GO_AHEAD,
+		{ 'B', EHLO_B, NULL, EHLO_CLEAR R_GO_AHEAD,
 		  FILTER_STARTTLS },
-		{ 'B', OK, NULL, NULL },
-		ST_EHLO_TLS } },
+		ST_EHLO_UP } },
 	{ .name = "bytes arriving while STARTTLS waits: close",
 	  .starttls_service = true,
 	  .steps = { ST_GREET,
@@ -343,38 +378,37 @@ static struct fh_case smtp_cases[] = {
 	  .starttls_service = true,
 	  .steps = {
 		{ 'C', "STARTTLS\r\n", NULL, NULL },
-		{ 'B', GREET, "RSET\r\n", GREET R_GO_AHEAD,
+		{ 'B', GREET, NULL, GREET R_GO_AHEAD,
 		  FILTER_STARTTLS } } },
 	{ .name = "local refusal before STARTTLS keeps order",
 	  .starttls_service = true,
 	  .steps = { ST_GREET,
 		{ 'C', "NOOP\r\nXCLIENT ADDR=1.2.3.4\r\nSTARTTLS\r\n",
 		  "NOOP\r\n", NULL },
-		{ 'B', OK, "RSET\r\n", OK R_NOT_PERMITTED R_GO_AHEAD,
+		{ 'B', OK, NULL, OK R_NOT_PERMITTED R_GO_AHEAD,
 		  FILTER_STARTTLS } } },
+	{ .name = "backend output after the go-ahead closes",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_STARTTLS,
+		{ 'B', OK, NULL, NULL, FILTER_CLOSE } } },
 	{ .name = "backend output beyond our RSET's reply closes",
 	  .starttls_service = true,
-	  .steps = { ST_GREET,
-		{ 'C', "STARTTLS\r\n", "RSET\r\n", R_GO_AHEAD,
-		  FILTER_STARTTLS },
-		{ 'B', OK "250 2.0.0 leftover\r\n", NULL, NULL,
+	  .steps = { ST_GREET, ST_STARTTLS,
+		{ 'C', "NOOP\r\n", RSET "NOOP\r\n", NULL },
+		{ 'B', OK OK "250 2.0.0 leftover\r\n", NULL, OK,
 		  FILTER_CLOSE } } },
 	{ .name = "failed RSET after STARTTLS closes",
 	  .starttls_service = true,
-	  .steps = { ST_GREET,
-		{ 'C', "STARTTLS\r\n", "RSET\r\n", R_GO_AHEAD,
-		  FILTER_STARTTLS },
-		{ 'C', EHLO_C, EHLO_C, NULL },
+	  .steps = { ST_GREET, ST_STARTTLS,
+		{ 'C', EHLO_C, RSET EHLO_C, NULL },
 		{ 'B', "421 4.3.0 shutting down\r\n", NULL, NULL,
 		  FILTER_CLOSE } } },
 	{ .name = "multi-line reply to our RSET swallowed",
 	  .starttls_service = true,
-	  .steps = { ST_GREET,
-		{ 'C', "STARTTLS\r\n", "RSET\r\n", R_GO_AHEAD,
-		  FILTER_STARTTLS },
+	  .steps = { ST_GREET, ST_STARTTLS,
+		{ 'C', "NOOP\r\n", RSET "NOOP\r\n", NULL },
 		{ 'B', "250-2.0.0 Ok\r\n", NULL, NULL },
 		{ 'B', "250 2.0.0 really\r\n", NULL, NULL },
-		{ 'C', "NOOP\r\n", "NOOP\r\n", NULL },
 		{ 'B', OK, NULL, OK } } },
 
 	/* ---- AUTH ---- */
@@ -387,14 +421,14 @@ static struct fh_case smtp_cases[] = {
 	  .starttls_service = true, .require_starttls = true,
 	  .steps = { ST_GREET, ST_EHLO_CLEAR,
 		{ 'C', "AUTH LOGIN\r\n", NULL, R_TLS_FIRST } } },
-	{ .name = "AUTH with a tab after the verb is still AUTH",
+	{ .name = "AUTH with a tab after the verb: 500, never forwarded",
 	  .starttls_service = true,
 	  .steps = { ST_GREET,
-		{ 'C', "auth\tPLAIN dGVzdA==\r\n", NULL, R_ENCRYPT } } },
-	{ .name = "AUTH after leading blanks is still AUTH",
+		{ 'C', "auth\tPLAIN dGVzdA==\r\n", NULL, R_SYNTAX } } },
+	{ .name = "AUTH after leading blanks: 500, never forwarded",
 	  .starttls_service = true,
 	  .steps = { ST_GREET,
-		{ 'C', "  AUTH PLAIN dGVzdA==\r\n", NULL, R_ENCRYPT } } },
+		{ 'C', "  AUTH PLAIN dGVzdA==\r\n", NULL, R_SYNTAX } } },
 	{ .name = "X-EXPS in cleartext: 538", .starttls_service = true,
 	  .steps = { ST_GREET,
 		{ 'C', "X-EXPS GSSAPI\r\n", NULL, R_ENCRYPT } } },
@@ -415,9 +449,10 @@ static struct fh_case smtp_cases[] = {
 	  .steps = { ST_GREET,
 		{ 'C', "AUTH LOGIN\r\n", "AUTH LOGIN\r\n", NULL },
 		{ 'B', "334 VXNlcm5hbWU6\r\n", NULL, "334 VXNlcm5hbWU6\r\n" },
-		{ 'C', "XCLIENT ADDR=1.2.3.4\r\n", "XCLIENT ADDR=1.2.3.4\r\n",
-		  NULL },
-		{ 'B', "535 5.7.8 no\r\n", NULL, "535 5.7.8 no\r\n" },
+		/* Not base64: the exchange is cancelled instead. */
+		{ 'C', "XCLIENT ADDR=1.2.3.4\r\n", "*\r\n", NULL },
+		{ 'B', "501 5.7.0 cancelled\r\n", NULL,
+		  "501 5.7.0 cancelled\r\n" },
 		{ 'C', "XCLIENT ADDR=1.2.3.4\r\n", NULL, R_NOT_PERMITTED } } },
 	{ .name = "SASL cancel by the client", .tls_active = true,
 	  .steps = { ST_GREET,
@@ -465,7 +500,7 @@ static struct fh_case smtp_cases[] = {
 		  "250 b\r\n" OK OK EHLO_CLEAR "221 Bye\r\n" } } },
 	{ .name = "require_starttls: all passes after STARTTLS",
 	  .starttls_service = true, .require_starttls = true,
-	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS, ST_EHLO_TLS,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS, ST_EHLO_UP,
 		{ 'C', MAIL, MAIL, NULL }, { 'B', OK, NULL, OK } } },
 	{ .name = "require_starttls: refused BDAT chunk is discarded",
 	  .starttls_service = true, .require_starttls = true,
@@ -488,11 +523,17 @@ static struct fh_case smtp_cases[] = {
 	{ .name = "XCLIENT refused before EHLO after STARTTLS",
 	  .starttls_service = true,
 	  .steps = { ST_GREET, ST_STARTTLS,
-		{ 'C', "XCLIENT ADDR=1.2.3.4\r\n", NULL, R_NOT_PERMITTED } } },
+		{ 'C', "XCLIENT ADDR=1.2.3.4\r\n", RSET, NULL },
+		{ 'B', OK, NULL, R_NOT_PERMITTED } } },
 	{ .name = "XCLIENT refused under require_starttls",
 	  .starttls_service = true, .require_starttls = true,
 	  .steps = { ST_GREET,
-		{ 'C', "XCLIENT\tADDR=1.2.3.4\r\n", NULL, R_NOT_PERMITTED } } },
+		{ 'C', "XCLIENT ADDR=1.2.3.4\r\n", NULL, R_NOT_PERMITTED } } },
+	{ .name = "XCLIENT with a tab or a leading blank: 550, never forwarded",
+	  .starttls_service = true, .require_starttls = true,
+	  .steps = { ST_GREET,
+		{ 'C', "XCLIENT\tADDR=1.2.3.4\r\n \txforward NAME=x\r\n",
+		  NULL, R_NOT_PERMITTED R_NOT_PERMITTED } } },
 
 	/* ---- pipelining ---- */
 	{ .name = "pipelined MAIL RCPT XCLIENT RCPT DATA: order kept",
@@ -630,7 +671,7 @@ static struct fh_case smtp_cases[] = {
 	{ .name = "BDAT chunks pipelined", .tls_active = true,
 	  .steps = { ST_GREET, ST_EHLO_TLS,
 		{ 'C', "BDAT 3\r\nabcBDAT 2 last\r\nde",
-		  "BDAT 3\r\nabcBDAT 2 last\r\nde", NULL },
+		  "BDAT 3\r\nabcBDAT 2 LAST\r\nde", NULL },
 		{ 'B', "250 2.0.0 3 octets\r\n" QUEUED, NULL,
 		  "250 2.0.0 3 octets\r\n" QUEUED } } },
 	{ .name = "BDAT chunk across reads, bare LF untouched",
@@ -648,12 +689,14 @@ static struct fh_case smtp_cases[] = {
 	{ .name = "BDAT bad size: 501 and close", .tls_active = true,
 	  .steps = { ST_GREET,
 		{ 'C', "BDAT 1x0\r\n", NULL, R_ARGS, FILTER_CLOSE } } },
-	{ .name = "BDAT bad end marker: 501 and close", .tls_active = true,
-	  .steps = { ST_GREET,
-		{ 'C', "BDAT 10 FIRST\r\n", NULL, R_ARGS, FILTER_CLOSE } } },
-	{ .name = "BDAT size too large: 501 and close", .tls_active = true,
-	  .steps = { ST_GREET,
-		{ 'C', "BDAT 1234567890123456789\r\n", NULL, R_ARGS,
+	{ .name = "BDAT bad end marker: 501, chunk skipped", .tls_active = true,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
+		{ 'C', "BDAT 10 FIRST\r\nRSET\r\nRSETNOOP\r\n", "NOOP\r\n",
+		  R_ARGS } } },
+	{ .name = "BDAT size beyond 64 bits: 501 and close",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
+		{ 'C', "BDAT 18446744073709551616\r\n", NULL, R_ARGS,
 		  FILTER_CLOSE } } },
 	{ .name = "BDAT 501 waits for earlier replies", .tls_active = true,
 	  .steps = { ST_GREET,
@@ -665,18 +708,19 @@ static struct fh_case smtp_cases[] = {
 		{ 'C', MAIL, MAIL, NULL }, { 'B', OK, NULL, OK },
 		{ 'C', "BDAT 1 LAST\r\nxSTARTTLS\r\n", "BDAT 1 LAST\r\nx",
 		  NULL },
-		{ 'B', QUEUED, "RSET\r\n", QUEUED R_GO_AHEAD,
+		{ 'B', QUEUED, NULL, QUEUED R_GO_AHEAD,
 		  FILTER_STARTTLS } } },
 	{ .name = "BDAT refused before EHLO after STARTTLS: chunk skipped",
 	  .starttls_service = true,
 	  .steps = { ST_GREET, ST_STARTTLS,
-		{ 'C', "BDAT 5\r\nMAIL NOOP\r\n", "NOOP\r\n", R_EHLO_FIRST } } },
+		{ 'C', "BDAT 5\r\nMAIL NOOP\r\n", RSET "NOOP\r\n", NULL },
+		{ 'B', OK, NULL, R_EHLO_FIRST } } },
 	/*
 	 * A backend that did not advertise CHUNKING would read the chunk as
 	 * command lines (XCLIENT, cleartext AUTH, a transaction) and answer
 	 * each: the chunk is skipped by count here and never forwarded.
 	 */
-	{ .name = "BDAT without CHUNKING: 502, chunk never forwarded",
+	{ .name = "BDAT without CHUNKING in cleartext: 500, chunk skipped",
 	  .starttls_service = true,
 	  .steps = { ST_GREET,
 		{ 'C', EHLO_C, EHLO_C, NULL },
@@ -684,7 +728,7 @@ static struct fh_case smtp_cases[] = {
 		  "250-PIPELINING\r\n250-8BITMIME\r\n250 STARTTLS\r\n" },
 		{ 'C', "BDAT 45 LAST\r\nXCLIENT ADDR=192.0.2.1\r\n"
 		  "AUTH PLAIN AHUAcA==\r\nNOOP\r\n", "NOOP\r\n",
-		  R_NO_CHUNKING },
+		  R_UNKNOWN },
 		{ 'B', OK, NULL, OK } } },
 	{ .name = "BDAT before any EHLO: 502, chunk skipped",
 	  .tls_active = true,
@@ -713,8 +757,8 @@ static struct fh_case smtp_cases[] = {
 	{ .name = "BDAT after STARTTLS needs the new EHLO's CHUNKING",
 	  .starttls_service = true,
 	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS,
-		{ 'C', EHLO_C, EHLO_C, NULL },
-		{ 'B', EHLO_B_PLAIN, NULL, EHLO_B_PLAIN },
+		{ 'C', EHLO_C, RSET EHLO_C, NULL },
+		{ 'B', OK EHLO_B_PLAIN, NULL, EHLO_B_PLAIN },
 		{ 'C', "BDAT 4 LAST\r\nQUITNOOP\r\n", "NOOP\r\n",
 		  R_NO_CHUNKING } } },
 
@@ -770,6 +814,187 @@ static struct fh_case smtp_cases[] = {
 		{ 'B', OK, NULL,
 		  OK S8(R_NOT_PERMITTED) R_SYNTAX R_SYNTAX R_TOO_MANY,
 		  FILTER_CLOSE } } },
+
+	/* ---- BDAT: only the canonical form (SPEC 3, issue 8) ---- */
+	BDAT_REFUSED("HTAB separator", "BDAT\t22"),
+	BDAT_REFUSED("VT separator", "BDAT\v22"),
+	BDAT_REFUSED("FF separator", "BDAT\f22"),
+	BDAT_REFUSED("HTAB before LAST", "BDAT 22\tLAST"),
+	BDAT_REFUSED("leading blank", " BDAT 22"),
+	BDAT_REFUSED("leading HTAB", "\tBDAT 22 LAST"),
+	BDAT_REFUSED("double space", "BDAT  22"),
+	BDAT_REFUSED("double space before LAST", "BDAT 22  LAST"),
+	BDAT_REFUSED("trailing junk", "BDAT 22 LAST junk"),
+	BDAT_REFUSED("trailing space", "BDAT 22 "),
+	BDAT_REFUSED("size and a word", "BDAT 22 FIRST"),
+	/* The refused line's own chunk is long: what follows is skipped. */
+	BDAT_BOTH("size 2^31 refused, chunk skipped",
+	    "BDAT 2147483648 LAST\r\n" CHUNK22 "NOOP\r\n", NULL, R_ARGS,
+	    FILTER_CONTINUE),
+	BDAT_BOTH("size 2^32 refused, chunk skipped",
+	    "BDAT 4294967296\r\n" CHUNK22 "NOOP\r\n", NULL, R_ARGS,
+	    FILTER_CONTINUE),
+	BDAT_BOTH("size 2^64-1 refused, chunk skipped",
+	    "BDAT 18446744073709551615\r\n" CHUNK22, NULL, R_ARGS,
+	    FILTER_CONTINUE),
+	/* No size we could count: nothing after it can be framed. */
+	BDAT_BOTH("size 2^64: 501 and close",
+	    "BDAT 18446744073709551616\r\n" CHUNK22, NULL, R_ARGS,
+	    FILTER_CLOSE),
+	BDAT_BOTH("size with junk: 501 and close",
+	    "BDAT 22x\r\n" CHUNK22, NULL, R_ARGS, FILTER_CLOSE),
+	BDAT_BOTH("bare LF line with a size: 501, chunk skipped",
+	    "BDAT 22\n" CHUNK22 "NOOP\r\n", "NOOP\r\n", R_ARGS,
+	    FILTER_CONTINUE),
+	BDAT_BOTH("largest size forwarded: 2^31-1",
+	    "BDAT 2147483647\r\n" CHUNK22, "BDAT 2147483647\r\n" CHUNK22,
+	    NULL, FILTER_CONTINUE),
+	/* RFC 3030: keywords in any case; we send our canonical spelling. */
+	BDAT_BOTH("lower case re-serialised",
+	    "bdat 22 last\r\n" CHUNK22, "BDAT 22 LAST\r\n" CHUNK22, NULL,
+	    FILTER_CONTINUE),
+	BDAT_BOTH("leading zeros dropped",
+	    "BDAT 0022 LAST\r\n" CHUNK22, "BDAT 22 LAST\r\n" CHUNK22, NULL,
+	    FILTER_CONTINUE),
+	BDAT_BOTH("canonical line forwarded",
+	    "BDAT 22\r\n" CHUNK22 "NOOP\r\n", "BDAT 22\r\n" CHUNK22 "NOOP\r\n",
+	    NULL, FILTER_CONTINUE),
+
+	/* ---- cleartext allow-list (SPEC 3) ---- */
+	{ .name = "cleartext: unknown verb 500, never forwarded",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "FOO bar\r\nNOOP\r\n", "NOOP\r\n", R_UNKNOWN } } },
+	{ .name = "cleartext: XEXCH50 500, never forwarded",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "XEXCH50 10 2\r\n", NULL, R_UNKNOWN } } },
+	{ .name = "cleartext: XCLIENT 550, never forwarded",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "XCLIENT ADDR=1.2.3.4\r\n", NULL, R_NOT_PERMITTED } } },
+	{ .name = "cleartext: base64 lines after a refused AUTH never forwarded",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "AUTH LOGIN\r\n", NULL, R_ENCRYPT },
+		{ 'C', "dXNlcg==\r\ncGFzcw==\r\nNOOP\r\n", "NOOP\r\n",
+		  R_UNKNOWN R_UNKNOWN } } },
+	{ .name = "cleartext: ETRN without ETRN advertised: 500",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "ETRN example.org\r\n", NULL, R_UNKNOWN } } },
+	{ .name = "cleartext: ETRN before any EHLO: 500",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', "ETRN example.org\r\n", NULL, R_UNKNOWN } } },
+	{ .name = "cleartext: ETRN forwarded when advertised",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250-b\r\n250 etrn\r\n", NULL,
+		  "250-b\r\n250-etrn\r\n250 STARTTLS\r\n" },
+		{ 'C', "etrn example.org\r\n", "ETRN example.org\r\n", NULL } } },
+	{ .name = "cleartext: ETRN not allowed after HELO",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250-b\r\n250 ETRN\r\n", NULL,
+		  "250-b\r\n250-ETRN\r\n250 STARTTLS\r\n" },
+		{ 'C', "HELO c\r\n", "HELO c\r\n", NULL },
+		{ 'B', "250 b\r\n", NULL, "250 b\r\n" },
+		{ 'C', "ETRN example.org\r\n", NULL, R_UNKNOWN } } },
+	{ .name = "cleartext: RFC 5321 verbs forwarded",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "VRFY x\r\nEXPN y\r\nHELP\r\nNOOP\r\nRSET\r\n",
+		  "VRFY x\r\nEXPN y\r\nHELP\r\nNOOP\r\nRSET\r\n", NULL } } },
+	{ .name = "require_starttls: unknown verb 530",
+	  .starttls_service = true, .require_starttls = true,
+	  .steps = { ST_GREET,
+		{ 'C', "FOO\r\n", NULL, R_TLS_FIRST } } },
+	{ .name = "inside TLS: unknown verb forwarded canonically",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
+		{ 'C', "foo  bar\r\nEtrn x\r\n", "FOO bar\r\nETRN x\r\n",
+		  NULL } } },
+
+	/* ---- EHLO keywords split at any blank (SPEC 3, "All three") ---- */
+	{ .name = "EHLO cleartext: HTAB-separated and odd-case keywords hidden",
+	  .starttls_service = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250-b\r\n250-AUTH\tPLAIN\r\n250-auth=login\r\n"
+		  "250-\tAUTH LOGIN\r\n250-x-exps\tGSSAPI\r\n"
+		  "250-XCLIENT\tNAME\r\n250-xforward\tADDR\r\n"
+		  "250-StartTLS\t\r\n250-XEXCH50\r\n250 DSN\r\n", NULL,
+		  "250-b\r\n250-DSN\r\n250 STARTTLS\r\n" } } },
+	{ .name = "EHLO inside TLS: HTAB AUTH kept, X* and STARTTLS hidden",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', EHLO_C, EHLO_C, NULL },
+		{ 'B', "250-b\r\n250-AUTH\tPLAIN\r\n250-XCLIENT\tNAME\r\n"
+		  "250-STARTTLS\t\r\n250 CHUNKING\t\r\n", NULL,
+		  "250-b\r\n250-AUTH\tPLAIN\r\n250 CHUNKING\t\r\n" },
+		{ 'C', "BDAT 1 LAST\r\nx", "BDAT 1 LAST\r\nx", NULL } } },
+
+	/* ---- canonical command lines (SPEC 8.4, issue 8) ---- */
+	{ .name = "canonical: verb upper-cased, SP run collapsed",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "mail   from:<a@example.org>\r\n",
+		  "MAIL from:<a@example.org>\r\n", NULL } } },
+	{ .name = "canonical: trailing spaces cut", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "NOOP   \r\nrcpt TO:<b@example.net>  \r\n",
+		  "NOOP\r\nRCPT TO:<b@example.net>\r\n", NULL } } },
+	{ .name = "canonical: HTAB in arguments refused", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "MAIL FROM:<a@example.org>\tSIZE=5\r\n", NULL,
+		  R_SYNTAX } } },
+	{ .name = "canonical: HTAB after the verb refused",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "RCPT\tTO:<b@example.net>\r\n", NULL, R_SYNTAX } } },
+	{ .name = "canonical: VT, FF, ESC and DEL refused", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "MAIL\vFROM:<a>\r\nHELO\fx\r\nNOOP \x1b\r\nNOOP \x7f\r\n",
+		  NULL, R_SYNTAX R_SYNTAX R_SYNTAX R_SYNTAX } } },
+	{ .name = "canonical: leading blank refused", .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', " MAIL FROM:<a>\r\n", NULL, R_SYNTAX } } },
+	{ .name = "STARTTLS with HTAB: 500, no go-ahead",
+	  .starttls_service = true,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "STARTTLS\t\r\n", NULL, R_SYNTAX } } },
+
+	/* ---- the error budget (filter_refuse, .max_errors) ---- */
+	{ .name = "max_errors 3: every refusal counts, 421 and close",
+	  .starttls_service = true, .max_errors = 3,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "FOO\r\nAUTH PLAIN\r\n", NULL, R_UNKNOWN R_ENCRYPT },
+		{ 'C', "BDAT\t1\r\nxNOOP\r\n", NULL, R_ARGS R_TOO_MANY,
+		  FILTER_CLOSE } } },
+	{ .name = "max_errors: the count is not reset at STARTTLS",
+	  .starttls_service = true, .max_errors = 2,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR,
+		{ 'C', "FOO\r\n", NULL, R_UNKNOWN },
+		ST_STARTTLS,
+		{ 'C', "XCLIENT ADDR=1.2.3.4\r\n", RSET, NULL },
+		{ 'B', OK, NULL, R_NOT_PERMITTED R_TOO_MANY, FILTER_CLOSE } } },
+	{ .name = "max_errors 1: the first refusal is the last",
+	  .tls_active = true, .max_errors = 1,
+	  .steps = { ST_GREET,
+		{ 'C', "\r\nNOOP\r\n", NULL, R_SYNTAX R_TOO_MANY,
+		  FILTER_CLOSE } } },
+	{ .name = "SASL: a bad response cancels, in step with the backend",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
+		{ 'C', "AUTH PLAIN\r\n", "AUTH PLAIN\r\n", NULL },
+		{ 'B', "334 \r\n", NULL, "334 \r\n" },
+		{ 'C', "dGVzdA==\tx\r\nNOOP\r\n", "*\r\n", NULL },
+		{ 'B', "501 5.7.0 cancelled\r\n", "NOOP\r\n",
+		  "501 5.7.0 cancelled\r\n" },
+		{ 'B', OK, NULL, OK } } },
 
 	/* ---- QUIT ---- */
 	{ .name = "QUIT relayed, nothing after it forwarded",
@@ -993,7 +1218,7 @@ test_logs(void **state)
 	assert_non_null(strstr(text,
 	    "client=192.0.2.1: AUTH refused in cleartext"));
 	assert_non_null(strstr(text,
-	    "client=192.0.2.1: 25 pipelined bytes after STARTTLS, closing"));
+	    " pipelined bytes after STARTTLS, closing"));
 }
 
 static void
