@@ -399,7 +399,11 @@ dc_simple_line(struct dc_run *r, const unsigned char *p, size_t n,
 		    dc_show(p, n));
 		return false;
 	}
-	while (i < n && (dc_alpha(p[i]) || dc_digit(p[i]) || p[i] == '-')) {
+	/*
+	 * RFC 5321 says Ldh-str and RFC 1939 letters; a backend takes the
+	 * first word whatever it holds, so any printable word will do.
+	 */
+	while (i < n && p[i] > ' ' && p[i] != 0x7f) {
 		if (v + 1 < vsize)
 			verb[v++] = (char)dc_upper(p[i]);
 		i++;
@@ -806,7 +810,9 @@ dc_imap_line(struct dc_run *r, const unsigned char *p, size_t n)
 		r->depth = 0;
 		r->ntok = r->idtok = 0;
 		r->verb[0] = '\0';
-		for (; i < n && dc_atom_char(p[i]) && p[i] != '+'; i++)
+		/* tag: ASTRING-CHAR but "+" (so no "*" or "%" either) */
+		for (; i < n && dc_atom_char(p[i]) && p[i] != '+' &&
+		    p[i] != '*' && p[i] != '%'; i++)
 			;
 		t = i < sizeof(r->tag) - 1 ? i : sizeof(r->tag) - 1;
 		memcpy(r->tag, p, t);

@@ -156,6 +156,35 @@ struct td_attack {
 #define SMUGGLE		"XCLIENT ADDR=10.0.0.1\r\nAUTH PLAIN AGFAYg==\r\n"
 
 static struct td_attack td_attacks[] = {
+	/* RFC-legal sessions: they must pass (and keep the checker fair). */
+	{ "legal smtp session", { SMTP_TLS, DC_S_CHUNKING | DC_S_AUTH |
+	    DC_S_PIPELINING, DC_M_STRICT }, TXN "DATA\r\nSubject: x\r\n"
+	    "\r\n..dot\r\n.\r\nMAIL FROM:<a@example.org>\r\n"
+	    "RCPT TO:<b@example.net>\r\nBDAT 5\r\nab\r\nc"
+	    "BDAT 0 LAST\r\nAUTH LOGIN\r\nYm9i\r\nc2VjcmV0\r\n"
+	    "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\nQUIT\r\n", 0 },
+	{ "legal smtp starttls", { SMTP_CLEAR, DC_S_CHUNKING, 0 },
+	    "EHLO c.example\r\nSTARTTLS\r\nEHLO c.example\r\n"
+	    "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n" TXN "BDAT 3 LAST\r\nabc"
+	    "QUIT\r\n", 0 },
+	{ "legal imap session", { IMAP_TLS, DC_I_LITPLUS | DC_I_ID |
+	    DC_I_IDLE, 0 }, "a CAPABILITY\r\nb LOGIN {4}\r\nuser "
+	    "{4+}\r\npass\r\nc ID (\"name\" \"x\" \"version\" NIL)\r\n"
+	    "d APPEND INBOX (\\Seen) {14}\r\nSubject: x\r\n\r\n\r\n"
+	    "e FETCH 1:* (FLAGS BODY[HEADER.FIELDS (FROM)])\r\n"
+	    "f IDLE\r\nDONE\r\ng SEARCH SUBJECT \"a\\\"b\"\r\n"
+	    "h AUTHENTICATE PLAIN\r\nAGJvYgBzZWNyZXQ=\r\ni LOGOUT\r\n",
+	    0 },
+	{ "legal imap starttls", { IMAP_CLEAR, DC_I_ID, 0 },
+	    "a CAPABILITY\r\nb ID NIL\r\nc STARTTLS\r\n"
+	    "d LOGIN user pass\r\ne SELECT INBOX\r\n", 0 },
+	{ "legal pop3 session", { POP3_TLS, DC_P_USER | DC_P_SASL, 0 },
+	    "CAPA\r\nAUTH PLAIN\r\nAGJvYgBzZWNyZXQ=\r\nSTAT\r\n"
+	    "LIST\r\nRETR 1\r\nTOP 1 0\r\nQUIT\r\n", 0 },
+	{ "legal pop3 stls", { POP3_CLEAR, DC_P_USER, 0 },
+	    "CAPA\r\nSTLS\r\nUSER bob\r\nPASS secret\r\nRETR 1\r\n", 0 },
+
+	/* The attacks of the issue and SPEC 3. */
 	{ "smtp BDAT HTAB", { SMTP_TLS, DC_S_CHUNKING, 0 },
 	    TXN "BDAT\t44 LAST\r\n" SMUGGLE, 0 },
 	{ "smtp BDAT VT", { SMTP_TLS, DC_S_CHUNKING, 0 },
@@ -237,6 +266,11 @@ test_attack(void **state)
 	size_t			 n = a->len ? a->len : strlen(a->stream);
 
 	dc_run_stream(&r, a->hdr, (const uint8_t *)a->stream, n);
+	if (getenv("DIFF_VERBOSE") != NULL) {
+		fprintf(stderr, "# %s: backend read \"", a->name);
+		dc_print(stderr, r.tob.b, r.pos);
+		fprintf(stderr, "\"\n");
+	}
 	if (r.violated) {
 		fprintf(stderr, "# %s:\n", a->name);
 		dc_dump(&r, stderr);
