@@ -15,6 +15,7 @@
 
 #include "backend.h"
 #include "log.h"
+#include "runtime.h"
 #include "session.h"
 #include "worker.h"
 

@@ -102,13 +102,22 @@ filter_pump(struct filter *f, struct evbuffer *cin, struct evbuffer *bin,
 }
 
 enum filter_verdict
-filter_tls_established(struct filter *f, struct evbuffer *bin)
+filter_tls_established(struct filter *f, struct evbuffer *bin,
+    struct evbuffer *bout)
 {
 	size_t	n = evbuffer_get_length(bin);
 
 	f->tls = FILTER_TLS_ACTIVE;
-	if (n == 0)
+	if (n == 0) {
+		/*
+		 * SPEC 8.3: no state of the cleartext phase survives.  Done
+		 * now rather than at the go-ahead, so that what the protocol
+		 * says to the backend for it (SMTP: RSET) is answered after
+		 * the window, never inside it.
+		 */
+		f->ops->tls_reset(f, bout);
 		return FILTER_CONTINUE;
+	}
 	/* SPEC 8.2: nothing said before TLS is delivered inside it. */
 	flog(f, warnx, "backend sent %zu bytes during the TLS handshake, "
 	    "discarded, closing", n);
@@ -245,8 +254,7 @@ filter_starttls(struct filter *f, struct evbuffer *in,
 	/* SPEC 8.2: the go-ahead is the last cleartext byte. */
 	evbuffer_add(to_client, go_ahead, strlen(go_ahead));
 	f->tls = FILTER_TLS_HANDSHAKE;
-	/* SPEC 8.3: no state of the cleartext phase survives. */
-	f->ops->tls_reset(f, to_backend);
+	(void)to_backend;
 	return FILTER_STARTTLS;
 }
 

@@ -125,9 +125,11 @@ enum filter_verdict filter_pump(struct filter *, struct evbuffer *cin,
  * The client's handshake after a go-ahead has completed.  Backend bytes
  * already in bin were sent inside the handshake window: they are never
  * delivered, the event is logged, and FILTER_CLOSE is returned.
+ * Otherwise the protocol forgets the cleartext phase now (ops->tls_reset,
+ * which may talk to the backend through bout).
  */
 enum filter_verdict filter_tls_established(struct filter *,
-		    struct evbuffer *bin);
+		    struct evbuffer *bin, struct evbuffer *bout);
 
 static inline bool
 filter_cleartext(const struct filter *f)

@@ -64,8 +64,6 @@ lineio_get(struct evbuffer *in, size_t max, char *buf, size_t bufsz,
 			f |= LINEIO_HAS_CR;
 		else if (c == '\0')
 			f |= LINEIO_HAS_NUL;
-		else if (c >= 0x80)
-			f |= LINEIO_8BIT;
 	}
 	*len = n;
 	*flags = f;

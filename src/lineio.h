@@ -15,7 +15,6 @@
 #define LINEIO_BARE_LF	0x01	/* ended by LF without CR */
 #define LINEIO_HAS_CR	0x02	/* a CR inside the line (not before LF) */
 #define LINEIO_HAS_NUL	0x04	/* a NUL byte inside the line */
-#define LINEIO_8BIT	0x08	/* a byte >= 0x80 inside the line */
 
 enum lineio_result {
 	LINEIO_MORE = 0,	/* no complete line yet, within the limit */

@@ -25,24 +25,13 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "iptable.h"
 #include "listener.h"
 #include "log.h"
 #include "mailtlsd.h"
+#include "runtime.h"
 #include "session.h"
 #include "worker.h"
-
-#define IPTABLE_BUCKETS	1024
-
-struct ipentry {
-	struct ipentry	*next;
-	unsigned char	 addr[16];
-	unsigned	 count;
-};
-
-struct iptable {
-	pthread_mutex_t	 lock;
-	struct ipentry	*bucket[IPTABLE_BUCKETS];
-};
 
 struct listener_ctx {
 	struct worker		*worker;
@@ -55,111 +44,6 @@ static void	listener_accept_cb(struct evconnlistener *, evutil_socket_t,
 		    struct sockaddr *, int, void *);
 static void	listener_error_cb(struct evconnlistener *, void *);
 static void	listener_resume_cb(evutil_socket_t, short, void *);
-
-/* ---- per-IP counting ---------------------------------------------------- */
-
-struct iptable *
-iptable_new(void)
-{
-	struct iptable	*t = calloc(1, sizeof(*t));
-
-	if (t)
-		pthread_mutex_init(&t->lock, NULL);
-	return t;
-}
-
-void
-iptable_free(struct iptable *t)
-{
-	struct ipentry	*e, *next;
-	size_t		 i;
-
-	if (t == NULL)
-		return;
-	for (i = 0; i < IPTABLE_BUCKETS; i++)
-		for (e = t->bucket[i]; e; e = next) {
-			next = e->next;
-			free(e);
-		}
-	pthread_mutex_destroy(&t->lock);
-	free(t);
-}
-
-/* IPv4 as v4-mapped IPv6, so both spellings count as one address. */
-static void
-iptable_key(const struct sockaddr *sa, unsigned char key[16])
-{
-	memset(key, 0, 16);
-	if (sa->sa_family == AF_INET) {
-		key[10] = key[11] = 0xff;
-		memcpy(key + 12,
-		    &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
-	} else if (sa->sa_family == AF_INET6)
-		memcpy(key,
-		    &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
-}
-
-static unsigned
-iptable_hash(const unsigned char key[16])
-{
-	unsigned	h = 2166136261u;
-	int		i;
-
-	for (i = 0; i < 16; i++)
-		h = (h ^ key[i]) * 16777619u;
-	return h % IPTABLE_BUCKETS;
-}
-
-int
-iptable_take(struct iptable *t, const struct sockaddr *sa, unsigned max)
-{
-	unsigned char	 key[16];
-	struct ipentry	*e, **head;
-	int		 rc = 0;
-
-	iptable_key(sa, key);
-	pthread_mutex_lock(&t->lock);
-	head = &t->bucket[iptable_hash(key)];
-	for (e = *head; e; e = e->next)
-		if (memcmp(e->addr, key, 16) == 0)
-			break;
-	if (e == NULL) {
-		if ((e = calloc(1, sizeof(*e))) == NULL)
-			rc = -1;
-		else {
-			memcpy(e->addr, key, 16);
-			e->next = *head;
-			*head = e;
-		}
-	}
-	if (e != NULL) {
-		if (max != 0 && e->count >= max)
-			rc = -1;
-		else
-			e->count++;
-	}
-	pthread_mutex_unlock(&t->lock);
-	return rc;
-}
-
-void
-iptable_release(struct iptable *t, const struct sockaddr *sa)
-{
-	unsigned char	 key[16];
-	struct ipentry	*e, **pp;
-
-	iptable_key(sa, key);
-	pthread_mutex_lock(&t->lock);
-	for (pp = &t->bucket[iptable_hash(key)]; (e = *pp); pp = &e->next)
-		if (memcmp(e->addr, key, 16) == 0) {
-			if (--e->count == 0) {
-				*pp = e->next;
-				free(e);
-			}
-			break;
-		}
-	pthread_mutex_unlock(&t->lock);
-}
 
 /* ---- binding -------------------------------------------------------------- */
 
@@ -271,6 +155,19 @@ listener_check_caps(struct worker *w, struct service_rt *srt,
 		return "per-address connection limit";
 	}
 	return NULL;
+}
+
+/*
+ * Give back the slots listener_check_caps() took for a connection: the
+ * only other place that touches the counters, so taking and giving back
+ * stay one pair.
+ */
+void
+listener_release(struct service_rt *srt, const struct sockaddr *sa)
+{
+	atomic_fetch_sub(&srt->ctr->nconns, 1);
+	atomic_fetch_sub(&worker_total_conns, 1);
+	iptable_release(srt->ctr->per_ip, sa);
 }
 
 static void

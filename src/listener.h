@@ -11,6 +11,7 @@
 struct conf_endpoint;
 struct conf_service;
 struct listener_ctx;
+struct sockaddr;
 struct service_rt;
 struct worker;
 
@@ -24,6 +25,9 @@ int	listener_bind(const struct conf_service *, const struct conf_endpoint *,
 /* Listen on fd in worker w's event loop; NULL on failure. */
 struct listener_ctx *listener_attach(struct worker *, struct service_rt *,
 	    int fd);
+
+/* Give back the connection slots taken when a connection was accepted. */
+void	listener_release(struct service_rt *, const struct sockaddr *);
 
 /* Stop listening and free the listener (worker thread only). */
 void	listener_detach(struct listener_ctx *);

@@ -31,6 +31,7 @@
 #include "log.h"
 #include "mailtlsd.h"
 #include "sdnotify.h"
+#include "runtime.h"
 #include "session.h"
 #include "tls.h"
 #include "worker.h"

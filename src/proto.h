@@ -82,9 +82,10 @@ struct proto_ops {
 			    struct evbuffer *to_backend);
 
 	/*
-	 * The go-ahead has been written: forget every state of the
-	 * cleartext phase (SPEC 8.3).  May queue commands of its own to the
-	 * backend (SMTP: RSET) through to_backend and their slots.
+	 * The client's TLS handshake after the go-ahead has completed:
+	 * forget every state of the cleartext phase (SPEC 8.3).  May queue
+	 * commands of its own to the backend (SMTP: RSET) through
+	 * to_backend, with their slots.
 	 */
 	void		 (*tls_reset)(struct filter *, struct evbuffer *to_backend);
 

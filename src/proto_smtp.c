@@ -842,14 +842,7 @@ smtp_starttls_decide(struct smtp *f, struct evbuffer *in,
 		return FILTER_CLOSE;
 	}
 	evbuffer_add(to_client, R_GO_AHEAD, strlen(R_GO_AHEAD));
-	/*
-	 * SPEC 8.3: nothing of the cleartext session survives.  No
-	 * transaction is open (checked above) and AUTH never passed in
-	 * cleartext; RSET makes sure of the first, and the client's new EHLO
-	 * resets the rest.  The RSET reply is swallowed, never delivered.
-	 */
-	evbuffer_add(to_backend, "RSET\r\n", 6);
-	smtp_slot_push(f, SLOT_SWALLOW, NULL);
+	(void)to_backend;
 	f->tls = f->upgraded = f->need_ehlo = true;
 	f->ehlo_done = f->in_txn = f->chunking = false;
 	smtp_enter_state(f, SMTP_ST_CMD);
@@ -1417,11 +1410,17 @@ smtp_op_backend_input(struct filter *core, struct evbuffer *in,
 	    to_client, to_backend));
 }
 
+/*
+ * SPEC 8.3: nothing of the cleartext session survives.  No transaction is
+ * open (checked at STARTTLS) and AUTH never passed in cleartext; RSET makes
+ * sure of the first, and the client's new EHLO resets the rest.  The RSET
+ * reply is swallowed, never delivered.
+ */
 static void
 smtp_op_tls_reset(struct filter *core, struct evbuffer *to_backend)
 {
-	(void)core;
-	(void)to_backend;
+	evbuffer_add(to_backend, "RSET\r\n", 6);
+	smtp_slot_push(core->proto, SLOT_SWALLOW, NULL);
 }
 
 static void

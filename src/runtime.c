@@ -18,9 +18,11 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "iptable.h"
 #include "listener.h"
 #include "sdnotify.h"
 #include "log.h"
+#include "runtime.h"
 #include "session.h"
 #include "tls.h"
 

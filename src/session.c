@@ -38,10 +38,12 @@
 #include <openssl/rand.h>
 
 #include "backend.h"
+#include "listener.h"
 #include "log.h"
 #include "mailtlsd.h"
 #include "filter.h"
 #include "proto.h"
+#include "runtime.h"
 #include "session.h"
 #include "tls.h"
 #include "worker.h"
@@ -222,9 +224,7 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 fail:
 	close(fd);
 	/* The listener counted this connection; give the slots back. */
-	atomic_fetch_sub(&srt->ctr->nconns, 1);
-	atomic_fetch_sub(&worker_total_conns, 1);
-	iptable_release(srt->ctr->per_ip, sa);
+	listener_release(srt, sa);
 }
 
 /*
@@ -297,7 +297,8 @@ session_tls_established(struct session *s)
 		 * had nothing to say meanwhile (SPEC 8.2).
 		 */
 		if (filter_tls_established(s->filter,
-		    bufferevent_get_input(s->backend)) != FILTER_CONTINUE) {
+		    bufferevent_get_input(s->backend),
+		    bufferevent_get_output(s->backend)) != FILTER_CONTINUE) {
 			session_close(s, filter_reason(s->filter));
 			return;
 		}
@@ -707,9 +708,7 @@ session_free(struct session *s)
 	if (s->timer)
 		event_free(s->timer);
 	if (s->flags & SF_COUNTED) {
-		atomic_fetch_sub(&s->srt->ctr->nconns, 1);
-		atomic_fetch_sub(&worker_total_conns, 1);
-		iptable_release(s->srt->ctr->per_ip, (struct sockaddr *)&s->peer);
+		listener_release(s->srt, (struct sockaddr *)&s->peer);
 	}
 	worker_session_remove(s->worker, s);
 	runtime_unref(s->rt);

@@ -20,43 +20,8 @@
 #include "util.h"
 
 struct worker;
-struct tls_server;
-struct iptable;
-
-/*
- * What a configuration turns into at run time: the immutable conf, the
- * TLS contexts built from it, and per-service counters.  Sessions hold a
- * reference, so a reload can swap in a new runtime while old sessions
- * finish on the one they started with.
- */
-/*
- * Connection counts of a service.  A reload hands them to the service of
- * the same name in the new runtime, so sessions that started before the
- * reload still count against max_connections and max_connections_per_ip.
- */
-struct service_counters {
-	atomic_int		 refs;
-	atomic_uint		 nconns;
-	struct iptable		*per_ip;
-};
-
-struct service_rt {
-	const struct conf_service *svc;
-	const struct proto_ops	*ops;
-	struct tls_server	*tls;
-	int			*fds;		/* listening sockets, -1 = handed on */
-	size_t			 nfds;
-	struct service_counters	*ctr;
-};
-
-struct runtime {
-	atomic_int		 refs;
-	struct conf		*conf;
-	struct tls_server	**tls;		/* one per conf->tls[] */
-	size_t			 ntls;
-	struct service_rt	*services;	/* one per conf->services[] */
-	size_t			 nservices;
-};
+struct runtime;
+struct service_rt;
 
 enum session_state {
 	SESSION_ST_HANDSHAKE = 0,	/* implicit TLS, or after STARTTLS */
@@ -129,31 +94,5 @@ void		 session_abandon(struct session *);
 /* backend.c calls back into the session. */
 void		 session_backend_ready(struct session *);
 void		 session_backend_unavailable(struct session *);
-
-/*
- * Runtimes (runtime.c).  runtime_new() owns conf once it succeeds; on
- * failure the caller still does.  With a previous runtime (reload), the
- * counters of same-named services are shared and runtime_bind() takes
- * over listening sockets whose address did not change.
- */
-struct runtime	*runtime_new(struct conf *, struct runtime *old, char *err,
-		    size_t errlen);
-int		 runtime_bind(struct runtime *, struct runtime *old, char *err,
-		    size_t errlen);
-void		 runtime_close_listeners(struct runtime *);
-struct sd_socket;
-/* Sockets passed by systemd, for every runtime to come (startup only). */
-void		 runtime_set_activated(struct sd_socket *, size_t);
-void		 runtime_ref(struct runtime *);
-void		 runtime_unref(struct runtime *);
-void		 runtime_free(struct runtime *);
-
-/* Per-IP connection table (one per service). */
-struct iptable	*iptable_new(void);
-void		 iptable_free(struct iptable *);
-/* Returns 0 and counts the address if below max, -1 otherwise. */
-int		 iptable_take(struct iptable *, const struct sockaddr *,
-		    unsigned max);
-void		 iptable_release(struct iptable *, const struct sockaddr *);
 
 #endif /* SESSION_H */

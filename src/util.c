@@ -255,32 +255,6 @@ util_addr_bytes(const struct sockaddr *sa, int *family, size_t *len)
 }
 
 int
-util_net_match(const struct util_net *net, const struct sockaddr *sa)
-{
-	const unsigned char	*a, *n;
-	int			 fa, fn, bits;
-	size_t			 la, ln, i;
-
-	a = util_addr_bytes(sa, &fa, &la);
-	n = util_addr_bytes((const struct sockaddr *)&net->addr, &fn, &ln);
-	if (a == NULL || n == NULL || fa != fn)
-		return 0;
-	bits = net->prefix;
-	if (fn == AF_INET && net->addr.ss_family == AF_INET6)
-		bits -= 96;	/* ::ffff:a.b.c.d/len given as v6 */
-	if (bits < 0)
-		bits = 0;
-	for (i = 0; i < la && bits > 0; i++, bits -= 8) {
-		unsigned char mask = bits >= 8 ? 0xff :
-		    (unsigned char)(0xff << (8 - bits));
-
-		if ((a[i] & mask) != (n[i] & mask))
-			return 0;
-	}
-	return 1;
-}
-
-int
 util_addr_equal(const struct sockaddr *x, const struct sockaddr *y)
 {
 	const unsigned char	*a, *b;
@@ -318,29 +292,4 @@ util_addr_port(const struct sockaddr *sa)
 	if (sa->sa_family == AF_INET6)
 		return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
 	return 0;
-}
-
-const char *
-util_addrport_str(const struct sockaddr *sa, socklen_t salen, char *buf,
-    size_t len)
-{
-	char	 a[UTIL_ADDRSTRLEN];
-
-	if (sa->sa_family == AF_UNIX) {
-		const struct sockaddr_un *sun = (const void *)sa;
-
-		if (salen <= offsetof(struct sockaddr_un, sun_path))
-			snprintf(buf, len, "unix:");
-		else
-			snprintf(buf, len, "unix:%.*s",
-			    (int)(salen - offsetof(struct sockaddr_un, sun_path)),
-			    sun->sun_path);
-		return buf;
-	}
-	util_addr_str(sa, a, sizeof(a));
-	if (strchr(a, ':'))
-		snprintf(buf, len, "[%s]:%d", a, util_addr_port(sa));
-	else
-		snprintf(buf, len, "%s:%d", a, util_addr_port(sa));
-	return buf;
 }

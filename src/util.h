@@ -27,11 +27,9 @@ struct util_net {
 	int			prefix;
 };
 int	util_parse_net(const char *, struct util_net *, char *err, size_t errlen);
-int	util_net_match(const struct util_net *, const struct sockaddr *);
 
-/* Address only / address and port / unix path. */
+/* Address only ("unix" for a unix socket) / port (0 for unix). */
 const char *util_addr_str(const struct sockaddr *, char *, size_t);
-const char *util_addrport_str(const struct sockaddr *, socklen_t, char *, size_t);
 int	util_addr_port(const struct sockaddr *);
 
 /* Compare addresses only (not ports); v4-mapped v6 equals v4. */

@@ -22,6 +22,7 @@
 #include "listener.h"
 #include "log.h"
 #include "mailtlsd.h"
+#include "runtime.h"
 #include "session.h"
 #include "worker.h"
 

@@ -420,7 +420,7 @@ fz_pump(struct fz_run *r)
 			 * waiting now arrived inside the window (SPEC 8.2).
 			 */
 			bh = evbuffer_get_length(r->bin) != 0;
-			v = filter_tls_established(r->f, r->bin);
+			v = filter_tls_established(r->f, r->bin, r->to_b);
 			FZ_CHECK((v == FILTER_CLOSE) == bh,
 			    "handshake window: %zu backend bytes, verdict %d",
 			    r->bin_last, (int)v);

@@ -161,12 +161,27 @@ fh_drv_pending(const struct fh_drv *d)
 /*
  * Pump with the pump session.c runs (filter_pump): backend then client
  * input until neither makes progress or a verdict other than
- * FILTER_CONTINUE comes back.
+ * FILTER_CONTINUE comes back.  A go-ahead is followed by a handshake that
+ * completes at once (tests of the handshake window call filter_pump and
+ * filter_tls_established themselves).
  */
 static inline enum filter_verdict
 fh_drv_pump(struct fh_drv *d)
 {
-	return filter_pump(d->f, d->cin, d->bin, d->to_c, d->to_b);
+	enum filter_verdict	 v, v2;
+
+	v = filter_pump(d->f, d->cin, d->bin, d->to_c, d->to_b);
+	if (v != FILTER_STARTTLS)
+		return v;
+	/*
+	 * As session.c after the client's handshake: the window check and
+	 * the protocol's reset, then the pump again.  The verdict reported
+	 * stays FILTER_STARTTLS unless the session ends.
+	 */
+	v2 = filter_tls_established(d->f, d->bin, d->to_b);
+	if (v2 == FILTER_CONTINUE)
+		v2 = filter_pump(d->f, d->cin, d->bin, d->to_c, d->to_b);
+	return v2 == FILTER_CONTINUE ? FILTER_STARTTLS : v2;
 }
 
 /* Bytes from the client ('C') or the backend ('B'), and the verdict. */
