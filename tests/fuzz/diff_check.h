@@ -1100,7 +1100,7 @@ dc_pump(struct dc_run *r)
 			r->cleartext = false;
 			r->upgraded = true;
 			r->ehlo = r->mail = r->rcpt = false;
-			if (filter_tls_established(r->f, r->bin) ==
+			if (filter_tls_established(r->f, r->bin, r->to_b) ==
 			    FILTER_CLOSE)
 				return false;
 			evbuffer_add_buffer(r->bin, r->held);
