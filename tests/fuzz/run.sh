@@ -27,7 +27,7 @@ MAILTLSD_SRCDIR=${MAILTLSD_SRCDIR:-$(cd "$here/../.." && pwd)}
 MAILTLSD_BUILDDIR=${MAILTLSD_BUILDDIR:-$PWD}
 CLANG=${CLANG:-clang}
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
-FUZZ_TARGETS=${FUZZ_TARGETS:-smtp imap pop3}
+FUZZ_TARGETS=${FUZZ_TARGETS:-smtp imap pop3 diff}
 src=$MAILTLSD_SRCDIR/src
 fuzzdir=$MAILTLSD_SRCDIR/tests/fuzz
 
@@ -110,13 +110,14 @@ if [ -n "$REPRO" ]; then
 	smtp-*) target=smtp ;;
 	imap-*) target=imap ;;
 	pop3-*) target=pop3 ;;
+	diff-*) target=diff ;;
 	esac
 	if [ -z "$target" ]; then
 		# shellcheck disable=SC2086	# a word list
 		set -- $FUZZ_TARGETS
 		if [ $# -ne 1 ]; then
 			echo "run.sh: REPRO: say which harness with" \
-			    "FUZZ_TARGETS=smtp|imap|pop3" >&2
+			    "FUZZ_TARGETS=smtp|imap|pop3|diff" >&2
 			exit 99
 		fi
 		target=$1
@@ -139,7 +140,7 @@ command -v nice >/dev/null 2>&1 && nice="nice -n 10"
 failed=0
 for target in $FUZZ_TARGETS; do
 	case $target in
-	smtp|imap|pop3) ;;
+	smtp|imap|pop3|diff) ;;
 	*)
 		echo "run.sh: unknown harness '$target'" >&2
 		exit 99
