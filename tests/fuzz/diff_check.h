@@ -1453,8 +1453,8 @@ dc_gsmtp(struct dc_rand *g, struct dc_tape *t)
 		"XFORWARD ADDR=203.0.113.9", "TURN", "HELO",
 		/* RFC-legal SPs inside Quoted-strings; runs between args. */
 		"MAIL FROM:<\"a  b\"@example.org> SIZE=10",
-		"RCPT TO:<\"x\\\"  y\"@example.net>  NOTIFY=SUCCESS  "
-		    "ORCPT=rfc822;b@example.net",
+		"RCPT TO:<b@example.net>  NOTIFY=SUCCESS  ORCPT=rfc822;b@x",
+		"RCPT TO:<\"x\\\"  y\"@example.net>",
 		"VRFY \"John  Smith\"", "EXPN \"staff  list",
 		"EHLO [IPv6:2001:db8::1]", "MAIL FROM:<a  b@example.org>"
 	};
