@@ -16,7 +16,9 @@
  * LF, a blank before the keyword.  PASS is the one exception to the
  * tokens: its argument is the rest of the line after the single SP,
  * byte-exact, as most servers read it (RFC 1939 section 7 lets a password
- * hold spaces), still without control characters.
+ * hold spaces), still without control characters; a PASS argument that
+ * servers could read two ways (a blank at either end, a run of blanks,
+ * nothing after the SP) is refused rather than rewritten.
  *
  * Before TLS only CAPA, STLS and QUIT are forwarded: USER, PASS, APOP and
  * AUTH get "-ERR [AUTH]" (SPEC 8.5), anything else "-ERR" from us, so no
@@ -61,6 +63,8 @@
 #define POP3_R_BADCHAR	"-ERR Invalid characters in command line\r\n"
 #define POP3_R_EMPTY	"-ERR Empty command line\r\n"
 #define POP3_R_SYNTAX	"-ERR Syntax error\r\n"
+#define POP3_R_BLANK	"-ERR Leading, trailing or double blank in " \
+			"argument\r\n"
 #define POP3_R_NOPERM	"-ERR Command not permitted\r\n"
 #define POP3_R_CLEAR	"-ERR [AUTH] Plaintext authentication disallowed " \
 			"on non-secure connection, use STLS first\r\n"
@@ -190,7 +194,8 @@ static const char	*pop3_check_line(const char *, size_t, unsigned);
 static const struct pop3_cmd *pop3_cmd_find(char *, size_t);
 static size_t		 pop3_canon_args(char *, size_t, unsigned);
 static const char	*pop3_check_command(struct filter *,
-			    const struct pop3_cmd *, size_t);
+			    const struct pop3_cmd *, const char *, size_t);
+static bool		 pop3_restarg_canonical(const char *, size_t);
 static const char	*pop3_check_stls(struct filter *, size_t);
 static void		 pop3_do_command(struct filter *,
 			    const struct pop3_cmd *, const char *, size_t,
@@ -420,7 +425,7 @@ pop3_client_line(struct filter *f, struct evbuffer *in,
 		args = sp + 1;
 		argslen = pop3_canon_args(args, len - verblen - 1, cmd->flags);
 	}
-	if ((err = pop3_check_command(f, cmd, argslen)) != NULL)
+	if ((err = pop3_check_command(f, cmd, args, argslen)) != NULL)
 		pop3_refuse(f, err);
 	else
 		pop3_do_command(f, cmd, p->line, verblen, args, argslen,
@@ -499,10 +504,13 @@ pop3_canon_args(char *args, size_t len, unsigned flags)
 	return o;
 }
 
-/* Policy for a well-formed command; NULL lets it through. */
+/*
+ * Policy for a well-formed command; NULL lets it through.  args is NULL
+ * when no SP followed the keyword.
+ */
 static const char *
 pop3_check_command(struct filter *f, const struct pop3_cmd *cmd,
-    size_t argslen)
+    const char *args, size_t argslen)
 {
 	if (cmd->flags & PC_AUTHORITY) {
 		/* A client must never speak with mailtlsd's authority. */
@@ -527,7 +535,36 @@ pop3_check_command(struct filter *f, const struct pop3_cmd *cmd,
 	}
 	if ((cmd->flags & PC_NOARGS) && argslen > 0)
 		return POP3_R_SYNTAX;
+	if ((cmd->flags & PC_RESTARG) && args != NULL &&
+	    !pop3_restarg_canonical(args, argslen))
+		return POP3_R_BLANK;
 	return NULL;
+}
+
+/*
+ * PASS (SPEC 8.4).  RFC 1939 section 7 gives PASS one argument and lets
+ * a server "treat spaces in the argument as part of the password,
+ * instead of as argument separators", so servers differ: Dovecot and
+ * Courier take the rest of the line byte-exact, leading and trailing
+ * blanks included; others split at blanks, skip leading ones, cut
+ * trailing ones, or re-join the words with one SP.  The password is not
+ * ours to rewrite, so it is forwarded only when every one of those
+ * readings gives the same bytes: not empty ("PASS " is an empty password
+ * to some, no argument to others), no blank at either end, and each
+ * internal blank a single SP between two other bytes ("my pass phrase"
+ * passes byte-exact).  Anything else is refused, never forwarded.
+ */
+static bool
+pop3_restarg_canonical(const char *args, size_t len)
+{
+	size_t	 i;
+
+	if (len == 0 || args[0] == ' ' || args[len - 1] == ' ')
+		return false;
+	for (i = 1; i < len; i++)
+		if (args[i] == ' ' && args[i - 1] == ' ')
+			return false;
+	return true;
 }
 
 /*

@@ -12,10 +12,12 @@
  * Invariants:
  *  - A client byte reaches the backend only once framed, and a command
  *    line only as our re-serialisation of what we parsed: the verb upper-
- *    cased, one SP, the arguments, CRLF (RFC 5321 4.1.1: SP-separated).
- *    A line a lenient backend could read differently from us (bare LF or
- *    CR, NUL, HTAB or another control character, a leading blank) is
- *    refused and never forwarded (SPEC 8.4).
+ *    cased, one SP, the arguments joined by single SPs (runs collapsed
+ *    outside Quoted-strings, which pass byte-exact), CRLF (RFC 5321
+ *    4.1.1: SP-separated).  A line a lenient backend could read
+ *    differently from us (bare LF or CR, NUL, HTAB or another control
+ *    character, a leading blank, an unclosed Quoted-string, a run of SPs
+ *    inside a path) is refused and never forwarded (SPEC 8.4).
  *  - BDAT goes out only as "BDAT <size>[ LAST]" rebuilt by us, size below
  *    2^31, and only to a backend that advertised CHUNKING; any other BDAT
  *    line is refused and its chunk skipped by count, so the backend can
@@ -165,7 +167,7 @@ struct smtp_line {
 	size_t		 len;
 	char		*verb;		/* upper-cased in place */
 	size_t		 verblen;
-	const char	*args;		/* after the SPs, trailing SPs cut */
+	char		*args;		/* after the SPs, trailing SPs cut */
 	size_t		 argslen;
 	uint64_t	 size;		/* BDAT: chunk size */
 	bool		 last;		/* BDAT: LAST */
@@ -218,6 +220,9 @@ static bool	 smtp_read_sasl(struct filter *, struct evbuffer *,
 		    struct evbuffer *);
 static bool	 smtp_check_line(const char *, size_t, unsigned);
 static void	 smtp_parse(struct smtp_line *, char *, size_t);
+static int	 smtp_canon_args(struct smtp_line *);
+static bool	 smtp_quote_start(const char *, size_t);
+static size_t	 smtp_quoted_end(const char *, size_t, size_t);
 static const struct smtp_cmd *smtp_cmd_lookup(const char *, size_t);
 static void	 smtp_refuse_line(struct filter *, const char *, size_t);
 static void	 smtp_command(struct filter *, struct smtp_line *,
@@ -636,7 +641,8 @@ smtp_check_line(const char *text, size_t len, unsigned flags)
 /*
  * Split a checked line: the verb up to the first SP (upper-cased, as it
  * will be forwarded), the arguments after the run of SPs, trailing SPs
- * cut.  The canonical line is rebuilt from these pieces alone.
+ * cut.  The canonical line is rebuilt from these pieces alone, once
+ * smtp_canon_args() has joined the arguments with single SPs.
  */
 static void
 smtp_parse(struct smtp_line *l, char *text, size_t len)
@@ -657,6 +663,94 @@ smtp_parse(struct smtp_line *l, char *text, size_t len)
 	l->argslen = len - i;
 	while (l->argslen > 0 && l->args[l->argslen - 1] == ' ')
 		l->argslen--;
+}
+
+/*
+ * Canonical arguments, in place (SPEC 3 "verb, single SP, arguments";
+ * SPEC 8.4).  RFC 5321 4.1.1-4.1.2 separates the parameters of every
+ * command by exactly one SP ("MAIL FROM:" Reverse-path [SP
+ * Mail-parameters], esmtp-param *(SP esmtp-param), "AUTH" SP mech [SP
+ * initial-response], ...), and the only place an SP is data is inside a
+ * Quoted-string (qtextSMTP = %d32-33 / ...): a quoted local part of a
+ * path ("MAIL FROM:<"a  b"@x>") or a quoted String argument of VRFY,
+ * EXPN, HELP or NOOP.  So:
+ *  - a run of SPs between arguments becomes one SP.  Every lenient
+ *    server (Exim, Sendmail, Postfix) splits arguments at a run of
+ *    blanks, so the single SP is what each of them read anyway, and the
+ *    backend now sees only the one spelling a strict parser accepts;
+ *  - a Quoted-string is copied byte-exact, SPs and all;
+ *  - a run of SPs inside an angle-bracket path but outside a
+ *    Quoted-string is refused: it is not RFC 5321 syntax, and collapsing
+ *    it would change an address, which is not ours to do;
+ *  - a Quoted-string without its closing DQUOTE is refused: a server
+ *    reading it as one string and one splitting at its blanks (Exim
+ *    scans MAIL parameters backwards across quotes) see different
+ *    arguments, and no canonical spelling exists.
+ * -1 for a refusal; else 0 and l->argslen is the new length.
+ */
+static int
+smtp_canon_args(struct smtp_line *l)
+{
+	char	*a = l->args;
+	size_t	 i = 0, o = 0, end, run;
+	bool	 path = false;
+
+	while (i < l->argslen) {
+		if (a[i] == '"' && smtp_quote_start(a, o)) {
+			if ((end = smtp_quoted_end(a, l->argslen, i)) == 0)
+				return -1;
+			memmove(a + o, a + i, end - i);
+			o += end - i;
+			i = end;
+			continue;
+		}
+		if (a[i] == ' ') {
+			for (run = i; run < l->argslen && a[run] == ' '; run++)
+				;
+			if (run - i > 1 && path)
+				return -1;
+			a[o++] = ' ';
+			i = run;
+			continue;
+		}
+		if (a[i] == '<')
+			path = true;
+		else if (a[i] == '>')
+			path = false;
+		a[o++] = a[i++];
+	}
+	l->argslen = o;
+	return 0;
+}
+
+/*
+ * Whether a DQUOTE after the o canonical bytes of a opens a Quoted-string
+ * (RFC 5321 4.1.2): a String argument starts after SP (or at the first
+ * argument), a Local-part after "<" or after the ":" that ends an A-d-l
+ * source route ("FROM:" in the sloppy form without brackets).  Anywhere
+ * else it is an ordinary byte, as in an xtext esmtp-value (ORCPT=).
+ */
+static bool
+smtp_quote_start(const char *a, size_t o)
+{
+	return o == 0 || a[o - 1] == ' ' || a[o - 1] == '<' ||
+	    a[o - 1] == ':';
+}
+
+/*
+ * The end (one past the closing DQUOTE) of the Quoted-string opened at
+ * a[i], with quoted-pairSMTP = "\" %d32-126; 0 if it is not closed.
+ */
+static size_t
+smtp_quoted_end(const char *a, size_t len, size_t i)
+{
+	for (i++; i < len; i++) {
+		if (a[i] == '\\')
+			i++;
+		else if (a[i] == '"')
+			return i + 1;
+	}
+	return 0;
 }
 
 static const struct smtp_cmd *
@@ -720,6 +814,12 @@ smtp_command(struct filter *f, struct smtp_line *l,
 		/* RFC 3030: the chunk follows a refused BDAT all the same. */
 		if (!smtp_refuse(f, refusal) && (cmd->flags & CF_COUNTED))
 			smtp_bdat_begin(f, l->size, false);
+		return;
+	}
+	/* SPEC 8.4: arguments only in their one canonical spelling. */
+	if (smtp_canon_args(l) == -1) {
+		flog(f, info, "ambiguous arguments refused");
+		smtp_refuse(f, R_ARGS);
 		return;
 	}
 	cmd->handler(f, cmd, l, to_backend);

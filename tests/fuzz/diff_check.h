@@ -378,16 +378,46 @@ dc_sasl_ok(const unsigned char *p, size_t n)
 }
 
 /*
+ * RFC 5321 4.1.2: Quoted-string = DQUOTE *QcontentSMTP DQUOTE, with
+ * qtextSMTP = %d32-33 / %d35-91 / %d93-126 and quoted-pairSMTP = "\\"
+ * %d32-126: the one place where SP is data, so a run of SPs inside one is
+ * canonical (MAIL FROM:<"a  b"@x>, VRFY "John  Smith").  A Quoted-string
+ * starts a Local-part (after "<", or after the ":" ending a source route
+ * or, sloppily, "FROM:") or a String argument (after SP); a DQUOTE
+ * anywhere else is an ordinary byte (xtext, RFC 3461 ORCPT=).  If p[i]
+ * opens one that is closed, returns the index of its closing DQUOTE;
+ * else i.
+ */
+static size_t
+dc_smtp_quoted(const unsigned char *p, size_t n, size_t i)
+{
+	size_t	 j;
+
+	if (p[i] != '"' || i == 0 || (p[i - 1] != ' ' && p[i - 1] != '<' &&
+	    p[i - 1] != ':'))
+		return i;
+	for (j = i + 1; j < n; j++) {
+		if (p[j] == '\\')
+			j++;
+		else if (p[j] == '"')
+			return j;
+	}
+	return i;
+}
+
+/*
  * Generic "verb[ SP arg]*" (SMTP and POP3): the verb is letters, digits
  * or "-", arguments are blank-separated runs of printable bytes (8-bit
  * allowed, SMTPUTF8).  Re-serialising verb and arguments with single SP
- * must give the line back.  Puts the upper-case verb in verb.
+ * must give the line back.  With smtp, SMTP Quoted-strings are single
+ * arguments kept as they are (dc_smtp_quoted()).  Puts the upper-case
+ * verb in verb.
  */
 static bool
 dc_simple_line(struct dc_run *r, const unsigned char *p, size_t n,
-    char *verb, size_t vsize, size_t *argoff)
+    bool smtp, char *verb, size_t vsize, size_t *argoff)
 {
-	size_t	 i = 0, v = 0;
+	size_t	 i = 0, v = 0, q;
 
 	verb[0] = '\0';
 	if (n == 0) {
@@ -410,6 +440,13 @@ dc_simple_line(struct dc_run *r, const unsigned char *p, size_t n,
 	}
 	verb[v] = '\0';
 	for (v = i; v < n; v++) {
+		if (smtp && (q = dc_smtp_quoted(p, n, v)) != v) {
+			for (; v < q; v++)
+				if (dc_ctl(p[v]))
+					break;
+			if (v == q)
+				continue;
+		}
 		if (dc_ctl(p[v])) {
 			dc_violation(r, DC_CTL, "control character 0x%02x: "
 			    "\"%s\"", p[v], dc_show(p, n));
@@ -519,7 +556,7 @@ dc_smtp_command(struct dc_run *r, const unsigned char *p, size_t n)
 	int64_t		 sz;
 	bool		 last, ok;
 
-	ok = dc_simple_line(r, p, n, verb, sizeof(verb), &a);
+	ok = dc_simple_line(r, p, n, true, verb, sizeof(verb), &a);
 	if (strcmp(verb, "BDAT") == 0) {
 		sz = ok ? dc_bdat_size(p + a, n - a, &last) : -1;
 		if (sz < 0) {
@@ -896,7 +933,7 @@ dc_pop3_command(struct dc_run *r, const unsigned char *p, size_t n)
 	size_t	 a;
 	bool	 args;
 
-	if (!dc_simple_line(r, p, n, verb, sizeof(verb), &a)) {
+	if (!dc_simple_line(r, p, n, false, verb, sizeof(verb), &a)) {
 		dc_reply(r, "-ERR bad command\r\n");
 		return;
 	}
@@ -1413,7 +1450,13 @@ dc_gsmtp(struct dc_rand *g, struct dc_tape *t)
 		"RSET", "NOOP", "VRFY postmaster", "EXPN staff", "HELP",
 		"ETRN example.org", "X-EXPS GSSAPI", "STARTTLS",
 		"XCLIENT ADDR=203.0.113.9 LOGIN=admin",
-		"XFORWARD ADDR=203.0.113.9", "TURN", "HELO"
+		"XFORWARD ADDR=203.0.113.9", "TURN", "HELO",
+		/* RFC-legal SPs inside Quoted-strings; runs between args. */
+		"MAIL FROM:<\"a  b\"@example.org> SIZE=10",
+		"RCPT TO:<b@example.net>  NOTIFY=SUCCESS  ORCPT=rfc822;b@x",
+		"RCPT TO:<\"x\\\"  y\"@example.net>",
+		"VRFY \"John  Smith\"", "EXPN \"staff  list",
+		"EHLO [IPv6:2001:db8::1]", "MAIL FROM:<a  b@example.org>"
 	};
 	static const char *const sizes[] = {
 		"0", "1", "5", "27", "64", "2147483647", "2147483648",

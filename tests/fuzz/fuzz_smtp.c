@@ -288,13 +288,17 @@ sm_check_backend_cmd(struct fz_run *r, struct sm_side *s, size_t off,
 /*
  * SPEC 8.4: what the filter forwards is its canonical re-serialisation:
  * the verb in upper case, then nothing or one SP and arguments that
- * neither start nor end with SP; no control character anywhere.
+ * neither start nor end with SP and are joined by single SPs; no control
+ * character anywhere.  A run of SPs is data only inside a Quoted-string
+ * (RFC 5321 4.1.2, qtextSMTP includes SP), which opens a Local-part
+ * (after "<" or ":") or a String (after SP) and must be closed.
  */
 static void
 sm_check_canonical(struct fz_run *r, size_t off, const unsigned char *b,
     size_t end)
 {
 	size_t	 i, v;
+	bool	 quoted = false;
 
 	for (i = off; i < end; i++)
 		FZ_CHECK(b[i] >= 0x20 && b[i] != 0x7f, "control character in "
@@ -307,6 +311,18 @@ sm_check_canonical(struct fz_run *r, size_t off, const unsigned char *b,
 		FZ_CHECK(v + 1 < end && b[v + 1] != ' ' && b[end - 1] != ' ',
 		    "blanks not canonical in a command line to the backend "
 		    "(@%zu)", off);
+	for (i = v; i < end; i++) {
+		if (quoted && b[i] == '\\')
+			i++;
+		else if (b[i] == '"' && (quoted || b[i - 1] == ' ' ||
+		    b[i - 1] == '<' || b[i - 1] == ':'))
+			quoted = !quoted;
+		else if (!quoted && b[i] == ' ')
+			FZ_CHECK(b[i + 1] != ' ', "SP run outside a "
+			    "Quoted-string to the backend (@%zu)", off);
+	}
+	FZ_CHECK(!quoted, "unclosed Quoted-string to the backend (@%zu)",
+	    off);
 }
 
 /* One request line [off, lf] (lf: its LF) in command mode. */

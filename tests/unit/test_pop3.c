@@ -21,6 +21,8 @@
 #define R_BADCHAR	"-ERR Invalid characters in command line\r\n"
 #define R_EMPTY		"-ERR Empty command line\r\n"
 #define R_SYNTAX	"-ERR Syntax error\r\n"
+#define R_BLANK		"-ERR Leading, trailing or double blank in " \
+			"argument\r\n"
 #define R_NOPERM	"-ERR Command not permitted\r\n"
 #define R_CLEAR		"-ERR [AUTH] Plaintext authentication disallowed " \
 			"on non-secure connection, use STLS first\r\n"
@@ -185,8 +187,8 @@ static const struct fh_case pop3_cases[] = {
 } },
 { "USER and PASS keep their argument verbatim", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
-	{ 'C', "user bob smith\r\nPASS my  secret \r\n",
-	    "USER bob smith\r\nPASS my  secret \r\n", NULL,
+	{ 'C', "user bob smith\r\nPASS my secret phrase\r\n",
+	    "USER bob smith\r\nPASS my secret phrase\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
 } },
 
@@ -199,7 +201,21 @@ static const struct fh_case pop3_cases[] = {
 { "PASS argument is the rest of the line, byte-exact", true, false, false,
     0, .max_errors = 0, .steps = {
 	GREET,
-	{ 'C', "pass  two  spaces \r\n", "PASS  two  spaces \r\n", NULL,
+	{ 'C', "pass a b:c\"d \\e\r\n", "PASS a b:c\"d \\e\r\n", NULL,
+	    FILTER_CONTINUE, 0 },
+} },
+/*
+ * pop3_restarg_canonical(): servers strip, keep or re-join the blanks of
+ * a password (RFC 1939 section 7), so a PASS they could read two ways is
+ * refused, never forwarded (issue 8, SPEC 8.4).
+ */
+{ "PASS with a leading, trailing or double blank refused", true, false,
+    false, 0, .max_errors = 0, .steps = {
+	GREET,
+	{ 'C', "PASS  secret\r\nPASS secret \r\nPASS my  secret\r\n"
+	    "PASS \r\nPASS   \r\n", NULL,
+	    R_BLANK R_BLANK R_BLANK R_BLANK R_BLANK, FILTER_CONTINUE, 0 },
+	{ 'C', "PASS secret\r\n", "PASS secret\r\n", NULL,
 	    FILTER_CONTINUE, 0 },
 } },
 { "HTAB or control in a command line refused (issue 8)", true, false,

@@ -962,6 +962,47 @@ static struct fh_case smtp_cases[] = {
 	{ .name = "canonical: leading blank refused", .tls_active = true,
 	  .steps = { ST_GREET,
 		{ 'C', " MAIL FROM:<a>\r\n", NULL, R_SYNTAX } } },
+	/* smtp_canon_args(): RFC 5321 separates arguments by one SP. */
+	{ .name = "canonical: SP runs between arguments collapsed",
+	  .tls_active = true,
+	  .steps = { ST_GREET, ST_EHLO_TLS,
+		{ 'C', "MAIL FROM:<a@example.org>  SIZE=10   BODY=8BITMIME\r\n"
+		  "RCPT TO:<b@example.net>  NOTIFY=SUCCESS,FAILURE  "
+		  "ORCPT=rfc822;b@example.net\r\n"
+		  "AUTH PLAIN  AGJvYgBzZWNyZXQ=\r\n",
+		  "MAIL FROM:<a@example.org> SIZE=10 BODY=8BITMIME\r\n"
+		  "RCPT TO:<b@example.net> NOTIFY=SUCCESS,FAILURE "
+		  "ORCPT=rfc822;b@example.net\r\n"
+		  "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n", NULL } } },
+	/* A Quoted-string's SPs are data (RFC 5321 4.1.2 qtextSMTP). */
+	{ .name = "canonical: Quoted-strings and address literals byte-exact",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "EHLO [IPv6:2001:db8::1]\r\n"
+		  "MAIL FROM:<\"a  b\"@example.org>  SIZE=10\r\n"
+		  "RCPT TO:<\"x\\\"  y\"@example.net> ORCPT=rfc822;a\"b\r\n"
+		  "VRFY \"John  Smith\"\r\nEXPN  \"staff  list\"\r\n"
+		  "HELP \" a \"\r\n",
+		  "EHLO [IPv6:2001:db8::1]\r\n"
+		  "MAIL FROM:<\"a  b\"@example.org> SIZE=10\r\n"
+		  "RCPT TO:<\"x\\\"  y\"@example.net> ORCPT=rfc822;a\"b\r\n"
+		  "VRFY \"John  Smith\"\r\nEXPN \"staff  list\"\r\n"
+		  "HELP \" a \"\r\n", NULL } } },
+	/* An address is not ours to rewrite: refused, never forwarded. */
+	{ .name = "canonical: SP run inside a path refused",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "MAIL FROM:<a  b@example.org>\r\n"
+		  "RCPT TO:<  b@example.net>\r\nNOOP\r\n", "NOOP\r\n",
+		  R_ARGS R_ARGS } } },
+	/* One string to some servers, several words to others. */
+	{ .name = "canonical: unclosed Quoted-string refused",
+	  .tls_active = true,
+	  .steps = { ST_GREET,
+		{ 'C', "VRFY \"John  Smith\r\n"
+		  "MAIL FROM:<\"a  b@example.org> SIZE=1\r\n"
+		  "VRFY \"a\\\"\r\nNOOP\r\n", "NOOP\r\n",
+		  R_ARGS R_ARGS R_ARGS } } },
 	{ .name = "STARTTLS with HTAB: 500, no go-ahead",
 	  .starttls_service = true,
 	  .steps = { ST_GREET, ST_EHLO_CLEAR,
