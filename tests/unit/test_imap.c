@@ -39,6 +39,8 @@
 #define R_BADTAG	"* BAD Invalid tag\r\n"
 #define R_NOVERB	" BAD Missing command\r\n"
 #define R_BADQUOTE	" BAD Invalid quoted string\r\n"
+#define R_BADATOM	" BAD Invalid characters in atom\r\n"
+#define R_PAREN		" BAD Unbalanced parentheses\r\n"
 #define R_BADLIT	" BAD Invalid literal\r\n"
 #define R_TOOBIG	" BAD [TOOBIG] Literal too large\r\n"
 #define R_BADID		" BAD Invalid ID parameters\r\n"
@@ -813,7 +815,7 @@ static const struct fh_case imap_cases[] = {
 		GREET,
 		{ 'C', "a ID (\"name\")\r\nb ID\r\nc ID name x\r\n"
 		    "d ID (\"a\" \"b\"\r\ne ID (\"a\" \"b\") x\r\n", NULL,
-		    "a" R_BADID "b" R_BADID "c" R_BADID "d" R_BADID "e" R_BADID,
+		    "a" R_BADID "b" R_BADID "c" R_BADID "d" R_PAREN "e" R_BADID,
 		    CONT, 0 },
 		{ 0 } } },
 	{ .name = "id_value_crlf_as_literal", .starttls_service = true,
