@@ -326,6 +326,8 @@ static const char	*imap_lit_allowed(const struct imap *,
 			    const struct imap_lit *);
 static bool		 imap_tag_char(unsigned char);
 static bool		 imap_verb_char(unsigned char);
+static bool		 imap_verb_alpha(unsigned char);
+static bool		 imap_verb_valid(const char *, size_t);
 static size_t		 imap_word_len(const char *, size_t);
 
 static unsigned		 imap_slot_complete(struct filter *, const char *,
@@ -819,7 +821,7 @@ imap_seqset(const char *s, size_t len)
  *    of a fetch section (BODY[HEADER.FIELDS (FROM)]<0.100>);
  *  - "\" only first, before an atom: a flag (flag-extension, \Seen);
  *  - "*" in a sequence-set (1:*,3), and "%" and "*" in the list-mailbox
- *    patterns of LIST and LSUB (list-char).
+ *    patterns of LIST, LSUB and XLIST (list-char).
  * Anything else is where lenient parsers differ (a "\" read as an escape,
  * `u\ p` taken for one token): refused, never forwarded.
  */
@@ -974,8 +976,32 @@ imap_tag_char(unsigned char c)
 static bool
 imap_verb_char(unsigned char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-	    (c >= '0' && c <= '9') || c == '-' || c == '_';
+	return imap_verb_alpha(c) || (c >= '0' && c <= '9') || c == '-' ||
+	    c == '_';
+}
+
+static bool
+imap_verb_alpha(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+/*
+ * RFC 9051 command names are letters; only an x-command ("X" atom) may
+ * hold more (digits, "-", "_" here).  A name like "N1" is no command a
+ * strict parser knows where it ends.
+ */
+static bool
+imap_verb_valid(const char *s, size_t len)
+{
+	size_t	 i;
+
+	if (s[0] == 'X' || s[0] == 'x')
+		return true;
+	for (i = 0; i < len; i++)
+		if (!imap_verb_alpha((unsigned char)s[i]))
+			return false;
+	return true;
 }
 
 /* Length of the word at s (up to SP or the end). */
@@ -1260,7 +1286,7 @@ imap_parse_line(struct imap *st, size_t len, unsigned flags,
 		    IMAP_R_SYNTAX;
 	if (i == v)
 		return IMAP_R_BADSPACE;		/* "a  LOGIN" */
-	if (i - v > IMAP_VERB_MAX)
+	if (i - v > IMAP_VERB_MAX || !imap_verb_valid(s + v, i - v))
 		return IMAP_R_SYNTAX;
 	for (c->verblen = 0; v < i; v++)
 		c->verb[c->verblen++] = (char)((s[v] >= 'a' && s[v] <= 'z') ?
@@ -1268,11 +1294,12 @@ imap_parse_line(struct imap *st, size_t len, unsigned flags,
 	if (i == len)
 		return NULL;
 	c->args = st->out;
-	/* list-mailbox patterns (RFC 9051 section 6.3.9, RFC 3501 LSUB) */
+	/* list-mailbox patterns (RFC 9051 6.3.9, RFC 3501 LSUB, Gmail XLIST) */
 	memset(&st->clex, 0, sizeof(st->clex));
 	st->clex.prev = IMAP_LX_SEP;
 	st->clex.listpat = filter_word_eq(c->verb, c->verblen, "LIST") ||
-	    filter_word_eq(c->verb, c->verblen, "LSUB");
+	    filter_word_eq(c->verb, c->verblen, "LSUB") ||
+	    filter_word_eq(c->verb, c->verblen, "XLIST");
 	return imap_lex(s + i + 1, len - i - 1, &st->clex, st->out,
 	    &c->argslen, &c->lit);
 }

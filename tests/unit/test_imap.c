@@ -343,6 +343,13 @@ static const struct fh_case imap_cases[] = {
 		    "a" R_BADQUOTE "b" R_BADQUOTE "c" R_BADQUOTE "d" R_BADQUOTE
 		    "e" R_BADQUOTE, CONT, 0 },
 		{ 0 } } },
+	{ .name = "verb_letters_or_x_command", .tls_active = true, .steps = {
+		/* imap_verb_valid: letters, or "X" atom (x-command). */
+		GREET,
+		{ 'C', "a NOOP1\r\nb SE-LECT box\r\nc X-FOO_1 y\r\n"
+		    "d XLIST \"\" %\r\n", "c X-FOO_1 y\r\nd XLIST \"\" %\r\n",
+		    "a" R_SYNTAX "b" R_SYNTAX, CONT, 0 },
+		{ 0 } } },
 	{ .name = "rfc9051_commands_forwarded", .tls_active = true,
 	    .steps = {
 		/* What real clients send keeps working, byte for byte. */
