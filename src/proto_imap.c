@@ -14,9 +14,13 @@
  * and a continuation line.  Each line is lexed strictly (RFC 9051): tokens
  * are separated by one SP, a control or 8-bit byte outside a quoted string
  * or a literal is refused, quotes open only at a token start and close on
- * the line, "{" only as the final literal marker.  So we find exactly the
- * literals a conforming backend finds, and no lenient backend can split a
- * line we forwarded differently (`a LOGIN<HTAB>u p`, `a  LOGIN`): what
+ * the line, "{" only as the final literal marker, atoms hold ATOM-CHARs
+ * and only the specials the grammar allows ("]", a flag's "\", "*" in a
+ * sequence-set, "%" and "*" in a LIST pattern), parentheses balance over
+ * the whole command, and the verb is letters or an x-command.  So we find
+ * exactly the literals a conforming backend finds, and no lenient backend
+ * can split a line we forwarded differently (`a LOGIN<HTAB>u p`,
+ * `a  LOGIN`, `a LOGIN u p)`, `a LOGIN u\ p`): what
  * leaves is only our canonical re-serialisation of the tokens we lexed
  * (uppercase verb, single SP, canonical literal sizes), never client bytes
  * (SPEC 8.4).  A refused command is never forwarded: its {n+} bytes are
