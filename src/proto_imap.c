@@ -14,9 +14,13 @@
  * and a continuation line.  Each line is lexed strictly (RFC 9051): tokens
  * are separated by one SP, a control or 8-bit byte outside a quoted string
  * or a literal is refused, quotes open only at a token start and close on
- * the line, "{" only as the final literal marker.  So we find exactly the
- * literals a conforming backend finds, and no lenient backend can split a
- * line we forwarded differently (`a LOGIN<HTAB>u p`, `a  LOGIN`): what
+ * the line, "{" only as the final literal marker, atoms hold ATOM-CHARs
+ * and only the specials the grammar allows ("]", a flag's "\", "*" in a
+ * sequence-set, "%" and "*" in a LIST pattern), parentheses balance over
+ * the whole command, and the verb is letters or an x-command.  So we find
+ * exactly the literals a conforming backend finds, and no lenient backend
+ * can split a line we forwarded differently (`a LOGIN<HTAB>u p`,
+ * `a  LOGIN`, `a LOGIN u p)`, `a LOGIN u\ p`): what
  * leaves is only our canonical re-serialisation of the tokens we lexed
  * (uppercase verb, single SP, canonical literal sizes), never client bytes
  * (SPEC 8.4).  A refused command is never forwarded: its {n+} bytes are
@@ -124,6 +128,8 @@
 #define IMAP_R_BADTAG		"* BAD Invalid tag\r\n"
 #define IMAP_R_NOVERB		"BAD Missing command\r\n"
 #define IMAP_R_BADQUOTE		"BAD Invalid quoted string\r\n"
+#define IMAP_R_BADATOM		"BAD Invalid characters in atom\r\n"
+#define IMAP_R_PAREN		"BAD Unbalanced parentheses\r\n"
 #define IMAP_R_BADLIT		"BAD Invalid literal\r\n"
 #define IMAP_R_LITPLUS		"BAD Non-synchronizing literal not " \
 				"supported\r\n"
@@ -195,9 +201,16 @@ enum imap_step {
 enum imap_lx {
 	IMAP_LX_SEP = 0,	/* after SP (or the verb's SP): a token */
 	IMAP_LX_OPEN,		/* after "(": a token or ")" */
-	IMAP_LX_ATOM,		/* inside an atom */
+	IMAP_LX_ATOM,		/* after an atom */
 	IMAP_LX_CLOSE,		/* after ")" */
 	IMAP_LX_STRING,		/* after a quoted string or a literal */
+};
+
+/* What the lexer carries from one line of a command to the next. */
+struct imap_lexer {
+	enum imap_lx	 prev;
+	unsigned	 depth;		/* "(" not yet closed */
+	bool		 listpat;	/* LIST/LSUB: list-wildcards allowed */
 };
 
 /* The end of a line: a literal marker, RFC 9051 section 4.3. */
@@ -250,6 +263,7 @@ struct imap {
 	bool		 local_cont;	/* our "+" for a collected literal */
 	char		 ctag[FILTER_TAG_MAX + 1];
 	size_t		 ctaglen;
+	struct imap_lexer clex;		/* lexer state across literals */
 	struct imap_tail ctail;
 	struct evbuffer	*collect;	/* ID being gathered (canonical) */
 	char		 go_ahead[FILTER_TAG_MAX + sizeof(IMAP_R_TLSGO) + 1];
@@ -304,13 +318,20 @@ static int		 imap_stream_line(struct evbuffer *,
 static int		 imap_lit_at_end(const char *, size_t,
 			    struct imap_lit *);
 static size_t		 imap_lit_format(char *, const struct imap_lit *);
+static size_t		 imap_utf8_len(const unsigned char *, size_t);
 static size_t		 imap_lex_quoted(const char *, size_t, size_t);
-static const char	*imap_lex(const char *, size_t, enum imap_lx, char *,
-			    size_t *, struct imap_lit *);
+static bool		 imap_atom_char(unsigned char);
+static bool		 imap_seqset(const char *, size_t);
+static const char	*imap_lex_atom(const char *, size_t,
+			    const struct imap_lexer *);
+static const char	*imap_lex(const char *, size_t, struct imap_lexer *,
+			    char *, size_t *, struct imap_lit *);
 static const char	*imap_lit_allowed(const struct imap *,
 			    const struct imap_lit *);
 static bool		 imap_tag_char(unsigned char);
 static bool		 imap_verb_char(unsigned char);
+static bool		 imap_verb_alpha(unsigned char);
+static bool		 imap_verb_valid(const char *, size_t);
 static size_t		 imap_word_len(const char *, size_t);
 
 static unsigned		 imap_slot_complete(struct filter *, const char *,
@@ -683,10 +704,51 @@ imap_lit_format(char *out, const struct imap_lit *lit)
 	return (size_t)n;
 }
 
-/* Index of the quote closing the string opened at s[i], or 0. */
+/*
+ * Length of the UTF-8 sequence at s (RFC 9051 UTF8-2, UTF8-3, UTF8-4, the
+ * RFC 3629 forms: no overlong encoding, no surrogate, nothing above
+ * U+10FFFF), or 0 when it is not one.
+ */
+static size_t
+imap_utf8_len(const unsigned char *s, size_t len)
+{
+	size_t	 n, i;
+	unsigned char lo = 0x80, hi = 0xbf;
+
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		n = 2;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+		n = 3;
+		if (s[0] == 0xe0)
+			lo = 0xa0;
+		else if (s[0] == 0xed)
+			hi = 0x9f;
+	} else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+		n = 4;
+		if (s[0] == 0xf0)
+			lo = 0x90;
+		else if (s[0] == 0xf4)
+			hi = 0x8f;
+	} else
+		return 0;
+	if (len < n || s[1] < lo || s[1] > hi)
+		return 0;
+	for (i = 2; i < n; i++)
+		if (s[i] < 0x80 || s[i] > 0xbf)
+			return 0;
+	return n;
+}
+
+/*
+ * Index of the quote closing the string opened at s[i], or 0.  Inside,
+ * RFC 9051 QUOTED-CHAR: any TEXT-CHAR (CR, LF and NUL never reach here),
+ * "\" only before DQUOTE or "\", 8-bit only as well-formed UTF-8.
+ */
 static size_t
 imap_lex_quoted(const char *s, size_t len, size_t i)
 {
+	size_t	 n;
+
 	for (i++; i < len; i++) {
 		if (s[i] == '"')
 			return i;
@@ -696,9 +758,98 @@ imap_lex_quoted(const char *s, size_t len, size_t i)
 			    s[i + 1] != '\\'))
 				return 0;
 			i++;
+		} else if ((unsigned char)s[i] >= 0x80) {
+			if ((n = imap_utf8_len((const unsigned char *)s + i,
+			    len - i)) == 0)
+				return 0;
+			i += n - 1;
 		}
 	}
 	return 0;
+}
+
+/*
+ * RFC 9051 ATOM-CHAR: any CHAR except atom-specials, i.e. not "(", ")",
+ * "{", SP, CTL, list-wildcards ("%", "*"), quoted-specials (DQUOTE, "\")
+ * or resp-specials ("]").
+ */
+static bool
+imap_atom_char(unsigned char c)
+{
+	if (c <= 0x20 || c >= 0x7f)
+		return false;
+	return strchr("(){%*\"\\]", c) == NULL;
+}
+
+/*
+ * RFC 9051 sequence-set: (seq-number / seq-range) *("," ...), with
+ * seq-number = nz-number / "*" and seq-range = seq-number ":" seq-number.
+ * Only tokens holding a "*" are checked against it (anything else made
+ * of ATOM-CHARs is an atom already).
+ */
+static bool
+imap_seqset(const char *s, size_t len)
+{
+	size_t		 i = 0, d;
+	uint64_t	 v;
+	bool		 range = false;
+
+	for (;;) {
+		if (i < len && s[i] == '*')
+			i++;
+		else {
+			for (d = i, v = 0; i < len && s[i] >= '0' &&
+			    s[i] <= '9' && v <= UINT32_MAX; i++)
+				v = v * 10 + (uint64_t)(s[i] - '0');
+			/* nz-number: a non-zero 32-bit number, no "0" first */
+			if (i == d || s[d] == '0' || v > UINT32_MAX)
+				return false;
+		}
+		if (i == len)
+			return true;
+		if (s[i] == ':' && !range)
+			range = true;
+		else if (s[i] == ',')
+			range = false;
+		else
+			return false;
+		i++;
+	}
+}
+
+/*
+ * An atom-like token (everything but quoted strings, literals and
+ * parentheses) is made of ATOM-CHARs, plus what the RFC 9051 grammar
+ * allows where it allows it:
+ *  - "]" (resp-specials): ASTRING-CHAR, so in every astring, and the end
+ *    of a fetch section (BODY[HEADER.FIELDS (FROM)]<0.100>);
+ *  - "\" only first, before an atom: a flag (flag-extension, \Seen);
+ *  - "*" in a sequence-set (1:*,3), and "%" and "*" in the list-mailbox
+ *    patterns of LIST, LSUB and XLIST (list-char).
+ * Anything else is where lenient parsers differ (a "\" read as an escape,
+ * `u\ p` taken for one token): refused, never forwarded.
+ */
+static const char *
+imap_lex_atom(const char *s, size_t len, const struct imap_lexer *lx)
+{
+	size_t	 i;
+	bool	 star = false;
+
+	if (s[0] == '\\') {
+		for (i = 1; i < len && imap_atom_char((unsigned char)s[i]);
+		    i++)
+			;
+		return len >= 2 && i == len ? NULL : IMAP_R_BADATOM;
+	}
+	for (i = 0; i < len; i++) {
+		if (imap_atom_char((unsigned char)s[i]) || s[i] == ']' ||
+		    (lx->listpat && (s[i] == '%' || s[i] == '*')))
+			continue;
+		if (s[i] != '*')
+			return IMAP_R_BADATOM;
+		star = true;
+	}
+	return star && !imap_seqset(s, len) ? IMAP_R_BADATOM : NULL;
 }
 
 /*
@@ -713,47 +864,57 @@ imap_lex_quoted(const char *s, size_t len, size_t i)
  * line and be followed by SP, ")" or the end.  "{" is only allowed as the
  * marker ending the line: otherwise a backend and we could disagree on
  * whether the line ends with a literal (`NOOP "x {20+}`), and the
- * literal's bytes would run as commands on one side only.
+ * literal's bytes would run as commands on one side only.  Atoms follow
+ * imap_lex_atom().  Parentheses balance over the whole command: a ")"
+ * closes an open "(" (`a LOGIN u p)` is refused), and a command may not
+ * end with a list open; after ")" only SP, ")" or the "]" ending a fetch
+ * section may follow.
  *
- * prev is IMAP_LX_SEP for the arguments of a first line (after the
- * verb's SP) and IMAP_LX_STRING for the line after a literal.  Returns
- * NULL (lit filled) or the reply refusing the line.
+ * lx carries what came before: prev is IMAP_LX_SEP for the arguments of
+ * a first line (after the verb's SP) and IMAP_LX_STRING for the line
+ * after a literal, depth the lists still open.  Returns NULL (lit filled)
+ * or the reply refusing the line.
  */
 static const char *
-imap_lex(const char *s, size_t len, enum imap_lx prev, char *out,
+imap_lex(const char *s, size_t len, struct imap_lexer *lx, char *out,
     size_t *outlen, struct imap_lit *lit)
 {
 	unsigned char	 c;
+	const char	*err;
 	size_t		 i, e, o = 0;
 	bool		 start;
 
 	memset(lit, 0, sizeof(*lit));
 	for (i = 0; i < len; i++) {
 		c = (unsigned char)s[i];
-		start = prev == IMAP_LX_SEP || prev == IMAP_LX_OPEN;
+		start = lx->prev == IMAP_LX_SEP || lx->prev == IMAP_LX_OPEN;
 		if (c < 0x20 || c >= 0x7f)
 			return IMAP_R_BADCHAR;
-		if (prev == IMAP_LX_STRING && c != ' ' && c != ')')
+		if (lx->prev == IMAP_LX_STRING && c != ' ' && c != ')')
 			return IMAP_R_SYNTAX;
 		if (c == ' ') {
 			if (start)
 				return IMAP_R_BADSPACE;
-			prev = IMAP_LX_SEP;
+			lx->prev = IMAP_LX_SEP;
 		} else if (c == '(') {
 			if (!start)
 				return IMAP_R_SYNTAX;
-			prev = IMAP_LX_OPEN;
+			lx->depth++;
+			lx->prev = IMAP_LX_OPEN;
 		} else if (c == ')') {
-			if (prev == IMAP_LX_SEP)
+			if (lx->prev == IMAP_LX_SEP)
 				return IMAP_R_SYNTAX;
-			prev = IMAP_LX_CLOSE;
+			if (lx->depth == 0)
+				return IMAP_R_PAREN;
+			lx->depth--;
+			lx->prev = IMAP_LX_CLOSE;
 		} else if (c == '"') {
 			if (!start || (e = imap_lex_quoted(s, len, i)) == 0)
 				return IMAP_R_BADQUOTE;
 			memcpy(out + o, s + i, e - i + 1);
 			o += e - i + 1;
 			i = e;
-			prev = IMAP_LX_STRING;
+			lx->prev = IMAP_LX_STRING;
 			continue;
 		} else if (c == '{' || (c == '~' && i + 1 < len &&
 		    s[i + 1] == '{')) {
@@ -761,13 +922,30 @@ imap_lex(const char *s, size_t len, enum imap_lx prev, char *out,
 			    lit->start != i)
 				return IMAP_R_BADLIT;
 			*outlen = o + imap_lit_format(out + o, lit);
+			lx->prev = IMAP_LX_STRING;
 			return NULL;
-		} else
-			prev = IMAP_LX_ATOM;
+		} else {
+			/* The whole atom, up to the next special. */
+			for (e = i; e < len && (unsigned char)s[e] > 0x20 &&
+			    (unsigned char)s[e] < 0x7f &&
+			    strchr("(){\"", s[e]) == NULL; e++)
+				;
+			if (lx->prev == IMAP_LX_CLOSE && c != ']')
+				return IMAP_R_SYNTAX;
+			if ((err = imap_lex_atom(s + i, e - i, lx)) != NULL)
+				return err;
+			memcpy(out + o, s + i, e - i);
+			o += e - i;
+			i = e - 1;
+			lx->prev = IMAP_LX_ATOM;
+			continue;
+		}
 		out[o++] = (char)c;
 	}
-	if (prev == IMAP_LX_SEP)
+	if (lx->prev == IMAP_LX_SEP)
 		return IMAP_R_BADSPACE;		/* trailing or lone SP */
+	if (lx->depth != 0)
+		return IMAP_R_PAREN;		/* a list left open */
 	*outlen = o;
 	return NULL;
 }
@@ -791,21 +969,43 @@ imap_lit_allowed(const struct imap *st, const struct imap_lit *lit)
 	return NULL;
 }
 
-/* RFC 9051 tag: ASTRING-CHAR except "+". */
+/* RFC 9051 tag: ASTRING-CHAR (ATOM-CHAR or "]") except "+". */
 static bool
 imap_tag_char(unsigned char c)
 {
-	if (c <= 0x20 || c >= 0x7f)
-		return false;
-	return strchr("(){%*\"\\+", c) == NULL;
+	return (imap_atom_char(c) || c == ']') && c != '+';
 }
 
 /* Command names: letters, digits, "-" and "_" (X-commands). */
 static bool
 imap_verb_char(unsigned char c)
 {
-	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
-	    (c >= '0' && c <= '9') || c == '-' || c == '_';
+	return imap_verb_alpha(c) || (c >= '0' && c <= '9') || c == '-' ||
+	    c == '_';
+}
+
+static bool
+imap_verb_alpha(unsigned char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+}
+
+/*
+ * RFC 9051 command names are letters; only an x-command ("X" atom) may
+ * hold more (digits, "-", "_" here).  A name like "N1" is no command a
+ * strict parser knows where it ends.
+ */
+static bool
+imap_verb_valid(const char *s, size_t len)
+{
+	size_t	 i;
+
+	if (s[0] == 'X' || s[0] == 'x')
+		return true;
+	for (i = 0; i < len; i++)
+		if (!imap_verb_alpha((unsigned char)s[i]))
+			return false;
+	return true;
 }
 
 /* Length of the word at s (up to SP or the end). */
@@ -1090,7 +1290,7 @@ imap_parse_line(struct imap *st, size_t len, unsigned flags,
 		    IMAP_R_SYNTAX;
 	if (i == v)
 		return IMAP_R_BADSPACE;		/* "a  LOGIN" */
-	if (i - v > IMAP_VERB_MAX)
+	if (i - v > IMAP_VERB_MAX || !imap_verb_valid(s + v, i - v))
 		return IMAP_R_SYNTAX;
 	for (c->verblen = 0; v < i; v++)
 		c->verb[c->verblen++] = (char)((s[v] >= 'a' && s[v] <= 'z') ?
@@ -1098,7 +1298,13 @@ imap_parse_line(struct imap *st, size_t len, unsigned flags,
 	if (i == len)
 		return NULL;
 	c->args = st->out;
-	return imap_lex(s + i + 1, len - i - 1, IMAP_LX_SEP, st->out,
+	/* list-mailbox patterns (RFC 9051 6.3.9, RFC 3501 LSUB, Gmail XLIST) */
+	memset(&st->clex, 0, sizeof(st->clex));
+	st->clex.prev = IMAP_LX_SEP;
+	st->clex.listpat = filter_word_eq(c->verb, c->verblen, "LIST") ||
+	    filter_word_eq(c->verb, c->verblen, "LSUB") ||
+	    filter_word_eq(c->verb, c->verblen, "XLIST");
+	return imap_lex(s + i + 1, len - i - 1, &st->clex, st->out,
 	    &c->argslen, &c->lit);
 }
 
@@ -1215,10 +1421,12 @@ imap_cont_line(struct filter *f, struct imap_io *io, size_t len,
 	if (imap_lit_at_end(st->buf, len, &raw) == -1)
 		return imap_close(f, io->to_client, IMAP_L_BYE_TOOBIG,
 		    "literal too large");
+	/* After a literal; its lists stay open (st->clex.depth). */
+	st->clex.prev = IMAP_LX_STRING;
 	if (flags & (LINEIO_BARE_LF | LINEIO_HAS_CR | LINEIO_HAS_NUL))
 		err = IMAP_R_BADCHAR;
-	else if ((err = imap_lex(st->buf, len, IMAP_LX_STRING, st->out,
-	    &outlen, &lit)) == NULL &&
+	else if ((err = imap_lex(st->buf, len, &st->clex, st->out, &outlen,
+	    &lit)) == NULL &&
 	    (err = imap_lit_allowed(st, &lit)) != NULL)
 		littype = true;
 	/* The backend holds the first line: only closing is left. */

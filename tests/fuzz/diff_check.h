@@ -663,6 +663,14 @@ dc_atom_char(int c)
 	    c != '"';
 }
 
+/* RFC 9051 ATOM-CHAR proper: no list-wildcards, "\\" or "]" either. */
+static inline bool
+dc_imap_atom_char(int c)
+{
+	return dc_atom_char(c) && c < 0x80 && c != '%' && c != '*' &&
+	    c != '\\' && c != ']';
+}
+
 static void
 dc_imap_idkey(struct dc_run *r, const unsigned char *s, size_t n)
 {
@@ -863,7 +871,13 @@ dc_imap_line(struct dc_run *r, const unsigned char *p, size_t n)
 			dc_reply(r, "%s BAD tag\r\n", r->tag);
 			return;
 		}
-		for (t = 0, i++; i < n && dc_alpha(p[i]); i++)
+		/*
+		 * RFC 9051: command names are letters, except x-command =
+		 * "X" atom, whose atom may hold any ATOM-CHAR (X-FOO1).
+		 */
+		for (t = 0, i++; i < n && (dc_alpha(p[i]) || (t > 0 &&
+		    dc_upper(r->verb[0]) == 'X' && dc_imap_atom_char(p[i])));
+		    i++)
 			if (t + 1 < sizeof(r->verb))
 				r->verb[t++] = (char)dc_upper(p[i]);
 		r->verb[t] = '\0';

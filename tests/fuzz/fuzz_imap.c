@@ -18,7 +18,9 @@
  *  COMPRESS; ID never carries an "x-" key (any case); command lines are
  *  canonical: outside quoted strings no control or 8-bit byte and no
  *  run of spaces (issue 8: HTAB or double SP could split them
- *  differently in a lenient backend); at the go-ahead every forwarded
+ *  differently in a lenient backend), no ")" closing nothing, no list
+ *  left open unless a literal follows, and "\" only where a flag
+ *  starts (RFC 9051 flag-extension); at the go-ahead every forwarded
  *  command has its tagged completion and no response is half relayed
  *  (8.2).
  *
@@ -90,6 +92,7 @@ struct im_model {
 	struct ib_cmd	*cmds;
 	size_t		 ncmds, capcmds, open0;
 	size_t		 cur;		/* the command being read */
+	long		 depth;		/* its lists still open */
 	struct im_frame	 bf;
 	bool		 greeted;
 	bool		 b_cont;	/* kind of the response being read */
@@ -408,12 +411,18 @@ im_check_line(const struct fz_run *r, size_t off, size_t lf)
 /*
  * The part of a command line to the backend outside quoted strings holds
  * no control or 8-bit byte and no two spaces in a row (SPEC section 3).
+ * Parentheses balance over the whole command (RFC 9051: a strict parser
+ * stops at a ")" that closes nothing; m->depth runs across literals),
+ * and a "\" outside a quoted string only starts a flag (\Seen): a
+ * lenient parser may take it for an escape.
  */
 static void
-im_check_canonical(const struct fz_run *r, size_t off, size_t end)
+im_check_canonical(const struct fz_run *r, struct im_model *m, size_t off,
+    size_t end)
 {
 	const unsigned char	*b = r->tob.b;
 	size_t			 i;
+	uint64_t		 size;
 	bool			 q = false;
 
 	for (i = off; i < end; i++) {
@@ -433,7 +442,22 @@ im_check_canonical(const struct fz_run *r, size_t off, size_t end)
 		    b[i], i);
 		FZ_CHECK(!(b[i] == ' ' && i > off && b[i - 1] == ' '),
 		    "two spaces in a command line (@%zu)", i);
+		if (b[i] == '(')
+			m->depth++;
+		else if (b[i] == ')') {
+			m->depth--;
+			FZ_CHECK(m->depth >= 0,
+			    "\")\" closing no list in a command line (@%zu)",
+			    i);
+		} else if (b[i] == '\\')
+			FZ_CHECK(i > off && (b[i - 1] == ' ' ||
+			    b[i - 1] == '(') && i + 1 < end && b[i + 1] != ' ' &&
+			    b[i + 1] != ')' && b[i + 1] != '\\',
+			    "\"\\\" not starting a flag in a command line "
+			    "(@%zu)", i);
 	}
+	FZ_CHECK(m->depth == 0 || im_lit_end(b + off, end - off, &size) == 1,
+	    "list left open at the end of a command (@%zu)", off);
 }
 
 /* After a line of a command: a literal, a wait, or the command's end. */
@@ -498,7 +522,8 @@ im_command(struct fz_run *r, struct im_model *m, size_t off, size_t end)
 	    fz_word_eq(v, vlen, "NOOP") || fz_word_eq(v, vlen, "LOGOUT") ||
 	    fz_word_eq(v, vlen, "ID"),
 	    "%.*s forwarded in cleartext (@%zu)", (int)vlen, v, off);
-	im_check_canonical(r, off, end);
+	m->depth = 0;
+	im_check_canonical(r, m, off, end);
 	if (fz_word_eq(v, vlen, "ID"))
 		im_check_id(off, a, b + end);
 	if (fz_word_eq(v, vlen, "AUTHENTICATE")) {
@@ -542,7 +567,7 @@ im_backend_requests(struct fz_run *r, struct im_model *m)
 				    "not DONE sent in IDLE (@%zu)", off);
 				m->mode = IB_CMD;
 			} else if (m->mode == IB_CONT) {
-				im_check_canonical(r, off, (size_t)lf - 1);
+				im_check_canonical(r, m, off, (size_t)lf - 1);
 				im_line_end(r, m, off, (size_t)lf - 1, false);
 			}
 			else

@@ -39,6 +39,8 @@
 #define R_BADTAG	"* BAD Invalid tag\r\n"
 #define R_NOVERB	" BAD Missing command\r\n"
 #define R_BADQUOTE	" BAD Invalid quoted string\r\n"
+#define R_BADATOM	" BAD Invalid characters in atom\r\n"
+#define R_PAREN		" BAD Unbalanced parentheses\r\n"
 #define R_BADLIT	" BAD Invalid literal\r\n"
 #define R_TOOBIG	" BAD [TOOBIG] Literal too large\r\n"
 #define R_BADID		" BAD Invalid ID parameters\r\n"
@@ -270,6 +272,116 @@ static const struct fh_case imap_cases[] = {
 		GREET,
 		{ 'C', "a SELECT \"box\"x\r\nb LIST \"\" ( \"x\")\r\n", NULL,
 		    "a" R_SYNTAX "b" R_BADSPACE, CONT, 0 },
+		{ 0 } } },
+	{ .name = "paren_close_without_open", .tls_active = true, .steps = {
+		/* imap_lex: a ")" closing nothing (a strict parser stops). */
+		GREET,
+		{ 'C', "a LOGIN u p)\r\nb FETCH 1 (FLAGS))\r\nc NOOP\r\n",
+		    "c NOOP\r\n", "a" R_PAREN "b" R_PAREN, CONT, 0 },
+		{ 0 } } },
+	{ .name = "paren_list_left_open", .tls_active = true, .steps = {
+		/* imap_lex: no command may end with a list open. */
+		GREET,
+		{ 'C', "a FETCH 1 (FLAGS\r\nb STATUS box ((MESSAGES)\r\n"
+		    "c NOOP\r\n", "c NOOP\r\n", "a" R_PAREN "b" R_PAREN, CONT,
+		    0 },
+		{ 0 } } },
+	{ .name = "paren_open_across_literal", .tls_active = true, .steps = {
+		/* Lists balance over the whole command, literals included. */
+		GREETLP,
+		{ 'C', "a SEARCH (SUBJECT {2+}\r\nab FROM x)\r\n",
+		    "a SEARCH (SUBJECT {2+}\r\nab FROM x)\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ .name = "paren_left_open_at_continuation_closes", .tls_active = true,
+	    .steps = {
+		/* The first line has left: no tagged BAD is possible. */
+		GREETLP,
+		{ 'C', "a SEARCH (SUBJECT {2+}\r\nab\r\n",
+		    "a SEARCH (SUBJECT {2+}\r\nab", R_BYE_SYNTAX, CLOSE, 0 },
+		{ 0 } } },
+	{ .name = "paren_close_then_atom", .tls_active = true, .steps = {
+		/* imap_lex: after ")" only SP, ")" or a section's "]". */
+		GREET,
+		{ 'C', "a FETCH 1 (FLAGS)x\r\nb STORE 1 FLAGS (\\Seen)\\Draft"
+		    "\r\nc NOOP\r\n", "c NOOP\r\n", "a" R_SYNTAX "b" R_SYNTAX,
+		    CONT, 0 },
+		{ 0 } } },
+	{ .name = "atom_backslash_only_as_flag", .tls_active = true,
+	    .steps = {
+		/* imap_lex_atom: "\" starts a flag, nothing else. */
+		GREET,
+		{ 'C', "a LOGIN u\\ p\r\nb SELECT a\\b\r\nc STORE 1 FLAGS \\"
+		    "\r\nd STORE 1 FLAGS \\\\Seen\r\ne STORE 1 FLAGS \\Seen]"
+		    "\r\nf NOOP\r\n", "f NOOP\r\n",
+		    "a" R_BADATOM "b" R_BADATOM "c" R_BADATOM "d" R_BADATOM
+		    "e" R_BADATOM, CONT, 0 },
+		{ 0 } } },
+	{ .name = "atom_wildcard_outside_list", .tls_active = true,
+	    .steps = {
+		/* imap_lex_atom: "%" only in list-mailbox (LIST, LSUB). */
+		GREET,
+		{ 'C', "a SELECT Sent%\r\nb SEARCH SUBJECT 100%\r\n"
+		    "c NOOP\r\n", "c NOOP\r\n", "a" R_BADATOM "b" R_BADATOM,
+		    CONT, 0 },
+		{ 0 } } },
+	{ .name = "atom_star_outside_sequence_set", .tls_active = true,
+	    .steps = {
+		/* imap_seqset: "*" only as a seq-number (or in LIST). */
+		GREET,
+		{ 'C', "a SELECT box*\r\nb FETCH 1:** FLAGS\r\nc FETCH *:"
+		    " FLAGS\r\nd FETCH 0:* FLAGS\r\ne FETCH 1:2:* FLAGS\r\n"
+		    "f UID FETCH 4294967296:* FLAGS\r\ng NOOP\r\n", "g NOOP\r\n",
+		    "a" R_BADATOM "b" R_BADATOM "c" R_BADATOM "d" R_BADATOM
+		    "e" R_BADATOM "f" R_BADATOM, CONT, 0 },
+		{ 0 } } },
+	{ .name = "quoted_utf8_malformed", .tls_active = true, .steps = {
+		/* imap_lex_quoted: 8-bit only as RFC 9051 UTF8-2/3/4. */
+		GREET,
+		{ 'C', "a SELECT \"b\xe4r\"\r\nb SELECT \"\xc0\xaf\"\r\n"
+		    "c SELECT \"\xed\xa0\x80\"\r\nd SELECT \"\xf4\x90\x80\x80\""
+		    "\r\ne SELECT \"\xe2\x82\"\r\nf NOOP\r\n", "f NOOP\r\n",
+		    "a" R_BADQUOTE "b" R_BADQUOTE "c" R_BADQUOTE "d" R_BADQUOTE
+		    "e" R_BADQUOTE, CONT, 0 },
+		{ 0 } } },
+	{ .name = "verb_letters_or_x_command", .tls_active = true, .steps = {
+		/* imap_verb_valid: letters, or "X" atom (x-command). */
+		GREET,
+		{ 'C', "a NOOP1\r\nb SE-LECT box\r\nc X-FOO_1 y\r\n"
+		    "d XLIST \"\" %\r\n", "c X-FOO_1 y\r\nd XLIST \"\" %\r\n",
+		    "a" R_SYNTAX "b" R_SYNTAX, CONT, 0 },
+		{ 0 } } },
+	{ .name = "rfc9051_commands_forwarded", .tls_active = true,
+	    .steps = {
+		/* What real clients send keeps working, byte for byte. */
+		GREETLP,
+		{ 'C', "a UID FETCH 1:*,3 (UID FLAGS BODY.PEEK[HEADER.FIELDS "
+		    "(FROM TO)]<0.100> BODY[1.MIME] RFC822.SIZE)\r\n"
+		    "b FETCH 2,4:6 ALL\r\nc FETCH * FAST\r\n"
+		    "d SEARCH CHARSET UTF-8 SUBJECT \"a \\\"b\\\" \xc3\xa4\" "
+		    "OR (FROM x) (TO y) UID 1:* NOT DELETED\r\n"
+		    "e APPEND INBOX (\\Seen $Forwarded) \"01-Jan-2024 10:00:00 "
+		    "+0000\" {5+}\r\nhello\r\n"
+		    "f LIST \"\" *\r\ng LIST \"\" %/a*%\r\nh LSUB \"\" \"*\"\r\n"
+		    "i STATUS INBOX (MESSAGES UIDNEXT UNSEEN)\r\nj ID NIL\r\n"
+		    "k ENABLE UTF8=ACCEPT CONDSTORE\r\nl UID STORE 1:* "
+		    "+FLAGS.SILENT (\\Deleted \\Seen)\r\nm SELECT a]b\r\n"
+		    "n SEARCH RETURN (SAVE) $\r\no STORE 1 FLAGS ()\r\n"
+		    "p UID EXPUNGE 3:*\r\nq LIST (SUBSCRIBED) \"\" (a* b%) "
+		    "RETURN (CHILDREN)\r\n",
+		    "a UID FETCH 1:*,3 (UID FLAGS BODY.PEEK[HEADER.FIELDS "
+		    "(FROM TO)]<0.100> BODY[1.MIME] RFC822.SIZE)\r\n"
+		    "b FETCH 2,4:6 ALL\r\nc FETCH * FAST\r\n"
+		    "d SEARCH CHARSET UTF-8 SUBJECT \"a \\\"b\\\" \xc3\xa4\" "
+		    "OR (FROM x) (TO y) UID 1:* NOT DELETED\r\n"
+		    "e APPEND INBOX (\\Seen $Forwarded) \"01-Jan-2024 10:00:00 "
+		    "+0000\" {5+}\r\nhello\r\n"
+		    "f LIST \"\" *\r\ng LIST \"\" %/a*%\r\nh LSUB \"\" \"*\"\r\n"
+		    "i STATUS INBOX (MESSAGES UIDNEXT UNSEEN)\r\nj ID NIL\r\n"
+		    "k ENABLE UTF8=ACCEPT CONDSTORE\r\nl UID STORE 1:* "
+		    "+FLAGS.SILENT (\\Deleted \\Seen)\r\nm SELECT a]b\r\n"
+		    "n SEARCH RETURN (SAVE) $\r\no STORE 1 FLAGS ()\r\n"
+		    "p UID EXPUNGE 3:*\r\nq LIST (SUBSCRIBED) \"\" (a* b%) "
+		    "RETURN (CHILDREN)\r\n", NULL, CONT, 0 },
 		{ 0 } } },
 	{ .name = "starttls_tag_in_go_ahead", .starttls_service = true,
 	    .steps = {
@@ -813,7 +925,7 @@ static const struct fh_case imap_cases[] = {
 		GREET,
 		{ 'C', "a ID (\"name\")\r\nb ID\r\nc ID name x\r\n"
 		    "d ID (\"a\" \"b\"\r\ne ID (\"a\" \"b\") x\r\n", NULL,
-		    "a" R_BADID "b" R_BADID "c" R_BADID "d" R_BADID "e" R_BADID,
+		    "a" R_BADID "b" R_BADID "c" R_BADID "d" R_PAREN "e" R_BADID,
 		    CONT, 0 },
 		{ 0 } } },
 	{ .name = "id_value_crlf_as_literal", .starttls_service = true,
