@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "log.h"
 #include "util.h"
@@ -34,12 +33,6 @@ util_strlcpy(char *dst, const char *src, size_t dstsize)
 		dst[n] = '\0';
 	}
 	return len;
-}
-
-int
-util_word_eq(const char *tok, size_t toklen, const char *word)
-{
-	return strlen(word) == toklen && strncasecmp(tok, word, toklen) == 0;
 }
 
 void *

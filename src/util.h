@@ -38,9 +38,6 @@ int	util_addr_equal(const struct sockaddr *, const struct sockaddr *);
 /* strlcpy-alike: always terminates, returns strlen(src). */
 size_t	util_strlcpy(char *, const char *, size_t);
 
-/* ASCII case-insensitive compare of a counted token with a word. */
-int	util_word_eq(const char *tok, size_t toklen, const char *word);
-
 /* malloc/calloc/strdup that abort on failure (startup only). */
 void	*util_xcalloc(size_t, size_t);
 char	*util_xstrdup(const char *);
