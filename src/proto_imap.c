@@ -53,10 +53,15 @@
  * ID (RFC 2971) is gathered whole, every key beginning with "x-" removed
  * (Dovecot trusts x-originating-*, x-client-transport, x-multiplex... from
  * its proxy), and re-serialised: quoted strings, or, for a value a quoted
- * string cannot carry (CR, LF, 8-bit), a {n+} literal when the backend
- * takes one.  Without LITERAL+ such a pair is dropped with a log line
- * rather than waiting for the backend's "+": ID is informational, and the
- * command keeps working.
+ * string cannot carry (CR, LF, 8-bit), a literal: {n+} when the backend
+ * takes one, else a synchronizing {n}.  Then the command leaves in pieces
+ * (imap_id_send): up to and including each "{n}" CRLF, the backend's "+"
+ * (ours: never relayed, the client did not ask for it), the next piece.
+ * Client input is held meanwhile (IMAP_C_ID_WAIT), so commands pipelined
+ * behind ID keep their order.  A tagged reply instead of "+" is relayed
+ * and the rest of the ID dropped: sent after it, the literal bytes would
+ * be read as commands.  The pieces are bounded by the gathered command
+ * (bufsz) and by IMAP_ID_SYNC_MAX literals.
  *
  * Backend side: responses are framed line by line and literal by literal
  * (streamed, never buffered whole), so message text in a FETCH is never
@@ -101,6 +106,12 @@
 #define IMAP_CLEAR_LITERALS_MAX	16
 /* RFC 7888 section 4: LITERAL- allows {n+} up to this size. */
 #define IMAP_LITERAL_MINUS_MAX	4096
+
+/*
+ * Synchronizing literals in one re-serialised ID: RFC 2971 section 3.3
+ * allows 30 field-value pairs, so 60 strings; a pair beyond is dropped.
+ */
+#define IMAP_ID_SYNC_MAX	60
 
 /* Our FIFO slot: a forwarded command, done once its completion is relayed. */
 #define IMAP_SLOT_CMD		FSLOT_PROTO
@@ -162,6 +173,7 @@ enum imap_cstate {
 	IMAP_C_AUTH_WAIT,	/* AUTHENTICATE: "+" or completion? */
 	IMAP_C_SASL,		/* next line: a SASL response */
 	IMAP_C_IDLE_WAIT,	/* IDLE forwarded: "+" or completion? */
+	IMAP_C_ID_WAIT,		/* ID up to our {n} sent: "+" or completion? */
 	IMAP_C_IDLE,		/* next line must be DONE */
 	IMAP_C_SKIP,		/* rest of an over-long line */
 	IMAP_C_STARTTLS,	/* STARTTLS read, earlier commands due */
@@ -239,6 +251,20 @@ struct imap_cmd {
 	struct imap_lit	 lit;
 };
 
+/*
+ * An ID re-serialised with synchronizing literals, on its way in pieces:
+ * cut[i] is the offset in the whole command just after the i-th "{n}"
+ * CRLF, where we wait for the backend's "+".
+ */
+struct imap_idsend {
+	struct evbuffer	*rest;		/* what has not left yet */
+	size_t		 sent;		/* bytes of the command sent */
+	size_t		 cut[IMAP_ID_SYNC_MAX];
+	unsigned	 ncut;
+	unsigned	 next;		/* next cut to send up to */
+	bool		 go;		/* the "+" came: send the next piece */
+};
+
 /* The buffers of one client_input() call. */
 struct imap_io {
 	struct evbuffer	*in;
@@ -266,6 +292,7 @@ struct imap {
 	struct imap_lexer clex;		/* lexer state across literals */
 	struct imap_tail ctail;
 	struct evbuffer	*collect;	/* ID being gathered (canonical) */
+	struct imap_idsend *idsend;	/* ID being sent in pieces */
 	char		 go_ahead[FILTER_TAG_MAX + sizeof(IMAP_R_TLSGO) + 1];
 
 	/* backend side */
@@ -379,14 +406,20 @@ static void		 imap_forward_wait(struct filter *, struct imap_io *,
 			    const struct imap_cmd *, enum imap_cstate);
 
 static void		 imap_id_finish(struct filter *, struct imap_io *);
+static void		 imap_id_send(struct filter *, struct evbuffer *);
+static void		 imap_id_drop(struct imap *);
 static int		 imap_id_rewrite(struct filter *, char *, size_t,
-			    struct evbuffer *);
+			    struct evbuffer *, struct imap_idsend *);
 static int		 imap_id_string(char *, size_t, size_t *, char **,
 			    size_t *);
-static int		 imap_id_pair(struct filter *, struct evbuffer *, int,
-			    const char *, size_t, const char *, size_t);
-static int		 imap_id_value(const struct imap *, struct evbuffer *,
+static int		 imap_id_pair(struct filter *, struct evbuffer *,
+			    struct imap_idsend *, int, const char *, size_t,
 			    const char *, size_t);
+static bool		 imap_id_literal(const char *, size_t);
+static bool		 imap_id_sync(const struct imap *, const char *,
+			    size_t);
+static void		 imap_id_value(const struct imap *, struct evbuffer *,
+			    struct imap_idsend *, const char *, size_t);
 
 static int		 imap_bclose(struct filter *, struct evbuffer *,
 			    const char *, const char *);
@@ -404,6 +437,7 @@ static int		 imap_greeting(struct filter *, const char *, size_t,
 			    const char *, struct evbuffer *);
 static enum imap_msg	 imap_msg_classify(struct imap *, const char *,
 			    size_t);
+static bool		 imap_id_cont(const struct imap *);
 static void		 imap_msg_end(struct filter *);
 static void		 imap_relay_line(struct filter *, const char *,
 			    size_t, const char *, struct evbuffer *);
@@ -501,6 +535,7 @@ imap_free(void *p)
 		return;
 	if (st->collect != NULL)
 		evbuffer_free(st->collect);
+	imap_id_drop(st);
 	free(st->buf);
 	free(st->out);
 	free(st);
@@ -521,6 +556,7 @@ imap_tls_reset(struct filter *f, struct evbuffer *to_backend)
 		evbuffer_free(st->collect);
 		st->collect = NULL;
 	}
+	imap_id_drop(st);
 	st->cmode = IMAP_CM_FORWARD;
 	st->cnlit = 0;
 	st->local_cont = false;
@@ -552,6 +588,7 @@ imap_cstate_name(enum imap_cstate st)
 	case IMAP_C_AUTH_WAIT:	return "AUTH_WAIT";
 	case IMAP_C_SASL:	return "SASL";
 	case IMAP_C_IDLE_WAIT:	return "IDLE_WAIT";
+	case IMAP_C_ID_WAIT:	return "ID_WAIT";
 	case IMAP_C_IDLE:	return "IDLE";
 	case IMAP_C_SKIP:	return "SKIP";
 	case IMAP_C_STARTTLS:	return "STARTTLS";
@@ -1124,6 +1161,7 @@ imap_client_step(struct filter *f, struct imap_io *io)
 	case IMAP_C_LIT_WAIT:
 	case IMAP_C_AUTH_WAIT:
 	case IMAP_C_IDLE_WAIT:
+	case IMAP_C_ID_WAIT:
 		/* The backend decides how the next bytes are framed. */
 		return IMAP_STEP_HOLD;
 	case IMAP_C_CLOSED:
@@ -1695,34 +1733,87 @@ imap_cmd_id(struct filter *f, struct imap_io *io, const struct imap_cmd *c)
 static void
 imap_id_finish(struct filter *f, struct imap_io *io)
 {
-	struct imap	*st = f->proto;
-	struct evbuffer	*out;
-	size_t		 len = evbuffer_get_length(st->collect);
+	struct imap		*st = f->proto;
+	struct imap_idsend	*w;
+	struct evbuffer		*out;
+	size_t			 len = evbuffer_get_length(st->collect), pre;
+	unsigned		 i;
 
 	/* Bounded by bufsz at every append (imap_cont_line, segment_end). */
 	evbuffer_remove(st->collect, st->buf, len);
 	evbuffer_free(st->collect);
 	st->collect = NULL;
-	if ((out = evbuffer_new()) != NULL &&
-	    imap_id_rewrite(f, st->buf, len, out) == 0) {
-		filter_slot_push(f, IMAP_SLOT_CMD, NULL, st->ctag,
-		    st->ctaglen);
-		filter_send_command(io->to_backend, st->ctag, st->ctaglen,
-		    "ID", 2, (const char *)evbuffer_pullup(out, -1),
-		    evbuffer_get_length(out));
-	} else
+	out = evbuffer_new();
+	if ((w = calloc(1, sizeof(*w))) != NULL)
+		w->rest = evbuffer_new();
+	if (out == NULL || w == NULL || w->rest == NULL ||
+	    imap_id_rewrite(f, st->buf, len, out, w) == -1) {
 		(void)imap_refuse(f, st->ctag, st->ctaglen, IMAP_R_BADID);
-	if (out != NULL)
-		evbuffer_free(out);
+		if (w != NULL && w->rest != NULL)
+			evbuffer_free(w->rest);
+		free(w);
+		if (out != NULL)
+			evbuffer_free(out);
+		return;
+	}
+	st->cwait_id = filter_slot_push(f, IMAP_SLOT_CMD, NULL, st->ctag,
+	    st->ctaglen)->id;
+	filter_send_command(w->rest, st->ctag, st->ctaglen, "ID", 2,
+	    (const char *)evbuffer_pullup(out, -1), evbuffer_get_length(out));
+	evbuffer_free(out);
+	/* The cuts were counted in the arguments: "tag ID " comes first. */
+	pre = st->ctaglen + 4;
+	for (i = 0; i < w->ncut; i++)
+		w->cut[i] += pre;
+	st->idsend = w;
+	imap_id_send(f, io->to_backend);
+}
+
+/*
+ * Send the next piece of the ID: up to the next synchronizing literal's
+ * "{n}" CRLF, then wait for the backend's "+" (IMAP_C_ID_WAIT,
+ * imap_msg_end); or all that is left, which ends the command.
+ */
+static void
+imap_id_send(struct filter *f, struct evbuffer *to_backend)
+{
+	struct imap		*st = f->proto;
+	struct imap_idsend	*w = st->idsend;
+	size_t			 n;
+
+	w->go = false;
+	if (w->next < w->ncut) {
+		n = w->cut[w->next++] - w->sent;
+		evbuffer_remove_buffer(w->rest, to_backend, n);
+		w->sent += n;
+		imap_enter(f, IMAP_C_ID_WAIT);
+		return;
+	}
+	evbuffer_add_buffer(to_backend, w->rest);
+	imap_id_drop(st);
+	if (st->cstate == IMAP_C_ID_WAIT)
+		imap_enter(f, IMAP_C_COMMAND);
+}
+
+/* Forget an ID being sent (its rest is never sent). */
+static void
+imap_id_drop(struct imap *st)
+{
+	if (st->idsend == NULL)
+		return;
+	evbuffer_free(st->idsend->rest);
+	free(st->idsend);
+	st->idsend = NULL;
 }
 
 /*
  * Parse "NIL" / "(" *(string SP nstring) ")" CRLF from the gathered
  * canonical lines s and write the list back (without CRLF), pair by pair
- * through imap_id_pair().
+ * through imap_id_pair(); w records where synchronizing literals cut it.
  */
 static int
-imap_id_rewrite(struct filter *f, char *s, size_t len, struct evbuffer *out)
+imap_id_rewrite(struct filter *f, char *s, size_t len, struct evbuffer *out,
+    struct imap_idsend *w)
 {
 	char	*k, *v;
 	size_t	 pos = 0, kl, vl;
@@ -1738,8 +1829,8 @@ imap_id_rewrite(struct filter *f, char *s, size_t len, struct evbuffer *out)
 		    (r = imap_id_string(s, len, &pos, &v, &vl)) == -1 ||
 		    pos >= len)
 			return -1;
-		if ((r = imap_id_pair(f, out, kept, k, kl, r == 0 ? NULL : v,
-		    vl)) == -1)
+		if ((r = imap_id_pair(f, out, w, kept, k, kl,
+		    r == 0 ? NULL : v, vl)) == -1)
 			return -1;
 		kept += r;
 		if (s[pos] == ' ' && pos + 1 < len && s[pos + 1] != ')')
@@ -1797,11 +1888,12 @@ imap_id_string(char *s, size_t len, size_t *pos, char **str, size_t *slen)
  * when written, 0 when removed, -1 when the command is invalid.
  */
 static int
-imap_id_pair(struct filter *f, struct evbuffer *out, int kept,
-    const char *k, size_t kl, const char *v, size_t vl)
+imap_id_pair(struct filter *f, struct evbuffer *out, struct imap_idsend *w,
+    int kept, const char *k, size_t kl, const char *v, size_t vl)
 {
 	struct imap	*st = f->proto;
 	char		 kesc[LOG_ESCAPE_SIZE(FILTER_TAG_MAX)];
+	unsigned	 nsync;
 
 	/* No nstring may carry NUL, not even a literal (RFC 9051 CHAR8). */
 	if (memchr(k, '\0', kl) != NULL ||
@@ -1816,43 +1908,64 @@ imap_id_pair(struct filter *f, struct evbuffer *out, int kept,
 		flog(f, info, "ID parameter \"%s\" removed", kesc);
 		return 0;
 	}
-	if (imap_id_value(st, NULL, k, kl) == -1 ||
-	    (v != NULL && imap_id_value(st, NULL, v, vl) == -1)) {
-		flog(f, info, "ID parameter \"%s\" dropped: it needs a "
-		    "literal and the backend has no LITERAL+", kesc);
+	nsync = imap_id_sync(st, k, kl) + (v != NULL && imap_id_sync(st, v,
+	    vl));
+	if (w->ncut + nsync > IMAP_ID_SYNC_MAX) {
+		flog(f, info, "ID parameter \"%s\" dropped: more than %d "
+		    "literals", kesc, IMAP_ID_SYNC_MAX);
 		return 0;
 	}
 	evbuffer_add(out, kept ? " " : "(", 1);
-	imap_id_value(st, out, k, kl);
+	imap_id_value(st, out, w, k, kl);
 	evbuffer_add(out, " ", 1);
 	if (v == NULL)
 		evbuffer_add(out, "NIL", 3);
 	else
-		imap_id_value(st, out, v, vl);
+		imap_id_value(st, out, w, v, vl);
 	return 1;
 }
 
+/* Whether s must leave as a literal (RFC 9051 QUOTED-CHAR: no CR, LF). */
+static bool
+imap_id_literal(const char *s, size_t len)
+{
+	size_t	 i;
+
+	for (i = 0; i < len; i++)
+		if ((unsigned char)s[i] >= 0x80 || s[i] == '\r' ||
+		    s[i] == '\n')
+			return true;
+	return false;
+}
+
+/* Whether s needs a synchronizing literal: no {n+} for its size. */
+static bool
+imap_id_sync(const struct imap *st, const char *s, size_t len)
+{
+	struct imap_lit	 lit;
+
+	if (!imap_id_literal(s, len))
+		return false;
+	memset(&lit, 0, sizeof(lit));
+	lit.present = lit.nonsync = true;
+	lit.size = len;
+	return imap_lit_allowed(st, &lit) != NULL;
+}
+
 /*
- * Write s (when out is not NULL) as a quoted string, or, when a quoted
- * string cannot carry it (CR, LF, 8-bit: RFC 9051 QUOTED-CHAR), as a
- * non-synchronizing literal if the backend takes one.  Returns -1 when
- * it can be sent neither way.
+ * Write s as a quoted string, or, when a quoted string cannot carry it
+ * (CR, LF, 8-bit), as a literal: {n+} if the backend takes one for its
+ * size (RFC 7888), else {n}, whose end w records as a cut.
  */
-static int
-imap_id_value(const struct imap *st, struct evbuffer *out, const char *s,
-    size_t len)
+static void
+imap_id_value(const struct imap *st, struct evbuffer *out,
+    struct imap_idsend *w, const char *s, size_t len)
 {
 	struct imap_lit	 lit;
 	char		 m[32];
 	size_t		 i;
 
-	for (i = 0; i < len; i++)
-		if ((unsigned char)s[i] >= 0x80 || s[i] == '\r' ||
-		    s[i] == '\n')
-			break;
-	if (i == len) {
-		if (out == NULL)
-			return 0;
+	if (!imap_id_literal(s, len)) {
 		evbuffer_add(out, "\"", 1);
 		for (i = 0; i < len; i++) {
 			if (s[i] == '"' || s[i] == '\\')
@@ -1860,19 +1973,17 @@ imap_id_value(const struct imap *st, struct evbuffer *out, const char *s,
 			evbuffer_add(out, s + i, 1);
 		}
 		evbuffer_add(out, "\"", 1);
-		return 0;
+		return;
 	}
 	memset(&lit, 0, sizeof(lit));
-	lit.present = lit.nonsync = true;
+	lit.present = true;
+	lit.nonsync = !imap_id_sync(st, s, len);
 	lit.size = len;
-	if (imap_lit_allowed(st, &lit) != NULL)
-		return -1;
-	if (out != NULL) {
-		evbuffer_add(out, m, imap_lit_format(m, &lit));
-		evbuffer_add(out, "\r\n", 2);
-		evbuffer_add(out, s, len);
-	}
-	return 0;
+	evbuffer_add(out, m, imap_lit_format(m, &lit));
+	evbuffer_add(out, "\r\n", 2);
+	if (!lit.nonsync)
+		w->cut[w->ncut++] = evbuffer_get_length(out);
+	evbuffer_add(out, s, len);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1882,17 +1993,22 @@ static enum filter_verdict
 imap_backend_input(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_client, struct evbuffer *to_backend)
 {
-	int	 r = 0;
+	struct imap	*st = f->proto;
+	int		 r = 0;
 
-	(void)to_backend;
 	/*
 	 * Our replies go out at every response boundary, not only when the
 	 * read is used up: a local reply queued between two commands must
 	 * leave before the second one's completion when both completions
-	 * arrive in one read (imap_flush() writes only at a boundary).
+	 * arrive in one read (imap_flush() writes only at a boundary).  The
+	 * next piece of an ID leaves as soon as its "+" is taken, before any
+	 * later response is read.
 	 */
-	while (!f->closing && (r = imap_backend_step(f, in, to_client)) == 1)
+	while (!f->closing && (r = imap_backend_step(f, in, to_client)) == 1) {
+		if (st->idsend != NULL && st->idsend->go)
+			imap_id_send(f, to_backend);
 		imap_flush(f, to_client);
+	}
 	if (r == -1 || f->closing)
 		return FILTER_CLOSE;
 	imap_flush(f, to_client);
@@ -1978,6 +2094,7 @@ imap_backend_long(struct filter *f, struct evbuffer *in,
 	struct imap	*st = f->proto;
 	struct imap_lit	 lit;
 	size_t		 b, e;
+	bool		 ours;
 
 	if (st->bstate == IMAP_B_LINE) {
 		evbuffer_copyout(in, st->buf, st->line_max);
@@ -1991,10 +2108,12 @@ imap_backend_long(struct filter *f, struct evbuffer *in,
 		st->btail.n = 0;
 		st->bstate = IMAP_B_LONG;
 	}
-	if (!imap_stream_line(in, to_client, &st->btail))
+	ours = imap_id_cont(st);
+	if (!imap_stream_line(in, ours ? NULL : to_client, &st->btail))
 		return 0;
 	st->bstate = IMAP_B_LINE;
-	if (imap_lit_at_end(st->btail.b, st->btail.n, &lit) == -1)
+	if (imap_lit_at_end(st->btail.b, st->btail.n, &lit) == -1 ||
+	    (ours && lit.present))
 		return imap_bclose(f, to_client, IMAP_L_BYE_BACKEND,
 		    "invalid literal from backend");
 	return imap_backend_lineend(f, &lit);
@@ -2015,6 +2134,13 @@ imap_backend_start(struct filter *f, const char *s, size_t len,
 		return imap_bclose(f, to_client, IMAP_L_BYE_BACKEND,
 		    "invalid literal from backend");
 	st->bmsg = imap_msg_classify(st, s, len);
+	/* The "+" for our own ID literal: the client never asked for it. */
+	if (imap_id_cont(st)) {
+		if (lit.present)
+			return imap_bclose(f, to_client, IMAP_L_BYE_BACKEND,
+			    "invalid literal from backend");
+		return imap_backend_lineend(f, &lit);
+	}
 	/*
 	 * A capability list is atoms on one line; one that ends in a literal,
 	 * or rides on a continuation, could not be rewritten, so it is not
@@ -2104,6 +2230,14 @@ imap_msg_classify(struct imap *st, const char *s, size_t len)
 	return IMAP_MSG_TAGGED;
 }
 
+/* Is the response being read the "+" for a literal of our ID? */
+static bool
+imap_id_cont(const struct imap *st)
+{
+	return st->cstate == IMAP_C_ID_WAIT && !st->bmid &&
+	    st->bmsg == IMAP_MSG_CONT;
+}
+
 /*
  * A whole response has been relayed; it may release client input that
  * waited on it.
@@ -2115,7 +2249,9 @@ imap_msg_end(struct filter *f)
 	unsigned	 id;
 
 	if (st->bmsg == IMAP_MSG_CONT) {
-		if (st->cstate == IMAP_C_LIT_WAIT) {
+		if (st->cstate == IMAP_C_ID_WAIT)
+			st->idsend->go = true;	/* imap_backend_input */
+		else if (st->cstate == IMAP_C_LIT_WAIT) {
 			st->clit_left = st->clit_wait;
 			imap_enter(f, IMAP_C_LITERAL);
 		} else if (st->cstate == IMAP_C_AUTH_WAIT)
@@ -2136,6 +2272,15 @@ imap_msg_end(struct filter *f)
 		return;
 	}
 	switch (st->cstate) {
+	case IMAP_C_ID_WAIT:
+		/*
+		 * Refused instead of "+": what is left of the ID would now be
+		 * read as commands, so it is never sent.
+		 */
+		flog(f, info, "backend answered ID before its literal, "
+		    "rest of the command dropped");
+		imap_id_drop(st);
+		/* FALLTHROUGH */
 	case IMAP_C_SASL:
 	case IMAP_C_LIT_WAIT:	/* refused: the client drops the literal */
 	case IMAP_C_AUTH_WAIT:

@@ -936,12 +936,80 @@ static const struct fh_case imap_cases[] = {
 		    "a ID (\"name\" {4+}\r\na\r\nb \"os\" {3+}\r\n\xe4\xf6x)\r\n",
 		    NULL, CONT, 0 },
 		{ 0 } } },
-	{ .name = "id_value_crlf_dropped_without_literal_plus",
-	    .starttls_service = true, .steps = {
+	{ .name = "id_value_crlf_sync_literal", .starttls_service = true,
+	    .steps = {
+		/* No LITERAL+: a {n}, its "+" is ours, never the client's. */
 		GREET,
 		{ 'C', "a ID (\"name\" {4}\r\n", NULL, R_CONT, CONT, 0 },
-		{ 'C', "a\r\nb \"os\" \"x\")\r\n", "a ID (\"os\" \"x\")\r\n",
+		{ 'C', "a\r\nb \"os\" \"x\")\r\n", "a ID (\"name\" {4}\r\n",
 		    NULL, CONT, 0 },
+		{ 'B', "+ \r\n", "a\r\nb \"os\" \"x\")\r\n", NULL, CONT, 0 },
+		{ 'B', "a OK ID done\r\n", NULL, "a OK ID done\r\n", CONT, 0 },
+		{ 0 } } },
+	{ .name = "id_two_sync_literals", .starttls_service = true,
+	    .steps = {
+		GREET,
+		{ 'C', "a ID (\"name\" {4}\r\n", NULL, R_CONT, CONT, 0 },
+		{ 'C', "a\r\nb \"os\" {3}\r\n", NULL, R_CONT, CONT, 0 },
+		{ 'C', "x\ny)\r\n", "a ID (\"name\" {4}\r\n", NULL, CONT,
+		    0 },
+		{ 'B', "+ go\r\n", "a\r\nb \"os\" {3}\r\n", NULL, CONT, 0 },
+		{ 'B', "+ go\r\n", "x\ny)\r\n", NULL, CONT, 0 },
+		{ 'B', "a OK\r\n", NULL, "a OK\r\n", CONT, 0 },
+		{ 0 } } },
+	{ .name = "id_sync_literal_refused", .starttls_service = true,
+	    .steps = {
+		/* Sent after the NO, the bytes would be read as commands. */
+		GREET,
+		{ 'C', "a ID (\"name\" {4}\r\n", NULL, R_CONT, CONT, 0 },
+		{ 'C', "a\r\nb \"os\" \"x\")\r\n", "a ID (\"name\" {4}\r\n",
+		    NULL, CONT, 0 },
+		{ 'B', "a NO no literals here\r\n", NULL,
+		    "a NO no literals here\r\n", CONT, 0 },
+		{ 'C', "b NOOP\r\n", "b NOOP\r\n", NULL, CONT, 0 },
+		{ 'B', "+ late\r\nb OK\r\n", NULL, "+ late\r\nb OK\r\n",
+		    CONT, 0 },
+		{ 0 } } },
+	{ .name = "id_sync_literal_untagged_first", .starttls_service = true,
+	    .steps = {
+		GREET,
+		{ 'C', "a ID (\"name\" {4}\r\na\r\nb)\r\n", "a ID (\"name\" "
+		    "{4}\r\n", R_CONT, CONT, 0 },
+		{ 'B', "* OK [ALERT] still here\r\n+ \r\n", "a\r\nb)\r\n",
+		    "* OK [ALERT] still here\r\n", CONT, 0 },
+		{ 'B', "a OK\r\n", NULL, "a OK\r\n", CONT, 0 },
+		{ 0 } } },
+	{ .name = "id_sync_literal_pipelined_noop", .starttls_service = true,
+	    .steps = {
+		/* Held behind the ID, the NOOP keeps its place. */
+		GREET,
+		{ 'C', "a ID (\"name\" {4}\r\n", NULL, R_CONT, CONT, 0 },
+		{ 'C', "a\r\nb)\r\nb NOOP\r\n", "a ID (\"name\" {4}\r\n",
+		    NULL, CONT, 0 },
+		{ 'B', "+ \r\n", "a\r\nb)\r\nb NOOP\r\n", NULL, CONT, 0 },
+		{ 'B', "a OK\r\nb OK\r\n", NULL, "a OK\r\nb OK\r\n", CONT,
+		    0 },
+		{ 0 } } },
+	{ .name = "id_sync_literal_then_client_literal", .tls_active = true,
+	    .steps = {
+		/* The client's own {n} gets the backend's "+", relayed. */
+		GREET,
+		{ 'C', "a ID (\"name\" {4}\r\n", NULL, R_CONT, CONT, 0 },
+		{ 'C', "a\r\nb)\r\nb APPEND box {3}\r\n",
+		    "a ID (\"name\" {4}\r\n", NULL, CONT, 0 },
+		{ 'B', "+ \r\n", "a\r\nb)\r\nb APPEND box {3}\r\n", NULL,
+		    CONT, 0 },
+		{ 'B', "+ ok\r\n", NULL, "+ ok\r\n", CONT, 0 },
+		{ 'C', "xyz\r\n", "xyz\r\n", NULL, CONT, 0 },
+		{ 'B', "a OK\r\nb OK\r\n", NULL, "a OK\r\nb OK\r\n", CONT,
+		    0 },
+		{ 0 } } },
+	{ .name = "id_sync_literal_pending_at_close", .tls_active = true,
+	    .steps = {
+		/* The unsent rest is freed with the session (ASan, leaks). */
+		GREET,
+		{ 'C', "a ID (\"name\" {4}\r\na\r\nb)\r\nb NOOP\r\n",
+		    "a ID (\"name\" {4}\r\n", R_CONT, CONT, 0 },
 		{ 0 } } },
 	{ .name = "id_too_big_dropped", .starttls_service = true,
 	    .max_line = 512, .steps = {
