@@ -159,13 +159,15 @@ def print_commands(certs, user, services):
 
 
 class Stopper:
-    """SIGINT/SIGTERM: pass SIGTERM on to mailtlsd once, then wait."""
+    """SIGINT, SIGTERM, or SIGHUP (its terminal closed): pass SIGTERM on to
+    mailtlsd once, then wait; the demo backends are stopped on the way
+    out in every case."""
 
     def __init__(self):
         self.proc = None
         self.requested = False
-        signal.signal(signal.SIGINT, self._handle)
-        signal.signal(signal.SIGTERM, self._handle)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._handle)
 
     def _handle(self, signum, frame):
         self.requested = True
@@ -196,6 +198,14 @@ def run_foreground(m, stopper, services):
             continue
     # mailtlsd drains sessions for shutdown_timeout (5 s here) at most.
     return proc.returncode
+
+
+def say(text):
+    """Print, unless the terminal is gone (SIGHUP): cleanup must go on."""
+    try:
+        print(text, flush=True)
+    except OSError:
+        pass
 
 
 def main():
@@ -249,7 +259,7 @@ def main():
         elif not stopper.requested:
             status = run_foreground(m, stopper, services)
     finally:
-        print("demo.py: stopping the demo backends", flush=True)
+        say("demo.py: stopping the demo backends")
         if postfix is not None:
             postfix.stop()
         dovecot.stop()
