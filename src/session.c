@@ -43,6 +43,7 @@
 #include "mailtlsd.h"
 #include "filter.h"
 #include "proto.h"
+#include "proxy.h"
 #include "runtime.h"
 #include "session.h"
 #include "tls.h"
@@ -62,6 +63,7 @@ static void	session_count_out_cb(struct evbuffer *,
 static void	session_enter_state(struct session *, enum session_state);
 static void	session_start_tls(struct session *);
 static void	session_tls_established(struct session *);
+static int	session_send_proxy(struct session *);
 static void	session_pump(struct session *);
 static void	session_flow(struct session *);
 static void	session_arm(struct session *, unsigned seconds);
@@ -173,6 +175,15 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 	s->peerlen = salen;
 	util_addr_str(sa, s->peer_ip, sizeof(s->peer_ip));
 	s->peer_port = util_addr_port(sa);
+	if (s->svc->send_proxy != SEND_PROXY_NONE) {
+		/* The PROXY header's destination: the address dialled. */
+		s->locallen = sizeof(s->local);
+		if (getsockname(fd, (struct sockaddr *)&s->local,
+		    &s->locallen) == -1) {
+			log_warn("%s getsockname", s->id);
+			s->locallen = 0;
+		}
+	}
 	gettimeofday(&s->started, NULL);
 	/* Implicit TLS enters HANDSHAKE in session_start_tls(). */
 	s->state = SESSION_ST_CONNECTING;
@@ -311,10 +322,57 @@ session_tls_established(struct session *s)
 	backend_connect(s);
 }
 
+/*
+ * send_proxy: queue the PROXY header on a backend connection that has
+ * just come up.  Called before the leg is enabled or pumped, so the
+ * header is the very first byte the backend reads (SPEC section 9); an
+ * output that already holds anything is a bug, and the session ends
+ * rather than send the header behind it.  Implicit TLS only for now: the
+ * handshake is over, so the TLS facts are known.
+ */
+static int
+session_send_proxy(struct session *s)
+{
+	struct proxy_facts	 f;
+	struct proxy_tls	 t;
+	char			 sni[PROXY_AUTHORITY_MAX + 1] = "";
+	unsigned char		 hdr[PROXY_HDR_MAX];
+	ssize_t			 n;
+
+	memset(&f, 0, sizeof(f));
+	f.src = (const struct sockaddr *)&s->peer;
+	f.dst = s->locallen != 0 ? (const struct sockaddr *)&s->local : NULL;
+	f.unique_id = s->id;
+	if (s->ssl != NULL && (s->flags & SF_TLS_UP)) {
+		tls_proxy_facts(s->ssl, &t, sni, sizeof(sni));
+		f.tls = &t;
+		f.authority = sni[0] != '\0' ? sni : NULL;
+	}
+	if (s->svc->send_proxy == SEND_PROXY_V1)
+		n = proxy_v1(&f, (char *)hdr, sizeof(hdr));
+	else
+		n = proxy_v2(&f, hdr, sizeof(hdr));
+	if (n <= 0 ||
+	    evbuffer_get_length(bufferevent_get_output(s->backend)) != 0 ||
+	    bufferevent_write(s->backend, hdr, (size_t)n) == -1) {
+		log_warnx("%s backend %s: cannot queue the PROXY header",
+		    s->id, s->backend_name);
+		return -1;
+	}
+	log_debug("%s backend %s: PROXY %s header, %zd bytes", s->id,
+	    s->backend_name, s->svc->send_proxy == SEND_PROXY_V1 ? "v1" : "v2", n);
+	return 0;
+}
+
 void
 session_backend_ready(struct session *s)
 {
 	s->flags |= SF_BACKEND_UP;
+	if (s->svc->send_proxy != SEND_PROXY_NONE &&
+	    session_send_proxy(s) == -1) {
+		session_close(s, "PROXY header failed");
+		return;
+	}
 	bufferevent_setcb(s->backend, session_backend_read_cb,
 	    session_backend_write_cb, session_backend_event_cb, s);
 	bufferevent_setwatermark(s->backend, EV_READ, 0, RELAY_READ_WATERMARK);

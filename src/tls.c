@@ -27,6 +27,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -52,6 +53,7 @@
 
 #include "mailtlsd.h"
 #include "log.h"
+#include "proxy.h"
 #include "tls.h"
 #include "util.h"
 
@@ -1177,6 +1179,84 @@ tls_name_cn(const X509_NAME *xn, char *buf, size_t len)
 	/* Peer-chosen bytes: escaped, cut like any client text. */
 	log_escape(buf, len, (const char *)utf8, (size_t)n, TLS_CN_MAX);
 	OPENSSL_free(utf8);
+}
+
+/* "RSA2048", "EC256": HAProxy's form for PP2_SUBTYPE_SSL_KEY_ALG. */
+static void
+tls_key_alg(X509 *x, char *buf, size_t len)
+{
+	EVP_PKEY	*pk = x != NULL ? X509_get0_pubkey(x) : NULL;
+	int		 id;
+
+	buf[0] = '\0';
+	if (pk == NULL)
+		return;
+	id = EVP_PKEY_get_base_id(pk);
+	if (id == EVP_PKEY_RSA)
+		snprintf(buf, len, "RSA%d", EVP_PKEY_get_bits(pk));
+	else if (id == EVP_PKEY_EC)
+		snprintf(buf, len, "EC%d", EVP_PKEY_get_bits(pk));
+	else if (OBJ_nid2sn(id) != NULL)
+		util_strlcpy(buf, OBJ_nid2sn(id), len);
+}
+
+/* True for a name made of hostname characters only. */
+static bool
+tls_hostname_ok(const char *s, size_t max)
+{
+	size_t	i;
+
+	for (i = 0; s[i] != '\0'; i++)
+		if (i >= max || !(isalnum((unsigned char)s[i]) ||
+		    s[i] == '.' || s[i] == '-' || s[i] == '_'))
+			return false;
+	return i > 0;
+}
+
+void
+tls_proxy_facts(SSL *ssl, struct proxy_tls *t, char *sni, size_t snilen)
+{
+	const SSL_CIPHER	*c = SSL_get_current_cipher(ssl);
+	X509			*ours = SSL_get_certificate(ssl);
+	X509			*peer = SSL_get0_peer_certificate(ssl);
+	const X509_NAME_ENTRY	*ne;
+	const char		*name;
+	unsigned char		*utf8 = NULL;
+	long			 vr;
+	int			 i, n;
+
+	memset(t, 0, sizeof(*t));
+	util_strlcpy(t->version, SSL_get_version(ssl), sizeof(t->version));
+	if (c != NULL)
+		util_strlcpy(t->cipher, SSL_CIPHER_get_name(c),
+		    sizeof(t->cipher));
+	if (ours != NULL &&
+	    (name = OBJ_nid2sn(X509_get_signature_nid(ours))) != NULL)
+		util_strlcpy(t->sig_alg, name, sizeof(t->sig_alg));
+	tls_key_alg(ours, t->key_alg, sizeof(t->key_alg));
+	/* proxy-protocol.txt 2.2.6: verify is 0 only for a verified cert. */
+	t->verify = 1;
+	if (peer != NULL) {
+		t->cert = true;
+		vr = SSL_get_verify_result(ssl);
+		t->verify = vr == X509_V_OK ? 0 : vr > 0 ? (uint32_t)vr : 1;
+		i = X509_NAME_get_index_by_NID(X509_get_subject_name(peer),
+		    NID_commonName, -1);
+		if (i >= 0 && (ne = X509_NAME_get_entry(
+		    X509_get_subject_name(peer), i)) != NULL &&
+		    (n = ASN1_STRING_to_UTF8(&utf8,
+		    X509_NAME_ENTRY_get_data(ne))) >= 0) {
+			/* Peer-chosen bytes: escaped like any client text. */
+			log_escape(t->cn, sizeof(t->cn), (const char *)utf8,
+			    (size_t)n, PROXY_CN_MAX);
+			OPENSSL_free(utf8);
+		}
+		ERR_clear_error();
+	}
+	sni[0] = '\0';
+	name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	if (name != NULL && tls_hostname_ok(name, PROXY_AUTHORITY_MAX))
+		util_strlcpy(sni, name, snilen);
 }
 
 void

@@ -44,6 +44,16 @@ SSL		*tls_server_ssl(struct tls_server *, const char *alpn);
 void		tls_summary(SSL *, const char *peer_name, const char *peer_ip,
 		    char *buf, size_t len);
 
+/*
+ * The TLS facts a PROXY v2 header carries (send_proxy, SPEC section 9):
+ * protocol, cipher, our certificate's signature and key algorithms, the
+ * client certificate (presented, verified, CN).  sni gets the name the
+ * client asked for, or "" (only hostname characters are passed on).
+ */
+struct proxy_tls;
+void		tls_proxy_facts(SSL *, struct proxy_tls *, char *sni,
+		    size_t snilen);
+
 /* Short description of the client certificate ("subject=..., verified"). */
 void		tls_peer_cert_info(SSL *, char *buf, size_t len);
 

@@ -415,6 +415,27 @@ service auth {{
 }}
 """
 
+# Listeners behind a PROXY-sending front end (mailtlsd's send_proxy): the
+# client's address and TLS state come from the header.  Sections with the
+# same name merge with those above.
+_DOVECOT_HAPROXY = """\
+haproxy_trusted_networks = 127.0.0.0/8
+service imap-login {{
+  inet_listener imap_haproxy {{
+    address = 127.0.0.1
+    port = {imap_port}
+    haproxy = yes
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3_haproxy {{
+    address = 127.0.0.1
+    port = {pop3_port}
+    haproxy = yes
+  }}
+}}
+"""
+
 
 class MailUser:
     """A Dovecot user with a Maildir owned by the `mail` user."""
@@ -496,9 +517,15 @@ class MailUser:
 
 class Dovecot:
     def __init__(self, workdir, imap_port=None, pop3_port=None,
-                 extra_conf="", subdir="dovecot"):
-        """extra_conf: dovecot.conf lines appended (later settings win)."""
+                 extra_conf="", subdir="dovecot", haproxy=False):
+        """extra_conf: dovecot.conf lines appended (later settings win).
+        haproxy: also an IMAP and a POP3 listener that expect a PROXY
+        header (haproxy = yes) from loopback (imap_haproxy_port,
+        pop3_haproxy_port)."""
         self.extra_conf = extra_conf
+        self.haproxy = haproxy
+        self.imap_haproxy_port = free_port() if haproxy else None
+        self.pop3_haproxy_port = free_port() if haproxy else None
         self.dir = os.path.join(workdir, subdir)
         os.makedirs(self.dir, exist_ok=True)
         os.chmod(self.dir, 0o755)
@@ -547,6 +574,10 @@ class Dovecot:
             f.write(_DOVECOT_CONF.format(instance=self.instance, dir=self.dir,
                                          imap_port=self.imap_port,
                                          pop3_port=self.pop3_port))
+            if self.haproxy:
+                f.write(_DOVECOT_HAPROXY.format(
+                    imap_port=self.imap_haproxy_port,
+                    pop3_port=self.pop3_haproxy_port))
             f.write(self.extra_conf)
         # Dovecot runs as root here; its processes read the file as root.
         self.proc = Process(self.name, ["dovecot", "-F", "-c", self.conf],
@@ -554,7 +585,10 @@ class Dovecot:
         register_log(self.name + ".log", self.log)
         self.proc.start()
         try:
-            for port in (self.imap_port, self.pop3_port):
+            for port in (self.imap_port, self.pop3_port,
+                         self.imap_haproxy_port, self.pop3_haproxy_port):
+                if port is None:
+                    continue
                 wait_port(port, timeout, "dovecot port %d" % port,
                           self.proc.alive)
             wait_until(lambda: os.path.exists(self.auth_socket), timeout,
@@ -650,8 +684,12 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
 
 class Postfix:
-    def __init__(self, workdir, dovecot, user, port=None):
-        self.dir = os.path.join(workdir, "postfix")
+    def __init__(self, workdir, dovecot, user, port=None, haproxy=False,
+                 subdir="postfix"):
+        """haproxy: a second smtpd on haproxy_port that expects a PROXY
+        header (smtpd_upstream_proxy_protocol = haproxy)."""
+        self.haproxy_port = free_port() if haproxy else None
+        self.dir = os.path.join(workdir, subdir)
         self.confdir = os.path.join(self.dir, "conf")
         os.makedirs(self.confdir, exist_ok=True)
         os.chmod(self.dir, 0o755)
@@ -677,6 +715,10 @@ class Postfix:
             f.write(main)
         with open(os.path.join(self.confdir, "master.cf"), "w") as f:
             f.write(_POSTFIX_MASTER.format(host=HOST, port=self.port))
+            if self.haproxy_port:
+                f.write("%s:%d inet n - n - - smtpd\n"
+                        "  -o smtpd_upstream_proxy_protocol=haproxy\n"
+                        % (HOST, self.haproxy_port))
         for sub in ("queue", "data"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         pf = pwd.getpwnam("postfix")
@@ -714,6 +756,9 @@ class Postfix:
         try:
             wait_until(self._smtp_ready, timeout, "postfix smtpd greeting",
                        interval=0.1)
+            if self.haproxy_port:
+                wait_port(self.haproxy_port, timeout, "postfix haproxy smtpd",
+                          self.proc.alive)
         except MtError:
             self.stop()
             raise MtError("postfix did not start:\n" + tail(self.log) +
@@ -1266,13 +1311,19 @@ class Conn:
         sock.settimeout(timeout)
 
     @classmethod
-    def plain(cls, port, timeout=15.0):
-        return cls(socket.create_connection((HOST, port), timeout), timeout)
+    def plain(cls, port, timeout=15.0, source=None):
+        """source: the loopback address to connect from (e.g. 127.0.0.2)."""
+        return cls(socket.create_connection(
+            (HOST, port), timeout,
+            source_address=(source, 0) if source else None), timeout)
 
     @classmethod
-    def tls(cls, port, ctx, server_hostname=HOST, timeout=15.0):
-        """server_hostname: HOST (an IP: verified, no SNI sent) or a name."""
-        raw = socket.create_connection((HOST, port), timeout)
+    def tls(cls, port, ctx, server_hostname=HOST, timeout=15.0, source=None):
+        """server_hostname: HOST (an IP: verified, no SNI sent) or a name.
+        source: the loopback address to connect from (e.g. 127.0.0.2)."""
+        raw = socket.create_connection(
+            (HOST, port), timeout,
+            source_address=(source, 0) if source else None)
         try:
             s = ctx.wrap_socket(raw, server_hostname=server_hostname)
         except BaseException:
