@@ -2280,7 +2280,7 @@ imap_msg_end(struct filter *f)
 		flog(f, info, "backend answered ID before its literal, "
 		    "rest of the command dropped");
 		imap_id_drop(st);
-		/* FALLTHROUGH */
+		__attribute__((fallthrough));
 	case IMAP_C_SASL:
 	case IMAP_C_LIT_WAIT:	/* refused: the client drops the literal */
 	case IMAP_C_AUTH_WAIT:
