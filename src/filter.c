@@ -44,7 +44,13 @@ filter_new(const struct proto_ops *ops, const struct filter_params *p)
 	f->require_tls = f->starttls_svc && svc->require_starttls;
 	f->max_errors = svc->max_errors ? svc->max_errors : DEFAULT_MAX_ERRORS;
 	f->next_id = 1;
+	if (ops->tagged && (f->tags = calloc(FILTER_SLOTS,
+	    sizeof(*f->tags))) == NULL) {
+		free(f);
+		return NULL;
+	}
 	if ((f->proto = ops->init(f, p)) == NULL) {
+		free(f->tags);
 		free(f);
 		return NULL;
 	}
@@ -57,6 +63,7 @@ filter_free(struct filter *f)
 	if (f == NULL)
 		return;
 	f->ops->free(f->proto);
+	free(f->tags);
 	free(f);
 }
 
@@ -149,6 +156,8 @@ filter_slot_push(struct filter *f, unsigned kind, const char *reply,
 		fatalx("%s: reply FIFO overflow", f->log);
 	if (tag == NULL || taglen > FILTER_TAG_MAX)
 		taglen = 0;
+	if (taglen > 0 && f->tags == NULL)
+		fatalx("%s: a tag for a protocol without tags", f->log);
 	s = &f->slots[(f->head + f->nslots) % FILTER_SLOTS];
 	memset(s, 0, sizeof(*s));
 	s->kind = kind;
@@ -157,7 +166,7 @@ filter_slot_push(struct filter *f, unsigned kind, const char *reply,
 	if (f->next_id == 0)
 		f->next_id = 1;
 	if (taglen > 0)
-		memcpy(s->tag, tag, taglen);
+		memcpy(f->tags[s - f->slots], tag, taglen);
 	s->taglen = (uint8_t)taglen;
 	f->nslots++;
 	return s;
@@ -188,7 +197,8 @@ filter_flush(struct filter *f, struct evbuffer *to_client)
 	while ((s = filter_slot_head(f)) != NULL &&
 	    (s->kind == FSLOT_LOCAL || s->kind == FSLOT_LOCAL_CLOSE)) {
 		if (s->taglen > 0) {
-			evbuffer_add(to_client, s->tag, s->taglen);
+			evbuffer_add(to_client, filter_slot_tag(f, s),
+			    s->taglen);
 			evbuffer_add(to_client, " ", 1);
 		}
 		if (s->reply != NULL)

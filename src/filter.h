@@ -57,9 +57,8 @@ struct filter_slot {
 	unsigned	 kind;
 	unsigned	 id;		/* never 0 */
 	bool		 done;		/* protocol use (IMAP: completed) */
-	uint8_t		 taglen;	/* local: tag written before reply */
+	uint8_t		 taglen;	/* tag, in f->tags (filter_slot_tag()) */
 	const char	*reply;		/* local: the whole reply (after tag) */
-	char		 tag[FILTER_TAG_MAX + 1];
 };
 
 /* Where the client leg stands with TLS. */
@@ -96,6 +95,12 @@ struct filter {
 	void			*observe_arg;
 
 	struct filter_slot	 slots[FILTER_SLOTS];	/* FIFO ring */
+	/*
+	 * Tags of the slots, same index, only for protocols with tags
+	 * (ops->tagged, IMAP): the others do not pay for them in every
+	 * idle session.
+	 */
+	char			(*tags)[FILTER_TAG_MAX + 1];
 	unsigned		 head;
 	unsigned		 nslots;
 	unsigned		 next_id;
@@ -159,7 +164,16 @@ filter_slot_head(struct filter *f)
 {
 	return filter_slot_at(f, 0);
 }
-/* Append a slot; tag may be NULL.  Returns it (its id is unique). */
+/* The tag of a slot (taglen bytes), or NULL if it has none. */
+static inline const char *
+filter_slot_tag(const struct filter *f, const struct filter_slot *s)
+{
+	return s->taglen > 0 ? f->tags[s - f->slots] : NULL;
+}
+/*
+ * Append a slot; tag may be NULL (and must be, unless ops->tagged).
+ * Returns it (its id is unique).
+ */
 struct filter_slot *filter_slot_push(struct filter *, unsigned kind,
 		    const char *reply, const char *tag, size_t taglen);
 void		 filter_slot_pop(struct filter *);

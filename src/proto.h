@@ -67,6 +67,7 @@ struct filter_params {
 struct proto_ops {
 	const char	*name;		/* "smtp" */
 	const char	*alpn;		/* ALPN protocol id */
+	bool		 tagged;	/* commands carry tags (IMAP) */
 
 	/* Protocol state for a new session (stored in f->proto), or NULL. */
 	void		*(*init)(struct filter *, const struct filter_params *);

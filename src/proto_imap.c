@@ -454,6 +454,7 @@ static void		 imap_capa_rewrite(struct filter *, const char *,
 const struct proto_ops proto_imap_ops = {
 	.name = "imap",
 	.alpn = "imap",
+	.tagged = true,
 	.init = imap_init,
 	.free = imap_free,
 	.client_input = imap_client_input,
@@ -1070,7 +1071,8 @@ imap_slot_complete(struct filter *f, const char *tag, size_t taglen)
 
 	for (i = 0; (s = filter_slot_at(f, i)) != NULL; i++) {
 		if (s->kind == IMAP_SLOT_CMD && !s->done &&
-		    s->taglen == taglen && memcmp(s->tag, tag, taglen) == 0) {
+		    s->taglen == taglen &&
+		    memcmp(filter_slot_tag(f, s), tag, taglen) == 0) {
 			s->done = true;
 			return s->id;
 		}

@@ -490,6 +490,46 @@ test_sasl_long(void **state)
 	toy_close(&d);
 }
 
+/*
+ * Tags (IMAP): stored only for a protocol that has them, written before a
+ * local reply; the others carry no tag storage in their idle sessions.
+ */
+static void
+test_tags(void **state)
+{
+	struct core_case	 c = { .name = "tags" };
+	struct proto_ops	 tagged = toy_ops;
+	struct conf_service	 svc;
+	struct filter_params	 fp;
+	struct filter		*f;
+	struct evbuffer		*out = evbuffer_new();
+	struct toy_drv		 d;
+	char			*got;
+
+	(void)state;
+	toy_open(&d, &c);
+	assert_null(d.f->tags);
+	toy_close(&d);
+
+	tagged.tagged = true;
+	core_service(&svc, &c);
+	memset(&fp, 0, sizeof(fp));
+	fp.svc = &svc;
+	fp.tls_active = true;
+	assert_non_null(f = filter_new(&tagged, &fp));
+	assert_non_null(f->tags);
+	filter_local(f, "a1", 2, "OK done\r\n");
+	filter_local(f, NULL, 0, "* untagged\r\n");
+	assert_string_equal(filter_slot_tag(f, filter_slot_head(f)), "a1");
+	assert_null(filter_slot_tag(f, filter_slot_at(f, 1)));
+	filter_flush(f, out);
+	got = take(out);
+	assert_string_equal(got, "a1 OK done\r\n* untagged\r\n");
+	free(got);
+	evbuffer_free(out);
+	filter_free(f);
+}
+
 /* The canonical command line. */
 static void
 test_send_command(void **state)
@@ -517,6 +557,7 @@ main(void)
 		cmocka_unit_test(test_capa),
 		cmocka_unit_test(test_sasl),
 		cmocka_unit_test(test_sasl_long),
+		cmocka_unit_test(test_tags),
 		cmocka_unit_test(test_send_command),
 	};
 
