@@ -246,8 +246,7 @@ filter_close_after(struct filter *f, const char *reply, const char *reason)
 
 enum filter_verdict
 filter_starttls(struct filter *f, struct evbuffer *in,
-    struct evbuffer *to_client, struct evbuffer *to_backend,
-    const char *go_ahead)
+    struct evbuffer *to_client, const char *go_ahead)
 {
 	struct filter_slot *s = filter_slot_head(f);
 
@@ -266,7 +265,6 @@ filter_starttls(struct filter *f, struct evbuffer *in,
 	/* SPEC 8.2: the go-ahead is the last cleartext byte. */
 	evbuffer_add(to_client, go_ahead, strlen(go_ahead));
 	f->tls = FILTER_TLS_HANDSHAKE;
-	(void)to_backend;
 	return FILTER_STARTTLS;
 }
 

@@ -213,8 +213,7 @@ void		 filter_close_after(struct filter *, const char *reply,
  * returned.  Returns FILTER_CONTINUE while earlier replies are due.
  */
 enum filter_verdict filter_starttls(struct filter *, struct evbuffer *in,
-		    struct evbuffer *to_client, struct evbuffer *to_backend,
-		    const char *go_ahead);
+		    struct evbuffer *to_client, const char *go_ahead);
 
 /* ---- SASL responses ---- */
 

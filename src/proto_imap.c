@@ -1603,8 +1603,7 @@ imap_do_starttls(struct filter *f, struct imap_io *io)
 
 	if (!imap_backend_idle(st))
 		return IMAP_STEP_HOLD;
-	switch (filter_starttls(f, io->in, io->to_client, io->to_backend,
-	    st->go_ahead)) {
+	switch (filter_starttls(f, io->in, io->to_client, st->go_ahead)) {
 	case FILTER_STARTTLS:
 		return IMAP_STEP_STARTTLS;
 	case FILTER_CLOSE:

@@ -354,7 +354,7 @@ pop3_client_input(struct filter *f, struct evbuffer *in,
 			return FILTER_CONTINUE;
 		/* Nothing after STLS is read; the core closes if it came. */
 		if (p->stls)
-			return filter_starttls(f, in, to_client, to_backend,
+			return filter_starttls(f, in, to_client,
 			    POP3_R_STLS_GO);
 		if (p->skipping) {
 			if (lineio_skip(in) == 0)

@@ -511,7 +511,7 @@ smtp_starttls_decide(struct filter *f, struct evbuffer *in,
 		smtp_refuse(f, R_IN_TXN);
 		return FILTER_CONTINUE;
 	}
-	v = filter_starttls(f, in, to_client, to_backend, R_GO_AHEAD);
+	v = filter_starttls(f, in, to_client, R_GO_AHEAD);
 	if (v == FILTER_CLOSE)
 		smtp_enter_state(f, SMTP_ST_CLOSING);
 	return v;

@@ -175,15 +175,6 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 	s->peerlen = salen;
 	util_addr_str(sa, s->peer_ip, sizeof(s->peer_ip));
 	s->peer_port = util_addr_port(sa);
-	if (s->svc->send_proxy != SEND_PROXY_NONE) {
-		/* The PROXY header's destination: the address dialled. */
-		s->locallen = sizeof(s->local);
-		if (getsockname(fd, (struct sockaddr *)&s->local,
-		    &s->locallen) == -1) {
-			log_warn("%s getsockname", s->id);
-			s->locallen = 0;
-		}
-	}
 	gettimeofday(&s->started, NULL);
 	/* Implicit TLS enters HANDSHAKE in session_start_tls(). */
 	s->state = SESSION_ST_CONNECTING;
@@ -335,13 +326,24 @@ session_send_proxy(struct session *s)
 {
 	struct proxy_facts	 f;
 	struct proxy_tls	 t;
+	struct sockaddr_storage	 local;
+	socklen_t		 locallen;
 	char			 sni[PROXY_AUTHORITY_MAX + 1] = "";
 	unsigned char		 hdr[PROXY_HDR_MAX];
 	ssize_t			 n;
 
 	memset(&f, 0, sizeof(f));
 	f.src = (const struct sockaddr *)&s->peer;
-	f.dst = s->locallen != 0 ? (const struct sockaddr *)&s->local : NULL;
+	/*
+	 * The destination: the address the client dialled, asked of the
+	 * client's socket now rather than kept in every session.
+	 */
+	locallen = sizeof(local);
+	if (getsockname(bufferevent_getfd(s->client), (struct sockaddr *)&local,
+	    &locallen) == 0)
+		f.dst = (const struct sockaddr *)&local;
+	else
+		log_warn("%s getsockname", s->id);
 	f.unique_id = s->id;
 	if (s->ssl != NULL && (s->flags & SF_TLS_UP)) {
 		tls_proxy_facts(s->ssl, &t, sni, sizeof(sni));

@@ -56,8 +56,6 @@ struct session {
 	socklen_t		 peerlen;
 	char			 peer_ip[UTIL_ADDRSTRLEN];
 	int			 peer_port;
-	struct sockaddr_storage	 local;		/* send_proxy: where it came in */
-	socklen_t		 locallen;	/* 0: unknown */
 
 	struct bufferevent	*client;	/* socket, or TLS filter over it */
 	struct bufferevent	*backend;

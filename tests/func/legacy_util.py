@@ -236,14 +236,7 @@ class Exim:
     def _ready(self):
         if not self.proc.alive():
             raise MtError("exim exited during start")
-        try:
-            with socket.create_connection((HOST, self.port), 2) as s:
-                s.settimeout(5)
-                greeting = s.recv(512)
-                s.sendall(b"QUIT\r\n")
-                return greeting.startswith(b"220 ")
-        except OSError:
-            return False
+        return mtlib.smtp_greets(self.port)
 
     def stop(self):
         if self.proc is not None:

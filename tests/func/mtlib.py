@@ -93,6 +93,18 @@ def port_accepts(port, host=HOST, timeout=0.5):
         return False
 
 
+def smtp_greets(port):
+    """True once an SMTP server on port answers with its 220 greeting."""
+    try:
+        with socket.create_connection((HOST, port), 2) as s:
+            s.settimeout(5)
+            greeting = s.recv(512)
+            s.sendall(b"QUIT\r\n")
+            return greeting.startswith(b"220 ")
+    except OSError:
+        return False
+
+
 def wait_port(port, timeout=15.0, what=None, alive=None):
     """Wait until port accepts; alive() returning False aborts early."""
     def ready():
@@ -736,14 +748,7 @@ class Postfix:
     def _smtp_ready(self):
         if not self.proc.alive():
             raise MtError("postfix exited during start")
-        try:
-            with socket.create_connection((HOST, self.port), 2) as s:
-                s.settimeout(5)
-                greeting = s.recv(512)
-                s.sendall(b"QUIT\r\n")
-                return greeting.startswith(b"220 ")
-        except OSError:
-            return False
+        return smtp_greets(self.port)
 
     def start(self, timeout=60.0):
         self._write_config()

@@ -16,7 +16,6 @@ import re
 import smtplib
 import socket
 import struct
-import threading
 import time
 
 import pytest
@@ -31,30 +30,13 @@ V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 # ---------------------------------------------------------------------------
 # A raw backend: greets, records every byte of each connection.
 
-class RawRecorder:
-    def __init__(self, greeting=b"* OK raw ready\r\n"):
-        self.greeting = greeting
-        self.port = mtlib.free_port()
-        self.conns = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._sock = mtlib.listen(self.port)
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+class RawRecorder(mtlib.ScriptedBackend):
+    """mtlib's scripted backend, answering nothing: a PROXY header holds
+    CRLFs that must not be taken for command lines."""
 
-    def _loop(self):
-        while not self._stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            rec = bytearray()
-            with self._lock:
-                self.conns.append(rec)
-            threading.Thread(target=self._serve, args=(conn, rec),
-                             daemon=True).start()
+    def __init__(self, greeting=b"* OK raw ready\r\n"):
+        super().__init__("imap", greeting=greeting)
+        self.start()
 
     def _serve(self, conn, rec):
         conn.settimeout(0.2)
@@ -79,15 +61,10 @@ class RawRecorder:
         """The first connection's bytes, once there are at least n."""
         def have():
             with self._lock:
-                if self.conns and len(self.conns[0]) >= n:
-                    return bytes(self.conns[0])
+                if self.received and len(self.received[0]) >= n:
+                    return bytes(self.received[0])
             return None
         return mtlib.wait_until(have, timeout, "%d bytes at the backend" % n)
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(5)
-        self._sock.close()
 
 
 @pytest.fixture

@@ -1362,6 +1362,25 @@ dc_gverb(struct dc_rand *g, struct dc_tape *t, const char *v)
 	}
 }
 
+static void	dc_gsep(struct dc_rand *, struct dc_tape *);
+
+/* "VERB rest": the verb as dc_gverb() spells it, a separator, the rest. */
+static void
+dc_gsimple(struct dc_rand *g, struct dc_tape *t, const char *s)
+{
+	char	 verb[16];
+	size_t	 i;
+
+	for (i = 0; s[i] != '\0' && s[i] != ' '; i++)
+		;
+	snprintf(verb, sizeof(verb), "%.*s", (int)i, s);
+	dc_gverb(g, t, verb);
+	if (s[i] == ' ') {
+		dc_gsep(g, t);
+		dc_put(t, s + i + 1);
+	}
+}
+
 /* Mostly one SP; the issue's separators otherwise. */
 static void
 dc_gsep(struct dc_rand *g, struct dc_tape *t)
@@ -1622,8 +1641,6 @@ dc_gimap(struct dc_rand *g, struct dc_tape *t)
 		"COMPRESS DEFLATE", "STATUS INBOX (MESSAGES)",
 		"EXAMINE \"Sent Items\"", "SEARCH SUBJECT \"a\\\"b\""
 	};
-	const char	*s;
-	unsigned	 i;
 
 	if (dc_rnd(g, 12) == 0) {
 		dc_gb64(g, t);
@@ -1685,19 +1702,7 @@ dc_gimap(struct dc_rand *g, struct dc_tape *t)
 		dc_gverb(g, t, "LOGOUT");
 		break;
 	default:
-		s = DC_PICK(g, simple);
-		for (i = 0; s[i] != '\0' && s[i] != ' '; i++)
-			;
-		{
-			char	 verb[16];
-
-			snprintf(verb, sizeof(verb), "%.*s", (int)i, s);
-			dc_gverb(g, t, verb);
-		}
-		if (s[i] == ' ') {
-			dc_gsep(g, t);
-			dc_put(t, s + i + 1);
-		}
+		dc_gsimple(g, t, DC_PICK(g, simple));
 		break;
 	}
 	dc_geol(g, t);
@@ -1712,8 +1717,6 @@ dc_gpop3(struct dc_rand *g, struct dc_tape *t)
 		"XCLIENT ADDR=10.0.0.1", "RETR 1", "TOP 1 0", "LIST", "LIST 1",
 		"UIDL", "STAT", "NOOP", "DELE 1", "RSET"
 	};
-	const char	*s;
-	unsigned	 i;
 
 	dc_glead(g, t);
 	switch (dc_rnd(g, 20)) {
@@ -1737,19 +1740,7 @@ dc_gpop3(struct dc_rand *g, struct dc_tape *t)
 		dc_gverb(g, t, "QUIT");
 		break;
 	default:
-		s = DC_PICK(g, simple);
-		for (i = 0; s[i] != '\0' && s[i] != ' '; i++)
-			;
-		{
-			char	 verb[16];
-
-			snprintf(verb, sizeof(verb), "%.*s", (int)i, s);
-			dc_gverb(g, t, verb);
-		}
-		if (s[i] == ' ') {
-			dc_gsep(g, t);
-			dc_put(t, s + i + 1);
-		}
+		dc_gsimple(g, t, DC_PICK(g, simple));
 		break;
 	}
 	dc_geol(g, t);

@@ -67,7 +67,7 @@ toy_client(struct filter *f, struct evbuffer *in, struct evbuffer *to_b,
 		filter_flush(f, to_c);
 		if (f->closing)
 			return FILTER_CLOSE;
-		v = filter_starttls(f, in, to_c, to_b, "GO\r\n");
+		v = filter_starttls(f, in, to_c, "GO\r\n");
 		if (v != FILTER_CONTINUE)
 			return v;
 		if (t->tls_wait)
