@@ -172,8 +172,8 @@ for target in $FUZZ_TARGETS; do
 	fi
 	failed=1
 	echo "fuzz_$target: FINDING (exit $status) after ${runs:-?} runs"
-	grep -E -A3 'INVARIANT VIOLATED|ERROR: (AddressSanitizer|libFuzzer|LeakSanitizer)|runtime error' \
-	    "$log" | head -n 20 | sed 's/^/    /'
+	grep -E -A60 'INVARIANT VIOLATED|ERROR: (AddressSanitizer|libFuzzer|LeakSanitizer)|runtime error' \
+	    "$log" | head -n 80 | sed 's/^/    /'
 	# Findings outlive the work directory, but never in the source tree.
 	keep=$MAILTLSD_BUILDDIR/fuzz-findings
 	if [ "$(cd "$MAILTLSD_BUILDDIR" 2>/dev/null && pwd)" = \
