@@ -11,16 +11,17 @@ backend_source (SPEC section 9): where backend connections come from.
         client 10.N.1.2 --- 10.N.1.1 gateway 10.N.2.1 --- 10.N.2.2 backend
                              (mailtlsd)
 
-    The backend's default route points back at the gateway, and the
-    gateway's policy routing delivers the backend's replies to 10.N.1.2
-    locally, to mailtlsd's transparent socket: the recipe of
-    doc/deployment.md, "backend_source".  Without that routing the
-    backend connection times out: checked first, so that the test proves
-    the recipe is needed as well as sufficient.
-    mailtlsd starts as root and drops to nobody, so this also proves that
-    CAP_NET_ADMIN survives the privilege drop.  A client in its namespace
-    speaks SMTP with STARTTLS end to end; the backend (a small SMTP server
-    in its namespace) records getpeername() and the message.
+    Two placements of the backend, the two recipes of doc/deployment.md,
+    "backend_source": on its own host (the backend namespace, whose
+    default route points back at the gateway), and on mailtlsd's host
+    (127.0.0.1 in the gateway namespace).  Either way the gateway's
+    policy routing delivers the backend's replies to 10.N.1.2 locally, to
+    mailtlsd's transparent socket.  Each test first checks that without
+    that routing the backend connection times out, so the recipe is shown
+    needed as well as sufficient.  mailtlsd starts as root and drops to
+    nobody, so this also proves that CAP_NET_ADMIN survives the drop.  A
+    client in its namespace speaks SMTP with STARTTLS end to end; the
+    backend (a small SMTP server) records getpeername() and the message.
 (c) -t and startup without the capability: an error, not a daemon whose
     every session fails.
 
@@ -189,12 +190,20 @@ class Topology:
         # The backend answers the client's address through the gateway.
         self.ip("be", "route", "add", "default", "via", self.gw_backend_ip)
 
-    def policy_routing(self, backend_port):
-        """doc/deployment.md, "backend_source": replies from the backend
-        are delivered locally, where the transparent socket takes them."""
+    # doc/deployment.md, "backend_source": the backend's replies to a
+    # client address are delivered locally, where the transparent socket
+    # takes them, instead of being forwarded (or dropped).
+    def policy_routing_remote(self, backend_port):
         self.ip("gw", "rule", "add", "pref", "100", "from", self.backend_ip,
                 "iif", self.if_gb, "ipproto", "tcp", "sport",
                 str(backend_port), "lookup", "100")
+        self.ip("gw", "route", "add", "local", "0.0.0.0/0", "dev", "lo",
+                "table", "100")
+
+    def policy_routing_loopback(self, backend_port):
+        self.ip("gw", "rule", "add", "pref", "100", "from", "127.0.0.1",
+                "iif", "lo", "ipproto", "tcp", "sport", str(backend_port),
+                "lookup", "100")
         self.ip("gw", "route", "add", "local", "0.0.0.0/0", "dev", "lo",
                 "table", "100")
 
@@ -218,26 +227,46 @@ def topo():
         t.destroy()
 
 
-@pytest.fixture
-def netns_backend(topo, workdir):
-    """The SMTP backend in the backend namespace; its log lines."""
-    script = os.path.join(workdir, "backend.py")
-    log = os.path.join(workdir, "backend.log")
-    with open(script, "w") as f:
-        f.write(BACKEND_SCRIPT)
-    proc = mtlib.Process("backend-" + topo.ns["be"], topo.exec_argv(
-        "be", sys.executable, script, topo.backend_ip, str(BACKEND_PORT),
-        log), os.path.join(workdir, "backend.out"))
-    proc.start()
-    mtlib.register_log("netns-backend", log)
-    try:
-        mtlib.wait_until(lambda: os.path.exists(log) and
-                         "listening" in open(log).read(), 10,
-                         "backend listening in %s" % topo.ns["be"])
-        yield log
-    finally:
-        proc.stop()
+class NsBackend:
+    """The SMTP backend script run in namespace ns on addr; log: its
+    "peer ADDR PORT" and "data LINE" lines."""
+
+    def __init__(self, topo, workdir, ns, addr):
+        script = os.path.join(workdir, "backend.py")
+        self.log = os.path.join(workdir, "backend.log")
+        with open(script, "w") as f:
+            f.write(BACKEND_SCRIPT)
+        self.proc = mtlib.Process("backend-" + topo.ns[ns], topo.exec_argv(
+            ns, sys.executable, script, addr, str(BACKEND_PORT), self.log),
+            os.path.join(workdir, "backend.out"))
+        self.proc.start()
+        mtlib.register_log("netns-backend", self.log)
+        mtlib.wait_until(lambda: "listening" in self.text(), 10,
+                         "backend listening in %s" % topo.ns[ns])
+
+    def text(self):
+        try:
+            with open(self.log) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def stop(self):
+        self.proc.stop()
         mtlib.unregister_log("netns-backend")
+
+
+@pytest.fixture
+def ns_backend(topo, workdir):
+    """ns_backend(ns, addr) -> a started NsBackend, stopped afterwards."""
+    made = []
+
+    def make(ns, addr):
+        made.append(NsBackend(topo, workdir, ns, addr))
+        return made[-1]
+    yield make
+    for b in made:
+        b.stop()
 
 
 def _in_ns_binary(workdir, topo, binary):
@@ -262,13 +291,16 @@ def _send(topo, workdir, certs, port, tok):
     return r.returncode, (r.stdout + r.stderr).decode("utf-8", "replace")
 
 
-def test_client_source_through_gateway(topo, netns_backend, workdir, certs,
-                                       binary):
+def _client_source_session(topo, backend, backend_ip, routing, workdir,
+                           certs, binary):
+    """mailtlsd in the gateway with backend_source = "client": first
+    without the routing (the connect must time out), then with it (the
+    backend must see the client's address, end to end)."""
     m = mtlib.MailTLSD(workdir, certs,
                        binary=_in_ns_binary(workdir, topo, binary),
                        name="mailtlsd-gw")
     port = m.add_service("submission", "smtp",
-                         ["%s:%d" % (topo.backend_ip, BACKEND_PORT)],
+                         ["%s:%d" % (backend_ip, BACKEND_PORT)],
                          tls_mode="starttls", backend_source="client",
                          backend_connect_timeout=2)
     # Listen on the gateway's client-side address, not loopback.
@@ -280,15 +312,15 @@ def test_client_source_through_gateway(topo, netns_backend, workdir, certs,
         rc, out = _send(topo, workdir, certs, port, mtlib.token())
         assert rc != 0, out
         m.wait_log(r"backend %s:%d: connect failed: timeout"
-                   % (re.escape(topo.backend_ip), BACKEND_PORT))
-        topo.policy_routing(BACKEND_PORT)
+                   % (re.escape(backend_ip), BACKEND_PORT))
+        routing()
         tok = mtlib.token()
         rc, out = _send(topo, workdir, certs, port, tok)
         assert rc == 0 and "sent" in out, \
             out + "\nmailtlsd log:\n" + mtlib.tail(m.log)
         text = mtlib.wait_until(
             lambda: (lambda t: t if ("data " + tok) in t else None)(
-                open(netns_backend).read()), 10, "the message at the backend")
+                backend.text()), 10, "the message at the backend")
         peers = re.findall(r"^peer (\S+) (\d+)$", text, re.M)
         assert peers, text
         assert all(p[0] == topo.client_ip for p in peers), peers
@@ -297,6 +329,26 @@ def test_client_source_through_gateway(topo, netns_backend, workdir, certs,
         assert "keeping CAP_NET_ADMIN" in m.log_text()
     finally:
         m.stop()
+
+
+def test_client_source_backend_behind_gateway(topo, ns_backend, workdir,
+                                              certs, binary):
+    """The backend on its own host (namespace), routed back via mailtlsd."""
+    backend = ns_backend("be", topo.backend_ip)
+    _client_source_session(
+        topo, backend, topo.backend_ip,
+        lambda: topo.policy_routing_remote(BACKEND_PORT), workdir, certs,
+        binary)
+
+
+def test_client_source_backend_on_loopback(topo, ns_backend, workdir,
+                                           certs, binary):
+    """The backend on mailtlsd's own host, listening on 127.0.0.1."""
+    backend = ns_backend("gw", "127.0.0.1")
+    _client_source_session(
+        topo, backend, "127.0.0.1",
+        lambda: topo.policy_routing_loopback(BACKEND_PORT), workdir, certs,
+        binary)
 
 
 # ---------------------------------------------------------------------------
