@@ -34,7 +34,6 @@ import re
 import smtplib
 import subprocess
 import sys
-import time
 
 import pytest
 
