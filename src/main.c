@@ -250,7 +250,8 @@ drop_privileges(const struct conf *conf)
 	/* Group first, while we may still change it; then the user. */
 	if (setgroups(1, &gid) == -1 || setresgid(gid, gid, gid) == -1)
 		fatal("cannot drop group privileges to %u", (unsigned)gid);
-	keep = keep_net_admin_begin(conf);
+	/* A root 'user' (with a 'group') keeps every capability anyway. */
+	keep = pw->pw_uid != 0 && keep_net_admin_begin(conf);
 	if (setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1)
 		fatal("cannot drop user privileges to %s", conf->user);
 	if (keep)

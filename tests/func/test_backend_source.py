@@ -78,6 +78,48 @@ def test_fixed_source_seen_by_postfix(mtd, postfix, alice, certs):
         10, "postfix connect line from %s" % SOURCE_IP)
 
 
+class PeerRecorder(mtlib.ScriptedBackend):
+    """mtlib's scripted SMTP backend, also noting each connection's peer."""
+
+    def __init__(self):
+        super().__init__("smtp")
+        self.peers = []
+
+    def _serve(self, conn, rec):
+        with self._lock:
+            self.peers.append(conn.getpeername()[0])
+        super()._serve(conn, rec)
+
+
+@pytest.fixture
+def recorder():
+    r = PeerRecorder().start()
+    yield r
+    r.stop()
+
+
+def test_client_source_family_mismatch_fails_over(mtd, recorder, certs):
+    """An IPv4 client cannot reach an IPv6 backend from its own address:
+    logged as that backend's failed connect, then the next one is used.
+    On loopback the client's 127.0.0.2 is a local address, so no routing
+    is needed; the daemon still drops to nobody keeping CAP_NET_ADMIN."""
+    _need_root()
+    m = mtd()
+    port = m.add_service("submission", "smtp",
+                         ["[::1]:%d" % mtlib.free_port(), recorder.port],
+                         tls_mode="starttls", backend_source="client")
+    m.start()
+    with smtplib.SMTP(HOST, port, timeout=30,
+                      source_address=(CLIENT_IP, 0)) as s:
+        s.ehlo("client.example.test")
+        s.starttls(context=certs.client_context())
+        assert s.noop()[0] == 250
+    m.wait_log(r"backend \[::1\]:\d+: connect failed: source %s is not of "
+               r"the backend's address family" % re.escape(CLIENT_IP))
+    with recorder._lock:
+        assert recorder.peers == [CLIENT_IP], recorder.peers
+
+
 # ---------------------------------------------------------------------------
 # (b) The client's own address through a gateway namespace.
 
