@@ -162,7 +162,10 @@ enter_chroot(const char *dir)
  * long after the drop, so CAP_NET_ADMIN has to survive setresuid(), which
  * otherwise clears every capability.  Only that one is kept, and only
  * when the configuration needs it and we have it.  No libcap: the two raw
- * system calls are all it takes.  Returns whether it is being kept.
+ * system calls are all it takes.  Capabilities (and KEEPCAPS) belong to
+ * the calling thread: this runs in the main thread before workers_start(),
+ * so the workers, which make the sockets, inherit the result.  Returns
+ * whether the capability is being kept.
  */
 static int
 keep_net_admin_begin(const struct conf *conf)
