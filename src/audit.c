@@ -40,6 +40,7 @@
 #include <openssl/x509v3.h>
 
 #include "audit.h"
+#include "backend.h"
 #include "conf.h"
 #include "tls.h"
 #include "util.h"
@@ -121,6 +122,7 @@ static void	audit_reload_files(struct audit *, const struct passwd *,
 static void	audit_privileges(struct audit *);
 static void	audit_jail_file(struct audit *, const char *);
 static void	audit_chroot(struct audit *);
+static void	audit_transparent(struct audit *);
 
 static void
 audit_report(struct audit *a, enum audit_severity sev, int line,
@@ -767,6 +769,34 @@ audit_chroot(struct audit *a)
 	}
 }
 
+/*
+ * backend_source = "client" needs IP_TRANSPARENT for every session.  The
+ * kernel is asked with this process' capabilities: run as root, the
+ * daemon keeps CAP_NET_ADMIN across its drop to 'user'; run by systemd as
+ * ExecStartPre, -t has what the service will have.  Without it no session
+ * of those services could reach a backend, and the daemon refuses to
+ * start: an error.
+ */
+static void
+audit_transparent(struct audit *a)
+{
+	const struct conf_service	*s;
+	char				 err[256];
+	size_t				 i;
+
+	if (!backend_uses_transparent(a->conf) ||
+	    backend_transparent_check(err, sizeof(err)) == 0)
+		return;
+	for (i = 0; i < a->conf->nservices; i++) {
+		s = &a->conf->services[i];
+		if (s->backend_source == BACKEND_SOURCE_CLIENT)
+			audit_report(a, AUDIT_ERROR, s->line, "service \"%s\": "
+			    "%s, which this process lacks (see "
+			    "\"backend_source\" in doc/deployment.md)",
+			    s->name, err);
+	}
+}
+
 int
 audit_conf(const struct conf *conf, audit_cb cb, void *arg)
 {
@@ -779,5 +809,6 @@ audit_conf(const struct conf *conf, audit_cb cb, void *arg)
 		audit_service(&a, &conf->services[i]);
 	audit_privileges(&a);
 	audit_chroot(&a);
+	audit_transparent(&a);
 	return a.errors;
 }

@@ -5,15 +5,31 @@
  * by backend_connect_timeout.  A failed attempt is logged and the next one
  * started; when none is left the client gets its protocol's temporary
  * failure (SPEC section 3) and the session ends.
+ *
+ * backend_source (SPEC section 9) binds the socket before connect(): to a
+ * fixed address, or to the client's own with IP_TRANSPARENT so that a
+ * backend reading neither PROXY nor XCLIENT sees the client.  The port is
+ * always left to the kernel, and IP_BIND_ADDRESS_NO_PORT defers its choice
+ * to connect(), where the whole 4-tuple is known: a plain bind() would
+ * reserve a port per source address and run out near 28000 connections.
+ * Transparent sockets need CAP_NET_ADMIN (or CAP_NET_RAW), kept across
+ * the privilege drop by main.c and checked by backend_transparent_check().
  */
 #include "config.h"
 
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "backend.h"
+#include "conf.h"
 #include "log.h"
 #include "runtime.h"
 #include "session.h"
@@ -21,6 +37,110 @@
 
 static void	backend_event_cb(struct bufferevent *, short, void *);
 static void	backend_fail(struct session *, const char *why);
+static int	backend_source_addr(const struct session *, int,
+		    struct sockaddr_storage *, socklen_t *);
+static int	backend_transparent(int, int);
+static evutil_socket_t backend_socket(struct session *,
+		    const struct conf_endpoint *);
+
+/*
+ * The address to bind for a backend of family af: the configured one, or
+ * the client's (a v4-mapped IPv6 client is an IPv4 one).  -1 when the
+ * families differ, which conf.c could not rule out for the client's.
+ */
+static int
+backend_source_addr(const struct session *s, int af,
+    struct sockaddr_storage *ss, socklen_t *sslen)
+{
+	const struct sockaddr_in6	*sin6;
+	struct sockaddr_in		*sin;
+
+	if (s->svc->backend_source == BACKEND_SOURCE_ADDR) {
+		memcpy(ss, &s->svc->source, sizeof(*ss));
+		*sslen = s->svc->sourcelen;
+	} else {
+		memcpy(ss, &s->peer, sizeof(*ss));
+		*sslen = s->peerlen;
+		sin6 = (const struct sockaddr_in6 *)&s->peer;
+		if (af == AF_INET && s->peer.ss_family == AF_INET6 &&
+		    IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+			memset(ss, 0, sizeof(*ss));
+			sin = (struct sockaddr_in *)ss;
+			sin->sin_family = AF_INET;
+			memcpy(&sin->sin_addr, &sin6->sin6_addr.s6_addr[12],
+			    sizeof(sin->sin_addr));
+			*sslen = sizeof(*sin);
+		}
+	}
+	if (ss->ss_family != af)
+		return -1;
+	/* The kernel picks the port (with the client's, a second session
+	 * from the same client port could collide). */
+	if (af == AF_INET)
+		((struct sockaddr_in *)ss)->sin_port = 0;
+	else
+		((struct sockaddr_in6 *)ss)->sin6_port = 0;
+	return 0;
+}
+
+static int
+backend_transparent(int fd, int af)
+{
+	int	 on = 1;
+
+	if (af == AF_INET)
+		return setsockopt(fd, IPPROTO_IP, IP_TRANSPARENT, &on,
+		    sizeof(on));
+	return setsockopt(fd, IPPROTO_IPV6, IPV6_TRANSPARENT, &on,
+	    sizeof(on));
+}
+
+/*
+ * A non-blocking socket for ep, bound to the backend_source address; -1
+ * (logged) on failure, which counts as a failed connect to this backend.
+ */
+static evutil_socket_t
+backend_socket(struct session *s, const struct conf_endpoint *ep)
+{
+	struct sockaddr_storage	 src;
+	socklen_t		 srclen;
+	char			 text[UTIL_ADDRSTRLEN];
+	const char		*step;
+	int			 af = ep->ss.ss_family, fd, on = 1, saved;
+
+	if (backend_source_addr(s, af, &src, &srclen) == -1) {
+		log_warnx("%s backend %s: connect failed: source %s is not of "
+		    "the backend's address family", s->id, ep->text,
+		    util_addr_str((const struct sockaddr *)&src, text,
+		    sizeof(text)));
+		return -1;
+	}
+	if ((fd = socket(af, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+	    0)) == -1) {
+		step = "socket";
+		goto fail;
+	}
+	step = "IP_BIND_ADDRESS_NO_PORT";
+	if (setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &on,
+	    sizeof(on)) == -1)
+		goto fail;
+	step = "IP_TRANSPARENT (needs CAP_NET_ADMIN)";
+	if (s->svc->backend_source == BACKEND_SOURCE_CLIENT &&
+	    backend_transparent(fd, af) == -1)
+		goto fail;
+	step = "bind";
+	if (bind(fd, (struct sockaddr *)&src, srclen) == -1)
+		goto fail;
+	return fd;
+fail:
+	saved = errno;
+	if (fd != -1)
+		close(fd);
+	log_warnx("%s backend %s: connect failed: source %s: %s: %s", s->id,
+	    ep->text, util_addr_str((const struct sockaddr *)&src, text,
+	    sizeof(text)), step, strerror(saved));
+	return -1;
+}
 
 void
 backend_connect(struct session *s)
@@ -28,15 +148,22 @@ backend_connect(struct session *s)
 	const struct conf_service	*svc = s->svc;
 	const struct conf_endpoint	*ep;
 	struct timeval			 tv;
+	evutil_socket_t			 fd;
 
 	while (s->backend_next < svc->nbackends) {
 		ep = &svc->backends[s->backend_next++];
 		s->backend_name = ep->text;
-		s->backend = bufferevent_socket_new(s->worker->base, -1,
+		fd = -1;
+		if (svc->backend_source != BACKEND_SOURCE_ANY &&
+		    (fd = backend_socket(s, ep)) == -1)
+			continue;
+		s->backend = bufferevent_socket_new(s->worker->base, fd,
 		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 		if (s->backend == NULL) {
 			log_warnx("%s backend %s: cannot allocate", s->id,
 			    ep->text);
+			if (fd != -1)
+				close(fd);
 			continue;
 		}
 		bufferevent_setcb(s->backend, NULL, NULL, backend_event_cb, s);
@@ -88,4 +215,46 @@ backend_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 	backend_fail(s, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	backend_connect(s);
+}
+
+int
+backend_uses_transparent(const struct conf *conf)
+{
+	size_t	 i;
+
+	for (i = 0; i < conf->nservices; i++)
+		if (conf->services[i].backend_source == BACKEND_SOURCE_CLIENT)
+			return 1;
+	return 0;
+}
+
+/*
+ * Whether this process may make transparent sockets now.  The kernel is
+ * asked directly, on a socket never bound: ip(7) names CAP_NET_ADMIN,
+ * newer kernels also accept CAP_NET_RAW, and a user namespace changes
+ * both.  IPv6 only if there is no IPv4.
+ */
+int
+backend_transparent_check(char *err, size_t errlen)
+{
+	int	 af = AF_INET, fd, saved;
+
+	if ((fd = socket(af, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1) {
+		af = AF_INET6;
+		fd = socket(af, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	}
+	if (fd == -1) {
+		snprintf(err, errlen, "cannot create a socket: %s",
+		    strerror(errno));
+		return -1;
+	}
+	if (backend_transparent(fd, af) == -1) {
+		saved = errno;
+		close(fd);
+		snprintf(err, errlen, "backend_source = \"client\" needs "
+		    "CAP_NET_ADMIN (IP_TRANSPARENT: %s)", strerror(saved));
+		return -1;
+	}
+	close(fd);
+	return 0;
 }

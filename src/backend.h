@@ -4,6 +4,9 @@
 #ifndef BACKEND_H
 #define BACKEND_H
 
+#include <stddef.h>
+
+struct conf;
 struct session;
 
 /*
@@ -15,5 +18,14 @@ void	backend_connect(struct session *);
 
 /* Timer expiry while connecting: give up on this backend, try the next. */
 void	backend_connect_timeout(struct session *);
+
+/* Whether a service of conf has backend_source = "client". */
+int	backend_uses_transparent(const struct conf *);
+
+/*
+ * Whether this process can make IP_TRANSPARENT sockets (the kernel asks
+ * for CAP_NET_ADMIN or CAP_NET_RAW): 0, or -1 with the reason in err.
+ */
+int	backend_transparent_check(char *err, size_t errlen);
 
 #endif /* BACKEND_H */

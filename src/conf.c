@@ -30,8 +30,10 @@
 #include "config.h"
 
 #include <sys/socket.h>
+#include <netinet/in.h>
 #include <ctype.h>
 #include <errno.h>
+#include <netdb.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,6 +147,10 @@ static int	conf_check_net(const struct conf_rule *, cfg_opt_t *,
 		    unsigned int, char *, size_t);
 static int	conf_check_hostname(const struct conf_rule *, cfg_opt_t *,
 		    unsigned int, char *, size_t);
+static int	conf_parse_source(const char *, struct sockaddr_storage *,
+		    socklen_t *, char *, size_t);
+static int	conf_check_source(const struct conf_rule *, cfg_opt_t *,
+		    unsigned int, char *, size_t);
 static int	conf_active_not_none(cfg_t *, const char *);
 static int	conf_active_true(cfg_t *, const char *);
 static int	conf_active_nonempty(cfg_t *, const char *);
@@ -204,6 +210,7 @@ static cfg_opt_t conf_service_opts[] = {
 	    conf_parse_int),
 	CFG_STR("smtp_bare_newline", "normalize", CFGF_NONE),
 	CFG_STR("backend_tls", "none", CFGF_NONE),
+	CFG_STR("backend_source", 0, CFGF_NONE),
 	CFG_END()
 };
 
@@ -343,6 +350,7 @@ static const struct conf_rule conf_rules[] = {
 	CONF_ENUM(CONF_SERVICE, "smtp_bare_newline", conf_bare_newline),
 	CONF_RANGE(CONF_SERVICE, "max_errors", 1, LIMIT_ERRORS_MAX),
 	CONF_ENUM(CONF_SERVICE, "backend_tls", conf_backend_tls),
+	CONF_CHECK(CONF_SERVICE, "backend_source", conf_check_source),
 };
 
 /* Options that only mean something for one protocol. */
@@ -962,6 +970,61 @@ conf_check_hostname(const struct conf_rule *r, cfg_opt_t *opt,
 	return -1;
 }
 
+/*
+ * backend_source: "client", or an address literal without port (the
+ * kernel picks the port).  A literal keeps startup free of DNS, like
+ * listen; the unspecified address would mean no choice at all.
+ */
+static int
+conf_parse_source(const char *v, struct sockaddr_storage *ss,
+    socklen_t *sslen, char *why, size_t len)
+{
+	struct addrinfo			 hints, *res = NULL;
+	const struct sockaddr_in	*sin;
+	const struct sockaddr_in6	*sin6;
+
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICHOST;
+	if (getaddrinfo(v, NULL, &hints, &res) != 0 || res == NULL ||
+	    res->ai_addrlen > sizeof(*ss)) {
+		snprintf(why, len, "'%s' is neither \"client\" nor an IPv4 "
+		    "or IPv6 address (without port or brackets)", conf_q(v));
+		if (res != NULL)
+			freeaddrinfo(res);
+		return -1;
+	}
+	memset(ss, 0, sizeof(*ss));
+	memcpy(ss, res->ai_addr, res->ai_addrlen);
+	*sslen = res->ai_addrlen;
+	freeaddrinfo(res);
+	sin = (const struct sockaddr_in *)ss;
+	sin6 = (const struct sockaddr_in6 *)ss;
+	if ((ss->ss_family == AF_INET &&
+	    sin->sin_addr.s_addr == htonl(INADDR_ANY)) ||
+	    (ss->ss_family == AF_INET6 &&
+	    IN6_IS_ADDR_UNSPECIFIED(&sin6->sin6_addr))) {
+		snprintf(why, len, "'%s' is the unspecified address (leave "
+		    "backend_source unset instead)", conf_q(v));
+		return -1;
+	}
+	return 0;
+}
+
+static int
+conf_check_source(const struct conf_rule *r, cfg_opt_t *opt,
+    unsigned int idx, char *why, size_t len)
+{
+	const char		*v = cfg_opt_getnstr(opt, idx);
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen;
+
+	if (strcmp(v, "client") == 0)
+		return 0;
+	return conf_parse_source(v, &ss, &sslen, why, len);
+}
+
 /* Install conf_validate on every option of the schema, recursively. */
 static void
 conf_set_validators(cfg_t *root, const cfg_opt_t *opts, const char *prefix)
@@ -1371,6 +1434,55 @@ conf_build_hostname(struct conf_service *s, cfg_t *sec, const char *label)
 	return 0;
 }
 
+/*
+ * backend_source against the backends, all known by now (names were
+ * resolved): a source address cannot be bound to a unix socket, and a
+ * fixed one must be of each backend's family.  The client's family is
+ * only known per session: backend.c logs that mismatch as a failed
+ * connect and tries the next backend.
+ */
+static int
+conf_build_source(struct conf_service *s, cfg_t *sec)
+{
+	const char			*v = cfg_getstr(sec, "backend_source");
+	const struct conf_endpoint	*e;
+	char				 msg[CONF_MSG_MAX];
+	size_t				 i;
+
+	if (v == NULL)
+		return 0;
+	if (strcmp(v, "client") == 0)
+		s->backend_source = BACKEND_SOURCE_CLIENT;
+	else {
+		s->backend_source = BACKEND_SOURCE_ADDR;
+		if (conf_parse_source(v, &s->source, &s->sourcelen, msg,
+		    sizeof(msg)) == -1) {
+			conf_fail(conf_line(sec, "backend_source"),
+			    "option 'backend_source': %s", msg);
+			return -1;
+		}
+	}
+	for (i = 0; i < s->nbackends; i++) {
+		e = &s->backends[i];
+		if (e->ss.ss_family == AF_UNIX) {
+			conf_fail(conf_line(sec, "backend_source"), "option "
+			    "'backend_source': backend '%s' is a unix socket, "
+			    "which has no source address", conf_q(e->text));
+			return -1;
+		}
+		if (s->backend_source == BACKEND_SOURCE_ADDR &&
+		    e->ss.ss_family != s->source.ss_family) {
+			conf_fail(conf_line(sec, "backend_source"), "option "
+			    "'backend_source': '%s' is %s but backend '%s' is "
+			    "%s", conf_q(v), s->source.ss_family == AF_INET ?
+			    "IPv4" : "IPv6", conf_q(e->text),
+			    e->ss.ss_family == AF_INET ? "IPv4" : "IPv6");
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* Limits: SPEC section 6 defaults, per protocol where they differ. */
 static void
 conf_build_limits(struct conf_service *s, cfg_t *sec)
@@ -1412,6 +1524,7 @@ conf_build_service(struct conf *c, struct conf_service *s, cfg_t *sec)
 	    &s->nlisten) == -1 ||
 	    conf_build_endpoints(sec, "backend", 1, 1, &s->backends,
 	    &s->nbackends) == -1 ||
+	    conf_build_source(s, sec) == -1 ||
 	    conf_build_nets(sec, s) == -1 ||
 	    conf_build_hostname(s, sec, label) == -1)
 		return -1;

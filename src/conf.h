@@ -50,6 +50,13 @@ enum bare_newline_mode {
 	BARE_NEWLINE_REJECT,
 };
 
+/* Where backend connections come from (SPEC section 9). */
+enum backend_source_mode {
+	BACKEND_SOURCE_ANY = 0,		/* the kernel chooses */
+	BACKEND_SOURCE_ADDR,		/* a fixed local address */
+	BACKEND_SOURCE_CLIENT,		/* the client's own (IP_TRANSPARENT) */
+};
+
 enum backend_tls_mode {
 	BACKEND_TLS_NONE = 0,
 	BACKEND_TLS_IMPLICIT,
@@ -118,6 +125,9 @@ struct conf_service {
 	enum bare_newline_mode	 smtp_bare_newline;
 	unsigned		 max_errors;		/* refusals per session */
 	enum backend_tls_mode	 backend_tls;
+	enum backend_source_mode backend_source;
+	struct sockaddr_storage	 source;	/* BACKEND_SOURCE_ADDR, port 0 */
+	socklen_t		 sourcelen;
 	int			 line;
 };
 

@@ -5,13 +5,17 @@
  * before anything is bound, and everything that needs root is done before
  * privileges are dropped):
  *   parse -> build TLS contexts (keys read as root) -> bind -> pid file ->
- *   drop group, then user -> start workers -> READY.
+ *   drop group, then user (keeping CAP_NET_ADMIN only for backend_source
+ *   = "client") -> start workers -> READY.
  * mailtlsd always stays in the foreground (SPEC section 1).
  */
 #include "config.h"
 
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <linux/capability.h>
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
@@ -27,6 +31,7 @@
 #include <event2/thread.h>
 
 #include "audit.h"
+#include "backend.h"
 #include "conf.h"
 #include "log.h"
 #include "mailtlsd.h"
@@ -41,7 +46,10 @@ static void	print_versions(void);
 static int	check_config(struct conf *);
 static void	raise_nofile(const struct conf *);
 static void	enter_chroot(const char *);
+static int	keep_net_admin_begin(const struct conf *);
+static void	keep_net_admin_end(void);
 static void	drop_privileges(const struct conf *);
+static void	check_transparent(const struct conf *);
 static void	write_pid_file(const char *);
 static void	signal_cb(evutil_socket_t, short, void *);
 static void	reload(void);
@@ -149,9 +157,68 @@ enter_chroot(const char *dir)
 	log_info("chrooted to %s", dir);
 }
 
+/*
+ * backend_source = "client" makes IP_TRANSPARENT sockets per session,
+ * long after the drop, so CAP_NET_ADMIN has to survive setresuid(), which
+ * otherwise clears every capability.  Only that one is kept, and only
+ * when the configuration needs it and we have it.  No libcap: the two raw
+ * system calls are all it takes.  Capabilities (and KEEPCAPS) belong to
+ * the calling thread: this runs in the main thread before workers_start(),
+ * so the workers, which make the sockets, inherit the result.  Returns
+ * whether the capability is being kept.
+ */
+static int
+keep_net_admin_begin(const struct conf *conf)
+{
+	struct __user_cap_header_struct	 hdr = {
+		_LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct	 data[2];
+
+	if (!backend_uses_transparent(conf))
+		return 0;
+	memset(data, 0, sizeof(data));
+	if (syscall(SYS_capget, &hdr, data) == -1 ||
+	    (data[0].permitted & (1U << CAP_NET_ADMIN)) == 0)
+		return 0;	/* check_transparent() will say so */
+	if (prctl(PR_SET_KEEPCAPS, 1L, 0L, 0L, 0L) == -1)
+		fatal("prctl(PR_SET_KEEPCAPS)");
+	return 1;
+}
+
+/* After setresuid(): CAP_NET_ADMIN permitted and effective, nothing else. */
+static void
+keep_net_admin_end(void)
+{
+	struct __user_cap_header_struct	 hdr = {
+		_LINUX_CAPABILITY_VERSION_3, 0 };
+	struct __user_cap_data_struct	 data[2];
+
+	memset(data, 0, sizeof(data));
+	data[0].permitted = data[0].effective = 1U << CAP_NET_ADMIN;
+	if (syscall(SYS_capset, &hdr, data) == -1)
+		fatal("cannot keep CAP_NET_ADMIN for backend_source");
+	if (prctl(PR_SET_KEEPCAPS, 0L, 0L, 0L, 0L) == -1)
+		fatal("prctl(PR_SET_KEEPCAPS)");
+}
+
+/*
+ * Fail at startup rather than on every session: without the capability
+ * each backend connection of a "client" service would fail.
+ */
+static void
+check_transparent(const struct conf *conf)
+{
+	char	 err[256];
+
+	if (backend_uses_transparent(conf) &&
+	    backend_transparent_check(err, sizeof(err)) == -1)
+		fatalx("%s: see \"backend_source\" in doc/deployment.md", err);
+}
+
 static void
 drop_privileges(const struct conf *conf)
 {
+	int		 keep;
 	struct passwd	*pw;
 	struct group	*gr;
 	gid_t		 gid;
@@ -186,12 +253,17 @@ drop_privileges(const struct conf *conf)
 	/* Group first, while we may still change it; then the user. */
 	if (setgroups(1, &gid) == -1 || setresgid(gid, gid, gid) == -1)
 		fatal("cannot drop group privileges to %u", (unsigned)gid);
+	/* A root 'user' (with a 'group') keeps every capability anyway. */
+	keep = pw->pw_uid != 0 && keep_net_admin_begin(conf);
 	if (setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) == -1)
 		fatal("cannot drop user privileges to %s", conf->user);
+	if (keep)
+		keep_net_admin_end();
 	if (pw->pw_uid != 0 && setuid(0) != -1)
 		fatalx("privileges could be regained after dropping them");
-	log_info("running as user %s (uid %u, gid %u)", conf->user,
-	    (unsigned)pw->pw_uid, (unsigned)gid);
+	log_info("running as user %s (uid %u, gid %u)%s", conf->user,
+	    (unsigned)pw->pw_uid, (unsigned)gid,
+	    keep ? ", keeping CAP_NET_ADMIN for backend_source" : "");
 }
 
 static void
@@ -279,6 +351,14 @@ reload(void)
 	if ((conf = conf_load(conf_path, err, sizeof(err))) == NULL) {
 		log_error("reload failed, keeping the running configuration: %s",
 		    err);
+		goto done;
+	}
+	/* CAP_NET_ADMIN is only kept when the first configuration used it. */
+	if (backend_uses_transparent(conf) &&
+	    backend_transparent_check(err, sizeof(err)) == -1) {
+		conf_free(conf);
+		log_error("reload failed, keeping the running configuration: %s "
+		    "(see \"backend_source\" in doc/deployment.md)", err);
 		goto done;
 	}
 	if ((rt = runtime_new(conf, current_rt, err, sizeof(err))) == NULL) {
@@ -399,6 +479,7 @@ main(int argc, char *argv[])
 	warn_unclaimed_sockets();
 	write_pid_file(conf->pid_file);
 	drop_privileges(conf);
+	check_transparent(conf);
 	signal(SIGPIPE, SIG_IGN);
 
 	if ((base = event_base_new()) == NULL)

@@ -553,6 +553,36 @@ test_all_options(void **state)
 	conf_free(c);
 }
 
+/* The address kept for each mode; unset means the kernel's choice. */
+static void
+test_backend_source(void **state)
+{
+	struct conf			*c = tc_load("backend_source.conf");
+	const struct conf_service	*s = c->services;
+	const struct sockaddr_in	*sin;
+	const struct sockaddr_in6	*sin6;
+	struct in6_addr			 want6;
+	struct conf			*m = tc_load("minimal.conf");
+
+	assert_int_equal(m->services[0].backend_source, BACKEND_SOURCE_ANY);
+	conf_free(m);
+	assert_int_equal(c->nservices, 3);
+	assert_int_equal(s[0].backend_source, BACKEND_SOURCE_ADDR);
+	assert_int_equal(s[0].source.ss_family, AF_INET);
+	assert_int_equal(s[0].sourcelen, sizeof(*sin));
+	sin = (const struct sockaddr_in *)&s[0].source;
+	assert_int_equal(ntohl(sin->sin_addr.s_addr), 0x7f000005);
+	assert_int_equal(sin->sin_port, 0);
+	assert_int_equal(s[1].backend_source, BACKEND_SOURCE_ADDR);
+	assert_int_equal(s[1].source.ss_family, AF_INET6);
+	sin6 = (const struct sockaddr_in6 *)&s[1].source;
+	assert_int_equal(inet_pton(AF_INET6, "2001:db8::5", &want6), 1);
+	assert_memory_equal(&sin6->sin6_addr, &want6, sizeof(want6));
+	assert_int_equal(sin6->sin6_port, 0);
+	assert_int_equal(s[2].backend_source, BACKEND_SOURCE_CLIENT);
+	conf_free(c);
+}
+
 static void
 test_limits_edges(void **state)
 {
@@ -719,6 +749,7 @@ main(void)
 		cmocka_unit_test(test_ipv6_listen),
 		cmocka_unit_test(test_unix_backend),
 		cmocka_unit_test(test_all_options),
+		cmocka_unit_test(test_backend_source),
 		cmocka_unit_test(test_limits_edges),
 		cmocka_unit_test(test_comments),
 		cmocka_unit_test(test_layout),
