@@ -539,3 +539,29 @@ def test_haproxy_starttls_to_postfix(mtd, postfix, alice, certs, haproxy,
                r"tls=starttls" % re.escape(BALANCED_FROM))
     m.wait_log(r"TLS connection established from \S*\[%s\]"
                % re.escape(BALANCED_FROM))
+
+
+# ---------------------------------------------------------------------------
+# -t: proxy_trusted wider than a private network is worth a warning.
+
+def test_check_warns_on_wide_proxy_trusted(mtd, binary):
+    import subprocess
+    m = mtd()
+    service(m, "wide", "imap", [mtlib.free_port()],
+            proxy_trusted=["0.0.0.0/0", "::/0", "10.0.0.0/7",
+                           "198.51.100.0/24", "::ffff:0.0.0.0/96"])
+    service(m, "narrow", "imap", [mtlib.free_port()],
+            proxy_trusted=["10.1.0.0/16", "172.16.0.0/12", "192.168.1.10",
+                           "127.0.0.1/32", "fd00:1::/64", "198.51.100.10",
+                           "2001:db8::10", "100.64.0.0/10"])
+    m.write_config()
+    p = subprocess.run([binary, "-t", "-c", m.conf], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=30,
+                       stdin=subprocess.DEVNULL)
+    out = p.stdout.decode(errors="replace")
+    assert p.returncode == 0, out          # a warning, not an error
+    wide = re.findall(r'service "(\w+)": proxy_trusted (\S+) is wider than '
+                      r'a private network', out)
+    assert sorted(wide) == sorted([
+        ("wide", "0.0.0.0/0"), ("wide", "::/0"), ("wide", "10.0.0.0/7"),
+        ("wide", "198.51.100.0/24"), ("wide", "::ffff:0.0.0.0/96")]), out
