@@ -300,8 +300,13 @@ session_proxy_read_cb(evutil_socket_t fd, short what, void *arg)
 	size_t			 room = PROXY_RECV_MAX - s->proxy_have, take;
 	ssize_t			 n;
 
-	if (s->state != SESSION_ST_PROXY || room == 0)
+	if (s->state != SESSION_ST_PROXY)
 		return;
+	if (room == 0) {
+		/* proxy_parse() never needs more than PROXY_RECV_MAX. */
+		session_close(s, "bad PROXY header");
+		return;
+	}
 	n = recv(fd, s->proxy_buf + s->proxy_have, room, MSG_PEEK);
 	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK ||
 	    errno == EINTR))
