@@ -185,6 +185,27 @@ def test_implicit_v6_header(mtd, certs):
         raw.stop()
 
 
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_header_trickled_byte_by_byte(mtd, hdovecot, certs, version):
+    """Each byte its own segment: the reader consumes what it has while
+    the header is incomplete, and the session is the same."""
+    dave = hdovecot.users["dave"]
+    m = mtd()
+    port = service(m, "imaps", "imap", [hdovecot.imap_haproxy_port],
+                   send_proxy="v2")
+    m.start()
+    mark = mtlib.LogMark(hdovecot.log)
+    sock = balancer(port, None)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    for b in (v1() if version == "v1" else v2()):
+        sock.sendall(bytes([b]))
+        time.sleep(0.01)
+    with tls_over(sock, certs) as c:
+        imap_login(c, dave)
+    line = dovecot_login_line(hdovecot, mark, dave.name)
+    assert "rip=%s" % CLIENT in line, line
+
+
 def test_bytes_behind_the_header_reach_tls(mtd, certs):
     """The header and the ClientHello in one segment: mailtlsd consumes
     exactly the header, and the TLS layer gets the rest."""
