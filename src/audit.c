@@ -13,6 +13,12 @@
  * privileges.  A file tls_check() could not read is skipped silently here,
  * since it has been reported already.
  *
+ * proxy_trusted (accept_proxy): every address in it may claim to be any
+ * client, so a network that is not private (RFC 1918, RFC 6598, loopback,
+ * link-local; IPv6 ULA, loopback, link-local), or wider than the private
+ * range it lies in (0.0.0.0/0, ::/0, 10.0.0.0/7), gets a warning.  A
+ * single public address (a balancer on another host) does not.
+ *
  * "Client-facing" (MSA and MDA, RFC 6409 and 8314): a service listening
  * on 587, 465, 143, 993, 110 or 995, and every IMAP or POP3 service, which
  * only mail clients ever speak to.  Port 25 and other SMTP ports are
@@ -21,6 +27,8 @@
 #include "config.h"
 
 #include <sys/stat.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <grp.h>
 #include <limits.h>
@@ -109,6 +117,8 @@ static const char *audit_version_name(int);
 static void	audit_ciphers(struct audit *, const struct conf_service *,
 		    const char *);
 static void	audit_service(struct audit *, const struct conf_service *);
+static void	audit_proxy_trusted(struct audit *,
+		    const struct conf_service *);
 static int	audit_mode_ok(const struct stat *,
 		    const struct audit_reader *, mode_t, mode_t, mode_t);
 static int	audit_can_read(const struct audit_reader *, const char *,
@@ -552,6 +562,49 @@ audit_service(struct audit *a, const struct conf_service *s)
 		audit_ciphers(a, s, what);
 }
 
+/* Networks a balancer may sit in without anyone else sharing them. */
+static const char *const audit_private_nets[] = {
+	"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",	/* RFC 1918 */
+	"100.64.0.0/10",					/* RFC 6598 */
+	"127.0.0.0/8", "169.254.0.0/16",
+	"fc00::/7", "::1/128", "fe80::/10",
+};
+
+static void
+audit_proxy_trusted(struct audit *a, const struct conf_service *s)
+{
+	struct util_net	 priv;
+	char		 text[UTIL_ADDRSTRLEN], err[128];
+	size_t		 i, j;
+	int		 host, inside;
+
+	for (i = 0; i < s->nproxy_trusted; i++) {
+		const struct util_net *n = &s->proxy_trusted[i];
+
+		host = n->prefix == (n->addr.ss_family == AF_INET ? 32 : 128);
+		for (inside = 0, j = 0; !inside &&
+		    j < sizeof(audit_private_nets) /
+		    sizeof(audit_private_nets[0]); j++)
+			inside = util_parse_net(audit_private_nets[j], &priv,
+			    err, sizeof(err)) == 0 && util_net_within(n, &priv);
+		if (inside || host)
+			continue;
+		/* As written: a v4-mapped network stays IPv6. */
+		if (inet_ntop(n->addr.ss_family, n->addr.ss_family == AF_INET ?
+		    (const void *)&((const struct sockaddr_in *)
+		    (const void *)&n->addr)->sin_addr :
+		    (const void *)&((const struct sockaddr_in6 *)
+		    (const void *)&n->addr)->sin6_addr, text,
+		    sizeof(text)) == NULL)
+			util_strlcpy(text, "?", sizeof(text));
+		audit_report(a, AUDIT_WARNING, s->line, "service \"%s\": "
+		    "proxy_trusted %s/%d is wider than a private network: "
+		    "every host in it may claim any client address (limits, "
+		    "logs, what the backend is told); list the balancers' "
+		    "own addresses", s->name, text, n->prefix);
+	}
+}
+
 /* ------------------------------------------------------------------ */
 /* Privileges, and the files a reload reads after dropping them. */
 
@@ -805,8 +858,10 @@ audit_conf(const struct conf *conf, audit_cb cb, void *arg)
 
 	for (i = 0; i < conf->ntls; i++)
 		audit_tls_section(&a, &conf->tls[i]);
-	for (i = 0; i < conf->nservices; i++)
+	for (i = 0; i < conf->nservices; i++) {
 		audit_service(&a, &conf->services[i]);
+		audit_proxy_trusted(&a, &conf->services[i]);
+	}
 	audit_privileges(&a);
 	audit_chroot(&a);
 	audit_transparent(&a);

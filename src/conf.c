@@ -153,8 +153,8 @@ static int	conf_check_source(const struct conf_rule *, cfg_opt_t *,
 		    unsigned int, char *, size_t);
 static int	conf_active_not_none(cfg_t *, const char *);
 static int	conf_active_true(cfg_t *, const char *);
-static int	conf_active_nonempty(cfg_t *, const char *);
 static int	conf_active_proxy_starttls(cfg_t *, const char *);
+static int	conf_check_accept_proxy(cfg_t *, const struct conf_service *);
 
 /* ------------------------------------------------------------------ */
 /* Schema (SPEC section 2). */
@@ -370,10 +370,6 @@ static const struct conf_unsupported conf_unsupported[] = {
 	{ CONF_SERVICE, "send_proxy", conf_active_proxy_starttls,
 	    "not supported yet on STARTTLS services (implicit TLS only)" },
 	{ CONF_SERVICE, "xclient", conf_active_true,
-	    "not supported yet" },
-	{ CONF_SERVICE, "accept_proxy", conf_active_true,
-	    "not supported yet" },
-	{ CONF_SERVICE, "proxy_trusted", conf_active_nonempty,
 	    "not supported yet" },
 	{ CONF_SERVICE, "backend_tls", conf_active_not_none,
 	    "not supported yet (only \"none\")" },
@@ -1070,12 +1066,6 @@ conf_active_proxy_starttls(cfg_t *sec, const char *name)
 }
 
 static int
-conf_active_nonempty(cfg_t *sec, const char *name)
-{
-	return cfg_size(sec, name) > 0;
-}
-
-static int
 conf_check_unsupported(cfg_t *sec, enum conf_kind kind)
 {
 	const struct conf_unsupported	*u;
@@ -1415,6 +1405,30 @@ conf_build_nets(cfg_t *sec, struct conf_service *s)
 	return 0;
 }
 
+/*
+ * accept_proxy lets a peer choose the client address of every limit and
+ * log line, so it needs the list of peers allowed to; a list without
+ * accept_proxy would be parsed and ignored, which hides a mistake (the
+ * operator believes the header is read).  Both are errors.
+ */
+static int
+conf_check_accept_proxy(cfg_t *sec, const struct conf_service *s)
+{
+	if (s->accept_proxy && s->nproxy_trusted == 0) {
+		conf_fail(conf_line(sec, "accept_proxy"), "option "
+		    "'accept_proxy': needs 'proxy_trusted', the networks "
+		    "allowed to send a PROXY header");
+		return -1;
+	}
+	if (!s->accept_proxy && s->nproxy_trusted != 0) {
+		conf_fail(conf_line(sec, "proxy_trusted"), "option "
+		    "'proxy_trusted': has no effect without accept_proxy = "
+		    "true");
+		return -1;
+	}
+	return 0;
+}
+
 static int
 conf_build_hostname(struct conf_service *s, cfg_t *sec, const char *label)
 {
@@ -1532,6 +1546,8 @@ conf_build_service(struct conf *c, struct conf_service *s, cfg_t *sec)
 	    "send_proxy");
 	s->xclient = cfg_getbool(sec, "xclient") == cfg_true;
 	s->accept_proxy = cfg_getbool(sec, "accept_proxy") == cfg_true;
+	if (conf_check_accept_proxy(sec, s) == -1)
+		return -1;
 	s->smtp_bare_newline = (enum bare_newline_mode)conf_enum_value(sec,
 	    "smtp_bare_newline");
 	s->backend_tls = (enum backend_tls_mode)conf_enum_value(sec,

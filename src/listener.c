@@ -8,6 +8,12 @@
  * connection is closed at once (after the protocol's temporary failure on
  * cleartext services, where we can still speak).  When accept() runs out
  * of descriptors the listener pauses instead of spinning (OpenSMTPD).
+ *
+ * accept_proxy services (SPEC section 9): the peer is a load balancer,
+ * and must be in proxy_trusted or is closed at once, without a byte.
+ * Its own address is not the client's, so the per-address slot is taken
+ * only once the session has read the PROXY header
+ * (listener_take_ip()), on the address the header names.
  */
 #include "config.h"
 
@@ -44,6 +50,8 @@ static void	listener_accept_cb(struct evconnlistener *, evutil_socket_t,
 		    struct sockaddr *, int, void *);
 static void	listener_error_cb(struct evconnlistener *, void *);
 static void	listener_resume_cb(evutil_socket_t, short, void *);
+static int	listener_trusted(const struct conf_service *,
+		    const struct sockaddr *);
 
 /* ---- binding -------------------------------------------------------------- */
 
@@ -149,6 +157,8 @@ listener_check_caps(struct worker *w, struct service_rt *srt,
 	}
 	if (!svc->max_connections)
 		atomic_fetch_add(&srt->ctr->nconns, 1);
+	if (svc->accept_proxy)
+		return NULL;	/* per address: after the PROXY header */
 	if (iptable_take(srt->ctr->per_ip, sa, svc->max_connections_per_ip) == -1) {
 		atomic_fetch_sub(&srt->ctr->nconns, 1);
 		atomic_fetch_sub(&worker_total_conns, 1);
@@ -158,16 +168,41 @@ listener_check_caps(struct worker *w, struct service_rt *srt,
 }
 
 /*
+ * accept_proxy: the per-address slot of a session whose PROXY header
+ * named its client (or of the balancer itself, for LOCAL).
+ */
+int
+listener_take_ip(struct service_rt *srt, const struct sockaddr *sa)
+{
+	return iptable_take(srt->ctr->per_ip, sa,
+	    srt->svc->max_connections_per_ip);
+}
+
+/*
  * Give back the slots listener_check_caps() took for a connection: the
  * only other place that touches the counters, so taking and giving back
- * stay one pair.
+ * stay one pair.  sa is NULL when no per-address slot was taken (an
+ * accept_proxy session that ended before its header).
  */
 void
 listener_release(struct service_rt *srt, const struct sockaddr *sa)
 {
 	atomic_fetch_sub(&srt->ctr->nconns, 1);
 	atomic_fetch_sub(&worker_total_conns, 1);
-	iptable_release(srt->ctr->per_ip, sa);
+	if (sa != NULL)
+		iptable_release(srt->ctr->per_ip, sa);
+}
+
+/* accept_proxy: only a balancer of proxy_trusted may send a header. */
+static int
+listener_trusted(const struct conf_service *svc, const struct sockaddr *sa)
+{
+	size_t	i;
+
+	for (i = 0; i < svc->nproxy_trusted; i++)
+		if (util_net_match(&svc->proxy_trusted[i], sa))
+			return 1;
+	return 0;
 }
 
 static void
@@ -180,6 +215,14 @@ listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	char			 ip[UTIL_ADDRSTRLEN];
 
 	if (atomic_load(&w->stopping)) {
+		close(fd);
+		return;
+	}
+	/* Untrusted: no reply, not even a 421 (SPEC section 9). */
+	if (ctx->srt->svc->accept_proxy && !listener_trusted(ctx->srt->svc,
+	    sa)) {
+		log_notice("service %s: refusing %s: not in proxy_trusted",
+		    ctx->srt->svc->name, util_addr_str(sa, ip, sizeof(ip)));
 		close(fd);
 		return;
 	}

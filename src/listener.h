@@ -26,7 +26,16 @@ int	listener_bind(const struct conf_service *, const struct conf_endpoint *,
 struct listener_ctx *listener_attach(struct worker *, struct service_rt *,
 	    int fd);
 
-/* Give back the connection slots taken when a connection was accepted. */
+/*
+ * accept_proxy services: take the per-address slot for the address the
+ * PROXY header named; 0, or -1 at max_connections_per_ip.
+ */
+int	listener_take_ip(struct service_rt *, const struct sockaddr *);
+
+/*
+ * Give back the connection slots taken when a connection was accepted,
+ * and the per-address one for sa (NULL: none was taken).
+ */
 void	listener_release(struct service_rt *, const struct sockaddr *);
 
 /* Stop listening and free the listener (worker thread only). */

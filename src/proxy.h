@@ -1,6 +1,7 @@
 /*
  * proxy.h - the PROXY protocol header mailtlsd sends to a backend
- * (send_proxy, SPEC section 9; HAProxy's proxy-protocol.txt).
+ * (send_proxy) and the one it reads from a load balancer (accept_proxy),
+ * SPEC section 9; HAProxy's proxy-protocol.txt.
  *
  * Pure functions over a small struct of facts: no sockets, no SSL, so
  * they are tested byte for byte (tests/unit/test_proxy.c).
@@ -71,5 +72,48 @@ struct proxy_facts {
 ssize_t		proxy_v1(const struct proxy_facts *, char *buf, size_t len);
 ssize_t		proxy_v2(const struct proxy_facts *, unsigned char *buf,
 		    size_t len);
+
+/*
+ * Receiving (accept_proxy): the header a load balancer sends first.
+ * A v2 header is at most PROXY_RECV_MAX bytes in all; longer ones are
+ * refused rather than buffered (proxy-protocol.txt lets a receiver
+ * bound what it accepts, and no balancer sends that many TLVs).
+ */
+#define PROXY_V1_RECV_MAX	107	/* "a 107-byte line", CRLF included */
+#define PROXY_RECV_MAX		2048
+#define PP2_CMD_LOCAL		0x00
+#define PP2_CMD_PROXY		0x01
+
+enum proxy_parse_status {
+	PROXY_NEED_MORE = 0,	/* a valid beginning; every byte is header */
+	PROXY_OK,
+	PROXY_INVALID,
+};
+
+struct proxy_hdr {
+	size_t			 len;	/* bytes of the header */
+	int			 version;	/* 1 or 2 */
+	/*
+	 * No addresses to use: v2 LOCAL (a balancer's health check), v1
+	 * UNKNOWN or v2 PROXY with family UNSPEC.  The connection is then
+	 * the balancer's own, with its real endpoints.
+	 */
+	bool			 local;
+	struct sockaddr_storage	 src;	/* the client, unless local */
+	socklen_t		 srclen;
+	struct sockaddr_storage	 dst;	/* where it connected to */
+	socklen_t		 dstlen;
+	const char		*error;	/* PROXY_INVALID: why, for the log */
+};
+
+/*
+ * Parse the beginning of a connection, len bytes of it.  Never reads
+ * past buf[len - 1].  PROXY_OK fills h (h->len <= len; the bytes after
+ * it are the client's); PROXY_NEED_MORE means that all len bytes belong
+ * to a header not yet complete, so a reader may consume them all and
+ * wait; PROXY_INVALID sets h->error.
+ */
+enum proxy_parse_status proxy_parse(const unsigned char *buf, size_t len,
+		    struct proxy_hdr *h);
 
 #endif /* PROXY_H */

@@ -6,6 +6,8 @@
  *   implicit TLS:  accept -> HANDSHAKE -> CONNECTING -> RELAY -> CLOSING
  *   STARTTLS:      accept -> CONNECTING -> RELAY (cleartext)
  *                         -> HANDSHAKE (go-ahead sent) -> RELAY (TLS) -> CLOSING
+ *   accept_proxy:  accept -> PROXY (the balancer's header) -> either of the
+ *                  above, with the header's client as the peer
  *
  * Invariants kept here rather than in the protocol filters:
  *  - The client leg is read only through the filter, and only in RELAY.
@@ -64,6 +66,12 @@ static void	session_enter_state(struct session *, enum session_state);
 static void	session_start_tls(struct session *);
 static void	session_tls_established(struct session *);
 static int	session_send_proxy(struct session *);
+static void	session_begin(struct session *);
+static void	session_proxy_wait(struct session *);
+static void	session_proxy_read_cb(evutil_socket_t, short, void *);
+static void	session_proxy_accept(struct session *,
+		    const struct proxy_hdr *);
+static void	session_proxy_free(struct session *);
 static void	session_pump(struct session *);
 static void	session_flow(struct session *);
 static void	session_arm(struct session *, unsigned seconds);
@@ -78,6 +86,7 @@ static const char *session_state_names[] = {
 	[SESSION_ST_CONNECTING] = "connecting",
 	[SESSION_ST_RELAY] = "relay",
 	[SESSION_ST_CLOSING] = "closing",
+	[SESSION_ST_PROXY] = "proxy",
 };
 
 const char *
@@ -157,7 +166,6 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
     int fd, const struct sockaddr *sa, socklen_t salen)
 {
 	struct session	*s;
-	struct filter_params fp;
 
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		log_warn("session: calloc");
@@ -171,10 +179,18 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 	s->svc = srt->svc;
 	s->ops = srt->ops;
 	s->flags = SF_COUNTED;
+	/* accept_proxy: the per-address slot comes with the header. */
+	if (!s->svc->accept_proxy)
+		s->flags |= SF_IP_COUNTED;
 	memcpy(&s->peer, sa, salen);
 	s->peerlen = salen;
 	util_addr_str(sa, s->peer_ip, sizeof(s->peer_ip));
 	s->peer_port = util_addr_port(sa);
+	s->locallen = sizeof(s->local);
+	if (getsockname(fd, (struct sockaddr *)&s->local, &s->locallen) == -1) {
+		log_warn("%s getsockname", s->id);
+		s->locallen = 0;
+	}
 	gettimeofday(&s->started, NULL);
 	/* Implicit TLS enters HANDSHAKE in session_start_tls(). */
 	s->state = SESSION_ST_CONNECTING;
@@ -190,6 +206,26 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 		session_free(s);	/* nothing refers to it yet */
 		return;
 	}
+	if (s->svc->accept_proxy) {
+		session_proxy_wait(s);
+		return;
+	}
+	session_begin(s);
+	return;
+fail:
+	close(fd);
+	/* The listener counted this connection; give the slots back. */
+	listener_release(srt, srt->svc->accept_proxy ? NULL : sa);
+}
+
+/*
+ * The session proper, once the client is known: its filter, the start
+ * line, then TLS (implicit) or the backend (STARTTLS).
+ */
+static void
+session_begin(struct session *s)
+{
+	struct filter_params fp;
 
 	memset(&fp, 0, sizeof(fp));
 	fp.svc = s->svc;
@@ -222,11 +258,139 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 	 */
 	bufferevent_enable(s->client, EV_READ | EV_WRITE);
 	backend_connect(s);
-	return;
-fail:
-	close(fd);
-	/* The listener counted this connection; give the slots back. */
-	listener_release(srt, sa);
+}
+
+/*
+ * accept_proxy (SPEC section 9): the connection comes from a trusted
+ * balancer (listener.c checked proxy_trusted) and must begin with a
+ * PROXY header, read before anything else: before the TLS handshake on
+ * implicit services, before the backend connection (and so its greeting)
+ * on STARTTLS ones.  The header is read straight from the socket, so
+ * that not one byte behind it is taken from the TLS or cleartext layer:
+ * each read peeks at what is there, and consumes only bytes that are
+ * header for sure (proxy_parse(): all of them while it needs more, the
+ * exact length once complete).  Bounded by PROXY_RECV_MAX and by
+ * handshake_timeout; a missing or malformed header closes the
+ * connection without a reply.
+ */
+static void
+session_proxy_wait(struct session *s)
+{
+	s->proxy_buf = malloc(PROXY_RECV_MAX);
+	s->proxy_ev = event_new(s->worker->base, bufferevent_getfd(s->client),
+	    EV_READ | EV_PERSIST, session_proxy_read_cb, s);
+	if (s->proxy_buf == NULL || s->proxy_ev == NULL) {
+		log_warnx("%s: cannot allocate the PROXY header reader", s->id);
+		session_close(s, "out of memory");
+		return;
+	}
+	log_debug("%s proxy=%s: waiting for the PROXY header", s->id,
+	    s->peer_ip);
+	session_enter_state(s, SESSION_ST_PROXY);
+	event_add(s->proxy_ev, NULL);
+	session_arm(s, s->svc->handshake_timeout);
+}
+
+static void
+session_proxy_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session		*s = arg;
+	struct proxy_hdr	 h;
+	enum proxy_parse_status	 st;
+	size_t			 room = PROXY_RECV_MAX - s->proxy_have, take;
+	ssize_t			 n;
+
+	if (s->state != SESSION_ST_PROXY)
+		return;
+	if (room == 0) {
+		/* proxy_parse() never needs more than PROXY_RECV_MAX. */
+		session_close(s, "bad PROXY header");
+		return;
+	}
+	n = recv(fd, s->proxy_buf + s->proxy_have, room, MSG_PEEK);
+	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK ||
+	    errno == EINTR))
+		return;
+	if (n <= 0) {
+		log_notice("%s proxy=%s: connection %s before a complete "
+		    "PROXY header", s->id, s->peer_ip,
+		    n == 0 ? "closed" : strerror(errno));
+		session_close(s, "no PROXY header");
+		return;
+	}
+	st = proxy_parse(s->proxy_buf, s->proxy_have + (size_t)n, &h);
+	if (st == PROXY_INVALID) {
+		log_notice("%s proxy=%s: malformed PROXY header (%s), closing",
+		    s->id, s->peer_ip, h.error);
+		session_close(s, "bad PROXY header");
+		return;
+	}
+	take = st == PROXY_OK ? h.len - s->proxy_have : (size_t)n;
+	if (recv(fd, s->proxy_buf + s->proxy_have, take, 0) != (ssize_t)take) {
+		log_warn("%s proxy=%s: reading the PROXY header", s->id,
+		    s->peer_ip);
+		session_close(s, "client connection error");
+		return;
+	}
+	s->proxy_have += take;
+	if (st == PROXY_OK)
+		session_proxy_accept(s, &h);
+}
+
+/*
+ * The header is complete: its source becomes the client everywhere from
+ * here on (per-address limit, log lines, what send_proxy passes on), and
+ * its destination the address the client connected to.  LOCAL (a health
+ * check) and UNKNOWN keep the balancer's own connection.
+ */
+static void
+session_proxy_accept(struct session *s, const struct proxy_hdr *h)
+{
+	char	balancer[UTIL_ADDRSTRLEN];
+
+	session_proxy_free(s);
+	event_del(s->timer);
+	util_strlcpy(balancer, s->peer_ip, sizeof(balancer));
+	if (!h->local) {
+		memcpy(&s->peer, &h->src, h->srclen);
+		s->peerlen = h->srclen;
+		util_addr_str((struct sockaddr *)&s->peer, s->peer_ip,
+		    sizeof(s->peer_ip));
+		s->peer_port = util_addr_port((struct sockaddr *)&s->peer);
+		memcpy(&s->local, &h->dst, h->dstlen);
+		s->locallen = h->dstlen;
+	}
+	log_info("%s proxy=%s: PROXY v%d header, client=%s port=%d%s", s->id,
+	    balancer, h->version, s->peer_ip, s->peer_port,
+	    h->local ? " (LOCAL: the balancer itself)" : "");
+	if (listener_take_ip(s->srt, (struct sockaddr *)&s->peer) == -1) {
+		log_notice("service %s: refusing %s: per-address connection "
+		    "limit", s->svc->name, s->peer_ip);
+		/* As the listener does: a reply where we can still speak. */
+		if (s->svc->tls_mode == TLS_MODE_STARTTLS) {
+			s->ops->unavailable(bufferevent_get_output(s->client),
+			    s->svc->hostname);
+			bufferevent_setcb(s->client, NULL,
+			    session_client_write_cb, session_client_event_cb, s);
+			bufferevent_enable(s->client, EV_WRITE);
+		}
+		session_close(s, "per-address connection limit");
+		return;
+	}
+	s->flags |= SF_IP_COUNTED;
+	session_enter_state(s, SESSION_ST_CONNECTING);
+	session_begin(s);
+}
+
+static void
+session_proxy_free(struct session *s)
+{
+	if (s->proxy_ev != NULL) {
+		event_free(s->proxy_ev);
+		s->proxy_ev = NULL;
+	}
+	free(s->proxy_buf);
+	s->proxy_buf = NULL;
 }
 
 /*
@@ -326,24 +490,15 @@ session_send_proxy(struct session *s)
 {
 	struct proxy_facts	 f;
 	struct proxy_tls	 t;
-	struct sockaddr_storage	 local;
-	socklen_t		 locallen;
 	char			 sni[PROXY_AUTHORITY_MAX + 1] = "";
 	unsigned char		 hdr[PROXY_HDR_MAX];
 	ssize_t			 n;
 
 	memset(&f, 0, sizeof(f));
 	f.src = (const struct sockaddr *)&s->peer;
-	/*
-	 * The destination: the address the client dialled, asked of the
-	 * client's socket now rather than kept in every session.
-	 */
-	locallen = sizeof(local);
-	if (getsockname(bufferevent_getfd(s->client), (struct sockaddr *)&local,
-	    &locallen) == 0)
-		f.dst = (const struct sockaddr *)&local;
-	else
-		log_warn("%s getsockname", s->id);
+	/* The address the client dialled (a balancer's header names it). */
+	if (s->locallen != 0)
+		f.dst = (const struct sockaddr *)&s->local;
 	f.unique_id = s->id;
 	if (s->ssl != NULL && (s->flags & SF_TLS_UP)) {
 		tls_proxy_facts(s->ssl, &t, sni, sizeof(sni));
@@ -638,6 +793,11 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 	case SESSION_ST_CLOSING:
 		session_closing_check(s);
 		break;
+	case SESSION_ST_PROXY:
+		log_notice("%s proxy=%s: no PROXY header within %u s, closing",
+		    s->id, s->peer_ip, s->svc->handshake_timeout);
+		session_close(s, "PROXY header timeout");
+		break;
 	}
 }
 
@@ -657,6 +817,7 @@ session_close(struct session *s, const char *reason)
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 	    (long)dur.tv_sec, (long)(dur.tv_usec / 1000), s->reason);
 	session_enter_state(s, SESSION_ST_CLOSING);
+	session_proxy_free(s);
 
 	if (s->backend) {
 		bufferevent_free(s->backend);
@@ -754,6 +915,7 @@ session_flushed(struct session *s)
 static void
 session_free(struct session *s)
 {
+	session_proxy_free(s);	/* its event watches the client's fd */
 	if (s->client) {
 		if (s->flags & SF_TLS)
 			evbuffer_remove_cb(bufferevent_get_output(
@@ -768,7 +930,8 @@ session_free(struct session *s)
 	if (s->timer)
 		event_free(s->timer);
 	if (s->flags & SF_COUNTED) {
-		listener_release(s->srt, (struct sockaddr *)&s->peer);
+		listener_release(s->srt, (s->flags & SF_IP_COUNTED) ?
+		    (struct sockaddr *)&s->peer : NULL);
 	}
 	worker_session_remove(s->worker, s);
 	runtime_unref(s->rt);

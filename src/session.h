@@ -28,6 +28,7 @@ enum session_state {
 	SESSION_ST_CONNECTING,		/* waiting for a backend */
 	SESSION_ST_RELAY,		/* both legs up, filter running */
 	SESSION_ST_CLOSING,		/* flushing the client, then free */
+	SESSION_ST_PROXY,		/* accept_proxy: reading the header */
 };
 
 /* session flags */
@@ -41,6 +42,7 @@ enum session_state {
 #define SF_SHUTWR_BACKEND	0x0080	/* write side of the backend shut */
 #define SF_COUNTED		0x0100	/* holds connection slots */
 #define SF_SSL_SHUTDOWN		0x0200	/* close_notify queued */
+#define SF_IP_COUNTED		0x0400	/* holds a per-address slot for peer */
 
 struct session {
 	TAILQ_ENTRY(session)	 entry;
@@ -56,6 +58,16 @@ struct session {
 	socklen_t		 peerlen;
 	char			 peer_ip[UTIL_ADDRSTRLEN];
 	int			 peer_port;
+	/*
+	 * The address the client connected to: the socket's own, or the
+	 * destination a PROXY header named (accept_proxy).  locallen 0:
+	 * unknown.
+	 */
+	struct sockaddr_storage	 local;
+	socklen_t		 locallen;
+	struct event		*proxy_ev;	/* accept_proxy: header read */
+	unsigned char		*proxy_buf;	/* its bytes so far */
+	size_t			 proxy_have;
 
 	struct bufferevent	*client;	/* socket, or TLS filter over it */
 	struct bufferevent	*backend;

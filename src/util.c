@@ -260,6 +260,64 @@ util_addr_equal(const struct sockaddr *x, const struct sockaddr *y)
 	    memcmp(a, b, la) == 0;
 }
 
+/* The first bits of a and b agree. */
+static int
+util_prefix_equal(const unsigned char *a, const unsigned char *b, int bits)
+{
+	int	full = bits / 8, rest = bits % 8;
+
+	if (memcmp(a, b, (size_t)full) != 0)
+		return 0;
+	return rest == 0 ||
+	    ((a[full] ^ b[full]) & (0xff << (8 - rest)) & 0xff) == 0;
+}
+
+/* A network's bytes, family and prefix, a v4-mapped one as IPv4. */
+static const unsigned char *
+util_net_bytes(const struct util_net *n, int *family, size_t *len,
+    int *prefix)
+{
+	const unsigned char	*a;
+
+	a = util_addr_bytes((const struct sockaddr *)&n->addr, family, len);
+	*prefix = n->prefix;
+	if (a != NULL && *family == AF_INET &&
+	    n->addr.ss_family == AF_INET6) {
+		/* "::ffff:10.0.0.0/104": a prefix shorter than 96 is not
+		 * an IPv4 network, and matches no IPv4 address. */
+		if (*prefix < 96)
+			return NULL;
+		*prefix -= 96;
+	}
+	return a;
+}
+
+int
+util_net_match(const struct util_net *n, const struct sockaddr *sa)
+{
+	const unsigned char	*na, *a;
+	int			 nf, f, prefix;
+	size_t			 nl, l;
+
+	na = util_net_bytes(n, &nf, &nl, &prefix);
+	a = util_addr_bytes(sa, &f, &l);
+	return na != NULL && a != NULL && nf == f && nl == l &&
+	    util_prefix_equal(na, a, prefix);
+}
+
+int
+util_net_within(const struct util_net *inner, const struct util_net *outer)
+{
+	const unsigned char	*ia, *oa;
+	int			 ifam, ofam, ip, op;
+	size_t			 il, ol;
+
+	ia = util_net_bytes(inner, &ifam, &il, &ip);
+	oa = util_net_bytes(outer, &ofam, &ol, &op);
+	return ia != NULL && oa != NULL && ifam == ofam && il == ol &&
+	    ip >= op && util_prefix_equal(ia, oa, op);
+}
+
 const char *
 util_addr_str(const struct sockaddr *sa, char *buf, size_t len)
 {

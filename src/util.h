@@ -27,6 +27,13 @@ struct util_net {
 	int			prefix;
 };
 int	util_parse_net(const char *, struct util_net *, char *err, size_t errlen);
+/*
+ * Whether an address is inside a network, and a network inside another;
+ * a v4-mapped IPv6 address or network is the IPv4 one it stands for.
+ */
+int	util_net_match(const struct util_net *, const struct sockaddr *);
+int	util_net_within(const struct util_net *inner,
+	    const struct util_net *outer);
 
 /* Address only ("unix" for a unix socket) / port (0 for unix). */
 const char *util_addr_str(const struct sockaddr *, char *, size_t);

@@ -495,6 +495,26 @@ test_unix_backend(void **state)
 	conf_free(c);
 }
 
+/* accept_proxy with its networks, as util_net_match() will read them. */
+static void
+test_accept_proxy(void **state)
+{
+	struct conf			*c = tc_load("accept_proxy.conf");
+	const struct conf_service	*s = &c->services[0];
+
+	(void)state;
+	assert_true(s->accept_proxy);
+	assert_int_equal(s->nproxy_trusted, 3);
+	assert_int_equal(s->proxy_trusted[0].addr.ss_family, AF_INET);
+	assert_int_equal(s->proxy_trusted[0].prefix, 8);
+	assert_int_equal(s->proxy_trusted[1].addr.ss_family, AF_INET6);
+	assert_int_equal(s->proxy_trusted[1].prefix, 8);
+	assert_int_equal(s->proxy_trusted[2].prefix, 32);	/* one host */
+	assert_true(c->services[1].accept_proxy);
+	assert_int_equal(c->services[1].nproxy_trusted, 1);
+	conf_free(c);
+}
+
 static void
 test_all_options(void **state)
 {
@@ -750,6 +770,7 @@ main(void)
 		cmocka_unit_test(test_unix_backend),
 		cmocka_unit_test(test_all_options),
 		cmocka_unit_test(test_backend_source),
+		cmocka_unit_test(test_accept_proxy),
 		cmocka_unit_test(test_limits_edges),
 		cmocka_unit_test(test_comments),
 		cmocka_unit_test(test_layout),

@@ -1,10 +1,13 @@
 /*
  * test_proxy.c - the PROXY header sent to backends (send_proxy), byte
- * for byte: v1 lines, v2 headers and each TLV, as tables.
+ * for byte: v1 lines, v2 headers and each TLV, as tables; and the parser
+ * of the header received from a balancer (accept_proxy): valid headers,
+ * every malformation, every split point, and what the builder makes.
  */
 #include "config.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
@@ -252,12 +255,305 @@ test_v2(void **state)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* proxy_parse(): the header a load balancer sends (accept_proxy). */
+
+enum { P_OK = PROXY_OK, P_BAD = PROXY_INVALID, P_MORE = PROXY_NEED_MORE };
+
+struct parse_case {
+	const char	*name;
+	const char	*text;		/* v1 input, or NULL */
+	const char	*hex;		/* v2 input in hex, or NULL */
+	int		 want;
+	size_t		 len;		/* P_OK: header length */
+	bool		 local;
+	const char	*src, *dst;	/* P_OK, not local: "ip:port" */
+};
+
+#define V2(verfam, len)	SIG verfam len
+#define A4		"cb007107" "c0000201" "d431" "03e1"
+#define A6		"20010db8000000000000000000000007" \
+			"20010db8000000000000000000000001" "d431" "03e1"
+
+static const struct parse_case pcases[] = {
+	/* v1, valid */
+	{ "v1 TCP4", "PROXY TCP4 203.0.113.7 192.0.2.1 54321 993\r\n", NULL,
+	  P_OK, 44, false, "203.0.113.7:54321", "192.0.2.1:993" },
+	{ "v1 TCP6", "PROXY TCP6 2001:db8::7 2001:db8::1 54321 993\r\n", NULL,
+	  P_OK, 46, false, "[2001:db8::7]:54321", "[2001:db8::1]:993" },
+	{ "v1 TCP6 v4-mapped", "PROXY TCP6 ::ffff:203.0.113.7 ::1 1 2\r\n",
+	  NULL, P_OK, 39, false, "203.0.113.7:1", "[::1]:2" },
+	{ "v1 zeros and extremes", "PROXY TCP4 0.0.0.0 255.255.255.255 0 "
+	  "65535\r\n", NULL, P_OK, 44, false, "0.0.0.0:0",
+	  "255.255.255.255:65535" },
+	{ "v1 UNKNOWN", "PROXY UNKNOWN\r\n", NULL, P_OK, 15, true },
+	{ "v1 UNKNOWN with addresses ignored",
+	  "PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n", NULL, P_OK, 35, true },
+	{ "v1 longest line (107 bytes)",
+	  "PROXY TCP6 ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe "
+	  "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff 65535 65535\r\n", NULL,
+	  P_OK, 104, false,
+	  "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe]:65535",
+	  "[ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff]:65535" },
+	{ "v1 UNKNOWN of 107 bytes", "PROXY UNKNOWN "
+	  "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+	  "xxxxxxxxxxxxxxxxxxxxxxxx\r\n", NULL, P_OK, 107, true },
+	/* v1, malformed */
+	{ "v1 UNKNOWN of 108 bytes", "PROXY UNKNOWN "
+	  "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+	  "xxxxxxxxxxxxxxxxxxxxxxxxx\r\n", NULL, P_BAD },
+	{ "v1 not PROXY", "EHLO x\r\n", NULL, P_BAD },
+	{ "v1 lower case", "proxy TCP4 1.2.3.4 5.6.7.8 1 2\r\n", NULL, P_BAD },
+	{ "v1 tcp4 lower case", "PROXY tcp4 1.2.3.4 5.6.7.8 1 2\r\n", NULL,
+	  P_BAD },
+	{ "v1 UDP4", "PROXY UDP4 1.2.3.4 5.6.7.8 1 2\r\n", NULL, P_BAD },
+	{ "v1 UNKNOWNX", "PROXY UNKNOWNX\r\n", NULL, P_BAD },
+	{ "v1 double space", "PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n", NULL,
+	  P_BAD },
+	{ "v1 two spaces after PROXY", "PROXY  TCP4 1.2.3.4 5.6.7.8 1 2\r\n",
+	  NULL, P_BAD },
+	{ "v1 trailing space", "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n", NULL,
+	  P_BAD },
+	{ "v1 tab", "PROXY TCP4 1.2.3.4\t5.6.7.8 1 2\r\n", NULL, P_BAD },
+	{ "v1 extra field", "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n", NULL,
+	  P_BAD },
+	{ "v1 missing port", "PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n", NULL, P_BAD },
+	{ "v1 bare LF", "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n", NULL, P_BAD },
+	{ "v1 CR CR LF", "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\r\n", NULL, P_BAD },
+	{ "v1 8-bit byte", "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\xc3\xa9\r\n", NULL,
+	  P_BAD },
+	{ "v1 leading zero in address", "PROXY TCP4 010.2.3.4 5.6.7.8 1 2\r\n",
+	  NULL, P_BAD },
+	{ "v1 octet 256", "PROXY TCP4 1.2.3.256 5.6.7.8 1 2\r\n", NULL, P_BAD },
+	{ "v1 three octets", "PROXY TCP4 1.2.3 5.6.7.8 1 2\r\n", NULL, P_BAD },
+	{ "v1 five octets", "PROXY TCP4 1.2.3.4.5 5.6.7.8 1 2\r\n", NULL,
+	  P_BAD },
+	{ "v1 empty octet", "PROXY TCP4 1..3.4 5.6.7.8 1 2\r\n", NULL, P_BAD },
+	{ "v1 four-digit octet", "PROXY TCP4 1.2.3.1234 5.6.7.8 1 2\r\n", NULL,
+	  P_BAD },
+	{ "v1 hex address", "PROXY TCP4 0x7f.0.0.1 5.6.7.8 1 2\r\n", NULL,
+	  P_BAD },
+	{ "v1 IPv6 in TCP4", "PROXY TCP4 ::1 ::1 1 2\r\n", NULL, P_BAD },
+	{ "v1 IPv4 in TCP6", "PROXY TCP6 1.2.3.4 5.6.7.8 1 2\r\n", NULL, P_BAD },
+	{ "v1 IPv6 zone", "PROXY TCP6 fe80::1%eth0 ::1 1 2\r\n", NULL, P_BAD },
+	{ "v1 IPv6 bad", "PROXY TCP6 2001:db8:::1 ::1 1 2\r\n", NULL, P_BAD },
+	{ "v1 leading zero in port", "PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",
+	  NULL, P_BAD },
+	{ "v1 port 65536", "PROXY TCP4 1.2.3.4 5.6.7.8 65536 2\r\n", NULL,
+	  P_BAD },
+	{ "v1 port six digits", "PROXY TCP4 1.2.3.4 5.6.7.8 100000 2\r\n",
+	  NULL, P_BAD },
+	{ "v1 signed port", "PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n", NULL, P_BAD },
+	{ "v1 no CRLF within 107 bytes", "PROXY UNKNOWN "
+	  "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+	  "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", NULL, P_BAD },
+	{ "v1 truncated", "PROXY TCP4 1.2.3.4", NULL, P_MORE },
+	{ "v1 truncated at CR", "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r", NULL,
+	  P_MORE },
+	/* v2, valid */
+	{ "v2 PROXY TCP4", NULL, V2("2111", "000c") A4, P_OK, 28, false,
+	  "203.0.113.7:54321", "192.0.2.1:993" },
+	{ "v2 PROXY TCP6", NULL, V2("2121", "0024") A6, P_OK, 52, false,
+	  "[2001:db8::7]:54321", "[2001:db8::1]:993" },
+	{ "v2 PROXY TCP4 with TLVs", NULL, V2("2111", "0022") A4
+	  "020004" "6d61696c" "200009" "01" "00000000" "210001" "31"
+	  "040000", P_OK, 50, false, "203.0.113.7:54321", "192.0.2.1:993" },
+	{ "v2 LOCAL UNSPEC", NULL, V2("2000", "0000"), P_OK, 16, true },
+	{ "v2 LOCAL with a block, discarded", NULL, V2("2011", "000c") A4,
+	  P_OK, 28, true },
+	{ "v2 LOCAL odd family, discarded", NULL, V2("2031", "0002") "ffff",
+	  P_OK, 18, true },
+	{ "v2 PROXY UNSPEC", NULL, V2("2100", "0000"), P_OK, 16, true },
+	{ "v2 PROXY UNSPEC with a TLV", NULL, V2("2100", "0004") "030001" "00",
+	  P_OK, 20, true },
+	/* v2, malformed */
+	{ "v2 bad signature", NULL, "0d0a0d0a000d0a515549540b" "2111000c" A4,
+	  P_BAD },
+	{ "v2 version 1", NULL, V2("1111", "000c") A4, P_BAD },
+	{ "v2 version 3", NULL, V2("3111", "000c") A4, P_BAD },
+	{ "v2 command 2", NULL, V2("2211", "000c") A4, P_BAD },
+	{ "v2 command 15", NULL, V2("2f11", "000c") A4, P_BAD },
+	{ "v2 UDP over IPv4", NULL, V2("2112", "000c") A4, P_BAD },
+	{ "v2 UDP over IPv6", NULL, V2("2122", "0024") A6, P_BAD },
+	{ "v2 UNIX stream", NULL, V2("2131", "00d8"), P_BAD },
+	{ "v2 unknown family", NULL, V2("2141", "000c") A4, P_BAD },
+	{ "v2 TCP4 block too short", NULL, V2("2111", "000b")
+	  "cb007107c0000201d43103", P_BAD },
+	{ "v2 TCP6 block too short", NULL, V2("2121", "000c") A4, P_BAD },
+	{ "v2 TLV header cut", NULL, V2("2111", "000e") A4 "0200", P_BAD },
+	{ "v2 TLV overruns", NULL, V2("2111", "0011") A4 "020005" "6d61",
+	  P_BAD },
+	{ "v2 longer than PROXY_RECV_MAX", NULL, V2("2111", "07f1") A4,
+	  P_BAD },
+	{ "v2 truncated fixed part", NULL, V2("21", ""), P_MORE },
+	{ "v2 truncated block", NULL, V2("2111", "000c") "cb0071", P_MORE },
+	{ "empty", "", NULL, P_MORE },
+	{ "TLS ClientHello", NULL, "16030100f4010000f00303", P_BAD },
+	{ "NUL", NULL, "00", P_BAD },
+};
+
+/* "ip:port" / "[ip6]:port" of a parsed address, v4-mapped as IPv4. */
+static void
+addr_text(const struct sockaddr_storage *ss, char *out, size_t len)
+{
+	const struct sockaddr_in	*sin = (const void *)ss;
+	const struct sockaddr_in6	*sin6 = (const void *)ss;
+	char				 a[INET6_ADDRSTRLEN];
+
+	if (ss->ss_family == AF_INET) {
+		inet_ntop(AF_INET, &sin->sin_addr, a, sizeof(a));
+		snprintf(out, len, "%s:%u", a, ntohs(sin->sin_port));
+	} else if (IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr)) {
+		inet_ntop(AF_INET, sin6->sin6_addr.s6_addr + 12, a, sizeof(a));
+		snprintf(out, len, "%s:%u", a, ntohs(sin6->sin6_port));
+	} else {
+		inet_ntop(AF_INET6, &sin6->sin6_addr, a, sizeof(a));
+		snprintf(out, len, "[%s]:%u", a, ntohs(sin6->sin6_port));
+	}
+}
+
+/* The case's bytes, with room behind them for the client's own. */
+static size_t
+pcase_bytes(const struct parse_case *c, unsigned char *buf, size_t max)
+{
+	size_t	n;
+
+	if (c->text != NULL) {
+		n = strlen(c->text);
+		assert_true(n <= max);
+		memcpy(buf, c->text, n);
+		return n;
+	}
+	return unhex(c->hex, buf, max);
+}
+
+static void
+check_ok(const struct parse_case *c, const struct proxy_hdr *h)
+{
+	char	 a[128];
+
+	assert_int_equal(h->len, c->len);
+	assert_int_equal(h->local, c->local);
+	assert_int_equal(h->version, c->text != NULL ? 1 : 2);
+	if (c->local)
+		return;
+	addr_text(&h->src, a, sizeof(a));
+	assert_string_equal(a, c->src);
+	addr_text(&h->dst, a, sizeof(a));
+	assert_string_equal(a, c->dst);
+	assert_int_equal(h->srclen, h->src.ss_family == AF_INET ?
+	    sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6));
+}
+
+static void
+test_parse(void **state)
+{
+	unsigned char		 buf[4096], *copy;
+	struct proxy_hdr	 h;
+	size_t			 i, n;
+	int			 st;
+
+	(void)state;
+	for (i = 0; i < sizeof(pcases) / sizeof(pcases[0]); i++) {
+		printf("# parse %s\n", pcases[i].name);
+		n = pcase_bytes(&pcases[i], buf, sizeof(buf));
+		/* An exact-size heap copy: ASan sees any read past it. */
+		copy = malloc(n ? n : 1);
+		assert_non_null(copy);
+		memcpy(copy, buf, n);
+		st = proxy_parse(copy, n, &h);
+		free(copy);
+		assert_int_equal(st, pcases[i].want);
+		if (st == PROXY_OK)
+			check_ok(&pcases[i], &h);
+		else if (st == PROXY_INVALID)
+			assert_non_null(h.error);
+	}
+}
+
+/*
+ * Every split point: a prefix of a valid header needs more (every byte
+ * of it may be consumed), never OK or INVALID; a prefix of a malformed
+ * one is never OK; bytes behind a complete header are the client's and
+ * change nothing.
+ */
+static void
+test_parse_splits(void **state)
+{
+	static const char	 tail[] = "\x16\x03\x01 EHLO x\r\nPROXY x\r\n";
+	unsigned char		 buf[4096], *copy;
+	struct proxy_hdr	 h;
+	size_t			 i, k, n;
+	int			 st;
+
+	(void)state;
+	for (i = 0; i < sizeof(pcases) / sizeof(pcases[0]); i++) {
+		n = pcase_bytes(&pcases[i], buf, sizeof(buf) - sizeof(tail));
+		for (k = 0; k < n; k++) {
+			copy = malloc(k ? k : 1);
+			assert_non_null(copy);
+			memcpy(copy, buf, k);
+			st = proxy_parse(copy, k, &h);
+			free(copy);
+			if (pcases[i].want == P_OK || pcases[i].want == P_MORE)
+				assert_int_equal(st, PROXY_NEED_MORE);
+			else
+				assert_int_not_equal(st, PROXY_OK);
+		}
+		if (pcases[i].want != P_OK)
+			continue;
+		memcpy(buf + n, tail, sizeof(tail) - 1);
+		st = proxy_parse(buf, n + sizeof(tail) - 1, &h);
+		assert_int_equal(st, PROXY_OK);
+		check_ok(&pcases[i], &h);
+	}
+}
+
+/* What proxy_v1() and proxy_v2() build, proxy_parse() reads back. */
+static void
+test_parse_roundtrip(void **state)
+{
+	struct sockaddr_storage	 s, d;
+	struct proxy_facts	 f;
+	struct proxy_hdr	 h;
+	unsigned char		 buf[PROXY_HDR_MAX];
+	char			 a[128], want[128];
+	size_t			 i;
+	ssize_t			 n;
+	int			 v;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		facts(&cases[i], &f, &s, &d);
+		for (v = 1; v <= 2; v++) {
+			n = v == 1 ? proxy_v1(&f, (char *)buf, sizeof(buf)) :
+			    proxy_v2(&f, buf, sizeof(buf));
+			if (n < 0)
+				continue;
+			printf("# roundtrip v%d %s\n", v, cases[i].name);
+			assert_int_equal(proxy_parse(buf, (size_t)n, &h),
+			    PROXY_OK);
+			assert_int_equal(h.len, (size_t)n);
+			if (h.local)
+				continue;
+			addr_text(&h.src, a, sizeof(a));
+			snprintf(want, sizeof(want), "%s", cases[i].src);
+			if (strncmp(want, "[::ffff:", 8) == 0)
+				continue;	/* sent as TCP4: checked in v1 */
+			assert_string_equal(a, want);
+		}
+	}
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_v1),
 		cmocka_unit_test(test_v2),
+		cmocka_unit_test(test_parse),
+		cmocka_unit_test(test_parse_splits),
+		cmocka_unit_test(test_parse_roundtrip),
 	};
 
 	memset(long_name, 'a', sizeof(long_name) - 1);

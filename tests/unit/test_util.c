@@ -117,6 +117,78 @@ test_util_net_bad(void **state)
 			fail_msg("'%s' accepted", bad[i]);
 }
 
+/* proxy_trusted: which peers a network admits, which networks hold one. */
+struct net_case {
+	const char	*net;
+	const char	*addr;		/* "ADDR:PORT", or a network */
+	int		 want;
+};
+
+static const struct net_case match_cases[] = {
+	{ "127.0.0.1/32", "127.0.0.1:1", 1 },
+	{ "127.0.0.1/32", "127.0.0.2:1", 0 },
+	{ "127.0.0.1", "[::ffff:127.0.0.1]:1", 1 },	/* dual-stack peer */
+	{ "10.0.0.0/8", "10.255.1.2:1", 1 },
+	{ "10.0.0.0/8", "11.0.0.1:1", 0 },
+	{ "172.16.0.0/12", "172.31.255.255:1", 1 },
+	{ "172.16.0.0/12", "172.32.0.0:1", 0 },
+	{ "10.1.2.3/8", "10.9.9.9:1", 1 },		/* host bits ignored */
+	{ "0.0.0.0/0", "203.0.113.7:1", 1 },
+	{ "0.0.0.0/0", "[2001:db8::1]:1", 0 },
+	{ "::/0", "[2001:db8::1]:1", 1 },
+	{ "::/0", "127.0.0.1:1", 0 },	/* IPv4 is not matched by v6 nets */
+	{ "fd00::/8", "[fd12::1]:1", 1 },
+	{ "fd00::/8", "[fe12::1]:1", 0 },
+	{ "2001:db8::/33", "[2001:db8:7fff::1]:1", 1 },
+	{ "2001:db8::/33", "[2001:db8:8000::1]:1", 0 },
+	{ "::ffff:10.0.0.0/104", "10.1.1.1:1", 1 },
+	{ "::ffff:10.0.0.0/104", "11.1.1.1:1", 0 },
+	{ "::ffff:0.0.0.0/95", "10.1.1.1:1", 0 },
+};
+
+static const struct net_case within_cases[] = {
+	{ "10.1.0.0/16", "10.0.0.0/8", 1 },
+	{ "10.0.0.0/8", "10.0.0.0/8", 1 },
+	{ "10.0.0.0/7", "10.0.0.0/8", 0 },
+	{ "0.0.0.0/0", "10.0.0.0/8", 0 },
+	{ "192.0.2.10", "192.0.2.0/24", 1 },
+	{ "fd00::/8", "fc00::/7", 1 },
+	{ "fc00::/6", "fc00::/7", 0 },
+	{ "::ffff:10.1.0.0/112", "10.0.0.0/8", 1 },
+	{ "10.0.0.0/8", "fc00::/7", 0 },
+};
+
+static void
+test_util_net_match(void **state)
+{
+	struct util_net		 net, outer;
+	struct sockaddr_storage	 ss;
+	socklen_t		 sslen;
+	char			 err[256];
+	size_t			 i;
+
+	(void)state;
+	for (i = 0; i < sizeof(match_cases) / sizeof(match_cases[0]); i++) {
+		assert_int_equal(util_parse_net(match_cases[i].net, &net, err,
+		    sizeof(err)), 0);
+		assert_int_equal(util_parse_addrport(match_cases[i].addr, 0, 0,
+		    &ss, &sslen, err, sizeof(err)), 0);
+		if (util_net_match(&net, (struct sockaddr *)&ss) !=
+		    match_cases[i].want)
+			fail_msg("%s in %s: want %d", match_cases[i].addr,
+			    match_cases[i].net, match_cases[i].want);
+	}
+	for (i = 0; i < sizeof(within_cases) / sizeof(within_cases[0]); i++) {
+		assert_int_equal(util_parse_net(within_cases[i].net, &net, err,
+		    sizeof(err)), 0);
+		assert_int_equal(util_parse_net(within_cases[i].addr, &outer,
+		    err, sizeof(err)), 0);
+		if (util_net_within(&net, &outer) != within_cases[i].want)
+			fail_msg("%s within %s: want %d", within_cases[i].net,
+			    within_cases[i].addr, within_cases[i].want);
+	}
+}
+
 struct escape_case {
 	const char	*in;
 	size_t		 inlen;
@@ -183,6 +255,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_util_addrport),
 		cmocka_unit_test(test_util_net_bad),
+		cmocka_unit_test(test_util_net_match),
 		cmocka_unit_test(test_log_escape),
 		cmocka_unit_test(test_log_escape_small),
 		cmocka_unit_test(test_log_names),
