@@ -18,7 +18,7 @@ BUILD="build-essential autoconf automake libtool pkg-config
 # Real peers and clients used by the tests and the demo.
 PEERS="openssl ca-certificates curl swaks libnet-ssleay-perl
 	libio-socket-ssl-perl dovecot-imapd dovecot-pop3d postfix
-	python3 python3-pytest python3-aiosmtpd procps iproute2 mandoc
+	python3 python3-pytest python3-aiosmtpd procps iproute2 mandoc haproxy
 	fetchmail systemd"
 # Fuzzing (libFuzzer) and sanitizers with clang.
 FUZZ="clang libclang-rt-14-dev"
