@@ -148,7 +148,6 @@ static int	conf_check_hostname(const struct conf_rule *, cfg_opt_t *,
 static int	conf_active_not_none(cfg_t *, const char *);
 static int	conf_active_true(cfg_t *, const char *);
 static int	conf_active_nonempty(cfg_t *, const char *);
-static int	conf_active_proxy_starttls(cfg_t *, const char *);
 
 /* ------------------------------------------------------------------ */
 /* Schema (SPEC section 2). */
@@ -355,14 +354,6 @@ static const struct {
 };
 
 static const struct conf_unsupported conf_unsupported[] = {
-	/*
-	 * A STARTTLS session needs a fresh backend connection for its TLS
-	 * phase (SPEC section 9), still to come.
-	 */
-	{ CONF_SERVICE, "send_proxy", conf_active_proxy_starttls,
-	    "not supported yet on STARTTLS services (implicit TLS only)" },
-	{ CONF_SERVICE, "xclient", conf_active_true,
-	    "not supported yet" },
 	{ CONF_SERVICE, "accept_proxy", conf_active_true,
 	    "not supported yet" },
 	{ CONF_SERVICE, "proxy_trusted", conf_active_nonempty,
@@ -995,15 +986,6 @@ static int
 conf_active_true(cfg_t *sec, const char *name)
 {
 	return cfg_getbool(sec, name) == cfg_true;
-}
-
-static int
-conf_active_proxy_starttls(cfg_t *sec, const char *name)
-{
-	const char	*mode = cfg_getstr(sec, "tls_mode");
-
-	return conf_active_not_none(sec, name) &&
-	    mode != NULL && strcmp(mode, "starttls") == 0;
 }
 
 static int

@@ -63,6 +63,7 @@ static void	session_count_out_cb(struct evbuffer *,
 static void	session_enter_state(struct session *, enum session_state);
 static void	session_start_tls(struct session *);
 static void	session_tls_established(struct session *);
+static void	session_renew_backend(struct session *);
 static int	session_send_proxy(struct session *);
 static void	session_pump(struct session *);
 static void	session_flow(struct session *);
@@ -158,6 +159,9 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 {
 	struct session	*s;
 	struct filter_params fp;
+	struct sockaddr_storage local;
+	socklen_t	 locallen = sizeof(local);
+	char		 local_ip[UTIL_ADDRSTRLEN];
 
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		log_warn("session: calloc");
@@ -196,6 +200,14 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 	fp.tls_active = s->svc->tls_mode == TLS_MODE_IMPLICIT;
 	fp.session_id = s->id;
 	fp.client_addr = s->peer_ip;
+	fp.client_port = s->peer_port;
+	/* XCLIENT's DESTADDR/DESTPORT: the address the client dialled. */
+	if (s->svc->xclient && getsockname(fd, (struct sockaddr *)&local,
+	    &locallen) == 0) {
+		fp.local_addr = util_addr_str((struct sockaddr *)&local,
+		    local_ip, sizeof(local_ip));
+		fp.local_port = util_addr_port((struct sockaddr *)&local);
+	}
 	s->filter = filter_new(s->ops, &fp);
 
 	log_info("%s session start service=%s client=%s port=%d tls=%s",
@@ -304,6 +316,10 @@ session_tls_established(struct session *s)
 			session_close(s, filter_reason(s->filter));
 			return;
 		}
+		if (filter_renews_backend(s->filter)) {
+			session_renew_backend(s);
+			return;
+		}
 		session_enter_state(s, SESSION_ST_RELAY);
 		s->line_since = 0;
 		session_pump(s);
@@ -314,12 +330,40 @@ session_tls_established(struct session *s)
 }
 
 /*
+ * SPEC 9: the TLS phase of a STARTTLS session goes over a fresh backend
+ * connection, so that the backend learns the TLS facts (the PROXY header
+ * now carries them) before any command sent inside TLS, and so that no
+ * backend state of the cleartext phase survives (SPEC 8.3) by
+ * construction.  The cleartext-phase connection had nothing to say
+ * during the handshake (checked by filter_tls_established()) and is
+ * simply closed.  The same backend is tried first, then the rest in
+ * order.  Client bytes arriving meanwhile stay in the client's input
+ * (CONNECTING is not pumped), and the filter holds them until the fresh
+ * backend's greeting, which it consumes, has been read.
+ */
+static void
+session_renew_backend(struct session *s)
+{
+	log_debug("%s backend %s: fresh connection for the TLS phase",
+	    s->id, s->backend_name);
+	bufferevent_free(s->backend);
+	s->backend = NULL;
+	s->flags &= ~(SF_BACKEND_UP | SF_BACKEND_EOF | SF_BACKEND_READ_OFF |
+	    SF_SHUTWR_BACKEND);
+	if (s->backend_next > 0)
+		s->backend_next--;
+	session_enter_state(s, SESSION_ST_CONNECTING);
+	backend_connect(s);
+}
+
+/*
  * send_proxy: queue the PROXY header on a backend connection that has
  * just come up.  Called before the leg is enabled or pumped, so the
  * header is the very first byte the backend reads (SPEC section 9); an
  * output that already holds anything is a bug, and the session ends
- * rather than send the header behind it.  Implicit TLS only for now: the
- * handshake is over, so the TLS facts are known.
+ * rather than send the header behind it.  The TLS facts go with it once
+ * the client's handshake is over: implicit TLS, and the fresh connection
+ * of a STARTTLS session's TLS phase (session_renew_backend()).
  */
 static int
 session_send_proxy(struct session *s)
@@ -607,12 +651,23 @@ session_backend_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_ERROR) {
 		log_info("%s backend %s: %s", s->id, s->backend_name,
 		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		/* Not ready yet (greeting, XCLIENT): a temporary failure. */
+		filter_backend_lost(s->filter,
+		    bufferevent_get_output(s->client));
 		session_close(s, "backend connection error");
 		return;
 	}
 	/* EOF: relay what the backend said last, then end the session. */
 	s->flags |= SF_BACKEND_EOF;
 	session_pump(s);
+	if (s->state != SESSION_ST_CLOSING && filter_awaiting(s->filter)) {
+		log_warnx("%s backend %s: closed before it was ready", s->id,
+		    s->backend_name);
+		filter_backend_lost(s->filter,
+		    bufferevent_get_output(s->client));
+		session_close(s, filter_reason(s->filter));
+		return;
+	}
 	if (s->state != SESSION_ST_CLOSING)
 		session_close(s, (s->flags & SF_CLIENT_EOF) ?
 		    "client closed" : "backend closed");
