@@ -532,6 +532,14 @@ sm_reply_effect(struct fz_run *r, struct sm_side *s, enum sm_kind kind,
 		sm_lost_reply(r, s, "an intermediate reply out of place");
 		return;
 	}
+	/*
+	 * A QUIT that was refused (the filter's 501 to "QUIT args", or a
+	 * backend's error) did not end the session: read on.
+	 */
+	if (kind == K_QUIT && s->mode == M_STOP && s->code != 221 && last) {
+		s->mode = M_CMD;
+		return;
+	}
 	if (s->mode != M_WAIT || !last)
 		return;
 	if (kind == K_DATA && s->code == 354) {
