@@ -33,7 +33,12 @@
  *    XFORWARD are never forwarded from a client, in any state.
  *  - At the STARTTLS boundary (filter_starttls) the go-ahead is the last
  *    cleartext byte; afterwards the backend gets RSET (reply swallowed)
- *    before anything else and the client must EHLO again (SPEC 8.1-8.3).
+ *    before anything else, or, when the TLS phase has a fresh backend
+ *    connection (SPEC 9), greets anew (greeting swallowed by the core),
+ *    and the client must EHLO again (SPEC 8.1-8.3).
+ *  - xclient (SPEC 9): every backend connection gets our EHLO and XCLIENT
+ *    before the client is read; the client sees one greeting, the reply
+ *    to XCLIENT.
  *  - A backend reply is delivered only when it answers a pending slot;
  *    anything else is unsolicited and ends the session (SPEC 8.2).
  *

@@ -6,6 +6,8 @@
  *   implicit TLS:  accept -> HANDSHAKE -> CONNECTING -> RELAY -> CLOSING
  *   STARTTLS:      accept -> CONNECTING -> RELAY (cleartext)
  *                         -> HANDSHAKE (go-ahead sent) -> RELAY (TLS) -> CLOSING
+ *   STARTTLS with send_proxy or xclient (SPEC 9): after HANDSHAKE,
+ *                  CONNECTING (a fresh backend) -> RELAY (TLS) -> CLOSING
  *
  * Invariants kept here rather than in the protocol filters:
  *  - The client leg is read only through the filter, and only in RELAY.
@@ -352,6 +354,7 @@ session_renew_backend(struct session *s)
 	    SF_SHUTWR_BACKEND);
 	if (s->backend_next > 0)
 		s->backend_next--;
+	s->line_since = 0;
 	session_enter_state(s, SESSION_ST_CONNECTING);
 	backend_connect(s);
 }
@@ -688,6 +691,13 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 		backend_connect_timeout(s);
 		break;
 	case SESSION_ST_RELAY:
+		/* A backend that never became ready: a temporary failure. */
+		if (filter_awaiting(s->filter)) {
+			log_warnx("%s backend %s: not ready within the idle "
+			    "timeout", s->id, s->backend_name);
+			filter_backend_lost(s->filter,
+			    bufferevent_get_output(s->client));
+		}
 		session_close(s, "idle timeout");
 		break;
 	case SESSION_ST_CLOSING:

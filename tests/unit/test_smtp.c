@@ -1389,6 +1389,42 @@ test_logs(void **state)
 	    " pipelined bytes after STARTTLS, closing"));
 }
 
+/*
+ * SPEC 9: a backend lost while the client waits for it (EOF, error or
+ * silence before XCLIENT is through, as session.c reports it): the client
+ * gets the temporary failure once, client bytes are never forwarded, and
+ * a lost backend after it became ready changes nothing here.
+ */
+static void
+test_backend_lost(void **state)
+{
+	static const struct fh_case c = { .name = "lost",
+	    .starttls_service = true, .xclient = true };
+	struct fh_drv	 d;
+
+	(void)state;
+	fh_drv_open(&d, PROTO_SMTP, &proto_smtp_ops, &c, "0000000000000000",
+	    "2001:db8::25");
+	fh_drv_feed(&d, 'C', EHLO_C, strlen(EHLO_C), FILTER_CONTINUE);
+	fh_drv_feed(&d, 'B', GREET, strlen(GREET), FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, OUR_EHLO, strlen(OUR_EHLO));
+	assert_true(filter_awaiting(d.f));
+	/* IPv6 gets Postfix's prefix. */
+	fh_drv_feed(&d, 'B', EHLO_XC, strlen(EHLO_XC), FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, "XCLIENT ADDR=IPV6:2001:db8::25 PORT=40000 "
+	    "NAME=[UNAVAILABLE] DESTADDR=198.51.100.25 DESTPORT=25\r\n",
+	    strlen("XCLIENT ADDR=IPV6:2001:db8::25 PORT=40000 "
+	    "NAME=[UNAVAILABLE] DESTADDR=198.51.100.25 DESTPORT=25\r\n"));
+	filter_backend_lost(d.f, d.to_c);
+	fh_drv_expect(d.to_c, R_UNAVAILABLE, strlen(R_UNAVAILABLE));
+	assert_true(d.f->closing);
+	assert_false(filter_awaiting(d.f));
+	filter_backend_lost(d.f, d.to_c);
+	assert_int_equal(evbuffer_get_length(d.to_c), 0);
+	assert_int_equal(evbuffer_get_length(d.to_b), 0);
+	fh_drv_close(&d);
+}
+
 static void
 test_ops(void **state)
 {
@@ -1450,6 +1486,7 @@ main(void)
 		cmocka_unit_test(test_data_large),
 		cmocka_unit_test(test_logs),
 		cmocka_unit_test(test_ops),
+		cmocka_unit_test(test_backend_lost),
 		cmocka_unit_test(test_reasons),
 	};
 
