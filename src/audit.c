@@ -19,6 +19,10 @@
  * range it lies in (0.0.0.0/0, ::/0, 10.0.0.0/7), gets a warning.  A
  * single public address (a balancer on another host) does not.
  *
+ * Client identity (SPEC 9): a backend that takes PROXY headers or XCLIENT
+ * from mailtlsd believes whatever arrives from mailtlsd's address, so
+ * such a backend should be reachable on loopback or a unix socket only.
+ *
  * "Client-facing" (MSA and MDA, RFC 6409 and 8314): a service listening
  * on 587, 465, 143, 993, 110 or 995, and every IMAP or POP3 service, which
  * only mail clients ever speak to.  Port 25 and other SMTP ports are
@@ -26,6 +30,7 @@
  */
 #include "config.h"
 
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -119,6 +124,8 @@ static void	audit_ciphers(struct audit *, const struct conf_service *,
 static void	audit_service(struct audit *, const struct conf_service *);
 static void	audit_proxy_trusted(struct audit *,
 		    const struct conf_service *);
+static int	audit_local_endpoint(const struct conf_endpoint *);
+static void	audit_identity(struct audit *, const struct conf_service *);
 static int	audit_mode_ok(const struct stat *,
 		    const struct audit_reader *, mode_t, mode_t, mode_t);
 static int	audit_can_read(const struct audit_reader *, const char *,
@@ -605,6 +612,62 @@ audit_proxy_trusted(struct audit *a, const struct conf_service *s)
 	}
 }
 
+/* 1 for a unix socket or a loopback address (127/8, ::1, v4-mapped). */
+static int
+audit_local_endpoint(const struct conf_endpoint *e)
+{
+	const struct sockaddr_in	*sin;
+	const struct sockaddr_in6	*sin6;
+
+	switch (e->ss.ss_family) {
+	case AF_UNIX:
+		return 1;
+	case AF_INET:
+		sin = (const struct sockaddr_in *)(const void *)&e->ss;
+		return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+	case AF_INET6:
+		sin6 = (const struct sockaddr_in6 *)(const void *)&e->ss;
+		if (IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr))
+			return 1;
+		return IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) &&
+		    sin6->sin6_addr.s6_addr[12] == 127;
+	}
+	return 0;
+}
+
+/*
+ * send_proxy and xclient (SPEC 9) make the backend take the client's
+ * identity from whoever connects from mailtlsd's address: the backend
+ * must trust that address (haproxy_trusted_networks,
+ * smtpd_authorized_xclient_hosts).  Across a network, every other
+ * process or host that can use that address, or sit on the path, can
+ * forge any client (bypass relay rules, fake TLS to Dovecot), and the
+ * header or XCLIENT travels in cleartext.
+ */
+static void
+audit_identity(struct audit *a, const struct conf_service *s)
+{
+	const char	*what;
+	size_t		 i;
+
+	if (s->xclient)
+		what = s->send_proxy != SEND_PROXY_NONE ?
+		    "send_proxy and xclient" : "xclient";
+	else if (s->send_proxy != SEND_PROXY_NONE)
+		what = "send_proxy";
+	else
+		return;
+	for (i = 0; i < s->nbackends; i++)
+		if (!audit_local_endpoint(&s->backends[i]))
+			audit_report(a, AUDIT_WARNING, s->line, "service "
+			    "\"%s\": %s towards backend %s, which is not on "
+			    "loopback or a unix socket: the backend must trust "
+			    "every connection from this host's address with "
+			    "the client's identity, and the identity crosses "
+			    "the network in cleartext", s->name, what,
+			    s->backends[i].text);
+}
+
 /* ------------------------------------------------------------------ */
 /* Privileges, and the files a reload reads after dropping them. */
 
@@ -861,6 +924,7 @@ audit_conf(const struct conf *conf, audit_cb cb, void *arg)
 	for (i = 0; i < conf->nservices; i++) {
 		audit_service(&a, &conf->services[i]);
 		audit_proxy_trusted(&a, &conf->services[i]);
+		audit_identity(&a, &conf->services[i]);
 	}
 	audit_privileges(&a);
 	audit_chroot(&a);

@@ -152,8 +152,6 @@ static int	conf_parse_source(const char *, struct sockaddr_storage *,
 static int	conf_check_source(const struct conf_rule *, cfg_opt_t *,
 		    unsigned int, char *, size_t);
 static int	conf_active_not_none(cfg_t *, const char *);
-static int	conf_active_true(cfg_t *, const char *);
-static int	conf_active_proxy_starttls(cfg_t *, const char *);
 static int	conf_check_accept_proxy(cfg_t *, const struct conf_service *);
 
 /* ------------------------------------------------------------------ */
@@ -363,14 +361,6 @@ static const struct {
 };
 
 static const struct conf_unsupported conf_unsupported[] = {
-	/*
-	 * A STARTTLS session needs a fresh backend connection for its TLS
-	 * phase (SPEC section 9), still to come.
-	 */
-	{ CONF_SERVICE, "send_proxy", conf_active_proxy_starttls,
-	    "not supported yet on STARTTLS services (implicit TLS only)" },
-	{ CONF_SERVICE, "xclient", conf_active_true,
-	    "not supported yet" },
 	{ CONF_SERVICE, "backend_tls", conf_active_not_none,
 	    "not supported yet (only \"none\")" },
 };
@@ -1048,21 +1038,6 @@ conf_active_not_none(cfg_t *sec, const char *name)
 	const char	*v = cfg_getstr(sec, name);
 
 	return v != NULL && strcmp(v, "none") != 0;
-}
-
-static int
-conf_active_true(cfg_t *sec, const char *name)
-{
-	return cfg_getbool(sec, name) == cfg_true;
-}
-
-static int
-conf_active_proxy_starttls(cfg_t *sec, const char *name)
-{
-	const char	*mode = cfg_getstr(sec, "tls_mode");
-
-	return conf_active_not_none(sec, name) &&
-	    mode != NULL && strcmp(mode, "starttls") == 0;
 }
 
 static int

@@ -24,6 +24,9 @@
 /* Rounds of one pump before it is a bug (each round must consume). */
 #define FILTER_PUMP_ROUNDS	(1 << 16)
 
+static enum filter_verdict filter_await_input(struct filter *,
+		    struct evbuffer *, struct evbuffer *, struct evbuffer *);
+
 struct filter *
 filter_new(const struct proto_ops *ops, const struct filter_params *p)
 {
@@ -43,6 +46,8 @@ filter_new(const struct proto_ops *ops, const struct filter_params *p)
 	f->starttls_svc = svc->tls_mode == TLS_MODE_STARTTLS;
 	f->require_tls = f->starttls_svc && svc->require_starttls;
 	f->max_errors = svc->max_errors ? svc->max_errors : DEFAULT_MAX_ERRORS;
+	f->renew_backend = f->starttls_svc &&
+	    (svc->send_proxy != SEND_PROXY_NONE || svc->xclient);
 	f->next_id = 1;
 	if (ops->tagged && (f->tags = calloc(FILTER_SLOTS,
 	    sizeof(*f->tags))) == NULL) {
@@ -63,6 +68,8 @@ filter_free(struct filter *f)
 	if (f == NULL)
 		return;
 	f->ops->free(f->proto);
+	if (f->swallowed != NULL)
+		evbuffer_free(f->swallowed);
 	free(f->tags);
 	free(f);
 }
@@ -84,6 +91,14 @@ filter_pump(struct filter *f, struct evbuffer *cin, struct evbuffer *bin,
 	for (round = 0; round < FILTER_PUMP_ROUNDS; round++) {
 		sum = evbuffer_get_length(cin) + evbuffer_get_length(cout) +
 		    evbuffer_get_length(bin) + evbuffer_get_length(bout);
+		if (f->await != FILTER_AWAIT_NONE) {
+			v = filter_await_input(f, bin, cout, bout);
+			if (v != FILTER_CONTINUE)
+				return v;
+			if (f->await != FILTER_AWAIT_NONE)
+				return FILTER_CONTINUE;
+			continue;
+		}
 		v = f->ops->backend_input(f, bin, cout, bout);
 		if (f->observe != NULL)
 			f->observe(f->observe_arg, 'B', v);
@@ -108,6 +123,72 @@ filter_pump(struct filter *f, struct evbuffer *cin, struct evbuffer *bin,
 	return FILTER_CLOSE;
 }
 
+/*
+ * Backend input while the client waits for the backend (filter_await_*):
+ * the client is not read, so nothing it sent meanwhile is lost or runs
+ * early.  A swallowed greeting goes to f->swallowed and is dropped.  If
+ * the session ends before the backend is ready, the client hears only
+ * the temporary failure of SPEC section 3, whatever the protocol had
+ * meant to say (its words were for the fresh backend's greeting).
+ */
+static enum filter_verdict
+filter_await_input(struct filter *f, struct evbuffer *bin,
+    struct evbuffer *cout, struct evbuffer *bout)
+{
+	struct evbuffer		*to_client = cout;
+	enum filter_verdict	 v;
+
+	if (f->await == FILTER_AWAIT_SWALLOW)
+		to_client = f->swallowed;
+	v = f->ops->backend_input(f, bin, to_client, bout);
+	if (f->observe != NULL)
+		f->observe(f->observe_arg, 'B', v);
+	if (to_client != cout)
+		evbuffer_drain(f->swallowed, evbuffer_get_length(f->swallowed));
+	if (f->await != FILTER_AWAIT_NONE && (v != FILTER_CONTINUE ||
+	    f->closing)) {
+		filter_backend_lost(f, cout);
+		return FILTER_CLOSE;
+	}
+	return v;
+}
+
+int
+filter_await_backend(struct filter *f, bool swallow)
+{
+	if (f->swallowed == NULL && (f->swallowed = evbuffer_new()) == NULL)
+		return -1;
+	f->await = swallow ? FILTER_AWAIT_SWALLOW : FILTER_AWAIT_RELAY;
+	return 0;
+}
+
+void
+filter_backend_ready(struct filter *f, bool ok, const char *why)
+{
+	if (f->await == FILTER_AWAIT_NONE)
+		return;
+	if (ok) {
+		f->await = FILTER_AWAIT_NONE;
+		return;
+	}
+	flog(f, error, "backend not usable: %s", why);
+	if (f->reason == NULL)
+		f->reason = why;
+	f->closing = true;
+}
+
+void
+filter_backend_lost(struct filter *f, struct evbuffer *to_client)
+{
+	if (f->await == FILTER_AWAIT_NONE)
+		return;
+	f->await = FILTER_AWAIT_NONE;
+	if (f->reason == NULL)
+		f->reason = "backend not ready";
+	f->closing = true;
+	f->ops->unavailable(to_client, f->hostname);
+}
+
 enum filter_verdict
 filter_tls_established(struct filter *f, struct evbuffer *bin,
     struct evbuffer *bout)
@@ -120,9 +201,17 @@ filter_tls_established(struct filter *f, struct evbuffer *bin,
 		 * SPEC 8.3: no state of the cleartext phase survives.  Done
 		 * now rather than at the go-ahead, so that what the protocol
 		 * says to the backend for it (SMTP: RSET) is answered after
-		 * the window, never inside it.
+		 * the window, never inside it.  With a fresh backend
+		 * connection (SPEC 9) the reset holds by construction: the
+		 * protocol only expects the new greeting, which is consumed
+		 * here, never shown to the client.
 		 */
 		f->ops->tls_reset(f, bout);
+		if (f->renew_backend && filter_await_backend(f, true) == -1) {
+			f->reason = "out of memory";
+			f->closing = true;
+			return FILTER_CLOSE;
+		}
 		return FILTER_CONTINUE;
 	}
 	/* SPEC 8.2: nothing said before TLS is delivered inside it. */

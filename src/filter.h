@@ -68,6 +68,17 @@ enum filter_tls {
 	FILTER_TLS_ACTIVE,	/* implicit TLS, or STARTTLS completed */
 };
 
+/*
+ * Whether the client waits for a backend connection to become ready: its
+ * greeting read (and, for SMTP with xclient, our EHLO and XCLIENT
+ * answered).  Client input is held meanwhile, and kept for later.
+ */
+enum filter_await {
+	FILTER_AWAIT_NONE = 0,
+	FILTER_AWAIT_RELAY,	/* what the protocol relays reaches the client */
+	FILTER_AWAIT_SWALLOW,	/* a fresh backend's greeting: consumed here */
+};
+
 struct filter {
 	const struct proto_ops	*ops;
 	void			*proto;		/* the protocol's state */
@@ -82,6 +93,13 @@ struct filter {
 	bool			 require_tls;	/* require_starttls applies */
 	bool			 closing;	/* FILTER_CLOSE from now on */
 	bool			 sasl_skip;	/* rest of an over-long response */
+	/*
+	 * SPEC 9: the TLS phase of a STARTTLS session runs over a fresh
+	 * backend connection (send_proxy or xclient is set).
+	 */
+	bool			 renew_backend;
+	enum filter_await	 await;
+	struct evbuffer		*swallowed;	/* FILTER_AWAIT_SWALLOW output */
 	const char		*reason;	/* why it closes */
 	unsigned		 errors;
 	unsigned		 max_errors;
@@ -141,6 +159,50 @@ filter_cleartext(const struct filter *f)
 {
 	return f->tls == FILTER_TLS_CLEAR;
 }
+
+/* ---- backend readiness (SPEC 9: fresh connections, XCLIENT) ---- */
+
+/*
+ * Whether the TLS phase of this STARTTLS session goes over a fresh
+ * backend connection.  If so, filter_tls_established() has put the filter
+ * in FILTER_AWAIT_SWALLOW: the session closes the cleartext-phase
+ * connection, connects anew and pumps the fresh one, whose greeting the
+ * protocol parses as usual but never reaches the client.
+ */
+static inline bool
+filter_renews_backend(const struct filter *f)
+{
+	return f->renew_backend && f->tls == FILTER_TLS_ACTIVE;
+}
+
+static inline bool
+filter_awaiting(const struct filter *f)
+{
+	return f->await != FILTER_AWAIT_NONE;
+}
+
+/*
+ * Hold client input until the protocol calls filter_backend_ready().
+ * swallow: what the protocol writes for the client meanwhile (the fresh
+ * backend's greeting) is discarded.  Returns -1 when out of memory.
+ */
+int		 filter_await_backend(struct filter *, bool swallow);
+
+/*
+ * The protocol has read what makes the backend ready (the greeting; SMTP
+ * with xclient: the XCLIENT reply), or found that it cannot be (ok false,
+ * why names it, logged as an error).  No-op unless awaiting.  A failure,
+ * or a session that closes while awaiting, gets the protocol's
+ * temporary-failure reply (SPEC section 3) from filter_pump().
+ */
+void		 filter_backend_ready(struct filter *, bool ok,
+		    const char *why);
+
+/*
+ * The backend connection ended (or failed) while awaiting it: the client
+ * gets the temporary-failure reply; the reason is set for the end line.
+ */
+void		 filter_backend_lost(struct filter *, struct evbuffer *to_client);
 
 /* ---- the reply FIFO ---- */
 

@@ -57,6 +57,10 @@ struct filter_params {
 	bool		 tls_active;	/* true from the start for implicit TLS */
 	const char	*session_id;	/* for log lines */
 	const char	*client_addr;	/* printable client address */
+	/* For XCLIENT (SPEC 9); 0 / NULL when unknown. */
+	int		 client_port;
+	const char	*local_addr;	/* the address the client dialled */
+	int		 local_port;
 };
 
 /*

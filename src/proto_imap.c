@@ -562,6 +562,13 @@ imap_tls_reset(struct filter *f, struct evbuffer *to_backend)
 	st->cnlit = 0;
 	st->local_cont = false;
 	imap_enter(f, IMAP_C_COMMAND);
+	/*
+	 * SPEC 9: a fresh backend connection for the TLS phase; its
+	 * greeting is read as any greeting (capabilities included) but the
+	 * core keeps it from the client, who was greeted already.
+	 */
+	if (f->renew_backend)
+		st->greeted = false;
 }
 
 static void
@@ -2208,6 +2215,13 @@ imap_greeting(struct filter *f, const char *s, size_t len, const char *eol,
 	}
 	st->greeted = true;
 	imap_relay_line(f, s, len, eol, to_client);
+	/*
+	 * A fresh backend inside TLS (SPEC 9) must greet like the first one
+	 * did: PREAUTH would skip the login the client is about to give,
+	 * and BYE is a refusal.
+	 */
+	filter_backend_ready(f, filter_word_eq(s + 2, w, "OK"),
+	    "backend greeting is not OK");
 	return 1;
 }
 

@@ -294,6 +294,12 @@ pop3_tls_reset(struct filter *f, struct evbuffer *to_backend)
 
 	(void)to_backend;
 	p->stls = false;
+	/*
+	 * SPEC 9: a fresh backend connection for the TLS phase; its
+	 * greeting is read here, the core keeps it from the client.
+	 */
+	if (f->renew_backend)
+		pop3_enter_state(f, POP3_ST_GREETING);
 	flog(f, debug, "STLS go-ahead");
 }
 
@@ -751,6 +757,7 @@ pop3_greeting(struct filter *f, struct evbuffer *in,
 		len = pop3_greeting_strip(p->line, len);
 		pop3_relay_line(p, len, to_client);
 		pop3_enter_state(f, POP3_ST_AUTHORIZATION);
+		filter_backend_ready(f, true, NULL);
 		return 1;
 	}
 	if (pop3_is_status(p->line, len, "-ERR")) {

@@ -33,7 +33,12 @@
  *    XFORWARD are never forwarded from a client, in any state.
  *  - At the STARTTLS boundary (filter_starttls) the go-ahead is the last
  *    cleartext byte; afterwards the backend gets RSET (reply swallowed)
- *    before anything else and the client must EHLO again (SPEC 8.1-8.3).
+ *    before anything else, or, when the TLS phase has a fresh backend
+ *    connection (SPEC 9), greets anew (greeting swallowed by the core),
+ *    and the client must EHLO again (SPEC 8.1-8.3).
+ *  - xclient (SPEC 9): every backend connection gets our EHLO and XCLIENT
+ *    before the client is read; the client sees one greeting, the reply
+ *    to XCLIENT.
  *  - A backend reply is delivered only when it answers a pending slot;
  *    anything else is unsolicited and ends the session (SPEC 8.2).
  *
@@ -42,6 +47,9 @@
  */
 #include "config.h"
 
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -117,7 +125,25 @@ enum smtp_slot_kind {
 	SLOT_QUIT,
 	SLOT_OTHER,
 	SLOT_SWALLOW,		/* our RSET after STARTTLS: reply not delivered */
+	SLOT_XEHLO,		/* xclient: our EHLO, reply read by us */
+	SLOT_XCLIENT,		/* xclient: our XCLIENT, answered by a greeting */
 };
+
+/*
+ * XCLIENT attributes we can fill in (Postfix XCLIENT_README), sent only
+ * when the backend's EHLO lists them.  HELO and PROTO are not among them:
+ * they are only known once the client's own EHLO/HELO has been read, and
+ * that command reaches the backend after XCLIENT anyway, where it sets
+ * both exactly as on a direct connection.
+ */
+#define XA_ADDR		0x01
+#define XA_PORT		0x02
+#define XA_NAME		0x04
+#define XA_DESTADDR	0x08
+#define XA_DESTPORT	0x10
+
+/* An address or port as text, up to an IPv6 address. */
+#define SMTP_XVALUE_MAX	64
 
 /* Where DATA content stands between two bytes (see smtp_data_scan()). */
 enum smtp_data_state {
@@ -147,6 +173,13 @@ struct smtp {
 	bool			 ehlo_done;	/* an EHLO/HELO got 2xx since */
 	bool			 in_txn;	/* MAIL accepted, not ended */
 	unsigned		 ext;		/* EXT_* of the last EHLO */
+
+	/* xclient (SPEC 9): who the client is, told to every backend. */
+	bool			 xclient;
+	char			 xaddr[SMTP_XVALUE_MAX];
+	int			 xport;
+	char			 xdest[SMTP_XVALUE_MAX];
+	int			 xdestport;
 
 	struct evbuffer		*reply;		/* backend reply so far */
 	int			 reply_code;
@@ -255,15 +288,22 @@ static void	 smtp_do_bdat(struct filter *, const struct smtp_cmd *,
 static enum filter_verdict smtp_backend_error(struct filter *,
 		    const char *);
 static bool	 smtp_backend_line(struct filter *, size_t, unsigned,
-		    struct evbuffer *);
+		    struct evbuffer *, struct evbuffer *);
 static int	 smtp_check_reply_line(const char *, size_t, unsigned,
 		    int *, bool *);
 static int	 smtp_reply_begin(struct filter *, unsigned, int);
 static void	 smtp_reply_add(struct filter *, size_t);
 static void	 smtp_reply_done(struct filter *, unsigned,
-		    struct evbuffer *);
+		    struct evbuffer *, struct evbuffer *);
 static void	 smtp_reply_effect(struct filter *, unsigned, int);
 static void	 smtp_ehlo_emit(struct filter *, struct evbuffer *);
+static void	 smtp_xclient_reply(struct filter *, unsigned,
+		    struct evbuffer *, struct evbuffer *);
+static int	 smtp_xclient_attrs(struct filter *);
+static void	 smtp_xclient_send(struct filter *, unsigned,
+		    struct evbuffer *);
+static void	 smtp_xtext(struct evbuffer *, const char *);
+static void	 smtp_xaddr(struct evbuffer *, const char *, const char *);
 
 /*
  * Client commands.  Verbs not listed are forwarded inside TLS as
@@ -361,6 +401,23 @@ smtp_init(struct filter *f, const struct filter_params *p)
 	s->state = SMTP_ST_CMD;
 	/* The greeting is the answer to the connection itself. */
 	filter_slot_push(f, SLOT_GREETING, NULL, NULL, 0);
+	if (svc->xclient) {
+		/*
+		 * SPEC 9: the client waits (its bytes kept) until XCLIENT
+		 * is through; it then sees the greeting that answers it.
+		 */
+		s->xclient = true;
+		snprintf(s->xaddr, sizeof(s->xaddr), "%s",
+		    p->client_addr ? p->client_addr : "");
+		s->xport = p->client_port;
+		snprintf(s->xdest, sizeof(s->xdest), "%s",
+		    p->local_addr ? p->local_addr : "");
+		s->xdestport = p->local_port;
+		if (filter_await_backend(f, false) == -1) {
+			smtp_free(s);
+			return NULL;
+		}
+	}
 	return s;
 }
 
@@ -393,8 +450,17 @@ smtp_tls_reset(struct filter *f, struct evbuffer *to_backend)
 	struct smtp	*s = f->proto;
 
 	(void)to_backend;
-	s->upgraded = s->need_ehlo = s->rset_due = true;
+	s->upgraded = s->need_ehlo = true;
 	s->ehlo_done = s->in_txn = false;
+	/*
+	 * SPEC 9: with a fresh backend connection for the TLS phase the
+	 * reset holds by construction; its greeting (and our XCLIENT) are
+	 * read here and never reach the client.
+	 */
+	if (f->renew_backend)
+		filter_slot_push(f, SLOT_GREETING, NULL, NULL, 0);
+	else
+		s->rset_due = true;
 	s->ext = 0;
 	smtp_enter_state(f, SMTP_ST_CMD);
 	flog(f, debug, "STARTTLS go-ahead");
@@ -1243,7 +1309,6 @@ smtp_backend_input(struct filter *f, struct evbuffer *in,
 	size_t		 len;
 	unsigned	 flags;
 
-	(void)to_backend;
 	while (!f->closing) {
 		switch (lineio_get(in, s->line_max, s->buf, s->bufsz, &len,
 		    &flags)) {
@@ -1252,7 +1317,8 @@ smtp_backend_input(struct filter *f, struct evbuffer *in,
 		case LINEIO_TOO_LONG:
 			return smtp_backend_error(f, "reply line too long");
 		case LINEIO_LINE:
-			if (!smtp_backend_line(f, len, flags, to_client))
+			if (!smtp_backend_line(f, len, flags, to_client,
+			    to_backend))
 				return FILTER_CLOSE;
 			break;
 		}
@@ -1273,7 +1339,7 @@ smtp_backend_error(struct filter *f, const char *what)
 /* One reply line (in s->buf); false when the session ends. */
 static bool
 smtp_backend_line(struct filter *f, size_t len, unsigned flags,
-    struct evbuffer *to_client)
+    struct evbuffer *to_client, struct evbuffer *to_backend)
 {
 	char			 esc[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
 	struct smtp		*s = f->proto;
@@ -1308,7 +1374,7 @@ smtp_backend_line(struct filter *f, size_t len, unsigned flags,
 	}
 	smtp_reply_add(f, len);
 	if (final)
-		smtp_reply_done(f, head->kind, to_client);
+		smtp_reply_done(f, head->kind, to_client, to_backend);
 	return !f->closing;
 }
 
@@ -1398,11 +1464,18 @@ smtp_reply_add(struct filter *f, size_t len)
 
 /* The reply answers the head slot, of this kind. */
 static void
-smtp_reply_done(struct filter *f, unsigned kind, struct evbuffer *to_client)
+smtp_reply_done(struct filter *f, unsigned kind, struct evbuffer *to_client,
+    struct evbuffer *to_backend)
 {
 	struct smtp	*s = f->proto;
 
 	filter_slot_pop(f);
+	if (kind == SLOT_XEHLO || kind == SLOT_XCLIENT ||
+	    (kind == SLOT_GREETING && s->xclient)) {
+		smtp_xclient_reply(f, kind, to_client, to_backend);
+		s->reply_lines = 0;
+		return;
+	}
 	if (kind == SLOT_SWALLOW)
 		evbuffer_drain(s->reply, evbuffer_get_length(s->reply));
 	else if (s->reply_rewrite)
@@ -1411,6 +1484,10 @@ smtp_reply_done(struct filter *f, unsigned kind, struct evbuffer *to_client)
 		evbuffer_add_buffer(to_client, s->reply);
 	smtp_reply_effect(f, kind, s->reply_code);
 	s->reply_lines = 0;
+	/* A fresh backend's greeting (SPEC 9): the client never saw it. */
+	if (kind == SLOT_GREETING)
+		filter_backend_ready(f, s->reply_code == 220,
+		    "backend greeting is not 220");
 	filter_flush(f, to_client);
 }
 
@@ -1484,4 +1561,163 @@ smtp_ehlo_emit(struct filter *f, struct evbuffer *to_client)
 	evbuffer_drain(s->reply, evbuffer_get_length(s->reply));
 	if (add)
 		evbuffer_add(to_client, "250 STARTTLS\r\n", 14);
+}
+
+/* ---------------------------------------------------------------------- */
+/* XCLIENT towards the backend (SPEC 9, Postfix XCLIENT_README). */
+
+/*
+ * The dialogue we hold with every new backend connection of an xclient
+ * service before the client may talk to it: greeting, our EHLO, our
+ * XCLIENT.  The client only ever sees the reply to XCLIENT, which is the
+ * greeting of the session the backend now holds for the client (so a
+ * backend that turns this client away says so in it); on the fresh
+ * connection after STARTTLS the core swallows that one too.  Anything
+ * but success fails the session with the temporary failure (the core).
+ */
+static void
+smtp_xclient_reply(struct filter *f, unsigned kind,
+    struct evbuffer *to_client, struct evbuffer *to_backend)
+{
+	struct smtp	*s = f->proto;
+	int		 code = s->reply_code, attrs;
+
+	switch (kind) {
+	case SLOT_GREETING:
+		evbuffer_drain(s->reply, evbuffer_get_length(s->reply));
+		if (code != 220) {
+			flog(f, info, "backend greeting %d", code);
+			filter_backend_ready(f, false,
+			    "backend greeting is not 220");
+			return;
+		}
+		evbuffer_add_printf(to_backend, "EHLO %s\r\n", f->hostname);
+		filter_slot_push(f, SLOT_XEHLO, NULL, NULL, 0);
+		break;
+	case SLOT_XEHLO:
+		attrs = code == 250 ? smtp_xclient_attrs(f) : -1;
+		evbuffer_drain(s->reply, evbuffer_get_length(s->reply));
+		if (code != 250) {
+			flog(f, info, "backend answered our EHLO with %d", code);
+			filter_backend_ready(f, false,
+			    "backend refused our EHLO");
+		} else if (attrs == -1)
+			filter_backend_ready(f, false,
+			    "backend does not advertise XCLIENT");
+		else if (!(attrs & XA_ADDR))
+			filter_backend_ready(f, false,
+			    "backend's XCLIENT does not take ADDR");
+		else {
+			smtp_xclient_send(f, (unsigned)attrs, to_backend);
+			filter_slot_push(f, SLOT_XCLIENT, NULL, NULL, 0);
+		}
+		break;
+	case SLOT_XCLIENT:
+		if (code / 100 != 2) {
+			evbuffer_drain(s->reply, evbuffer_get_length(s->reply));
+			flog(f, info, "backend answered XCLIENT with %d", code);
+			filter_backend_ready(f, false,
+			    "backend refused XCLIENT");
+			return;
+		}
+		flog(f, debug, "XCLIENT accepted");
+		evbuffer_add_buffer(to_client, s->reply);
+		filter_backend_ready(f, true, NULL);
+		break;
+	}
+}
+
+/*
+ * The attributes of the XCLIENT keyword in the EHLO reply in s->reply
+ * ("250-XCLIENT NAME ADDR PORT ..."), as XA_* bits, or -1 when XCLIENT
+ * is not advertised.  Keywords are matched like every EHLO keyword (any
+ * case, split at any run of SP or HTAB).  Consumes s->reply.
+ */
+static int
+smtp_xclient_attrs(struct filter *f)
+{
+	static const struct {
+		const char	*name;
+		int		 bit;
+	} known[] = {
+		{ "ADDR", XA_ADDR }, { "PORT", XA_PORT }, { "NAME", XA_NAME },
+		{ "DESTADDR", XA_DESTADDR }, { "DESTPORT", XA_DESTPORT },
+	};
+	struct smtp	*s = f->proto;
+	const char	*tok;
+	size_t		 len, pos, toklen, i, n;
+	unsigned	 flags;
+	int		 attrs = -1;
+
+	for (n = 0; n < SMTP_REPLY_LINES_MAX && lineio_get(s->reply,
+	    s->line_max, s->buf, s->bufsz, &len, &flags) == LINEIO_LINE; n++) {
+		/* The first line is the server's name, not a keyword. */
+		pos = 0;
+		if (n == 0 || len <= 4 || !filter_capa_next(s->buf + 4, len - 4,
+		    &pos, &tok, &toklen) || !filter_word_eq(tok, toklen,
+		    "XCLIENT"))
+			continue;
+		attrs = 0;
+		while (filter_capa_next(s->buf + 4, len - 4, &pos, &tok,
+		    &toklen))
+			for (i = 0; i < nitems(known); i++)
+				if (filter_word_eq(tok, toklen, known[i].name))
+					attrs |= known[i].bit;
+	}
+	return attrs;
+}
+
+/* XCLIENT with what we know among the attributes the backend takes. */
+static void
+smtp_xclient_send(struct filter *f, unsigned attrs,
+    struct evbuffer *to_backend)
+{
+	struct smtp	*s = f->proto;
+
+	evbuffer_add(to_backend, "XCLIENT", 7);
+	smtp_xaddr(to_backend, " ADDR=", s->xaddr);
+	if ((attrs & XA_PORT) && s->xport > 0)
+		evbuffer_add_printf(to_backend, " PORT=%d", s->xport);
+	/* We resolve no names: none is verified (XCLIENT_README). */
+	if (attrs & XA_NAME)
+		evbuffer_add(to_backend, " NAME=[UNAVAILABLE]", 19);
+	if ((attrs & XA_DESTADDR) && s->xdest[0] != '\0')
+		smtp_xaddr(to_backend, " DESTADDR=", s->xdest);
+	if ((attrs & XA_DESTPORT) && s->xdestport > 0)
+		evbuffer_add_printf(to_backend, " DESTPORT=%d", s->xdestport);
+	evbuffer_add(to_backend, "\r\n", 2);
+	flog(f, debug, "XCLIENT ADDR=%s PORT=%d sent", s->xaddr, s->xport);
+}
+
+/*
+ * An address attribute: IPv4 as is, IPv6 with the "IPV6:" prefix Postfix
+ * expects, anything else (a client on a unix socket) "[UNAVAILABLE]".
+ */
+static void
+smtp_xaddr(struct evbuffer *out, const char *attr, const char *addr)
+{
+	unsigned char	 buf[sizeof(struct in6_addr)];
+
+	evbuffer_add(out, attr, strlen(attr));
+	if (inet_pton(AF_INET, addr, buf) == 1)
+		smtp_xtext(out, addr);
+	else if (inet_pton(AF_INET6, addr, buf) == 1) {
+		evbuffer_add(out, "IPV6:", 5);
+		smtp_xtext(out, addr);
+	} else
+		evbuffer_add(out, "[UNAVAILABLE]", 13);
+}
+
+/* RFC 1891 5: "+" and "=" and bytes outside "!".."~" become "+XX". */
+static void
+smtp_xtext(struct evbuffer *out, const char *v)
+{
+	const unsigned char	*p;
+
+	for (p = (const unsigned char *)v; *p != '\0'; p++) {
+		if (*p < 33 || *p > 126 || *p == '+' || *p == '=')
+			evbuffer_add_printf(out, "+%02X", *p);
+		else
+			evbuffer_add(out, p, 1);
+	}
 }

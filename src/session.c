@@ -8,6 +8,8 @@
  *                         -> HANDSHAKE (go-ahead sent) -> RELAY (TLS) -> CLOSING
  *   accept_proxy:  accept -> PROXY (the balancer's header) -> either of the
  *                  above, with the header's client as the peer
+ *   STARTTLS with send_proxy or xclient (SPEC 9): after HANDSHAKE,
+ *                  CONNECTING (a fresh backend) -> RELAY (TLS) -> CLOSING
  *
  * Invariants kept here rather than in the protocol filters:
  *  - The client leg is read only through the filter, and only in RELAY.
@@ -65,6 +67,7 @@ static void	session_count_out_cb(struct evbuffer *,
 static void	session_enter_state(struct session *, enum session_state);
 static void	session_start_tls(struct session *);
 static void	session_tls_established(struct session *);
+static void	session_renew_backend(struct session *);
 static int	session_send_proxy(struct session *);
 static void	session_begin(struct session *);
 static void	session_proxy_wait(struct session *);
@@ -226,12 +229,20 @@ static void
 session_begin(struct session *s)
 {
 	struct filter_params fp;
+	char		 local_ip[UTIL_ADDRSTRLEN];
 
 	memset(&fp, 0, sizeof(fp));
 	fp.svc = s->svc;
 	fp.tls_active = s->svc->tls_mode == TLS_MODE_IMPLICIT;
 	fp.session_id = s->id;
 	fp.client_addr = s->peer_ip;
+	fp.client_port = s->peer_port;
+	/* XCLIENT's DESTADDR/DESTPORT: the address the client dialled. */
+	if (s->svc->xclient && s->locallen > 0) {
+		fp.local_addr = util_addr_str((struct sockaddr *)&s->local,
+		    local_ip, sizeof(local_ip));
+		fp.local_port = util_addr_port((struct sockaddr *)&s->local);
+	}
 	s->filter = filter_new(s->ops, &fp);
 
 	log_info("%s session start service=%s client=%s port=%d tls=%s",
@@ -468,6 +479,10 @@ session_tls_established(struct session *s)
 			session_close(s, filter_reason(s->filter));
 			return;
 		}
+		if (filter_renews_backend(s->filter)) {
+			session_renew_backend(s);
+			return;
+		}
 		session_enter_state(s, SESSION_ST_RELAY);
 		s->line_since = 0;
 		session_pump(s);
@@ -478,12 +493,41 @@ session_tls_established(struct session *s)
 }
 
 /*
+ * SPEC 9: the TLS phase of a STARTTLS session goes over a fresh backend
+ * connection, so that the backend learns the TLS facts (the PROXY header
+ * now carries them) before any command sent inside TLS, and so that no
+ * backend state of the cleartext phase survives (SPEC 8.3) by
+ * construction.  The cleartext-phase connection had nothing to say
+ * during the handshake (checked by filter_tls_established()) and is
+ * simply closed.  The same backend is tried first, then the rest in
+ * order.  Client bytes arriving meanwhile stay in the client's input
+ * (CONNECTING is not pumped), and the filter holds them until the fresh
+ * backend's greeting, which it consumes, has been read.
+ */
+static void
+session_renew_backend(struct session *s)
+{
+	log_debug("%s backend %s: fresh connection for the TLS phase",
+	    s->id, s->backend_name);
+	bufferevent_free(s->backend);
+	s->backend = NULL;
+	s->flags &= ~(SF_BACKEND_UP | SF_BACKEND_EOF | SF_BACKEND_READ_OFF |
+	    SF_SHUTWR_BACKEND);
+	if (s->backend_next > 0)
+		s->backend_next--;
+	s->line_since = 0;
+	session_enter_state(s, SESSION_ST_CONNECTING);
+	backend_connect(s);
+}
+
+/*
  * send_proxy: queue the PROXY header on a backend connection that has
  * just come up.  Called before the leg is enabled or pumped, so the
  * header is the very first byte the backend reads (SPEC section 9); an
  * output that already holds anything is a bug, and the session ends
- * rather than send the header behind it.  Implicit TLS only for now: the
- * handshake is over, so the TLS facts are known.
+ * rather than send the header behind it.  The TLS facts go with it once
+ * the client's handshake is over: implicit TLS, and the fresh connection
+ * of a STARTTLS session's TLS phase (session_renew_backend()).
  */
 static int
 session_send_proxy(struct session *s)
@@ -762,12 +806,23 @@ session_backend_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (what & BEV_EVENT_ERROR) {
 		log_info("%s backend %s: %s", s->id, s->backend_name,
 		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		/* Not ready yet (greeting, XCLIENT): a temporary failure. */
+		filter_backend_lost(s->filter,
+		    bufferevent_get_output(s->client));
 		session_close(s, "backend connection error");
 		return;
 	}
 	/* EOF: relay what the backend said last, then end the session. */
 	s->flags |= SF_BACKEND_EOF;
 	session_pump(s);
+	if (s->state != SESSION_ST_CLOSING && filter_awaiting(s->filter)) {
+		log_warnx("%s backend %s: closed before it was ready", s->id,
+		    s->backend_name);
+		filter_backend_lost(s->filter,
+		    bufferevent_get_output(s->client));
+		session_close(s, filter_reason(s->filter));
+		return;
+	}
 	if (s->state != SESSION_ST_CLOSING)
 		session_close(s, (s->flags & SF_CLIENT_EOF) ?
 		    "client closed" : "backend closed");
@@ -788,6 +843,13 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 		backend_connect_timeout(s);
 		break;
 	case SESSION_ST_RELAY:
+		/* A backend that never became ready: a temporary failure. */
+		if (filter_awaiting(s->filter)) {
+			log_warnx("%s backend %s: not ready within the idle "
+			    "timeout", s->id, s->backend_name);
+			filter_backend_lost(s->filter,
+			    bufferevent_get_output(s->client));
+		}
 		session_close(s, "idle timeout");
 		break;
 	case SESSION_ST_CLOSING:

@@ -697,10 +697,14 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
 class Postfix:
     def __init__(self, workdir, dovecot, user, port=None, haproxy=False,
-                 subdir="postfix"):
+                 subdir="postfix", xclient=False):
         """haproxy: a second smtpd on haproxy_port that expects a PROXY
-        header (smtpd_upstream_proxy_protocol = haproxy)."""
+        header (smtpd_upstream_proxy_protocol = haproxy).
+        xclient: a further smtpd on xclient_port that lets loopback clients
+        use XCLIENT (smtpd_authorized_xclient_hosts = 127.0.0.0/8); the
+        main port does not (Postfix's default: nobody)."""
         self.haproxy_port = free_port() if haproxy else None
+        self.xclient_port = free_port() if xclient else None
         self.dir = os.path.join(workdir, subdir)
         self.confdir = os.path.join(self.dir, "conf")
         os.makedirs(self.confdir, exist_ok=True)
@@ -731,6 +735,10 @@ class Postfix:
                 f.write("%s:%d inet n - n - - smtpd\n"
                         "  -o smtpd_upstream_proxy_protocol=haproxy\n"
                         % (HOST, self.haproxy_port))
+            if self.xclient_port:
+                f.write("%s:%d inet n - n - - smtpd\n"
+                        "  -o smtpd_authorized_xclient_hosts=127.0.0.0/8\n"
+                        % (HOST, self.xclient_port))
         for sub in ("queue", "data"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         pf = pwd.getpwnam("postfix")
@@ -763,6 +771,9 @@ class Postfix:
                        interval=0.1)
             if self.haproxy_port:
                 wait_port(self.haproxy_port, timeout, "postfix haproxy smtpd",
+                          self.proc.alive)
+            if self.xclient_port:
+                wait_port(self.xclient_port, timeout, "postfix xclient smtpd",
                           self.proc.alive)
         except MtError:
             self.stop()

@@ -484,6 +484,16 @@ def test_audit_clean_configuration_has_no_finding(binary, certs, workdir):
     assert rc == 0 and findings == []
 
 
+def test_audit_identity_to_local_backends_is_fine(binary, certs, workdir):
+    """send_proxy and xclient towards loopback (v4, v6) or a unix socket:
+    no finding."""
+    case = AuditCase(certs, listen=25, service={
+        "xclient": True, "send_proxy": "v2",
+        "backend": ["127.0.0.2:25", "[::1]:25", "unix:/run/x.sock"]})
+    rc, findings, _ = audit(binary, workdir, case)
+    assert rc == 0 and findings == [], findings
+
+
 def test_audit_port_25_may_be_opportunistic(binary, certs, workdir):
     """What is wrong on 587 is right on 25: no finding for the MX role."""
     case = AuditCase(certs, tls={"profile": "opportunistic",
@@ -580,6 +590,25 @@ AUDIT_FINDINGS = {
                                service={"require_starttls": False}),
         0, [_svc_line("warning", 'service "s" (port 143): require_starttls '
                       "= false lets mail clients stay in cleartext")], True),
+    # SPEC 9: a backend trusting identities from us should be local.
+    "xclient_remote_backend": (
+        lambda c, p: AuditCase(c, listen=25, service={
+            "xclient": True, "backend": ["192.0.2.7:25", "127.0.0.1:1"]}),
+        0, [_svc_line("warning", 'service "s": xclient towards backend '
+                      "192.0.2.7:25, which is not on loopback or a unix "
+                      "socket: the backend must trust every connection "
+                      "from this host's address with the client's "
+                      "identity, and the identity crosses the network in "
+                      "cleartext")], True),
+    "send_proxy_remote_backend": (
+        lambda c, p: AuditCase(c, protocol="imap", listen=143, service={
+            "send_proxy": "v2", "backend": ["[2001:db8::1]:143"]}),
+        0, [_svc_line("warning", 'service "s": send_proxy towards backend '
+                      "[2001:db8::1]:143, which is not on loopback or a "
+                      "unix socket: the backend must trust every "
+                      "connection from this host's address with the "
+                      "client's identity, and the identity crosses the "
+                      "network in cleartext")], True),
     "user_root": (
         lambda c, p: AuditCase(c, user="root", group=None),
         0, ['warning: user = "root": the daemon would keep running as '

@@ -1,5 +1,7 @@
 """
-send_proxy = "v1" | "v2" on implicit-TLS services (SPEC section 9).
+send_proxy = "v1" | "v2" (SPEC section 9): on implicit-TLS services, and on
+STARTTLS services, whose TLS phase goes over a fresh backend connection
+with a header carrying the TLS facts (its greeting consumed by mailtlsd).
 
 The client always connects from 127.0.0.2, so "the client's address" in
 what a backend saw cannot be mailtlsd's own 127.0.0.1.  Checked against:
@@ -304,3 +306,224 @@ def test_postfix_sees_client_address(mtd, ppostfix, alice, certs, version):
     mtlib.wait_until(lambda: re.search(
         r"connect from \S*\[%s\]" % re.escape(CLIENT_IP), mark.text()),
         10, "postfix connect line with the client's address")
+
+
+# ---------------------------------------------------------------------------
+# STARTTLS services: the TLS phase over a fresh backend connection.
+
+def _v2_total(b):
+    return 16 + struct.unpack("!H", b[14:16])[0] if len(b) >= 16 else 0
+
+
+class GreetingRecorder(RawRecorder):
+    """Records every connection; greets each, answers nothing."""
+
+    def conn(self, i, n, timeout=10.0):
+        def have():
+            with self._lock:
+                if len(self.received) > i and len(self.received[i]) >= n:
+                    return bytes(self.received[i])
+            return None
+        return mtlib.wait_until(have, timeout, "connection %d: %d bytes"
+                                % (i, n))
+
+
+def test_starttls_fresh_connection_header_carries_tls(mtd, certs):
+    """The cleartext phase has a header without TLS facts; after the
+    handshake a second connection's header has PP2_TYPE_SSL, its greeting
+    never reaches the client, and the first command inside TLS (sent at
+    once, while mailtlsd reconnects) arrives there, after the header."""
+    raw = GreetingRecorder(greeting=b"* OK [CAPABILITY IMAP4rev1] hi\r\n")
+    try:
+        m = mtd()
+        port = m.add_service("imap", "imap", [raw.port], tls_mode="starttls",
+                             send_proxy="v2")
+        m.start()
+        c = Conn.plain(port, source=CLIENT_IP)
+        try:
+            assert c.line().startswith(b"* OK")
+            c.send(b"a STARTTLS\r\n")
+            assert c.tagged(b"a").startswith(b"a OK")
+            c.starttls(certs.client_context(), server_hostname=SERVER_NAME)
+            c.send(b"b NOOP\r\n")
+            first = raw.conn(0, 16)
+            second = raw.conn(1, 16)
+            second = raw.conn(1, _v2_total(second) + len(b"b NOOP\r\n"))
+            # Nothing for the client: the fresh greeting is consumed.
+            c.sock.settimeout(0.5)
+            with pytest.raises((socket.timeout, TimeoutError)):
+                c.sock.recv(100)
+        finally:
+            c.close()
+        first = raw.conn(0, _v2_total(first))
+        h1 = parse_v2(first)
+        h2 = parse_v2(second)
+        assert h1[1] == h2[1] == CLIENT_IP
+        assert 0x20 not in h1[5], "no TLS facts in cleartext"
+        assert h1[6] == len(first), "cleartext phase: only the header"
+        assert h2[5][0x20][0] & 0x01, "PP2_CLIENT_SSL on the fresh one"
+        assert h2[5][0x05] == h1[5][0x05], "same session id"
+        assert second[h2[6]:] == b"b NOOP\r\n"
+    finally:
+        raw.stop()
+
+
+def _imap_starttls(port, certs):
+    c = Conn.plain(port, source=CLIENT_IP)
+    assert c.line().startswith(b"* OK")
+    return c
+
+
+def test_dovecot_v2_starttls_imap(mtd, pdovecot, certs):
+    """Real Dovecot, haproxy = yes, disable_plaintext_auth = yes, behind a
+    STARTTLS IMAP service: LOGIN in cleartext is refused (by mailtlsd,
+    SPEC 8.5), LOGIN after STARTTLS works and Dovecot logs the client's
+    address and a secured session."""
+    carol = pdovecot.users["carol"]
+    m = mtd()
+    port = m.add_service("imap", "imap", [pdovecot.imap_haproxy_port],
+                         tls_mode="starttls", send_proxy="v2")
+    m.start()
+    mark = mtlib.LogMark(pdovecot.log)
+    c = _imap_starttls(port, certs)
+    try:
+        c.send("a LOGIN %s %s\r\n" % (carol.name, carol.password))
+        r = c.tagged(b"a")
+        assert re.search(rb"^a NO \[PRIVACYREQUIRED\]", r, re.M), r
+        c.send(b"b STARTTLS\r\n")
+        assert c.tagged(b"b").startswith(b"b OK")
+        c.starttls(certs.client_context(), server_hostname=SERVER_NAME)
+        # Pipelined at once: held while mailtlsd reconnects, not lost.
+        c.send("c LOGIN %s %s\r\nd SELECT INBOX\r\n"
+               % (carol.name, carol.password))
+        r = c.tagged(b"c")
+        assert re.search(rb"^c OK", r, re.M), r
+        assert not re.search(rb"^\* OK", r, re.M), "a second greeting"
+        assert re.search(rb"^d OK", c.tagged(b"d"), re.M)
+        c.send(b"e LOGOUT\r\n")
+        c.tagged(b"e")
+    finally:
+        c.close()
+    line = mtlib.wait_until(
+        lambda: re.search(r"imap-login: (?:Info: )?Login: user=<%s>.*"
+                          % carol.name, mark.text()), 10,
+        "dovecot login line").group(0)
+    assert "rip=%s" % CLIENT_IP in line, line
+    assert "TLS" in line or "secured" in line, line
+
+
+def _v2_header_no_tls(src, sport, dst, dport):
+    body = (socket.inet_aton(src) + socket.inet_aton(dst) +
+            struct.pack("!HH", sport, dport))
+    return V2_SIG + b"\x21\x11" + struct.pack("!H", len(body)) + body
+
+
+def test_dovecot_would_refuse_cleartext_login(pdovecot):
+    """The control for the test above: what Dovecot itself says to a login
+    on a connection whose header carries no TLS facts (the cleartext
+    phase's): refused, so the login above passed because the fresh
+    connection's header told Dovecot about TLS."""
+    carol = pdovecot.users["carol"]
+    c = Conn.plain(pdovecot.imap_haproxy_port)
+    try:
+        c.send(_v2_header_no_tls(CLIENT_IP, 40000, HOST, 143))
+        greeting = c.line()
+        assert greeting.startswith(b"* OK"), greeting
+        c.send("a LOGIN %s %s\r\n" % (carol.name, carol.password))
+        r = c.tagged(b"a")
+        assert re.search(rb"^a NO ", r, re.M), r
+        c.send(b"b LOGOUT\r\n")
+        c.tagged(b"b")
+    finally:
+        c.close()
+
+
+def test_dovecot_v2_starttls_pop3(mtd, pdovecot, certs):
+    carol = pdovecot.users["carol"]
+    m = mtd()
+    port = m.add_service("pop3", "pop3", [pdovecot.pop3_haproxy_port],
+                         tls_mode="starttls", send_proxy="v2")
+    m.start()
+    mark = mtlib.LogMark(pdovecot.log)
+    c = Conn.plain(port, source=CLIENT_IP)
+    try:
+        assert c.line().startswith(b"+OK")
+        c.send("USER %s\r\n" % carol.name)
+        assert c.line().startswith(b"-ERR")
+        c.send(b"STLS\r\n")
+        assert c.line().startswith(b"+OK")
+        c.starttls(certs.client_context(), server_hostname=SERVER_NAME)
+        c.send("USER %s\r\nPASS %s\r\nSTAT\r\n"
+               % (carol.name, carol.password))
+        assert c.line().startswith(b"+OK"), "USER"
+        assert c.line().startswith(b"+OK"), "PASS"
+        assert re.match(rb"\+OK \d+ \d+\r\n", c.line()), "STAT"
+        c.send(b"QUIT\r\n")
+        assert c.line().startswith(b"+OK")
+    finally:
+        c.close()
+    line = mtlib.wait_until(
+        lambda: re.search(r"pop3-login: (?:Info: )?Login: user=<%s>.*"
+                          % carol.name, mark.text()), 10,
+        "dovecot pop3 login line").group(0)
+    assert "rip=%s" % CLIENT_IP in line, line
+    assert "TLS" in line or "secured" in line, line
+
+
+def smtp_session_starttls(c, certs, rcpt, tok):
+    """Greeting, EHLO, STARTTLS, EHLO at once after the handshake, one
+    message; asserts the client sees exactly one greeting."""
+    assert c.smtp_reply().startswith(b"220 ")
+    c.send(b"EHLO client.example.test\r\n")
+    r = c.smtp_reply()
+    assert r.startswith(b"250"), r
+    c.send(b"STARTTLS\r\n")
+    assert c.smtp_reply().startswith(b"220 2.0.0")
+    c.starttls(certs.client_context(), server_hostname=SERVER_NAME)
+    c.send(b"EHLO client.example.test\r\n")
+    r = c.smtp_reply()
+    assert r.startswith(b"250"), "a second greeting? %r" % r
+    c.send(b"MAIL FROM:<sender@example.org>\r\n")
+    assert c.smtp_reply().startswith(b"250")
+    c.send(("RCPT TO:<%s>\r\n" % rcpt).encode())
+    assert c.smtp_reply().startswith(b"250")
+    c.send(b"DATA\r\n")
+    assert c.smtp_reply().startswith(b"354")
+    msg = mtlib.make_message(tok, rcpt=rcpt)
+    c.send(re.sub(rb"(?m)^\.", b"..", msg) + b".\r\n")
+    assert c.smtp_reply().startswith(b"250")
+    c.send(b"QUIT\r\n")
+    assert c.smtp_reply().startswith(b"221")
+
+
+def received_from(delivered):
+    head = delivered.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0]
+    received = re.search(rb"^Received: from .*(\n[ \t].*)*", head, re.M)
+    assert received, head
+    return received.group(0)
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_postfix_starttls_sees_client_address(mtd, ppostfix, alice, certs,
+                                              version):
+    """Port-25 style STARTTLS service in front of Postfix with
+    smtpd_upstream_proxy_protocol = haproxy: both backend connections
+    carry the client's address; the message sent inside TLS shows it."""
+    m = mtd()
+    m.add_tls("mx", profile="opportunistic")
+    port = m.add_service("mx", "smtp", [ppostfix.haproxy_port],
+                         tls_mode="starttls", tls="mx",
+                         require_starttls=False, send_proxy=version)
+    m.start()
+    mark = mtlib.LogMark(ppostfix.log)
+    tok = mtlib.token()
+    c = Conn.plain(port, source=CLIENT_IP)
+    try:
+        smtp_session_starttls(c, certs, alice.address, tok)
+    finally:
+        c.close()
+    delivered = alice.find(tok)
+    assert b"[%s]" % CLIENT_IP.encode() in received_from(delivered)
+    mtlib.wait_until(lambda: len(re.findall(
+        r"connect from \S*\[%s\]" % re.escape(CLIENT_IP), mark.text())) >= 2,
+        10, "postfix: two connections, both with the client's address")

@@ -54,7 +54,15 @@ struct fh_case {
 	unsigned	 max_errors;	/* 0 = default; after steps, so that
 					   rows written by position keep
 					   their meaning */
+	/* SPEC 9, also after steps. */
+	enum send_proxy_mode send_proxy;
+	bool		 xclient;
 };
+
+/* What the harness tells the filter for XCLIENT's PORT and DEST*. */
+#define FH_CLIENT_PORT	40000
+#define FH_LOCAL_ADDR	"198.51.100.25"
+#define FH_LOCAL_PORT	25
 
 static inline void
 fh_service_init(struct conf_service *svc, enum proto_id proto,
@@ -76,6 +84,8 @@ fh_service_init(struct conf_service *svc, enum proto_id proto,
 	svc->max_errors = c->max_errors;
 	svc->smtp_bare_newline = c->bare_newline;
 	svc->max_connections_per_ip = 50;
+	svc->send_proxy = c->send_proxy;
+	svc->xclient = c->xclient;
 }
 
 static inline char *
@@ -135,6 +145,9 @@ fh_drv_open(struct fh_drv *d, enum proto_id proto,
 	fp.tls_active = c->tls_active;
 	fp.session_id = session_id;
 	fp.client_addr = client_addr;
+	fp.client_port = FH_CLIENT_PORT;
+	fp.local_addr = FH_LOCAL_ADDR;
+	fp.local_port = FH_LOCAL_PORT;
 	d->f = filter_new(ops, &fp);
 	assert_non_null(d->f);
 	d->cin = evbuffer_new();

@@ -1200,6 +1200,28 @@ static const struct fh_case imap_cases[] = {
 		{ 'C', "a LOGIN bob secret\r\nb NOOP\r\n", NULL,
 		    "a" R_CLEAR R_ERRORS, CLOSE, 0 },
 		{ 0 } } },
+	/* ---- SPEC 9: fresh backend for the TLS phase ---- */
+	{ .name = "send_proxy starttls: fresh greeting swallowed, login held",
+	  .starttls_service = true, .send_proxy = SEND_PROXY_V2, .steps = {
+		GREET,
+		{ 'C', "a STARTTLS\r\n", NULL, "a" R_GO, GO, 0 },
+		{ 'C', "b LOGIN bob secret\r\n", NULL, NULL, CONT, 0 },
+		{ 'B', "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] again\r\n",
+		    "b LOGIN bob secret\r\n", NULL, CONT, 0 },
+		{ 'B', "b OK done\r\n", NULL, "b OK done\r\n", CONT, 0 },
+		{ 0 } } },
+	{ .name = "send_proxy starttls: fresh PREAUTH greeting -> BYE",
+	  .starttls_service = true, .send_proxy = SEND_PROXY_V1, .steps = {
+		GREET,
+		{ 'C', "a STARTTLS\r\n", NULL, "a" R_GO, GO, 0 },
+		{ 'B', "* PREAUTH hi\r\n", NULL, R_UNAVAIL, CLOSE, 0 },
+		{ 0 } } },
+	{ .name = "send_proxy starttls: fresh garbage greeting -> BYE",
+	  .starttls_service = true, .send_proxy = SEND_PROXY_V2, .steps = {
+		GREET,
+		{ 'C', "a STARTTLS\r\n", NULL, "a" R_GO, GO, 0 },
+		{ 'B', "220 smtp\r\n", NULL, R_UNAVAIL, CLOSE, 0 },
+		{ 0 } } },
 	{ .name = "compress_refused", .tls_active = true, .steps = {
 		GREET,
 		{ 'C', "a COMPRESS DEFLATE\r\nb NOOP\r\n", "b NOOP\r\n",

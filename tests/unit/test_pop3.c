@@ -781,6 +781,21 @@ static const struct fh_case pop3_cases[] = {
 	{ 'C', "NOOP\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "+OKAY\r\n", NULL, NULL, FILTER_CLOSE, 0 },
 } },
+/* SPEC 9: fresh backend for the TLS phase. */
+{ "send_proxy stls: fresh greeting swallowed, USER held", false, true, true,
+    0, .send_proxy = SEND_PROXY_V2, .steps = {
+	GREET,
+	STLS_OK,
+	{ 'C', "USER bob\r\n", NULL, NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK again\r\n", "USER bob\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\n", NULL, "+OK\r\n", FILTER_CONTINUE, 0 },
+} },
+{ "send_proxy stls: fresh -ERR greeting -> temporary failure", false, true,
+    true, 0, .send_proxy = SEND_PROXY_V2, .steps = {
+	GREET,
+	STLS_OK,
+	{ 'B', "-ERR busy\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 },
+} },
 { "backend status with bare LF closes", true, false, false, 0, .max_errors = 0, .steps = {
 	GREET,
 	{ 'C', "NOOP\r\n", "NOOP\r\n", NULL, FILTER_CONTINUE, 0 },

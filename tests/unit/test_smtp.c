@@ -137,7 +137,134 @@
 	BDAT_BOTH(nm, line "\r\n" CHUNK22 "NOOP\r\n", "NOOP\r\n", R_ARGS, \
 	    FILTER_CONTINUE)
 
+/*
+ * SPEC 9: the TLS phase over a fresh backend connection (send_proxy or
+ * xclient on a STARTTLS service), and XCLIENT.  The harness's backend
+ * buffer stands for whichever connection is current: after the go-ahead
+ * its next bytes are the fresh connection's.
+ */
+#define R_UNAVAILABLE	"421 4.3.2 mx.example.test Service temporarily " \
+			"unavailable\r\n"
+#define OUR_EHLO	"EHLO mx.example.test\r\n"
+#define EHLO_XC		"250-backend.test\r\n" \
+			"250-PIPELINING\r\n" \
+			"250-XCLIENT NAME ADDR PROTO HELO REVERSE_NAME PORT " \
+			"LOGIN DESTADDR DESTPORT\r\n" \
+			"250 8BITMIME\r\n"
+#define XCLIENT_ALL	"XCLIENT ADDR=192.0.2.1 PORT=40000 " \
+			"NAME=[UNAVAILABLE] DESTADDR=198.51.100.25 " \
+			"DESTPORT=25\r\n"
+#define XCLIENT_OLD	"XCLIENT ADDR=192.0.2.1 NAME=[UNAVAILABLE]\r\n"
+#define GREET2		"220 backend.test ESMTP again\r\n"
+/* The XCLIENT dialogue on a new connection, the client held meanwhile. */
+#define ST_XCLIENT_UP(c, tob, toc) \
+	{ 'C', c, NULL, NULL }, \
+	{ 'B', GREET, OUR_EHLO, NULL }, \
+	{ 'B', EHLO_XC, XCLIENT_ALL, NULL }, \
+	{ 'B', GREET2, tob, toc }
+
 static struct fh_case smtp_cases[] = {
+	/* ---- SPEC 9: fresh backend for the TLS phase ---- */
+	{ .name = "send_proxy STARTTLS: fresh greeting swallowed, no RSET, "
+	  "client bytes held then forwarded",
+	  .starttls_service = true, .send_proxy = SEND_PROXY_V2,
+	  .steps = { ST_GREET, ST_EHLO_CLEAR, ST_STARTTLS,
+		{ 'C', EHLO_C, NULL, NULL },
+		{ 'B', GREET2, EHLO_C, NULL },
+		{ 'B', EHLO_B, NULL, EHLO_TLS },
+		{ 'C', "MAIL FROM:<a@b>\r\n", "MAIL FROM:<a@b>\r\n", NULL } } },
+	{ .name = "send_proxy STARTTLS: still EHLO first inside TLS",
+	  .starttls_service = true, .send_proxy = SEND_PROXY_V1,
+	  .steps = { ST_GREET, ST_STARTTLS,
+		{ 'B', GREET2, NULL, NULL },
+		{ 'C', MAIL, NULL, R_EHLO_FIRST } } },
+	{ .name = "send_proxy STARTTLS: multi-line fresh greeting swallowed",
+	  .starttls_service = true, .send_proxy = SEND_PROXY_V2,
+	  .steps = { ST_GREET, ST_STARTTLS,
+		{ 'B', "220-backend.test\r\n", NULL, NULL },
+		{ 'B', "220 ESMTP\r\n", NULL, NULL },
+		{ 'C', EHLO_C, EHLO_C, NULL } } },
+	{ .name = "send_proxy STARTTLS: fresh greeting 554 -> 421, closed",
+	  .starttls_service = true, .send_proxy = SEND_PROXY_V2,
+	  .steps = { ST_GREET, ST_STARTTLS,
+		{ 'C', EHLO_C, NULL, NULL },
+		{ 'B', "554 5.7.1 go away\r\n", NULL, R_UNAVAILABLE,
+		  FILTER_CLOSE } } },
+	{ .name = "send_proxy STARTTLS: malformed fresh greeting -> 421",
+	  .starttls_service = true, .send_proxy = SEND_PROXY_V2,
+	  .steps = { ST_GREET, ST_STARTTLS,
+		{ 'B', "* OK IMAP\r\n", NULL, R_UNAVAILABLE, FILTER_CLOSE } } },
+	{ .name = "send_proxy on implicit TLS: first greeting relayed",
+	  .tls_active = true, .send_proxy = SEND_PROXY_V2,
+	  .steps = { ST_GREET, ST_EHLO_TLS } },
+
+	/* ---- SPEC 9: XCLIENT ---- */
+	{ .name = "xclient: EHLO, XCLIENT with the advertised attributes, "
+	  "one greeting, client held",
+	  .starttls_service = true, .xclient = true,
+	  .steps = { ST_XCLIENT_UP(EHLO_C, EHLO_C, GREET2),
+		{ 'B', EHLO_B, NULL, EHLO_CLEAR } } },
+	{ .name = "xclient: only attributes the backend lists",
+	  .tls_active = true, .xclient = true,
+	  .steps = {
+		{ 'B', GREET, OUR_EHLO, NULL },
+		{ 'B', "250-b\r\n250 xclient\tname  addr\r\n", XCLIENT_OLD,
+		  NULL },
+		{ 'B', GREET2, NULL, GREET2 } } },
+	{ .name = "xclient: not advertised -> 421",
+	  .starttls_service = true, .xclient = true,
+	  .steps = {
+		{ 'B', GREET, OUR_EHLO, NULL },
+		{ 'B', EHLO_B_PLAIN, NULL, R_UNAVAILABLE, FILTER_CLOSE } } },
+	{ .name = "xclient: without ADDR -> 421",
+	  .starttls_service = true, .xclient = true,
+	  .steps = {
+		{ 'B', GREET, OUR_EHLO, NULL },
+		{ 'B', "250-b\r\n250 XCLIENT NAME HELO\r\n", NULL,
+		  R_UNAVAILABLE, FILTER_CLOSE } } },
+	{ .name = "xclient: refused -> 421, nothing relayed",
+	  .starttls_service = true, .xclient = true,
+	  .steps = {
+		{ 'C', EHLO_C MAIL, NULL, NULL },
+		{ 'B', GREET, OUR_EHLO, NULL },
+		{ 'B', EHLO_XC, XCLIENT_ALL, NULL },
+		{ 'B', "550 5.7.0 Error: insufficient authorization\r\n",
+		  NULL, R_UNAVAILABLE, FILTER_CLOSE } } },
+	{ .name = "xclient: our EHLO refused -> 421",
+	  .starttls_service = true, .xclient = true,
+	  .steps = {
+		{ 'B', GREET, OUR_EHLO, NULL },
+		{ 'B', "502 5.5.1 no EHLO\r\n", NULL, R_UNAVAILABLE,
+		  FILTER_CLOSE } } },
+	{ .name = "xclient: greeting 554 -> 421",
+	  .starttls_service = true, .xclient = true,
+	  .steps = {
+		{ 'B', "554 5.3.2 busy\r\n", NULL, R_UNAVAILABLE,
+		  FILTER_CLOSE } } },
+	{ .name = "xclient: unsolicited output before the greeting -> 421",
+	  .starttls_service = true, .xclient = true,
+	  .steps = {
+		{ 'B', GREET GREET, OUR_EHLO, R_UNAVAILABLE, FILTER_CLOSE } } },
+	{ .name = "xclient: the client's own XCLIENT still refused",
+	  .starttls_service = true, .xclient = true,
+	  .steps = { ST_XCLIENT_UP("XCLIENT ADDR=6.6.6.6\r\n", NULL,
+		    GREET2 R_NOT_PERMITTED) } },
+	{ .name = "xclient + STARTTLS: again on the fresh connection, "
+	  "all swallowed",
+	  .starttls_service = true, .xclient = true,
+	  .steps = { ST_XCLIENT_UP(EHLO_C, EHLO_C, GREET2),
+		{ 'B', EHLO_B, NULL, EHLO_CLEAR }, ST_STARTTLS,
+		ST_XCLIENT_UP(EHLO_C, EHLO_C, NULL),
+		{ 'B', EHLO_B, NULL, EHLO_TLS } } },
+	{ .name = "xclient + send_proxy + STARTTLS: fresh XCLIENT refused "
+	  "-> 421 inside TLS",
+	  .starttls_service = true, .xclient = true,
+	  .send_proxy = SEND_PROXY_V2,
+	  .steps = { ST_XCLIENT_UP(EHLO_C, EHLO_C, GREET2),
+		{ 'B', EHLO_B, NULL, EHLO_CLEAR }, ST_STARTTLS,
+		{ 'B', GREET, OUR_EHLO, NULL },
+		{ 'B', EHLO_B_PLAIN, NULL, R_UNAVAILABLE, FILTER_CLOSE } } },
+
 	/* ---- greeting and reply assembly ---- */
 	{ .name = "greeting relayed", .starttls_service = true,
 	  .steps = { ST_GREET } },
@@ -1262,6 +1389,42 @@ test_logs(void **state)
 	    " pipelined bytes after STARTTLS, closing"));
 }
 
+/*
+ * SPEC 9: a backend lost while the client waits for it (EOF, error or
+ * silence before XCLIENT is through, as session.c reports it): the client
+ * gets the temporary failure once, client bytes are never forwarded, and
+ * a lost backend after it became ready changes nothing here.
+ */
+static void
+test_backend_lost(void **state)
+{
+	static const struct fh_case c = { .name = "lost",
+	    .starttls_service = true, .xclient = true };
+	struct fh_drv	 d;
+
+	(void)state;
+	fh_drv_open(&d, PROTO_SMTP, &proto_smtp_ops, &c, "0000000000000000",
+	    "2001:db8::25");
+	fh_drv_feed(&d, 'C', EHLO_C, strlen(EHLO_C), FILTER_CONTINUE);
+	fh_drv_feed(&d, 'B', GREET, strlen(GREET), FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, OUR_EHLO, strlen(OUR_EHLO));
+	assert_true(filter_awaiting(d.f));
+	/* IPv6 gets Postfix's prefix. */
+	fh_drv_feed(&d, 'B', EHLO_XC, strlen(EHLO_XC), FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, "XCLIENT ADDR=IPV6:2001:db8::25 PORT=40000 "
+	    "NAME=[UNAVAILABLE] DESTADDR=198.51.100.25 DESTPORT=25\r\n",
+	    strlen("XCLIENT ADDR=IPV6:2001:db8::25 PORT=40000 "
+	    "NAME=[UNAVAILABLE] DESTADDR=198.51.100.25 DESTPORT=25\r\n"));
+	filter_backend_lost(d.f, d.to_c);
+	fh_drv_expect(d.to_c, R_UNAVAILABLE, strlen(R_UNAVAILABLE));
+	assert_true(d.f->closing);
+	assert_false(filter_awaiting(d.f));
+	filter_backend_lost(d.f, d.to_c);
+	assert_int_equal(evbuffer_get_length(d.to_c), 0);
+	assert_int_equal(evbuffer_get_length(d.to_b), 0);
+	fh_drv_close(&d);
+}
+
 static void
 test_ops(void **state)
 {
@@ -1323,6 +1486,7 @@ main(void)
 		cmocka_unit_test(test_data_large),
 		cmocka_unit_test(test_logs),
 		cmocka_unit_test(test_ops),
+		cmocka_unit_test(test_backend_lost),
 		cmocka_unit_test(test_reasons),
 	};
 
