@@ -854,10 +854,12 @@ tls_ticket_ring_parse(const unsigned char *buf, size_t len, char *err,
 		}
 		if (tls_ticket_line(a, (size_t)(z - a),
 		    r->keys[r->nkeys]) == -1) {
+			/* `openssl rand -base64 80` wraps at 64. */
 			tls_err(err, errlen, "line %zu: not a base64 key of "
-			    "exactly %d bytes (a raw key file must be exactly "
-			    "%d bytes)", line, TLS_TICKET_KEY_LEN,
-			    TLS_TICKET_KEY_LEN);
+			    "exactly %d bytes (%s)", line, TLS_TICKET_KEY_LEN,
+			    z - a == 64 ? "one key per line: the key is "
+			    "wrapped, make it with openssl base64 -A" :
+			    "a raw key file must be exactly 80 bytes");
 			goto fail;
 		}
 		for (i = 0; i < r->nkeys; i++)
