@@ -16,9 +16,9 @@
  *  - The default SSL_CTX owns, through ex_data, its SNI table and each
  *    SSL_CTX a reference to the section's ticket key ring (immutable when
  *    loaded from a file; the automatic one rotates under its own lock).
- *    OpenSSL reference-counts contexts
- *    and every SSL holds a reference, so tls_server_free() during a reload
- *    never pulls data from under a handshake in progress.
+ *    OpenSSL reference-counts contexts and every SSL holds a reference,
+ *    so tls_server_free() during a reload never pulls data from under a
+ *    handshake in progress.
  *  - A session is bound (session id context) to the tls section and the
  *    service protocol, so it is never resumed across protocols (ALPACA).
  *
@@ -71,8 +71,6 @@
  */
 #define TLS_TICKET_HMAC_OFF	16
 #define TLS_TICKET_AES_OFF	48
-/* A base64 key line: 108 characters; anything much longer is garbage. */
-#define TLS_TICKET_LINE_MAX	256
 
 #define TLS_EXPIRY_WARN_DAYS	30	/* SPEC section 7 */
 #define TLS_CN_MAX		64	/* X.520 ub-common-name */
@@ -162,7 +160,7 @@ struct tls_ticket_ring {
 
 /* Hung on every SSL_CTX we build (ex_data), freed with the context. */
 struct tls_ctx_data {
-	struct tls_ticket_ring	*ring;		/* NULL: no tickets or OpenSSL's */
+	struct tls_ticket_ring	*ring;		/* NULL: tickets off */
 	struct tls_sni_entry	*sni;		/* default context only */
 	size_t			 nsni;
 };
@@ -778,7 +776,7 @@ tls_ticket_line(const char *p, size_t len, unsigned char *key)
 	unsigned char	out[TLS_TICKET_KEY_LEN + 2];
 	unsigned	acc = 0;
 	size_t		i, n = 0, pad = 0;
-	int		v;
+	int		v, rc = -1;
 
 	if (len != 4 * ((TLS_TICKET_KEY_LEN + 2) / 3))
 		return -1;
@@ -788,7 +786,7 @@ tls_ticket_line(const char *p, size_t len, unsigned char *key)
 			v = 0;
 		} else if (pad > 0 || (v = tls_b64_value(
 		    (unsigned char)p[i])) == -1)
-			return -1;
+			goto done;
 		acc = acc << 6 | (unsigned)v;
 		if (i % 4 == 3) {
 			out[n++] = acc >> 16 & 0xff;
@@ -798,13 +796,15 @@ tls_ticket_line(const char *p, size_t len, unsigned char *key)
 		}
 	}
 	/* 80 = 26 * 3 + 2: exactly one '=', and its bits must be zero. */
-	if (pad != 1 || n - pad != TLS_TICKET_KEY_LEN || out[n - 1] != 0) {
-		OPENSSL_cleanse(out, sizeof(out));
-		return -1;
-	}
+	if (pad != 1 || n - pad != TLS_TICKET_KEY_LEN || out[n - 1] != 0)
+		goto done;
 	memcpy(key, out, TLS_TICKET_KEY_LEN);
+	rc = 0;
+done:
+	/* Half a key is still key material. */
 	OPENSSL_cleanse(out, sizeof(out));
-	return 0;
+	OPENSSL_cleanse(&acc, sizeof(acc));
+	return rc;
 }
 
 /*
