@@ -62,6 +62,16 @@
 /* Seconds between STATUS= updates to systemd. */
 #define STATUS_INTERVAL			5
 
+/*
+ * Session ticket keys (SPEC section 9).  A ticket_key_file holds at most
+ * TICKET_KEYS_MAX keys (newest first); without a file the keys are made
+ * at startup and replaced every TICKET_ROTATE_INTERVAL seconds, the
+ * previous key still opening tickets for one more interval.
+ */
+#define TICKET_KEYS_MAX			16
+#define TICKET_ROTATE_INTERVAL		(12 * 60 * 60)
+#define TICKET_FILE_MAX			(64 * 1024)	/* bytes */
+
 /* Client text is cut to this many bytes in logs (Postfix's %.100s). */
 #define LOG_CLIENT_TEXT_MAX		100
 

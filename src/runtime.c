@@ -80,15 +80,31 @@ runtime_counters_unref(struct service_counters *ctr)
 	}
 }
 
+/* The tls section of this name before the reload, or NULL. */
+static const struct tls_server *
+runtime_old_tls(const struct runtime *old, const char *name)
+{
+	size_t	i;
+
+	if (old == NULL)
+		return NULL;
+	for (i = 0; i < old->ntls; i++)
+		if (strcmp(old->conf->tls[i].name, name) == 0)
+			return old->tls[i];
+	return NULL;
+}
+
 static int
-runtime_build_tls(struct runtime *rt, char *err, size_t errlen)
+runtime_build_tls(struct runtime *rt, const struct runtime *old, char *err,
+    size_t errlen)
 {
 	const struct conf	*conf = rt->conf;
 	char			 msg[1024];
 	size_t			 i;
 
 	for (i = 0; i < conf->ntls; i++) {
-		rt->tls[i] = tls_server_new(&conf->tls[i], msg, sizeof(msg));
+		rt->tls[i] = tls_server_new(&conf->tls[i],
+		    runtime_old_tls(old, conf->tls[i].name), msg, sizeof(msg));
 		if (rt->tls[i] == NULL) {
 			/* Point at the section, as for any other error. */
 			snprintf(err, errlen, "%s:%d: %s", conf->file,
@@ -115,7 +131,7 @@ runtime_new(struct conf *conf, struct runtime *old, char *err, size_t errlen)
 		goto nomem;
 	rt->nservices = conf->nservices;
 	rt->ntls = conf->ntls;
-	if (runtime_build_tls(rt, err, errlen) == -1)
+	if (runtime_build_tls(rt, old, err, errlen) == -1)
 		goto fail;
 	for (i = 0; i < conf->nservices; i++) {
 		struct service_rt *srt = &rt->services[i];

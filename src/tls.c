@@ -14,9 +14,11 @@
  *  - SSLv2/SSLv3 are impossible: the protocol floor is TLS 1.0 whatever the
  *    profile or override says; compression and renegotiation are off.
  *  - The default SSL_CTX owns, through ex_data, its SNI table and each
- *    SSL_CTX its copy of the ticket key.  OpenSSL reference-counts contexts
- *    and every SSL holds a reference, so tls_server_free() during a reload
- *    never pulls data from under a handshake in progress.
+ *    SSL_CTX a reference to the section's ticket key ring (immutable when
+ *    loaded from a file; the automatic one rotates under its own lock).
+ *    OpenSSL reference-counts contexts and every SSL holds a reference,
+ *    so tls_server_free() during a reload never pulls data from under a
+ *    handshake in progress.
  *  - A session is bound (session id context) to the tls section and the
  *    service protocol, so it is never resumed across protocols (ALPACA).
  *
@@ -27,9 +29,13 @@
  */
 #include "config.h"
 
+#include <sys/stat.h>
+
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,14 +64,13 @@
 #include "util.h"
 
 /*
- * Ticket key file: 80 bytes, laid out like nginx's ssl_session_ticket_key
+ * A ticket key: 80 bytes, laid out like nginx's ssl_session_ticket_key
  * so that operators can share one generator: 16 bytes key name, 32 bytes
- * HMAC-SHA256 key, 32 bytes AES-256-CBC key.
+ * HMAC-SHA256 key, 32 bytes AES-256-CBC key (TLS_TICKET_KEY_LEN and
+ * TLS_TICKET_NAME_LEN are in tls.h).
  */
-#define TLS_TICKET_NAME_LEN	16
 #define TLS_TICKET_HMAC_OFF	16
 #define TLS_TICKET_AES_OFF	48
-#define TLS_TICKET_KEY_LEN	80
 
 #define TLS_EXPIRY_WARN_DAYS	30	/* SPEC section 7 */
 #define TLS_CN_MAX		64	/* X.520 ub-common-name */
@@ -124,6 +129,7 @@ static const struct tls_profile_def {
 struct tls_server {
 	char		*name;
 	SSL_CTX		*ctx;		/* default; owns the SNI contexts */
+	struct tls_ticket_ring *ring;	/* a reference; NULL: tickets off */
 };
 
 struct tls_sni_entry {
@@ -131,10 +137,30 @@ struct tls_sni_entry {
 	SSL_CTX		*ctx;
 };
 
+/*
+ * Ticket keys, newest first: keys[0] encrypts, every key decrypts.  A
+ * ring from a ticket_key_file never changes once loaded, so reading it
+ * needs no lock; a reload builds new contexts around a new ring.  The
+ * automatic ring (no file) is replaced in place by tls_ticket_ring_get()
+ * when its interval is over, by whichever worker thread asks first, so
+ * it is only read under its mutex.  Every context of a tls section holds
+ * a reference (SNI contexts too: after an SNI switch OpenSSL asks the new
+ * context's callback), and a reload hands the automatic ring to the
+ * section of the same name, so neither a reload nor a rotation costs a
+ * client its resumption.
+ */
+struct tls_ticket_ring {
+	atomic_int		 refs;
+	bool			 automatic;
+	pthread_mutex_t		 lock;		/* automatic ring only */
+	time_t			 made;		/* automatic: keys[0]'s birth */
+	size_t			 nkeys;
+	unsigned char		 keys[TICKET_KEYS_MAX][TLS_TICKET_KEY_LEN];
+};
+
 /* Hung on every SSL_CTX we build (ex_data), freed with the context. */
 struct tls_ctx_data {
-	unsigned char		 ticket_key[TLS_TICKET_KEY_LEN];
-	bool			 has_ticket_key;
+	struct tls_ticket_ring	*ring;		/* NULL: tickets off */
 	struct tls_sni_entry	*sni;		/* default context only */
 	size_t			 nsni;
 };
@@ -143,8 +169,8 @@ struct tls_ctx_data {
 struct tls_build {
 	const struct conf_tls	*conf;
 	EVP_PKEY		*dh;		/* NULL = automatic */
-	unsigned char		 ticket_key[TLS_TICKET_KEY_LEN];
-	bool			 has_ticket_key;
+	struct tls_ticket_ring	*ring;		/* NULL: tickets off */
+	const struct tls_server	*prev;		/* same section, before reload */
 	unsigned char		 sid_ctx[SSL_MAX_SID_CTX_LENGTH];
 	char			*err;
 	size_t			 errlen;
@@ -185,7 +211,13 @@ static int	tls_pair_load(const char *, const struct conf_keypair *,
 static void	tls_pair_clear(struct tls_pair *);
 static int	tls_build_prepare(struct tls_build *, const char *);
 static int	tls_load_dh(struct tls_build *, const char *);
-static int	tls_load_ticket_key(struct tls_build *, const char *);
+static int	tls_load_tickets(struct tls_build *, const char *);
+static struct tls_ticket_ring *tls_ticket_ring_alloc(bool);
+static struct tls_ticket_ring *tls_ticket_ring_ref(struct tls_ticket_ring *);
+static int	tls_ticket_line(const char *, size_t, unsigned char *);
+static int	tls_b64_value(int);
+static int	tls_ticket_rotate(struct tls_ticket_ring *, time_t);
+static time_t	tls_ticket_clock(void);
 static void	tls_build_clear(struct tls_build *);
 static SSL_CTX	*tls_ctx_new(struct tls_build *, const char *,
 		    const struct conf_keypair *, size_t);
@@ -257,7 +289,7 @@ tls_ctx_data_free(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
 		free(d->sni[i].name);
 	}
 	free(d->sni);
-	OPENSSL_cleanse(d->ticket_key, sizeof(d->ticket_key));
+	tls_ticket_ring_free(d->ring);
 	free(d);
 }
 
@@ -490,8 +522,7 @@ tls_build_prepare(struct tls_build *b, const char *where)
 	}
 	if (c->dh_params != NULL && tls_load_dh(b, where) == -1)
 		return -1;
-	if (c->session_tickets && c->ticket_key_file != NULL &&
-	    tls_load_ticket_key(b, where) == -1)
+	if (c->session_tickets && tls_load_tickets(b, where) == -1)
 		return -1;
 	for (i = 0; i < sizeof(tls_profiles) / sizeof(tls_profiles[0]); i++)
 		if (tls_profiles[i].profile == c->profile)
@@ -526,35 +557,41 @@ tls_load_dh(struct tls_build *b, const char *where)
 }
 
 /*
- * Exactly 80 bytes; a shorter or longer file is refused rather than
- * padded or cut, since instances that share a file must derive the same
- * keys or resumption silently stops working across them.
+ * The ticket keys of the section: the file's, or (no file) the automatic
+ * ring, handed over from the section of the same name before a reload.
+ * A key file others may read gets a warning, not a refusal: private keys
+ * are not refused for their mode either, and a file that must stay
+ * readable by the unprivileged user for SIGHUP is group-readable anyway.
  */
 static int
-tls_load_ticket_key(struct tls_build *b, const char *where)
+tls_load_tickets(struct tls_build *b, const char *where)
 {
 	const char	*path = b->conf->ticket_key_file;
-	unsigned char	 buf[TLS_TICKET_KEY_LEN + 1];
-	FILE		*fp;
-	size_t		 n;
+	struct stat	 st;
+	char		 msg[256];
 
-	if ((fp = fopen(path, "r")) == NULL) {
-		tls_err(b->err, b->errlen, "%s: ticket_key_file %s: cannot "
-		    "open: %s", where, path, strerror(errno));
+	if (path == NULL) {
+		if (b->prev != NULL && b->prev->ring != NULL &&
+		    b->prev->ring->automatic)
+			b->ring = tls_ticket_ring_ref(b->prev->ring);
+		else
+			b->ring = tls_ticket_ring_auto(tls_ticket_clock());
+		if (b->ring == NULL) {
+			tls_err(b->err, b->errlen, "%s: cannot make session "
+			    "ticket keys: %s", where, tls_ossl_reason());
+			return -1;
+		}
+		return 0;
+	}
+	if ((b->ring = tls_ticket_ring_load(path, msg, sizeof(msg))) == NULL) {
+		tls_err(b->err, b->errlen, "%s: ticket_key_file %s", where,
+		    msg);
 		return -1;
 	}
-	n = fread(buf, 1, sizeof(buf), fp);
-	fclose(fp);
-	if (n != TLS_TICKET_KEY_LEN) {
-		OPENSSL_cleanse(buf, sizeof(buf));
-		tls_err(b->err, b->errlen, "%s: ticket_key_file %s: must be "
-		    "exactly %d bytes (%s)", where, path, TLS_TICKET_KEY_LEN,
-		    n > TLS_TICKET_KEY_LEN ? "file too long" : "file too short");
-		return -1;
-	}
-	memcpy(b->ticket_key, buf, TLS_TICKET_KEY_LEN);
-	OPENSSL_cleanse(buf, sizeof(buf));
-	b->has_ticket_key = true;
+	if (stat(path, &st) == 0 && (st.st_mode & S_IROTH) != 0)
+		log_warnx("%s: ticket_key_file %s is readable by every user: "
+		    "anyone who reads it can decrypt recorded sessions "
+		    "(chmod o-r)", where, path);
 	return 0;
 }
 
@@ -563,7 +600,324 @@ tls_build_clear(struct tls_build *b)
 {
 	EVP_PKEY_free(b->dh);
 	b->dh = NULL;
-	OPENSSL_cleanse(b->ticket_key, sizeof(b->ticket_key));
+	tls_ticket_ring_free(b->ring);
+	b->ring = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Session ticket keys. */
+
+static struct tls_ticket_ring *
+tls_ticket_ring_alloc(bool automatic)
+{
+	struct tls_ticket_ring	*r;
+
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return NULL;
+	atomic_init(&r->refs, 1);
+	r->automatic = automatic;
+	if (automatic && pthread_mutex_init(&r->lock, NULL) != 0) {
+		free(r);
+		return NULL;
+	}
+	return r;
+}
+
+static struct tls_ticket_ring *
+tls_ticket_ring_ref(struct tls_ticket_ring *r)
+{
+	atomic_fetch_add(&r->refs, 1);
+	return r;
+}
+
+/* Called from any thread: the last SSL of an old context may be a worker's. */
+void
+tls_ticket_ring_free(struct tls_ticket_ring *r)
+{
+	if (r == NULL || atomic_fetch_sub(&r->refs, 1) != 1)
+		return;
+	if (r->automatic)
+		pthread_mutex_destroy(&r->lock);
+	OPENSSL_cleanse(r->keys, sizeof(r->keys));
+	free(r);
+}
+
+size_t
+tls_ticket_ring_count(struct tls_ticket_ring *r)
+{
+	size_t	n;
+
+	if (!r->automatic)
+		return r->nkeys;
+	pthread_mutex_lock(&r->lock);
+	n = r->nkeys;
+	pthread_mutex_unlock(&r->lock);
+	return n;
+}
+
+struct tls_ticket_ring *
+tls_ticket_ring_auto(time_t now)
+{
+	struct tls_ticket_ring	*r;
+
+	if ((r = tls_ticket_ring_alloc(true)) == NULL)
+		return NULL;
+	if (RAND_bytes(r->keys[0], TLS_TICKET_KEY_LEN) != 1) {
+		tls_ticket_ring_free(r);
+		return NULL;
+	}
+	r->nkeys = 1;
+	r->made = now;
+	return r;
+}
+
+/* The rotation clock: seconds that never jump back with the wall clock. */
+static time_t
+tls_ticket_clock(void)
+{
+	struct timespec	ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
+		return time(NULL);
+	return ts.tv_sec;
+}
+
+/*
+ * Lazily, on the first ticket operation after the interval: no timer
+ * needs to run in any event loop, and a ring nobody asks for costs
+ * nothing.  After one interval the current key becomes the previous one
+ * (tickets under it still open, and are renewed); after two, both are
+ * stale (a daemon idle for a day) and only a fresh key remains, so no
+ * ticket ever opens more than two intervals after it was issued.
+ * Called with the lock held.
+ */
+static int
+tls_ticket_rotate(struct tls_ticket_ring *r, time_t now)
+{
+	unsigned char	fresh[TLS_TICKET_KEY_LEN];
+	time_t		age = now - r->made;
+
+	if (age < TICKET_ROTATE_INTERVAL && age >= 0)
+		return 0;
+	if (RAND_bytes(fresh, sizeof(fresh)) != 1)
+		return -1;
+	/* A clock going back (age < 0) is treated as stale too. */
+	if (age >= 2 * (time_t)TICKET_ROTATE_INTERVAL || age < 0)
+		r->nkeys = 0;
+	else {
+		memcpy(r->keys[1], r->keys[0], TLS_TICKET_KEY_LEN);
+		r->nkeys = 2;
+	}
+	memcpy(r->keys[0], fresh, TLS_TICKET_KEY_LEN);
+	OPENSSL_cleanse(fresh, sizeof(fresh));
+	if (r->nkeys == 0) {
+		OPENSSL_cleanse(r->keys[1], TLS_TICKET_KEY_LEN);
+		r->nkeys = 1;
+	}
+	r->made = now;
+	return 0;
+}
+
+int
+tls_ticket_ring_get(struct tls_ticket_ring *r, const unsigned char *name,
+    time_t now, unsigned char *key)
+{
+	size_t	i;
+	int	rc = -1;
+
+	if (r->automatic) {
+		pthread_mutex_lock(&r->lock);
+		if (tls_ticket_rotate(r, now) == -1) {
+			pthread_mutex_unlock(&r->lock);
+			return -2;
+		}
+	}
+	if (name == NULL)
+		i = 0;
+	else
+		for (i = 0; i < r->nkeys; i++)
+			if (CRYPTO_memcmp(name, r->keys[i],
+			    TLS_TICKET_NAME_LEN) == 0)
+				break;
+	if (i < r->nkeys) {
+		memcpy(key, r->keys[i], TLS_TICKET_KEY_LEN);
+		rc = (int)i;
+	}
+	if (r->automatic)
+		pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+static int
+tls_b64_value(int c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+')
+		return 62;
+	if (c == '/')
+		return 63;
+	return -1;
+}
+
+/*
+ * One base64 line (RFC 4648 section 4, padded, no line breaks inside)
+ * that must decode to exactly one key: 108 characters, the last one
+ * '='.  Strict on purpose: instances that share a file must all read the
+ * same keys, so nothing is skipped or guessed.
+ */
+static int
+tls_ticket_line(const char *p, size_t len, unsigned char *key)
+{
+	unsigned char	out[TLS_TICKET_KEY_LEN + 2];
+	unsigned	acc = 0;
+	size_t		i, n = 0, pad = 0;
+	int		v, rc = -1;
+
+	if (len != 4 * ((TLS_TICKET_KEY_LEN + 2) / 3))
+		return -1;
+	for (i = 0; i < len; i++) {
+		if (p[i] == '=' && i >= len - 2) {
+			pad++;
+			v = 0;
+		} else if (pad > 0 || (v = tls_b64_value(
+		    (unsigned char)p[i])) == -1)
+			goto done;
+		acc = acc << 6 | (unsigned)v;
+		if (i % 4 == 3) {
+			out[n++] = acc >> 16 & 0xff;
+			out[n++] = acc >> 8 & 0xff;
+			out[n++] = acc & 0xff;
+			acc = 0;
+		}
+	}
+	/* 80 = 26 * 3 + 2: exactly one '=', and its bits must be zero. */
+	if (pad != 1 || n - pad != TLS_TICKET_KEY_LEN || out[n - 1] != 0)
+		goto done;
+	memcpy(key, out, TLS_TICKET_KEY_LEN);
+	rc = 0;
+done:
+	/* Half a key is still key material. */
+	OPENSSL_cleanse(out, sizeof(out));
+	OPENSSL_cleanse(&acc, sizeof(acc));
+	return rc;
+}
+
+/*
+ * A file of exactly 80 bytes is one raw key (nginx's format, and ours
+ * before several keys).  Anything else is text: one base64 key per line,
+ * newest first; blank lines and lines starting with '#' are skipped,
+ * spaces and tabs around a key and a CR before the LF are ignored.  At
+ * most TICKET_KEYS_MAX keys, no two with the same name (the name picks
+ * the key that opens a ticket), at least one.
+ */
+struct tls_ticket_ring *
+tls_ticket_ring_parse(const unsigned char *buf, size_t len, char *err,
+    size_t errlen)
+{
+	struct tls_ticket_ring	*r;
+	const char		*p = (const char *)buf, *end = p + len;
+	const char		*eol, *a, *z;
+	size_t			 line = 0, i;
+
+	if ((r = tls_ticket_ring_alloc(false)) == NULL) {
+		tls_err(err, errlen, "out of memory");
+		return NULL;
+	}
+	if (len == TLS_TICKET_KEY_LEN) {
+		memcpy(r->keys[0], buf, TLS_TICKET_KEY_LEN);
+		r->nkeys = 1;
+		return r;
+	}
+	while (p < end) {
+		line++;
+		if ((eol = memchr(p, '\n', (size_t)(end - p))) == NULL)
+			eol = end;
+		a = p;
+		z = eol;
+		p = eol < end ? eol + 1 : end;
+		while (a < z && (*a == ' ' || *a == '\t'))
+			a++;
+		while (z > a && (z[-1] == ' ' || z[-1] == '\t' ||
+		    z[-1] == '\r'))
+			z--;
+		if (a == z || *a == '#')
+			continue;
+		if (r->nkeys == TICKET_KEYS_MAX) {
+			tls_err(err, errlen, "line %zu: more than %d keys", line,
+			    TICKET_KEYS_MAX);
+			goto fail;
+		}
+		if (tls_ticket_line(a, (size_t)(z - a),
+		    r->keys[r->nkeys]) == -1) {
+			/* `openssl rand -base64 80` wraps at 64. */
+			tls_err(err, errlen, "line %zu: not a base64 key of "
+			    "exactly %d bytes (%s)", line, TLS_TICKET_KEY_LEN,
+			    z - a == 64 ? "one key per line: the key is "
+			    "wrapped, make it with openssl base64 -A" :
+			    "a raw key file must be exactly 80 bytes");
+			goto fail;
+		}
+		for (i = 0; i < r->nkeys; i++)
+			if (memcmp(r->keys[i], r->keys[r->nkeys],
+			    TLS_TICKET_NAME_LEN) == 0) {
+				tls_err(err, errlen, "line %zu: key name (first "
+				    "%d bytes) repeats key %zu", line,
+				    TLS_TICKET_NAME_LEN, i + 1);
+				goto fail;
+			}
+		r->nkeys++;
+	}
+	if (r->nkeys == 0) {
+		tls_err(err, errlen, "no key (%s)", len == 0 ? "empty file" :
+		    "only blank lines and comments");
+		goto fail;
+	}
+	return r;
+fail:
+	tls_ticket_ring_free(r);
+	return NULL;
+}
+
+/* err gets "PATH: why" (with "line N" where a line is at fault). */
+struct tls_ticket_ring *
+tls_ticket_ring_load(const char *path, char *err, size_t errlen)
+{
+	struct tls_ticket_ring	*r;
+	unsigned char		*buf;
+	char			 msg[192];
+	FILE			*fp;
+	size_t			 n;
+
+	if ((buf = malloc(TICKET_FILE_MAX + 1)) == NULL) {
+		tls_err(err, errlen, "%s: out of memory", path);
+		return NULL;
+	}
+	if ((fp = fopen(path, "r")) == NULL) {
+		tls_err(err, errlen, "%s: cannot open: %s", path,
+		    strerror(errno));
+		free(buf);
+		return NULL;
+	}
+	n = fread(buf, 1, TICKET_FILE_MAX + 1, fp);
+	if (ferror(fp)) {
+		tls_err(err, errlen, "%s: %s", path, strerror(errno));
+		r = NULL;
+	} else if (n > TICKET_FILE_MAX) {
+		tls_err(err, errlen, "%s: longer than %d bytes", path,
+		    TICKET_FILE_MAX);
+		r = NULL;
+	} else if ((r = tls_ticket_ring_parse(buf, n, msg,
+	    sizeof(msg))) == NULL)
+		tls_err(err, errlen, "%s: %s", path, msg);
+	fclose(fp);
+	OPENSSL_cleanse(buf, TICKET_FILE_MAX + 1);
+	free(buf);
+	return r;
 }
 
 /* ------------------------------------------------------------------ */
@@ -847,19 +1201,21 @@ tls_ctx_sessions(struct tls_build *b, SSL_CTX *ctx, struct tls_ctx_data *d)
 		SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
 		return 0;
 	}
-	if (b->has_ticket_key) {
-		memcpy(d->ticket_key, b->ticket_key, sizeof(d->ticket_key));
-		d->has_ticket_key = true;
-		SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_ticket_cb);
-	}
-	/* else OpenSSL's random per-context keys: resumption per process. */
+	/* Never OpenSSL's own keys: those neither rotate nor survive a reload. */
+	d->ring = tls_ticket_ring_ref(b->ring);
+	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, tls_ticket_cb);
 	return 0;
 }
 
 /*
- * Session tickets under the shared key (RFC 5077 section 4 layout, as
- * nginx): enc = 1 issues a ticket, enc = 0 opens one.  A ticket under
- * another key name is not an error: the client gets a full handshake.
+ * Session tickets under the section's keys (RFC 5077 section 4 layout, as
+ * nginx): enc = 1 issues a ticket under the newest key, enc = 0 opens one
+ * under the key its name picks.  A ticket under an older key is good but
+ * renewed (2: the client gets a ticket under the newest key, so it
+ * survives the old key's removal); a ticket under no key we hold is not
+ * an error: the client gets a full handshake.  The key is copied out of
+ * the ring, so an automatic rotation by another thread cannot change it
+ * under us.
  */
 static int
 tls_ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv,
@@ -867,13 +1223,19 @@ tls_ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv,
 {
 	static char			 digest[] = "SHA256";
 	const struct tls_ctx_data	*d;
-	const unsigned char		*k;
+	unsigned char			 k[TLS_TICKET_KEY_LEN];
 	OSSL_PARAM			 params[2];
+	int				 pos, rc = -1;
 
 	d = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_ctx_idx);
-	if (d == NULL || !d->has_ticket_key)
+	if (d == NULL || d->ring == NULL)
 		return -1;
-	k = d->ticket_key;
+	pos = tls_ticket_ring_get(d->ring, enc ? NULL : name,
+	    tls_ticket_clock(), k);
+	if (pos == -1 && !enc)
+		return 0;
+	if (pos < 0)
+		return -1;
 	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
 	    digest, 0);
 	params[1] = OSSL_PARAM_construct_end();
@@ -883,17 +1245,16 @@ tls_ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv,
 		    EVP_aes_256_cbc())) != 1 ||
 		    EVP_EncryptInit_ex2(cctx, EVP_aes_256_cbc(),
 		    k + TLS_TICKET_AES_OFF, iv, NULL) != 1)
-			return -1;
-	} else {
-		if (CRYPTO_memcmp(name, k, TLS_TICKET_NAME_LEN) != 0)
-			return 0;
-		if (EVP_DecryptInit_ex2(cctx, EVP_aes_256_cbc(),
-		    k + TLS_TICKET_AES_OFF, iv, NULL) != 1)
-			return -1;
-	}
+			goto done;
+	} else if (EVP_DecryptInit_ex2(cctx, EVP_aes_256_cbc(),
+	    k + TLS_TICKET_AES_OFF, iv, NULL) != 1)
+		goto done;
 	if (EVP_MAC_init(hctx, k + TLS_TICKET_HMAC_OFF, 32, params) != 1)
-		return -1;
-	return 1;
+		goto done;
+	rc = pos == 0 ? 1 : 2;
+done:
+	OPENSSL_cleanse(k, sizeof(k));
+	return rc;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1044,7 +1405,8 @@ tls_sid_ctx(const char *name, const char *alpn, unsigned char *out)
 }
 
 struct tls_server *
-tls_server_new(const struct conf_tls *conf, char *err, size_t errlen)
+tls_server_new(const struct conf_tls *conf, const struct tls_server *prev,
+    char *err, size_t errlen)
 {
 	struct tls_build	 b;
 	struct tls_server	*ts = NULL;
@@ -1053,6 +1415,7 @@ tls_server_new(const struct conf_tls *conf, char *err, size_t errlen)
 	snprintf(where, sizeof(where), "tls \"%s\"", conf->name);
 	memset(&b, 0, sizeof(b));
 	b.conf = conf;
+	b.prev = prev;
 	b.err = err;
 	b.errlen = errlen;
 	if (tls_init() == -1) {
@@ -1069,6 +1432,8 @@ tls_server_new(const struct conf_tls *conf, char *err, size_t errlen)
 	if ((ts->ctx = tls_ctx_new(&b, where, conf->pairs,
 	    conf->npairs)) == NULL || tls_sni_build(&b, ts->ctx, where) == -1)
 		goto fail;
+	ts->ring = b.ring;
+	b.ring = NULL;
 	tls_build_clear(&b);
 	return ts;
 fail:
@@ -1085,6 +1450,7 @@ tls_server_free(struct tls_server *ts)
 	if (ts == NULL)
 		return;
 	SSL_CTX_free(ts->ctx);
+	tls_ticket_ring_free(ts->ring);
 	free(ts->name);
 	free(ts);
 }
@@ -1367,7 +1733,7 @@ tls_check(const struct conf_tls *conf, tls_finding_cb cb, void *arg)
 	}
 	if (rc == -1)
 		return -1;
-	if ((ts = tls_server_new(conf, err, sizeof(err))) == NULL) {
+	if ((ts = tls_server_new(conf, NULL, err, sizeof(err))) == NULL) {
 		cb(arg, 1, err);
 		return -1;
 	}

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <time.h>
 
 #include <event2/bufferevent.h>
 #include <openssl/ssl.h>
@@ -19,11 +20,14 @@
 struct tls_server;
 
 /*
- * Build the contexts of a tls section.  Returns NULL with a message
- * naming the section and the file in err.
+ * Build the contexts of a tls section.  prev, if not NULL, is the section
+ * of the same name before a reload: without a ticket_key_file the new
+ * section keeps its automatic ticket keys, so a reload costs no client its
+ * resumption.  Returns NULL with a message naming the section and the
+ * file in err.
  */
-struct tls_server *tls_server_new(const struct conf_tls *, char *err,
-		    size_t errlen);
+struct tls_server *tls_server_new(const struct conf_tls *,
+		    const struct tls_server *prev, char *err, size_t errlen);
 void		tls_server_free(struct tls_server *);
 
 /*
@@ -60,6 +64,42 @@ void		tls_peer_cert_info(SSL *, char *buf, size_t len);
 /* -t: "certificate ... expires ..." findings, one per line, via callback. */
 typedef void	(*tls_finding_cb)(void *arg, int is_error, const char *msg);
 int		tls_check(const struct conf_tls *, tls_finding_cb, void *arg);
+
+/*
+ * Session ticket keys (SPEC section 9), newest first: the first encrypts
+ * new tickets, every key opens them.  A key is 80 bytes in nginx's
+ * layout: 16 bytes key name, 32 bytes HMAC-SHA256 key, 32 bytes
+ * AES-256-CBC key.  Exposed so that the unit tests can drive the parser
+ * and the automatic rotation (with their own clock) directly.
+ */
+#define TLS_TICKET_KEY_LEN	80
+#define TLS_TICKET_NAME_LEN	16
+struct tls_ticket_ring;
+
+/* A ticket_key_file's contents; NULL with "line N: why" in err. */
+struct tls_ticket_ring *tls_ticket_ring_parse(const unsigned char *,
+		    size_t, char *err, size_t errlen);
+/* Read and parse a file; NULL with "PATH: why" in err. */
+struct tls_ticket_ring *tls_ticket_ring_load(const char *path, char *err,
+		    size_t errlen);
+/*
+ * The automatic ring: one random key born at now (seconds of a monotonic
+ * clock), replaced every TICKET_ROTATE_INTERVAL, the previous key kept
+ * for one more interval.  NULL if no random bytes could be had.
+ */
+struct tls_ticket_ring *tls_ticket_ring_auto(time_t now);
+/* Drops a reference; the last one wipes the keys.  Any thread. */
+void		tls_ticket_ring_free(struct tls_ticket_ring *);
+size_t		tls_ticket_ring_count(struct tls_ticket_ring *);
+/*
+ * The key for a ticket operation at time now, copied to key (80 bytes):
+ * name NULL asks for the key that encrypts, otherwise the key whose name
+ * (first 16 bytes) matches.  Returns its position (0: newest; more: an
+ * older key, so the ticket should be renewed), -1 if no key has that
+ * name, -2 if an automatic rotation found no random bytes.  Thread-safe.
+ */
+int		tls_ticket_ring_get(struct tls_ticket_ring *,
+		    const unsigned char *name, time_t now, unsigned char *key);
 
 /* OpenSSL's version string, for -V. */
 const char	*tls_library_version(void);

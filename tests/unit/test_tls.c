@@ -43,6 +43,7 @@
 
 #include "conf.h"
 #include "log.h"
+#include "mailtlsd.h"
 #include "tls.h"
 
 #define DAY		(24L * 3600)
@@ -58,7 +59,8 @@ enum fx_file {
 	F_FUTURE_CRT, F_FUTURE_KEY, F_SOON_CRT, F_SOON_KEY, F_SELF_CRT,
 	F_SELF_KEY, F_OTHER_KEY, F_GARBAGE, F_ENC_KEY, F_SMALL_CRT, F_SMALL_KEY,
 	F_EC2_CRT, F_EC2_KEY, F_DH3072, F_BADDH, F_TICKET, F_TICKET2,
-	F_TICKET_SHORT, F_TICKET_LONG, F_MISSING, F_COUNT
+	F_TICKET_SHORT, F_TICKET_LONG, F_TICKET_ROTATED, F_TICKET_NEW,
+	F_MISSING, F_COUNT
 };
 
 static const char *const fx_names[F_COUNT] = {
@@ -68,6 +70,7 @@ static const char *const fx_names[F_COUNT] = {
 	"self.key", "other.key", "garbage.pem", "enc.key", "small.pem",
 	"small.key", "ec2.pem", "ec2.key", "dh3072.pem", "baddh.pem",
 	"ticket.key", "ticket2.key", "ticket_short.key", "ticket_long.key",
+	"ticket_rotated.keys", "ticket_new.keys",
 	"missing.pem",
 };
 
@@ -251,10 +254,18 @@ fx_client_certs(void)
 	    -DAY, 30 * DAY, false);
 }
 
+/* One ticket key as a base64 line (108 characters, no newline). */
+static void
+b64_key(char *out, const unsigned char *key)
+{
+	assert_int_equal(EVP_EncodeBlock((unsigned char *)out, key, 80), 108);
+}
+
 static void
 fx_misc_files(void)
 {
 	unsigned char	 tk[81];
+	char		 old[112], new[112], text[256];
 	EVP_PKEY	*k;
 	X509		*x;
 
@@ -273,6 +284,16 @@ fx_misc_files(void)
 	write_file(F_TICKET_LONG, tk, 81);
 	tk[0] ^= 0xff;		/* another key name */
 	write_file(F_TICKET2, tk, 80);
+	/* A rotation of F_TICKET: a new key first, the old one kept. */
+	tk[0] ^= 0xff;
+	b64_key(old, tk);
+	assert_int_equal(RAND_bytes(tk, 80), 1);
+	b64_key(new, tk);
+	snprintf(text, sizeof(text), "# rotated\n%s\n%s\n", new, old);
+	write_str(F_TICKET_ROTATED, text);
+	snprintf(text, sizeof(text), "%s\n", new);
+	write_str(F_TICKET_NEW, text);
+	OPENSSL_cleanse(tk, sizeof(tk));
 	/* Weak for intermediate (security level 2), fine for port 25. */
 	k = mk_rsa(1024);
 	x = mk_cert(k, "small.example.org", fx.ca, fx.ca_key, -DAY, 30 * DAY,
@@ -426,7 +447,9 @@ static struct tls_server *
 ts_new(const struct tconf *t)
 {
 	char			 err[512] = "";
-	struct tls_server	*ts = tls_server_new(&t->tls, err, sizeof(err));
+	struct tls_server	*ts;
+
+	ts = tls_server_new(&t->tls, NULL, err, sizeof(err));
 
 	if (ts == NULL)
 		fail_msg("tls_server_new: %s", err);
@@ -439,7 +462,9 @@ ts_fails(const struct tconf *t, const char *w1, const char *w2,
     const char *w3)
 {
 	char			 err[512] = "";
-	struct tls_server	*ts = tls_server_new(&t->tls, err, sizeof(err));
+	struct tls_server	*ts;
+
+	ts = tls_server_new(&t->tls, NULL, err, sizeof(err));
 
 	if (ts != NULL) {
 		tls_server_free(ts);
@@ -1231,9 +1256,342 @@ test_ticket_key_shared(void **state)
 	t.tls.ticket_key_file = fxp(F_TICKET_SHORT);
 	ts_fails(&t, "ticket_key_file", fxp(F_TICKET_SHORT), "80 bytes");
 	t.tls.ticket_key_file = fxp(F_TICKET_LONG);
-	ts_fails(&t, "ticket_key_file", "80 bytes", "too long");
+	ts_fails(&t, "ticket_key_file", "line 1", "exactly 80 bytes");
 	t.tls.ticket_key_file = fxp(F_MISSING);
 	ts_fails(&t, "ticket_key_file", "No such file", NULL);
+}
+
+/*
+ * A resumption that also talks, so that the client picks up the ticket
+ * the server sends after it (TLS 1.3) or in it (TLS 1.2, renewed).
+ * Returns the session to use next, or NULL if it was not resumed.
+ */
+static SSL_SESSION *
+resume_talk(struct tls_server *ts, SSL_CTX *cc, SSL_SESSION *sess)
+{
+	struct hs	 h;
+	SSL_SESSION	*next = NULL;
+
+	hs_init(&h, ts, "smtp", cc);
+	assert_int_equal(SSL_set_session(h.c, sess), 1);
+	hs_pump(&h);
+	hs_expect_ok(&h);
+	hs_talk(&h);
+	hs_close(&h);
+	if (SSL_session_reused(h.c) && SSL_session_reused(h.s))
+		assert_non_null(next = SSL_get1_session(h.c));
+	hs_free(&h);
+	return next;
+}
+
+/*
+ * SPEC section 9: a rotated file (new key first, old kept) still opens
+ * tickets under the old key, and renews them under the new one; a file
+ * without the old key gives a full handshake.
+ */
+static void
+test_ticket_rotation(void **state)
+{
+	struct tconf		 t;
+	struct tls_server	*old, *rotated, *fresh;
+	SSL_CTX			*cc;
+	SSL_SESSION		*sess, *renewed;
+	int			 v;
+
+	for (v = TLS1_2_VERSION; v <= TLS1_3_VERSION; v++) {
+		cc = cctx_new(v, v, NULL);
+		tc_default(&t, TLS_PROFILE_INTERMEDIATE);
+		t.tls.ticket_key_file = fxp(F_TICKET);
+		old = ts_new(&t);
+		t.tls.ticket_key_file = fxp(F_TICKET_ROTATED);
+		rotated = ts_new(&t);
+		t.tls.ticket_key_file = fxp(F_TICKET_NEW);
+		fresh = ts_new(&t);
+
+		sess = first_session(old, cc, "smtp");
+		/* The control: only the new key, so the old ticket fails. */
+		assert_false(resumes(fresh, cc, "smtp", sess));
+		renewed = resume_talk(rotated, cc, sess);
+		assert_non_null(renewed);
+		/* The renewed ticket is under the new key alone. */
+		assert_true(resumes(fresh, cc, "smtp", renewed));
+		assert_false(resumes(old, cc, "smtp", renewed));
+		SSL_SESSION_free(renewed);
+		SSL_SESSION_free(sess);
+
+		/* New tickets from the rotated file: the new key. */
+		sess = first_session(rotated, cc, "smtp");
+		assert_true(resumes(fresh, cc, "smtp", sess));
+		assert_false(resumes(old, cc, "smtp", sess));
+		SSL_SESSION_free(sess);
+		tls_server_free(old);
+		tls_server_free(rotated);
+		tls_server_free(fresh);
+		SSL_CTX_free(cc);
+	}
+}
+
+/* Without a file, a reload hands the automatic keys to the new section. */
+static void
+test_ticket_auto_reload(void **state)
+{
+	struct tconf		 t;
+	struct tls_server	*a, *b, *c;
+	SSL_CTX			*cc;
+	SSL_SESSION		*sess;
+	char			 err[512];
+
+	cc = cctx_new(TLS1_3_VERSION, TLS1_3_VERSION, NULL);
+	tc_default(&t, TLS_PROFILE_INTERMEDIATE);
+	a = ts_new(&t);
+	sess = first_session(a, cc, "smtp");
+	assert_non_null(b = tls_server_new(&t.tls, a, err, sizeof(err)));
+	tls_server_free(a);
+	assert_true(resumes(b, cc, "smtp", sess));
+	/* A section that gains a file forgets the automatic keys. */
+	t.tls.ticket_key_file = fxp(F_TICKET);
+	assert_non_null(c = tls_server_new(&t.tls, b, err, sizeof(err)));
+	assert_false(resumes(c, cc, "smtp", sess));
+	SSL_SESSION_free(sess);
+	tls_server_free(b);
+	tls_server_free(c);
+	SSL_CTX_free(cc);
+}
+
+/* ------------------------------------------------------------------ */
+/* The ticket key file parser and the key ring (no handshakes). */
+
+#define PK_KEYS_MAX	20
+
+struct parse_case {
+	const char	*name;
+	const char	*text;	/* K<n> is replaced by key n's base64 line */
+	int		 nkeys;	/* -1: must fail */
+	const char	*error;	/* substring of the message */
+	const int	*order;	/* keys expected, newest first */
+};
+
+static const int ord_012[] = { 0, 1, 2 };
+static const int ord_0[] = { 0 };
+static const int ord_10[] = { 1, 0 };
+
+static const struct parse_case parse_cases[] = {
+	{ "one line", "K0\n", 1, NULL, ord_0 },
+	{ "no final newline", "K0", 1, NULL, ord_0 },
+	{ "three, in order", "K0\nK1\nK2\n", 3, NULL, ord_012 },
+	{ "newest first is the file's order", "K1\nK0\n", 2, NULL, ord_10 },
+	{ "CRLF", "K0\r\nK1\r\nK2\r\n", 3, NULL, ord_012 },
+	{ "comments, blanks, spaces", "# keys for mx\n\n  K0 \t\n"
+	    "\t# old:\nK1\n\n#K9\nK2\n\n", 3, NULL, ord_012 },
+	{ "empty file", "", -1, "no key (empty file)", NULL },
+	{ "only comments", "# nothing\n\n", -1, "no key (only", NULL },
+	{ "bad base64 character", "K0\n!BAD\n", -1, "line 2: not a base64",
+	    NULL },
+	{ "short line", "K0\nAAAA\n", -1, "line 2: not a base64", NULL },
+	{ "79 bytes", "S79\n", -1, "line 1: not a base64 key of exactly 80",
+	    NULL },
+	{ "81 bytes", "K0\nS81\n", -1, "line 2:", NULL },
+	{ "60 bytes", "S60\n", -1, "line 1:", NULL },
+	{ "wrapped at 64 (openssl base64 without -A)", "W0\n", -1,
+	    "line 1: not a base64 key of exactly 80 bytes (one key per line",
+	    NULL },
+	{ "non-canonical padding bits", "N0\n", -1, "line 1:", NULL },
+	{ "space inside", "P0\n", -1, "line 1:", NULL },
+	{ "NUL byte", "Z0\n", -1, "line 1:", NULL },
+	{ "same key name twice", "K0\nK1\nD0\n", -1,
+	    "line 3: key name (first 16 bytes) repeats key 1", NULL },
+	{ "sixteen keys", "K0\nK1\nK2\nK3\nK4\nK5\nK6\nK7\nK8\nK9\nKa\nKb\n"
+	    "Kc\nKd\nKe\nKf\n", 16, NULL, ord_012 },
+	{ "seventeen keys", "K0\nK1\nK2\nK3\nK4\nK5\nK6\nK7\nK8\nK9\nKa\nKb\n"
+	    "Kc\nKd\nKe\nKf\n# more\nKg\n", -1, "line 18: more than 16 keys",
+	    NULL },
+};
+
+static unsigned char	pk_keys[PK_KEYS_MAX][80];
+
+static int
+pk_index(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c - 'a' + 10;
+}
+
+/* Expands the case's text: K<n>, and the broken variants of key n. */
+static size_t
+pk_expand(const char *text, unsigned char *out, size_t outlen)
+{
+	unsigned char	raw[81];
+	char		line[160];
+	size_t		n = 0, len;
+	int		k;
+
+	for (; *text != '\0'; text++) {
+		assert_true(n + 160 < outlen);
+		if (strchr("KSWNPZD", *text) == NULL || text[1] == '\0' ||
+		    text[1] == '\n' || text[1] == '\r') {
+			out[n++] = (unsigned char)*text;
+			continue;
+		}
+		k = pk_index(text[1]);
+		assert_true(k >= 0 && k < PK_KEYS_MAX);
+		memcpy(raw, pk_keys[k], 80);
+		raw[80] = 0x5a;
+		len = 80;
+		if (*text == 'S') {	/* S<nn>: a key of nn bytes */
+			len = (size_t)atoi(text + 1);
+			text++;
+		}
+		if (*text == 'D')	/* key 0's name, another key */
+			raw[40] ^= 0xff;
+		assert_true(len <= 81);
+		assert_true(EVP_EncodeBlock((unsigned char *)line, raw,
+		    (int)len) > 0);
+		if (*text == 'W') {	/* wrapped after 64 characters */
+			memmove(line + 65, line + 64, strlen(line + 64) + 1);
+			line[64] = '\n';
+		}
+		if (*text == 'N')	/* 'R' (17) before '=': bits left over */
+			line[106] = 'R';
+		if (*text == 'P')
+			line[50] = ' ';
+		len = strlen(line);
+		if (*text == 'Z')
+			line[20] = '\0';
+		memcpy(out + n, line, len);
+		n += len;
+		text++;
+	}
+	return n;
+}
+
+static void
+test_ticket_parse(void **state)
+{
+	struct tls_ticket_ring	*r;
+	unsigned char		 buf[4096], key[80];
+	char			 err[256];
+	size_t			 i, len;
+	int			 j, k, want;
+
+	assert_int_equal(RAND_bytes(&pk_keys[0][0], sizeof(pk_keys)), 1);
+	for (i = 0; i < sizeof(parse_cases) / sizeof(parse_cases[0]); i++) {
+		const struct parse_case	*pc = &parse_cases[i];
+
+		len = pk_expand(pc->text, buf, sizeof(buf));
+		err[0] = '\0';
+		r = tls_ticket_ring_parse(buf, len, err, sizeof(err));
+		if (pc->nkeys == -1) {
+			if (r != NULL)
+				fail_msg("%s: parsed, expected \"%s\"",
+				    pc->name, pc->error);
+			if (strstr(err, pc->error) == NULL)
+				fail_msg("%s: \"%s\" lacks \"%s\"", pc->name,
+				    err, pc->error);
+			continue;
+		}
+		if (r == NULL)
+			fail_msg("%s: %s", pc->name, err);
+		assert_int_equal(tls_ticket_ring_count(r), pc->nkeys);
+		for (j = 0; j < pc->nkeys && j < 3; j++) {
+			want = pc->order[j];
+			k = tls_ticket_ring_get(r, pk_keys[want], 0, key);
+			assert_int_equal(k, j);
+			assert_memory_equal(key, pk_keys[want], 80);
+		}
+		assert_int_equal(tls_ticket_ring_get(r, NULL, 0, key), 0);
+		assert_memory_equal(key, pk_keys[pc->order[0]], 80);
+		tls_ticket_ring_free(r);
+	}
+
+	/* Exactly 80 bytes: one raw key, whatever the bytes. */
+	r = tls_ticket_ring_parse(pk_keys[3], 80, err, sizeof(err));
+	assert_non_null(r);
+	assert_int_equal(tls_ticket_ring_count(r), 1);
+	assert_int_equal(tls_ticket_ring_get(r, pk_keys[3], 0, key), 0);
+	tls_ticket_ring_free(r);
+	/* 79 and 81 raw bytes are neither format. */
+	assert_null(tls_ticket_ring_parse(pk_keys[3], 79, err, sizeof(err)));
+	assert_null(tls_ticket_ring_parse(pk_keys[3], 81, err, sizeof(err)));
+	assert_non_null(strstr(err, "raw key file must be exactly 80 bytes"));
+}
+
+/* A file ring: the first encrypts, all decrypt, older ones renew. */
+static void
+test_ticket_ring(void **state)
+{
+	struct tls_ticket_ring	*r;
+	unsigned char		 buf[1024], key[80], other[80];
+	char			 err[256];
+	size_t			 len;
+
+	assert_int_equal(RAND_bytes(&pk_keys[0][0], sizeof(pk_keys)), 1);
+	len = pk_expand("K0\nK1\nK2\n", buf, sizeof(buf));
+	assert_non_null(r = tls_ticket_ring_parse(buf, len, err,
+	    sizeof(err)));
+	/* The clock means nothing to a file's keys. */
+	assert_int_equal(tls_ticket_ring_get(r, NULL, 0, key), 0);
+	assert_memory_equal(key, pk_keys[0], 80);
+	assert_int_equal(tls_ticket_ring_get(r, NULL,
+	    10 * TICKET_ROTATE_INTERVAL, key), 0);
+	assert_memory_equal(key, pk_keys[0], 80);
+	assert_int_equal(tls_ticket_ring_get(r, pk_keys[1], 0, key), 1);
+	assert_memory_equal(key, pk_keys[1], 80);
+	assert_int_equal(tls_ticket_ring_get(r, pk_keys[2], 0, key), 2);
+	/* Only the name (16 bytes) picks the key. */
+	memcpy(other, pk_keys[2], 16);
+	memset(other + 16, 0, 64);
+	assert_int_equal(tls_ticket_ring_get(r, other, 0, key), 2);
+	assert_memory_equal(key, pk_keys[2], 80);
+	/* Unknown name: no key (the callback then asks for a handshake). */
+	assert_int_equal(tls_ticket_ring_get(r, pk_keys[3], 0, key), -1);
+	tls_ticket_ring_free(r);
+}
+
+/* The automatic ring with an injected clock. */
+static void
+test_ticket_auto_rotation(void **state)
+{
+	const time_t		 t0 = 1000, iv = TICKET_ROTATE_INTERVAL;
+	struct tls_ticket_ring	*r;
+	unsigned char		 k0[80], k1[80], k2[80], k3[80], key[80];
+
+	assert_non_null(r = tls_ticket_ring_auto(t0));
+	assert_int_equal(tls_ticket_ring_count(r), 1);
+	assert_int_equal(tls_ticket_ring_get(r, NULL, t0, k0), 0);
+	/* Within the interval: the same key. */
+	assert_int_equal(tls_ticket_ring_get(r, NULL, t0 + iv - 1, key), 0);
+	assert_memory_equal(key, k0, 80);
+	assert_int_equal(tls_ticket_ring_count(r), 1);
+
+	/* One interval on: a new key encrypts, the old one still opens. */
+	assert_int_equal(tls_ticket_ring_get(r, NULL, t0 + iv, k1), 0);
+	assert_memory_not_equal(k1, k0, 80);
+	assert_int_equal(tls_ticket_ring_count(r), 2);
+	assert_int_equal(tls_ticket_ring_get(r, k0, t0 + iv, key), 1);
+	assert_memory_equal(key, k0, 80);
+	assert_int_equal(tls_ticket_ring_get(r, k1, t0 + iv, key), 0);
+
+	/* Two: the first key is gone, never more than two kept. */
+	assert_int_equal(tls_ticket_ring_get(r, k1, t0 + 2 * iv + 5, key),
+	    1);
+	assert_int_equal(tls_ticket_ring_count(r), 2);
+	assert_int_equal(tls_ticket_ring_get(r, k0, t0 + 2 * iv + 5, key),
+	    -1);
+	assert_int_equal(tls_ticket_ring_get(r, NULL, t0 + 2 * iv + 5, k2),
+	    0);
+	assert_memory_not_equal(k2, k1, 80);
+
+	/* Idle for two intervals: both keys are stale, one fresh key. */
+	assert_int_equal(tls_ticket_ring_get(r, k2, t0 + 4 * iv + 5, key),
+	    -1);
+	assert_int_equal(tls_ticket_ring_count(r), 1);
+	assert_int_equal(tls_ticket_ring_get(r, NULL, t0 + 4 * iv + 5, k3),
+	    0);
+	assert_memory_not_equal(k3, k2, 80);
+
+	/* A clock that goes back is not trusted either. */
+	assert_int_equal(tls_ticket_ring_get(r, k3, t0, key), -1);
+	assert_int_equal(tls_ticket_ring_count(r), 1);
+	tls_ticket_ring_free(r);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1806,6 +2164,11 @@ main(void)
 		cmocka_unit_test(test_client_cert_require),
 		cmocka_unit_test(test_resumption),
 		cmocka_unit_test(test_ticket_key_shared),
+		cmocka_unit_test(test_ticket_rotation),
+		cmocka_unit_test(test_ticket_auto_reload),
+		cmocka_unit_test(test_ticket_parse),
+		cmocka_unit_test(test_ticket_ring),
+		cmocka_unit_test(test_ticket_auto_rotation),
 		cmocka_unit_test(test_load_errors),
 		cmocka_unit_test(test_override_errors),
 		cmocka_unit_test(test_dh_params),
