@@ -28,6 +28,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <event2/buffer.h>
 
@@ -57,6 +58,7 @@ struct filter_params {
 	bool		 tls_active;	/* true from the start for implicit TLS */
 	const char	*session_id;	/* for log lines */
 	const char	*client_addr;	/* printable client address */
+	uint64_t	*refusals;	/* FILTER_REF_N counters, or NULL */
 };
 
 /*
