@@ -21,6 +21,7 @@
 #include "config.h"
 
 #include <sys/stat.h>
+#include <netinet/in.h>
 #include <errno.h>
 #include <grp.h>
 #include <limits.h>
@@ -121,6 +122,8 @@ static void	audit_reload_files(struct audit *, const struct passwd *,
 static void	audit_privileges(struct audit *);
 static void	audit_jail_file(struct audit *, const char *);
 static void	audit_chroot(struct audit *);
+static int	audit_loopback(const struct sockaddr_storage *);
+static void	audit_stats(struct audit *);
 
 static void
 audit_report(struct audit *a, enum audit_severity sev, int line,
@@ -767,6 +770,56 @@ audit_chroot(struct audit *a)
 	}
 }
 
+/* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. */
+static int
+audit_loopback(const struct sockaddr_storage *ss)
+{
+	const struct in6_addr	*a6;
+
+	if (ss->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr)
+		    >> 24) == 127;
+	if (ss->ss_family != AF_INET6)
+		return 0;
+	a6 = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+	return IN6_IS_ADDR_LOOPBACK(a6) ||
+	    (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+}
+
+/*
+ * SPEC 11: the stats listener answers stats_allow, loopback by default.
+ * On another address without stats_allow that default answers nobody
+ * but the host itself, which is surely not what was meant; stats_allow
+ * with a /0 network publishes the counters (client counts, backend
+ * names, certificate dates) to everyone who can reach the port.
+ */
+static void
+audit_stats(struct audit *a)
+{
+	const struct conf	*conf = a->conf;
+	size_t			 i;
+
+	for (i = 0; i < conf->nstats_listen; i++) {
+		if (audit_loopback(&conf->stats_listen[i].ss))
+			continue;
+		if (conf->nstats_allow == 0)
+			audit_report(a, AUDIT_WARNING, conf->stats_line,
+			    "stats_listen %s is not a loopback address and "
+			    "stats_allow is not set: only loopback clients are "
+			    "answered (set stats_allow to the networks of your "
+			    "Prometheus servers)", conf->stats_listen[i].text);
+		break;
+	}
+	if (i == conf->nstats_listen)
+		return;
+	for (i = 0; i < conf->nstats_allow; i++)
+		if (conf->stats_allow[i].prefix == 0)
+			audit_report(a, AUDIT_WARNING, conf->stats_line,
+			    "stats_allow admits every address (a /0 network): "
+			    "the metrics are open to anyone who reaches %s",
+			    conf->stats_listen[0].text);
+}
+
 int
 audit_conf(const struct conf *conf, audit_cb cb, void *arg)
 {
@@ -779,5 +832,6 @@ audit_conf(const struct conf *conf, audit_cb cb, void *arg)
 		audit_service(&a, &conf->services[i]);
 	audit_privileges(&a);
 	audit_chroot(&a);
+	audit_stats(&a);
 	return a.errors;
 }
