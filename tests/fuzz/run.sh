@@ -1,5 +1,6 @@
 #!/bin/sh
-# run.sh - build the protocol filter fuzzers with libFuzzer and run them.
+# run.sh - build the protocol filter fuzzers (and the stats listener's
+# request parser, fuzz_http) with libFuzzer and run them.
 #
 # Run by `make check` (automake's test-driver, cwd = build dir) or by hand:
 #   sh tests/fuzz/run.sh                       # every harness, 20 s each
@@ -27,7 +28,7 @@ MAILTLSD_SRCDIR=${MAILTLSD_SRCDIR:-$(cd "$here/../.." && pwd)}
 MAILTLSD_BUILDDIR=${MAILTLSD_BUILDDIR:-$PWD}
 CLANG=${CLANG:-clang}
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
-FUZZ_TARGETS=${FUZZ_TARGETS:-smtp imap pop3 diff}
+FUZZ_TARGETS=${FUZZ_TARGETS:-smtp imap pop3 diff http}
 src=$MAILTLSD_SRCDIR/src
 fuzzdir=$MAILTLSD_SRCDIR/tests/fuzz
 
@@ -87,7 +88,7 @@ build() {
 	    -DOPENSSL_API_COMPAT=30000 -DOPENSSL_NO_DEPRECATED \
 	    "$fuzzdir/fuzz_$1.c" "$src/filter.c" "$src/proto.c" \
 	    "$src/proto_smtp.c" "$src/proto_imap.c" "$src/proto_pop3.c" \
-	    "$src/lineio.c" \
+	    "$src/lineio.c" "$src/httpreq.c" \
 	    "$src/log.c" "$src/util.c" $libs -o "$work/bin/fuzz_$1" \
 	    >"$work/build-$1.log" 2>&1
 	status=$?
@@ -111,13 +112,14 @@ if [ -n "$REPRO" ]; then
 	imap-*) target=imap ;;
 	pop3-*) target=pop3 ;;
 	diff-*) target=diff ;;
+	http-*) target=http ;;
 	esac
 	if [ -z "$target" ]; then
 		# shellcheck disable=SC2086	# a word list
 		set -- $FUZZ_TARGETS
 		if [ $# -ne 1 ]; then
 			echo "run.sh: REPRO: say which harness with" \
-			    "FUZZ_TARGETS=smtp|imap|pop3|diff" >&2
+			    "FUZZ_TARGETS=smtp|imap|pop3|diff|http" >&2
 			exit 99
 		fi
 		target=$1
@@ -140,7 +142,7 @@ command -v nice >/dev/null 2>&1 && nice="nice -n 10"
 failed=0
 for target in $FUZZ_TARGETS; do
 	case $target in
-	smtp|imap|pop3|diff) ;;
+	smtp|imap|pop3|diff|http) ;;
 	*)
 		echo "run.sh: unknown harness '$target'" >&2
 		exit 99
