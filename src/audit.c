@@ -797,27 +797,26 @@ static void
 audit_stats(struct audit *a)
 {
 	const struct conf	*conf = a->conf;
+	const char		*open = NULL;
 	size_t			 i;
 
-	for (i = 0; i < conf->nstats_listen; i++) {
-		if (audit_loopback(&conf->stats_listen[i].ss))
-			continue;
-		if (conf->nstats_allow == 0)
-			audit_report(a, AUDIT_WARNING, conf->stats_line,
-			    "stats_listen %s is not a loopback address and "
-			    "stats_allow is not set: only loopback clients are "
-			    "answered (set stats_allow to the networks of your "
-			    "Prometheus servers)", conf->stats_listen[i].text);
-		break;
-	}
-	if (i == conf->nstats_listen)
+	for (i = 0; i < conf->nstats_listen && open == NULL; i++)
+		if (!audit_loopback(&conf->stats_listen[i].ss))
+			open = conf->stats_listen[i].text;
+	if (open == NULL)
 		return;
+	if (conf->nstats_allow == 0)
+		audit_report(a, AUDIT_WARNING, conf->stats_line,
+		    "stats_listen %s is not a loopback address and stats_allow "
+		    "is not set: only loopback clients are answered (set "
+		    "stats_allow to the networks of your Prometheus servers)",
+		    open);
 	for (i = 0; i < conf->nstats_allow; i++)
 		if (conf->stats_allow[i].prefix == 0)
 			audit_report(a, AUDIT_WARNING, conf->stats_line,
 			    "stats_allow admits every address (a /0 network): "
 			    "the metrics are open to anyone who reaches %s",
-			    conf->stats_listen[0].text);
+			    open);
 }
 
 int

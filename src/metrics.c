@@ -169,10 +169,12 @@ metrics_service(const struct conf_service *svc)
 			    __ATOMIC_RELEASE);
 		metrics_last = ms;
 	}
-	ms->refusal_mask |= metrics_refusal_mask(svc->protocol,
-	    svc->tls_mode == TLS_MODE_STARTTLS);
+	/* Read by scrapes on the workers meanwhile. */
+	__atomic_fetch_or(&ms->refusal_mask, metrics_refusal_mask(
+	    svc->protocol, svc->tls_mode == TLS_MODE_STARTTLS),
+	    __ATOMIC_RELAXED);
 	if (svc->tls_mode == TLS_MODE_STARTTLS)
-		ms->starttls = 1;
+		__atomic_store_n(&ms->starttls, 1, __ATOMIC_RELAXED);
 	for (i = 0; i < svc->nbackends; i++) {
 		n = ms->nbackends;
 		for (j = 0; j < n; j++)
@@ -551,6 +553,8 @@ metrics_sum(const struct metrics_service *ms, size_t off)
 }
 
 #define MSUM(ms, field)	metrics_sum(ms, offsetof(struct metrics_block, field))
+#define MSUMI(ms, field, i) metrics_sum(ms,				\
+	offsetof(struct metrics_block, field) + (size_t)(i) * sizeof(uint64_t))
 
 /* Sample "NAME{service="S"" with the rest of the labels to follow. */
 static void
@@ -579,7 +583,7 @@ metrics_render_services(struct evbuffer *b)
 			metrics_sample(b, "mailtlsd_connections_total", ms);
 			evbuffer_add_printf(b, ",result=\"%s\"} %llu\n",
 			    metrics_conn_names[i],
-			    (unsigned long long)MSUM(ms, conns[i]));
+			    (unsigned long long)MSUMI(ms, conns, i));
 		}
 
 	metrics_head(b, "mailtlsd_connections_active", "gauge",
@@ -590,7 +594,7 @@ metrics_render_services(struct evbuffer *b)
 			metrics_sample(b, "mailtlsd_connections_active", ms);
 			evbuffer_add_printf(b, ",phase=\"%s\"} %lld\n",
 			    metrics_phase_names[i],
-			    (long long)MSUM(ms, active[i]));
+			    (long long)MSUMI(ms, active, i));
 		}
 
 	metrics_head(b, "mailtlsd_tls_handshakes_total", "counter",
@@ -606,13 +610,13 @@ metrics_render_services(struct evbuffer *b)
 			    "mailtlsd_tls_handshake_failures_total", ms);
 			evbuffer_add_printf(b, ",reason=\"%s\"} %llu\n",
 			    metrics_hsf_names[i],
-			    (unsigned long long)MSUM(ms, hs_fail[i]));
+			    (unsigned long long)MSUMI(ms, hs_fail, i));
 		}
 
 	metrics_head(b, "mailtlsd_starttls_total", "counter",
 	    "STARTTLS/STLS go-aheads given (the handshake follows).");
 	FOREACH_SERVICE(ms)
-		if (ms->starttls) {
+		if (__atomic_load_n(&ms->starttls, __ATOMIC_RELAXED)) {
 			metrics_sample(b, "mailtlsd_starttls_total", ms);
 			evbuffer_add_printf(b, "} %llu\n",
 			    (unsigned long long)MSUM(ms, starttls));
@@ -621,19 +625,22 @@ metrics_render_services(struct evbuffer *b)
 	metrics_head(b, "mailtlsd_refusals_total", "counter",
 	    "Client commands or connections refused, by kind.");
 	FOREACH_SERVICE(ms) {
+		unsigned mask = __atomic_load_n(&ms->refusal_mask,
+		    __ATOMIC_RELAXED);
+
 		for (i = 0; i < FILTER_REF_N; i++) {
-			if (!(ms->refusal_mask & (1u << i)))
+			if (!(mask & (1u << i)))
 				continue;
 			metrics_sample(b, "mailtlsd_refusals_total", ms);
 			evbuffer_add_printf(b, ",kind=\"%s\"} %llu\n",
 			    filter_refusal_name(i),
-			    (unsigned long long)MSUM(ms, refusals[i]));
+			    (unsigned long long)MSUMI(ms, refusals, i));
 		}
 		for (i = 0; i < METRICS_LIM_N; i++) {
 			metrics_sample(b, "mailtlsd_refusals_total", ms);
 			evbuffer_add_printf(b, ",kind=\"%s\"} %llu\n",
 			    metrics_limit_names[i],
-			    (unsigned long long)MSUM(ms, limits[i]));
+			    (unsigned long long)MSUMI(ms, limits, i));
 		}
 	}
 
@@ -647,7 +654,7 @@ metrics_render_services(struct evbuffer *b)
 			metrics_str(b, ",backend=");
 			metrics_label(b, ms->backends[i]);
 			evbuffer_add_printf(b, "} %llu\n",
-			    (unsigned long long)MSUM(ms, backend_fail[i]));
+			    (unsigned long long)MSUMI(ms, backend_fail, i));
 		}
 	}
 

@@ -22,6 +22,7 @@
  */
 #include "config.h"
 
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <errno.h>
@@ -48,14 +49,19 @@
 #define STATS_TIMEOUT		10	/* seconds per read or write */
 #define STATS_LINGER_MAX	65536	/* bytes dropped after the reply */
 
+struct stats_conn;
+TAILQ_HEAD(stats_conns, stats_conn);
+
 struct stats_worker {
 	struct worker		*w;
 	struct evconnlistener	**lev;
 	size_t			 nlev;
+	struct stats_conns	 conns;
 	unsigned		 nconns;
 };
 
 struct stats_conn {
+	TAILQ_ENTRY(stats_conn)	 entry;
 	struct stats_worker	*sw;
 	struct bufferevent	*bev;
 	int			 replied;
@@ -142,6 +148,7 @@ stats_attach(struct worker *w)
 		return -1;
 	}
 	sw->w = w;
+	TAILQ_INIT(&sw->conns);
 	w->stats = sw;
 	for (i = 0; i < stats_nfds; i++) {
 		sw->lev[i] = evconnlistener_new(w->base, stats_accept_cb, sw,
@@ -153,23 +160,23 @@ stats_attach(struct worker *w)
 	return 0;
 }
 
-/*
- * Worker thread, after its loop has ended.  Connections still open are
- * freed with the event base; their memory goes with the process.
- */
+/* Worker thread, after its loop has ended: close what is left. */
 void
 stats_detach(struct worker *w)
 {
 	struct stats_worker	*sw = w->stats;
+	struct stats_conn	*c;
 	size_t			 i;
 
 	if (sw == NULL)
 		return;
 	for (i = 0; i < sw->nlev; i++)
 		evconnlistener_free(sw->lev[i]);
+	while ((c = TAILQ_FIRST(&sw->conns)) != NULL)
+		stats_free(c);
 	free(sw->lev);
-	sw->lev = NULL;
-	sw->nlev = 0;
+	free(sw);
+	w->stats = NULL;
 }
 
 /* stats_allow, or loopback when it is not set (SPEC 11's default). */
@@ -255,6 +262,7 @@ stats_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		return;
 	}
 	sw->nconns++;
+	TAILQ_INSERT_TAIL(&sw->conns, c, entry);
 	bufferevent_setcb(c->bev, stats_read_cb, stats_write_cb,
 	    stats_event_cb, c);
 	/* Never more than one request head in memory. */
@@ -267,6 +275,7 @@ static void
 stats_free(struct stats_conn *c)
 {
 	c->sw->nconns--;
+	TAILQ_REMOVE(&c->sw->conns, c, entry);
 	bufferevent_free(c->bev);
 	free(c);
 }

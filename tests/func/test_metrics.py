@@ -396,6 +396,55 @@ def test_stats_allow_default_is_loopback(mtd, dovecot):
     assert get(sport, "/health", source="127.0.0.2")[0] == 200
 
 
+@pytest.mark.timeout(60)
+def test_reload_takes_stats_allow_at_once(mtd, dovecot):
+    m, sport, _ = daemon(mtd, dovecot)
+    assert get(sport, "/health", source="127.0.0.2")[0] == 200
+    m.global_opts["stats_allow"] = ["127.0.0.1/32"]
+    m.global_opts["stats_listen"] = ["%s:%d" % (HOST, sport),
+                                     "%s:%d" % (HOST, mtlib.free_port())]
+    m.write_config()
+    os.kill(m.pid, signal.SIGHUP)
+    m.wait_log(r"configuration reloaded")
+    m.wait_log(r"reload: 'stats_listen' changes only on restart")
+    status, _, body = get(sport, "/health", source="127.0.0.2")
+    assert status is None and body == b""
+    assert get(sport, "/health")[0] == 200
+
+
+@pytest.mark.timeout(60)
+def test_connection_limit_counts_as_rejected(mtd, certs, dovecot):
+    sport = mtlib.free_port()
+    m = mtd(stats_listen=["%s:%d" % (HOST, sport)])
+    m.add_service("imaps", "imap", [dovecot.imap_port],
+                  max_connections_per_ip=1)
+    m.start()
+    mtlib.wait_port(sport, 10, "stats listener")
+    with Conn.tls(m.port("imaps"), certs.client_context()) as held:
+        assert held.line().startswith(b"* OK")
+        s = scrape(sport)
+        assert val(s, "mailtlsd_connections_active", service="imaps",
+                   phase="tls") == 1
+        # The second one is closed before any TLS byte.
+        with Conn.plain(m.port("imaps")) as c:
+            assert c.read_to_eof(timeout=10) == b""
+        m.wait_log(r"refusing 127\.0\.0\.1: per-address connection limit")
+        s = scrape(sport)
+    assert val(s, "mailtlsd_connections_total", service="imaps",
+               result="rejected") == 1
+    assert val(s, "mailtlsd_connections_total", service="imaps",
+               result="accepted") == 1
+    assert val(s, "mailtlsd_refusals_total", service="imaps",
+               kind="max_connections_per_ip") == 1
+    assert val(s, "mailtlsd_refusals_total", service="imaps",
+               kind="max_connections") == 0
+    # Nothing that cannot happen on an implicit-TLS IMAP service shows.
+    kinds = {dict(l)["kind"] for (n, l) in s
+             if n == "mailtlsd_refusals_total"}
+    assert kinds == {"protocol", "max_connections",
+                     "max_connections_per_ip"}, kinds
+
+
 BAD = [
     ("garbage", b"HELLO\r\n\r\n", 400),
     ("no version", b"GET /metrics\r\n\r\n", 400),
