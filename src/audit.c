@@ -109,6 +109,8 @@ static const char *audit_version_name(int);
 static void	audit_ciphers(struct audit *, const struct conf_service *,
 		    const char *);
 static void	audit_service(struct audit *, const struct conf_service *);
+static int	audit_loopback(const struct sockaddr_storage *);
+static void	audit_stats(struct audit *);
 static int	audit_mode_ok(const struct stat *,
 		    const struct audit_reader *, mode_t, mode_t, mode_t);
 static int	audit_can_read(const struct audit_reader *, const char *,
@@ -122,8 +124,6 @@ static void	audit_reload_files(struct audit *, const struct passwd *,
 static void	audit_privileges(struct audit *);
 static void	audit_jail_file(struct audit *, const char *);
 static void	audit_chroot(struct audit *);
-static int	audit_loopback(const struct sockaddr_storage *);
-static void	audit_stats(struct audit *);
 
 static void
 audit_report(struct audit *a, enum audit_severity sev, int line,
@@ -734,42 +734,6 @@ audit_jail_file(struct audit *a, const char *path)
  * for reloads: they re-read the configuration and the certificates at
  * the same paths inside it.
  */
-static void
-audit_chroot(struct audit *a)
-{
-	const struct conf	*conf = a->conf;
-	struct stat		 st;
-	size_t			 i, j;
-
-	if (conf->chroot == NULL)
-		return;
-	if (stat(conf->chroot, &st) == -1 || !S_ISDIR(st.st_mode)) {
-		audit_report(a, AUDIT_ERROR, 0, "chroot %s is not a directory",
-		    conf->chroot);
-		return;
-	}
-	audit_jail_file(a, conf->file);
-	for (i = 0; i < conf->ntls; i++) {
-		const struct conf_tls *t = &conf->tls[i];
-
-		for (j = 0; j < t->npairs; j++) {
-			audit_jail_file(a, t->pairs[j].certificate);
-			audit_jail_file(a, t->pairs[j].key);
-		}
-		for (j = 0; j < t->nsni; j++) {
-			size_t k;
-
-			for (k = 0; k < t->sni[j].npairs; k++) {
-				audit_jail_file(a, t->sni[j].pairs[k].certificate);
-				audit_jail_file(a, t->sni[j].pairs[k].key);
-			}
-		}
-		audit_jail_file(a, t->ca_file);
-		audit_jail_file(a, t->dh_params);
-		audit_jail_file(a, t->ticket_key_file);
-	}
-}
-
 /* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. */
 static int
 audit_loopback(const struct sockaddr_storage *ss)
@@ -819,6 +783,42 @@ audit_stats(struct audit *a)
 			    open);
 }
 
+static void
+audit_chroot(struct audit *a)
+{
+	const struct conf	*conf = a->conf;
+	struct stat		 st;
+	size_t			 i, j;
+
+	if (conf->chroot == NULL)
+		return;
+	if (stat(conf->chroot, &st) == -1 || !S_ISDIR(st.st_mode)) {
+		audit_report(a, AUDIT_ERROR, 0, "chroot %s is not a directory",
+		    conf->chroot);
+		return;
+	}
+	audit_jail_file(a, conf->file);
+	for (i = 0; i < conf->ntls; i++) {
+		const struct conf_tls *t = &conf->tls[i];
+
+		for (j = 0; j < t->npairs; j++) {
+			audit_jail_file(a, t->pairs[j].certificate);
+			audit_jail_file(a, t->pairs[j].key);
+		}
+		for (j = 0; j < t->nsni; j++) {
+			size_t k;
+
+			for (k = 0; k < t->sni[j].npairs; k++) {
+				audit_jail_file(a, t->sni[j].pairs[k].certificate);
+				audit_jail_file(a, t->sni[j].pairs[k].key);
+			}
+		}
+		audit_jail_file(a, t->ca_file);
+		audit_jail_file(a, t->dh_params);
+		audit_jail_file(a, t->ticket_key_file);
+	}
+}
+
 int
 audit_conf(const struct conf *conf, audit_cb cb, void *arg)
 {
@@ -829,8 +829,8 @@ audit_conf(const struct conf *conf, audit_cb cb, void *arg)
 		audit_tls_section(&a, &conf->tls[i]);
 	for (i = 0; i < conf->nservices; i++)
 		audit_service(&a, &conf->services[i]);
+	audit_stats(&a);
 	audit_privileges(&a);
 	audit_chroot(&a);
-	audit_stats(&a);
 	return a.errors;
 }
