@@ -729,11 +729,6 @@ audit_jail_file(struct audit *a, const char *path)
 		    "jail (%s): a reload will fail", path, jailed);
 }
 
-/*
- * The daemon chroots after loading everything, so the jail only matters
- * for reloads: they re-read the configuration and the certificates at
- * the same paths inside it.
- */
 /* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. */
 static int
 audit_loopback(const struct sockaddr_storage *ss)
@@ -783,6 +778,11 @@ audit_stats(struct audit *a)
 			    open);
 }
 
+/*
+ * The daemon chroots after loading everything, so the jail only matters
+ * for reloads: they re-read the configuration and the certificates at
+ * the same paths inside it.
+ */
 static void
 audit_chroot(struct audit *a)
 {
