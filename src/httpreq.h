@@ -7,8 +7,10 @@
 
 #include <stddef.h>
 
+#include "mailtlsd.h"
+
 /* A request head (request line and header fields) is at most this long. */
-#define HTTPREQ_MAX		4096
+#define HTTPREQ_MAX		STATS_REQUEST_MAX
 #define HTTPREQ_TARGET_MAX	256
 #define HTTPREQ_FIELDS_MAX	64
 

@@ -39,15 +39,12 @@
 #include "conf.h"
 #include "httpreq.h"
 #include "log.h"
+#include "mailtlsd.h"
 #include "metrics.h"
 #include "runtime.h"
 #include "stats.h"
 #include "util.h"
 #include "worker.h"
-
-#define STATS_CONNS_MAX		16	/* per worker */
-#define STATS_TIMEOUT		10	/* seconds per read or write */
-#define STATS_LINGER_MAX	65536	/* bytes dropped after the reply */
 
 struct stats_conn;
 TAILQ_HEAD(stats_conns, stats_conn);
