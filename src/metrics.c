@@ -41,6 +41,7 @@ struct metrics_service {
 	unsigned		 nbackends;	/* published with release */
 	unsigned		 refusal_mask;	/* kinds that can happen */
 	int			 starttls;	/* ever a STARTTLS service */
+	/* Both only grow, so a series once shown never disappears. */
 	struct metrics_block	*blocks;	/* one per worker */
 };
 
@@ -130,16 +131,17 @@ metrics_init(unsigned nworkers)
 
 /* Kinds of refusal a service can produce, so that no dead series shows. */
 static unsigned
-metrics_refusal_mask(enum proto_id proto, int starttls)
+metrics_refusal_mask(const struct conf_service *svc)
 {
 	unsigned	m = 1u << FILTER_REF_PROTOCOL;
 
-	if (starttls)
+	if (svc->tls_mode == TLS_MODE_STARTTLS)
 		m |= 1u << FILTER_REF_CREDENTIALS | 1u << FILTER_REF_INJECTION;
-	if (proto == PROTO_SMTP)
-		m |= 1u << FILTER_REF_AUTHORITY | 1u << FILTER_REF_SMUGGLING;
-	if (proto == PROTO_POP3)
+	if (svc->protocol == PROTO_SMTP || svc->protocol == PROTO_POP3)
 		m |= 1u << FILTER_REF_AUTHORITY;
+	if (svc->protocol == PROTO_SMTP &&
+	    svc->smtp_bare_newline == BARE_NEWLINE_REJECT)
+		m |= 1u << FILTER_REF_SMUGGLING;
 	return m;
 }
 
@@ -170,8 +172,7 @@ metrics_service(const struct conf_service *svc)
 		metrics_last = ms;
 	}
 	/* Read by scrapes on the workers meanwhile. */
-	__atomic_fetch_or(&ms->refusal_mask, metrics_refusal_mask(
-	    svc->protocol, svc->tls_mode == TLS_MODE_STARTTLS),
+	__atomic_fetch_or(&ms->refusal_mask, metrics_refusal_mask(svc),
 	    __ATOMIC_RELAXED);
 	if (svc->tls_mode == TLS_MODE_STARTTLS)
 		__atomic_store_n(&ms->starttls, 1, __ATOMIC_RELAXED);
@@ -590,6 +591,10 @@ metrics_render_services(struct evbuffer *b)
 	    "Sessions open now, by phase.");
 	FOREACH_SERVICE(ms)
 		for (i = 0; i < METRICS_PH_N; i++) {
+			/* No cleartext phase without STARTTLS. */
+			if (i == METRICS_PH_CLEARTEXT && !__atomic_load_n(
+			    &ms->starttls, __ATOMIC_RELAXED))
+				continue;
 			/* Signed per worker (a gauge); the sum is >= 0. */
 			metrics_sample(b, "mailtlsd_connections_active", ms);
 			evbuffer_add_printf(b, ",phase=\"%s\"} %lld\n",

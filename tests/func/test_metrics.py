@@ -293,6 +293,17 @@ def test_workload_exact_deltas(mtd, certs, dovecot):
              backend="%s:%d" % (HOST, down)) == 1
     assert dt("mailtlsd_backend_connect_failures_total") == 1
     assert d("mailtlsd_session_duration_seconds_count") == sessions
+    # Only series that something can increment on that service.
+    def labels(name, service, key):
+        return {dict(l)[key] for (n, l) in after
+                if n == name and dict(l)["service"] == service}
+    assert labels("mailtlsd_refusals_total", "imap", "kind") == {
+        "protocol", "credentials", "injection", "max_connections",
+        "max_connections_per_ip"}
+    assert labels("mailtlsd_connections_active", "imaps", "phase") == {
+        "connecting", "handshake", "tls", "closing"}
+    assert labels("mailtlsd_connections_active", "imap", "phase") == {
+        "connecting", "handshake", "cleartext", "tls", "closing"}
     assert d("mailtlsd_session_duration_seconds_bucket",
              le="+Inf") == sessions
     assert d("mailtlsd_session_duration_seconds_sum") >= 0
