@@ -5,7 +5,8 @@ to stats_allow.
 
 - a scripted workload in front of real Dovecot (implicit TLS sessions,
   failed handshakes, cleartext credentials refused on a STARTTLS service,
-  a STARTTLS upgrade, a backend that is down) and the exact deltas it
+  a STARTTLS upgrade, a command pipelined behind STARTTLS, a backend that
+  is down) and the exact deltas it
   leaves, the output parsed strictly by Debian's python3-prometheus-client;
 - bytes and durations checked against the daemon's own session end lines;
 - the certificate-expiry gauge against the certificates' notAfter;
@@ -222,6 +223,14 @@ def imap_starttls_session(port, certs):
         c.read_to_eof(timeout=10)
 
 
+def imap_starttls_injection(port):
+    """A command pipelined behind STARTTLS (SPEC 8.1): refused, closed."""
+    with Conn.plain(port) as c:
+        assert c.line().startswith(b"* OK")
+        c.send(b"s STARTTLS\r\nx LOGIN alice secret\r\n")
+        c.read_to_eof(timeout=10)
+
+
 def daemon(mtd, dovecot, **stats):
     """mailtlsd with imaps, imap (STARTTLS) and a service whose backend
     is down; stats on a free loopback port."""
@@ -255,9 +264,10 @@ def test_workload_exact_deltas(mtd, certs, dovecot):
     failed_handshake_closed(m.port("imaps"))
     imap_cleartext_refusals(m.port("imap"), K)
     imap_starttls_session(m.port("imap"), certs)
+    imap_starttls_injection(m.port("imap"))
     with Conn.tls(m.port("downs"), certs.client_context()) as c:
         assert b"UNAVAILABLE" in c.read_to_eof(timeout=20)
-    sessions = N + 2 + 1 + 1 + 1
+    sessions = N + 2 + 1 + 1 + 1 + 1
     after = quiet(m, sport, sessions)
 
     def d(name, **labels):
@@ -269,7 +279,7 @@ def test_workload_exact_deltas(mtd, certs, dovecot):
     assert d("mailtlsd_connections_total", service="imaps",
              result="accepted") == N + 2
     assert d("mailtlsd_connections_total", service="imap",
-             result="accepted") == 2
+             result="accepted") == 3
     assert d("mailtlsd_connections_total", service="downs",
              result="accepted") == 1
     assert dt("mailtlsd_connections_total", result="rejected") == 0
@@ -288,7 +298,9 @@ def test_workload_exact_deltas(mtd, certs, dovecot):
     assert ("mailtlsd_starttls_total", (("service", "imaps"),)) not in after
     assert d("mailtlsd_refusals_total", service="imap",
              kind="credentials") == K
-    assert dt("mailtlsd_refusals_total") == K
+    assert d("mailtlsd_refusals_total", service="imap",
+             kind="injection") == 1
+    assert dt("mailtlsd_refusals_total") == K + 1
     assert d("mailtlsd_backend_connect_failures_total", service="downs",
              backend="%s:%d" % (HOST, down)) == 1
     assert dt("mailtlsd_backend_connect_failures_total") == 1
