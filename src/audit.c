@@ -126,6 +126,8 @@ static void	audit_proxy_trusted(struct audit *,
 		    const struct conf_service *);
 static int	audit_local_endpoint(const struct conf_endpoint *);
 static void	audit_identity(struct audit *, const struct conf_service *);
+static int	audit_loopback(const struct sockaddr_storage *);
+static void	audit_stats(struct audit *);
 static int	audit_mode_ok(const struct stat *,
 		    const struct audit_reader *, mode_t, mode_t, mode_t);
 static int	audit_can_read(const struct audit_reader *, const char *,
@@ -844,6 +846,55 @@ audit_jail_file(struct audit *a, const char *path)
 		    "jail (%s): a reload will fail", path, jailed);
 }
 
+/* 127.0.0.0/8, ::1 and ::ffff:127.0.0.0/104. */
+static int
+audit_loopback(const struct sockaddr_storage *ss)
+{
+	const struct in6_addr	*a6;
+
+	if (ss->ss_family == AF_INET)
+		return (ntohl(((const struct sockaddr_in *)ss)->sin_addr.s_addr)
+		    >> 24) == 127;
+	if (ss->ss_family != AF_INET6)
+		return 0;
+	a6 = &((const struct sockaddr_in6 *)ss)->sin6_addr;
+	return IN6_IS_ADDR_LOOPBACK(a6) ||
+	    (IN6_IS_ADDR_V4MAPPED(a6) && a6->s6_addr[12] == 127);
+}
+
+/*
+ * SPEC 11: the stats listener answers stats_allow, loopback by default.
+ * On another address without stats_allow that default answers nobody
+ * but the host itself, which is surely not what was meant; stats_allow
+ * with a /0 network publishes the counters (client counts, backend
+ * names, certificate dates) to everyone who can reach the port.
+ */
+static void
+audit_stats(struct audit *a)
+{
+	const struct conf	*conf = a->conf;
+	const char		*open = NULL;
+	size_t			 i;
+
+	for (i = 0; i < conf->nstats_listen && open == NULL; i++)
+		if (!audit_loopback(&conf->stats_listen[i].ss))
+			open = conf->stats_listen[i].text;
+	if (open == NULL)
+		return;
+	if (conf->nstats_allow == 0)
+		audit_report(a, AUDIT_WARNING, conf->stats_line,
+		    "stats_listen %s is not a loopback address and stats_allow "
+		    "is not set: only loopback clients are answered (set "
+		    "stats_allow to the networks of your Prometheus servers)",
+		    open);
+	for (i = 0; i < conf->nstats_allow; i++)
+		if (conf->stats_allow[i].prefix == 0)
+			audit_report(a, AUDIT_WARNING, conf->stats_line,
+			    "stats_allow admits every address (a /0 network): "
+			    "the metrics are open to anyone who reaches %s",
+			    open);
+}
+
 /*
  * The daemon chroots after loading everything, so the jail only matters
  * for reloads: they re-read the configuration and the certificates at
@@ -926,6 +977,7 @@ audit_conf(const struct conf *conf, audit_cb cb, void *arg)
 		audit_proxy_trusted(&a, &conf->services[i]);
 		audit_identity(&a, &conf->services[i]);
 	}
+	audit_stats(&a);
 	audit_privileges(&a);
 	audit_chroot(&a);
 	audit_transparent(&a);

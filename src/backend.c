@@ -31,6 +31,7 @@
 #include "backend.h"
 #include "conf.h"
 #include "log.h"
+#include "metrics.h"
 #include "runtime.h"
 #include "session.h"
 #include "worker.h"
@@ -190,6 +191,7 @@ backend_fail(struct session *s, const char *why)
 {
 	log_warnx("%s backend %s: connect failed: %s", s->id,
 	    s->backend_name, why);
+	metrics_backend_failure(s);
 	bufferevent_free(s->backend);
 	s->backend = NULL;
 }

@@ -223,6 +223,8 @@ static cfg_opt_t conf_root_opts[] = {
 	CFG_INT_CB("workers", 0, CFGF_NONE, conf_parse_int),
 	CFG_INT_CB("max_connections", DEFAULT_MAX_CONNECTIONS, CFGF_NONE,
 	    conf_parse_int),
+	CFG_STR_LIST("stats_listen", 0, CFGF_NONE),
+	CFG_STR_LIST("stats_allow", 0, CFGF_NONE),
 	CFG_INT_CB("shutdown_timeout", DEFAULT_SHUTDOWN_TIMEOUT, CFGF_NONE,
 	    conf_parse_int),
 	CFG_SEC("tls", conf_tls_opts,
@@ -324,6 +326,8 @@ static const struct conf_rule conf_rules[] = {
 	CONF_RANGE(CONF_ROOT, "workers", 0, LIMIT_WORKERS_MAX),
 	CONF_RANGE(CONF_ROOT, "max_connections", 1, LIMIT_CONNECTIONS_MAX),
 	CONF_RANGE(CONF_ROOT, "shutdown_timeout", 1, LIMIT_TIMEOUT_MAX),
+	CONF_CHECK(CONF_ROOT, "stats_listen", conf_check_listen),
+	CONF_CHECK(CONF_ROOT, "stats_allow", conf_check_net),
 
 	CONF_ENUM(CONF_TLS, "profile", conf_profiles),
 	CONF_ENUM(CONF_TLS, "min_protocol", conf_tls_versions),
@@ -1356,6 +1360,30 @@ conf_build_endpoints(cfg_t *sec, const char *name, int allow_unix,
 	return 0;
 }
 
+/* A list of networks (proxy_trusted, stats_allow). */
+static int
+conf_build_netlist(cfg_t *sec, const char *name, struct util_net **nets,
+    size_t *nnets)
+{
+	char	 msg[CONF_MSG_MAX];
+	size_t	 i;
+
+	*nnets = cfg_size(sec, name);
+	if (*nnets == 0)
+		return 0;
+	*nets = util_xcalloc(*nnets, sizeof(**nets));
+	for (i = 0; i < *nnets; i++) {
+		const char *v = cfg_getnstr(sec, name, (unsigned)i);
+
+		if (util_parse_net(v, &(*nets)[i], msg, sizeof(msg)) == -1) {
+			conf_fail(conf_line(sec, name), "option '%s': '%s': %s",
+			    name, conf_q(v), msg);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static int
 conf_build_nets(cfg_t *sec, struct conf_service *s)
 {
@@ -1591,6 +1619,43 @@ conf_check_listeners(struct conf *c, cfg_t *root)
 	return 0;
 }
 
+/*
+ * stats_listen and stats_allow (SPEC 11).  A stats address that a service
+ * or an earlier stats entry also uses would fail at bind(): refuse it here.
+ */
+static int
+conf_build_stats(struct conf *c, cfg_t *root)
+{
+	const struct conf_endpoint	*e;
+	size_t				 i, j, k;
+
+	if (conf_build_endpoints(root, "stats_listen", 0, 0, &c->stats_listen,
+	    &c->nstats_listen) == -1 || conf_build_netlist(root, "stats_allow",
+	    &c->stats_allow, &c->nstats_allow) == -1)
+		return -1;
+	c->stats_line = conf_line(root, "stats_listen");
+	for (i = 0; i < c->nstats_listen; i++) {
+		e = &c->stats_listen[i];
+		for (j = 0; j < i; j++)
+			if (conf_endpoint_same(e, &c->stats_listen[j])) {
+				conf_fail(c->stats_line, "option 'stats_listen': "
+				    "'%s' is listed twice", conf_q(e->text));
+				return -1;
+			}
+		for (j = 0; j < c->nservices; j++)
+			for (k = 0; k < c->services[j].nlisten; k++)
+				if (conf_endpoint_same(e,
+				    &c->services[j].listen[k])) {
+					conf_fail(c->stats_line, "option "
+					    "'stats_listen': '%s' is already used "
+					    "by service '%s'", conf_q(e->text),
+					    c->services[j].name);
+					return -1;
+				}
+	}
+	return 0;
+}
+
 static int
 conf_build_services(struct conf *c, cfg_t *root)
 {
@@ -1618,7 +1683,8 @@ conf_build(cfg_t *root, const char *path)
 	c->file = util_xstrdup(path);
 	if (conf_build_global(c, root) == -1 ||
 	    conf_build_tls_all(c, root) == -1 ||
-	    conf_build_services(c, root) == -1) {
+	    conf_build_services(c, root) == -1 ||
+	    conf_build_stats(c, root) == -1) {
 		conf_free(c);
 		return NULL;
 	}
@@ -1746,6 +1812,8 @@ conf_free(struct conf *c)
 	for (i = 0; i < c->nservices && c->services != NULL; i++)
 		conf_free_service(&c->services[i]);
 	free(c->services);
+	conf_free_endpoints(c->stats_listen, c->nstats_listen);
+	free(c->stats_allow);
 	free(c->file);
 	free(c->user);
 	free(c->group);

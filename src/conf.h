@@ -147,6 +147,11 @@ struct conf {
 	size_t			 ntls;
 	struct conf_service	*services;
 	size_t			 nservices;
+	struct conf_endpoint	*stats_listen;	/* SPEC 11 */
+	size_t			 nstats_listen;
+	struct util_net		*stats_allow;	/* none: loopback only */
+	size_t			 nstats_allow;
+	int			 stats_line;	/* of stats_listen */
 };
 
 /*

@@ -20,6 +20,7 @@
 #include "lineio.h"
 #include "log.h"
 #include "mailtlsd.h"
+#include "metrics.h"
 
 /* Rounds of one pump before it is a bug (each round must consume). */
 #define FILTER_PUMP_ROUNDS	(1 << 16)
@@ -48,6 +49,7 @@ filter_new(const struct proto_ops *ops, const struct filter_params *p)
 	f->max_errors = svc->max_errors ? svc->max_errors : DEFAULT_MAX_ERRORS;
 	f->renew_backend = f->starttls_svc &&
 	    (svc->send_proxy != SEND_PROXY_NONE || svc->xclient);
+	f->refusals = p->refusals;
 	f->next_id = 1;
 	if (ops->tagged && (f->tags = calloc(FILTER_SLOTS,
 	    sizeof(*f->tags))) == NULL) {
@@ -308,11 +310,40 @@ filter_local(struct filter *f, const char *tag, size_t taglen,
 	filter_slot_push(f, FSLOT_LOCAL, reply, tag, taglen);
 }
 
+static const char *const filter_refusal_names[FILTER_REF_N] = {
+	[FILTER_REF_PROTOCOL] = "protocol",
+	[FILTER_REF_CREDENTIALS] = "credentials",
+	[FILTER_REF_AUTHORITY] = "authority",
+	[FILTER_REF_INJECTION] = "injection",
+	[FILTER_REF_SMUGGLING] = "smuggling",
+};
+
+const char *
+filter_refusal_name(enum filter_refusal k)
+{
+	return (unsigned)k < FILTER_REF_N ? filter_refusal_names[k] : "?";
+}
+
+void
+filter_refusal_kind(struct filter *f, enum filter_refusal k)
+{
+	f->ref_kind = k;
+}
+
+void
+filter_count_refusal(struct filter *f, enum filter_refusal k)
+{
+	if (f->refusals != NULL && (unsigned)k < FILTER_REF_N)
+		metrics_inc(&f->refusals[k]);
+}
+
 bool
 filter_refuse(struct filter *f, const char *tag, size_t taglen,
     const char *reply)
 {
 	filter_slot_push(f, FSLOT_LOCAL, reply, tag, taglen);
+	filter_count_refusal(f, f->ref_kind);
+	f->ref_kind = FILTER_REF_PROTOCOL;
 	if (++f->errors < f->max_errors)
 		return false;
 	flog(f, warnx, "%u refused commands, closing", f->errors);
@@ -346,6 +377,7 @@ filter_starttls(struct filter *f, struct evbuffer *in,
 		/* Their content may be credentials: only the count. */
 		flog(f, warnx, "%zu pipelined bytes after STARTTLS, closing",
 		    evbuffer_get_length(in));
+		filter_count_refusal(f, FILTER_REF_INJECTION);
 		f->reason = "pipelined data after STARTTLS";
 		f->closing = true;
 		return FILTER_CLOSE;

@@ -61,6 +61,20 @@ struct filter_slot {
 	const char	*reply;		/* local: the whole reply (after tag) */
 };
 
+/*
+ * What a refusal was about, for mailtlsd_refusals_total{kind}.  A
+ * protocol names the kind (filter_refusal_kind()) just before it refuses;
+ * a refusal it does not name is "protocol".
+ */
+enum filter_refusal {
+	FILTER_REF_PROTOCOL = 0,	/* syntax, order, not allowed yet... */
+	FILTER_REF_CREDENTIALS,		/* credentials in cleartext (SPEC 8.5) */
+	FILTER_REF_AUTHORITY,		/* XCLIENT, XFORWARD... from a client */
+	FILTER_REF_INJECTION,		/* bytes behind STARTTLS (SPEC 8.1) */
+	FILTER_REF_SMUGGLING,		/* bare newline in a message (reject) */
+	FILTER_REF_N
+};
+
 /* Where the client leg stands with TLS. */
 enum filter_tls {
 	FILTER_TLS_CLEAR = 0,	/* cleartext */
@@ -103,6 +117,8 @@ struct filter {
 	const char		*reason;	/* why it closes */
 	unsigned		 errors;
 	unsigned		 max_errors;
+	enum filter_refusal	 ref_kind;	/* of the next refusal */
+	uint64_t		*refusals;	/* counters, or NULL */
 	char			 lastword[320];	/* "too many errors" reply */
 
 	/*
@@ -257,6 +273,11 @@ void		 filter_flush(struct filter *, struct evbuffer *to_client);
  */
 bool		 filter_refuse(struct filter *, const char *tag, size_t taglen,
 		    const char *reply);
+/* The next filter_refuse() is of this kind (then back to "protocol"). */
+void		 filter_refusal_kind(struct filter *, enum filter_refusal);
+/* Count a refusal that does not go through filter_refuse(). */
+void		 filter_count_refusal(struct filter *, enum filter_refusal);
+const char	*filter_refusal_name(enum filter_refusal);
 /* Answer ourselves without counting (a reply that is not a refusal). */
 void		 filter_local(struct filter *, const char *tag, size_t taglen,
 		    const char *reply);

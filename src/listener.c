@@ -35,6 +35,7 @@
 #include "listener.h"
 #include "log.h"
 #include "mailtlsd.h"
+#include "metrics.h"
 #include "runtime.h"
 #include "session.h"
 #include "worker.h"
@@ -140,11 +141,12 @@ listener_refuse(struct service_rt *srt, int fd)
 
 static const char *
 listener_check_caps(struct worker *w, struct service_rt *srt,
-    const struct sockaddr *sa)
+    const struct sockaddr *sa, enum metrics_limit *lim)
 {
 	const struct conf	*conf = w->rt->conf;
 	const struct conf_service *svc = srt->svc;
 
+	*lim = METRICS_LIM_CONNECTIONS;
 	if (atomic_fetch_add(&worker_total_conns, 1) >= conf->max_connections) {
 		atomic_fetch_sub(&worker_total_conns, 1);
 		return "daemon connection limit";
@@ -160,6 +162,7 @@ listener_check_caps(struct worker *w, struct service_rt *srt,
 	if (svc->accept_proxy)
 		return NULL;	/* per address: after the PROXY header */
 	if (iptable_take(srt->ctr->per_ip, sa, svc->max_connections_per_ip) == -1) {
+		*lim = METRICS_LIM_PER_IP;
 		atomic_fetch_sub(&srt->ctr->nconns, 1);
 		atomic_fetch_sub(&worker_total_conns, 1);
 		return "per-address connection limit";
@@ -213,6 +216,7 @@ listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	struct worker		*w = ctx->worker;
 	const char		*why;
 	char			 ip[UTIL_ADDRSTRLEN];
+	enum metrics_limit	 lim;
 
 	if (atomic_load(&w->stopping)) {
 		close(fd);
@@ -226,13 +230,15 @@ listener_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 		close(fd);
 		return;
 	}
-	if ((why = listener_check_caps(w, ctx->srt, sa)) != NULL) {
+	if ((why = listener_check_caps(w, ctx->srt, sa, &lim)) != NULL) {
 		log_notice("service %s: refusing %s: %s", ctx->srt->svc->name,
 		    util_addr_str(sa, ip, sizeof(ip)), why);
+		metrics_rejected(ctx->srt->metrics, w->index, lim);
 		listener_refuse(ctx->srt, fd);
 		close(fd);
 		return;
 	}
+	metrics_conn(ctx->srt->metrics, w->index, METRICS_CONN_ACCEPTED);
 	session_accept(w, w->rt, ctx->srt, fd, sa, (socklen_t)salen);
 }
 

@@ -72,6 +72,18 @@
 #define TICKET_ROTATE_INTERVAL		(12 * 60 * 60)
 #define TICKET_FILE_MAX			(64 * 1024)	/* bytes */
 
+/*
+ * The stats listener (SPEC section 11): a request head is at most
+ * STATS_REQUEST_MAX bytes (400 beyond), a worker serves at most
+ * STATS_CONNS_MAX connections at once, each read or write may take
+ * STATS_TIMEOUT seconds, and after the reply at most STATS_LINGER_MAX
+ * bytes more are read and dropped before the close.
+ */
+#define STATS_REQUEST_MAX		4096
+#define STATS_CONNS_MAX			16
+#define STATS_TIMEOUT			10
+#define STATS_LINGER_MAX		65536
+
 /* Client text is cut to this many bytes in logs (Postfix's %.100s). */
 #define LOG_CLIENT_TEXT_MAX		100
 

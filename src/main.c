@@ -38,6 +38,8 @@
 #include "sdnotify.h"
 #include "runtime.h"
 #include "session.h"
+#include "stats.h"
+#include "metrics.h"
 #include "tls.h"
 #include "worker.h"
 
@@ -328,6 +330,7 @@ reload_notice_restart(const struct conf *cur, const struct conf *next)
 	if ((next->pid_file == NULL) != (cur->pid_file == NULL) ||
 	    (next->pid_file && strcmp(next->pid_file, cur->pid_file) != 0))
 		log_notice("reload: 'pid_file' changes only on restart");
+	stats_reload_notice(cur, next);
 }
 
 /*
@@ -351,6 +354,7 @@ reload(void)
 	if ((conf = conf_load(conf_path, err, sizeof(err))) == NULL) {
 		log_error("reload failed, keeping the running configuration: %s",
 		    err);
+		metrics_reload(0);
 		goto done;
 	}
 	/* CAP_NET_ADMIN is only kept when the first configuration used it. */
@@ -365,6 +369,7 @@ reload(void)
 		conf_free(conf);
 		log_error("reload failed, keeping the running configuration: %s",
 		    err);
+		metrics_reload(0);
 		goto done;
 	}
 	err[0] = '\0';
@@ -375,6 +380,7 @@ reload(void)
 		runtime_free(rt);
 		log_error("reload failed, keeping the running configuration: %s",
 		    err);
+		metrics_reload(0);
 		goto done;
 	}
 	reload_notice_restart(current_rt->conf, conf);
@@ -386,6 +392,7 @@ reload(void)
 	runtime_unref(current_rt);
 	current_rt = rt;
 	log_notice("configuration reloaded: %zu services", conf->nservices);
+	metrics_reload(1);
 done:
 	sdnotify("READY=1\nSTATUS=accepting connections");
 }
@@ -465,13 +472,15 @@ main(int argc, char *argv[])
 		if (nsocks > 0)
 			log_info("systemd passed %zu listening sockets", nsocks);
 	}
+	metrics_init(conf->workers);
 	if ((rt = runtime_new(conf, NULL, err, sizeof(err))) == NULL) {
 		log_error("%s", err);
 		conf_free(conf);
 		return 1;
 	}
 	current_rt = rt;
-	if (runtime_bind(rt, NULL, err, sizeof(err)) == -1) {
+	if (runtime_bind(rt, NULL, err, sizeof(err)) == -1 ||
+	    stats_bind(conf, err, sizeof(err)) == -1) {
 		log_error("%s", err);
 		runtime_free(rt);
 		return 1;

@@ -28,6 +28,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include <event2/buffer.h>
 
@@ -61,6 +62,7 @@ struct filter_params {
 	int		 client_port;
 	const char	*local_addr;	/* the address the client dialled */
 	int		 local_port;
+	uint64_t	*refusals;	/* FILTER_REF_N counters, or NULL */
 };
 
 /*

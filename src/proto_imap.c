@@ -1406,6 +1406,7 @@ imap_command_line(struct filter *f, struct imap_io *io, size_t len,
 	else if ((v->flags & IMAP_V_CREDENTIALS) && filter_cleartext(f)) {
 		/* SPEC 8.5: never forwarded, never logged, no "+" sent. */
 		flog(f, warnx, "%s refused in cleartext", v->verb);
+		filter_refusal_kind(f, FILTER_REF_CREDENTIALS);
 		err = IMAP_R_CLEARAUTH;
 	} else if (!(v->flags & IMAP_V_PRETLS) && filter_cleartext(f))
 		err = IMAP_R_CLEARCMD;

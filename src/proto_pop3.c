@@ -521,6 +521,7 @@ pop3_check_command(struct filter *f, const struct pop3_cmd *cmd,
 	if (cmd->flags & PC_AUTHORITY) {
 		/* A client must never speak with mailtlsd's authority. */
 		flog(f, warnx, "%s refused", cmd->verb);
+		filter_refusal_kind(f, FILTER_REF_AUTHORITY);
 		return POP3_R_NOPERM;
 	}
 	if (cmd->flags & PC_STLS)
@@ -529,6 +530,7 @@ pop3_check_command(struct filter *f, const struct pop3_cmd *cmd,
 		if (cmd->flags & PC_CREDENTIALS) {
 			/* SPEC 8.5: the verb only, never what follows it. */
 			flog(f, warnx, "%s in cleartext refused", cmd->verb);
+			filter_refusal_kind(f, FILTER_REF_CREDENTIALS);
 			return POP3_R_CLEAR;
 		}
 		/*

@@ -859,6 +859,7 @@ smtp_refuse_line(struct filter *f, const char *text, size_t len)
 		smtp_bdat_refuse(f, text, len);
 	else if (cmd->flags & CF_AUTHORITY) {
 		flog(f, info, "%s refused", cmd->verb);
+		filter_refusal_kind(f, FILTER_REF_AUTHORITY);
 		smtp_refuse(f, R_NOT_PERMITTED);
 	} else
 		smtp_refuse(f, R_SYNTAX);
@@ -903,6 +904,7 @@ smtp_check_policy(struct filter *f, const struct smtp_cmd *cmd,
 	if (cmd->flags & CF_AUTHORITY) {
 		flog(f, info, "%s refused", log_escape(verb, sizeof(verb),
 		    l->verb, l->verblen, LOG_CLIENT_TEXT_MAX));
+		filter_refusal_kind(f, FILTER_REF_AUTHORITY);
 		return R_NOT_PERMITTED;
 	}
 	/* SPEC 3 and 8.3: the session after STARTTLS starts with EHLO. */
@@ -912,6 +914,7 @@ smtp_check_policy(struct filter *f, const struct smtp_cmd *cmd,
 		/* SPEC 8.5; the arguments may be credentials: not logged. */
 		if (cmd->flags & CF_CREDENTIALS) {
 			flog(f, warnx, "AUTH refused in cleartext");
+			filter_refusal_kind(f, FILTER_REF_CREDENTIALS);
 			return f->require_tls ? R_TLS_FIRST : R_ENCRYPT;
 		}
 		if (f->require_tls && !(cmd->flags & CF_PRE_TLS))
@@ -1150,6 +1153,7 @@ smtp_data_bare(struct filter *f)
 		 * message when the session closes after our 550.
 		 */
 		flog(f, warnx, "bare LF/CR in message, refusing");
+		filter_count_refusal(f, FILTER_REF_SMUGGLING);
 		s->data_refused = true;
 	}
 }

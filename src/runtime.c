@@ -22,6 +22,7 @@
 #include "listener.h"
 #include "sdnotify.h"
 #include "log.h"
+#include "metrics.h"
 #include "runtime.h"
 #include "session.h"
 #include "tls.h"
@@ -133,6 +134,8 @@ runtime_new(struct conf *conf, struct runtime *old, char *err, size_t errlen)
 	rt->ntls = conf->ntls;
 	if (runtime_build_tls(rt, old, err, errlen) == -1)
 		goto fail;
+	if ((rt->certs = metrics_certs_load(conf)) == NULL)
+		goto nomem;
 	for (i = 0; i < conf->nservices; i++) {
 		struct service_rt *srt = &rt->services[i];
 
@@ -141,7 +144,8 @@ runtime_new(struct conf *conf, struct runtime *old, char *err, size_t errlen)
 		for (j = 0; j < conf->ntls; j++)
 			if (&conf->tls[j] == srt->svc->tls)
 				srt->tls = rt->tls[j];
-		if ((srt->ctr = runtime_counters(old, srt->svc->name)) == NULL)
+		if ((srt->ctr = runtime_counters(old, srt->svc->name)) == NULL ||
+		    (srt->metrics = metrics_service(srt->svc)) == NULL)
 			goto nomem;
 		if (srt->tls == NULL) {
 			snprintf(err, errlen, "service '%s': no tls section",
@@ -299,6 +303,7 @@ runtime_free(struct runtime *rt)
 				tls_server_free(rt->tls[i]);
 	free(rt->tls);
 	free(rt->services);
+	metrics_certs_free(rt->certs);
 	if (rt->conf)
 		conf_free(rt->conf);
 	free(rt);

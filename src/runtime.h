@@ -11,6 +11,8 @@
 #include "proto.h"
 
 struct iptable;
+struct metrics_certs;
+struct metrics_service;
 struct sd_socket;
 struct tls_server;
 
@@ -32,6 +34,7 @@ struct service_rt {
 	int			*fds;		/* listening sockets, -1 = handed on */
 	size_t			 nfds;
 	struct service_counters	*ctr;
+	struct metrics_service	*metrics;	/* outlives every runtime */
 };
 
 /*
@@ -47,6 +50,7 @@ struct runtime {
 	size_t			 ntls;
 	struct service_rt	*services;	/* one per conf->services[] */
 	size_t			 nservices;
+	struct metrics_certs	*certs;		/* expiry, for /metrics */
 };
 
 /*

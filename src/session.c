@@ -45,6 +45,7 @@
 #include "listener.h"
 #include "log.h"
 #include "mailtlsd.h"
+#include "metrics.h"
 #include "filter.h"
 #include "proto.h"
 #include "proxy.h"
@@ -107,6 +108,7 @@ session_enter_state(struct session *s, enum session_state st)
 	log_debug("%s state %s -> %s", s->id, session_state_name(s->state),
 	    session_state_name(st));
 	s->state = st;
+	metrics_session_phase(s);
 }
 
 /* A session id that is unique per process and not guessable. */
@@ -198,6 +200,7 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 	/* Implicit TLS enters HANDSHAKE in session_start_tls(). */
 	s->state = SESSION_ST_CONNECTING;
 	worker_session_add(w, s);
+	metrics_session_start(s);
 
 	s->timer = event_new(w->base, -1, 0, session_timer_cb, s);
 	s->client = bufferevent_socket_new(w->base, fd,
@@ -243,6 +246,7 @@ session_begin(struct session *s)
 		    local_ip, sizeof(local_ip));
 		fp.local_port = util_addr_port((struct sockaddr *)&s->local);
 	}
+	fp.refusals = metrics_refusals(s->srt->metrics, s->worker->index);
 	s->filter = filter_new(s->ops, &fp);
 
 	log_info("%s session start service=%s client=%s port=%d tls=%s",
@@ -462,6 +466,7 @@ session_tls_established(struct session *s)
 	char	line[512], cert[512];
 
 	s->flags |= SF_TLS_UP;
+	metrics_handshake(s);
 	tls_summary(s->ssl, "unknown", s->peer_ip, line, sizeof(line));
 	log_info("%s", line);
 	if (s->svc->tls->client_certificates != CLIENT_CERT_NONE) {
@@ -627,9 +632,11 @@ session_pump(struct session *s)
 		if (evbuffer_get_length(cin) != 0) {
 			log_warnx("%s client=%s: pipelined data after "
 			    "STARTTLS, closing", s->id, s->peer_ip);
+			filter_count_refusal(s->filter, FILTER_REF_INJECTION);
 			session_close(s, "pipelined data after STARTTLS");
 			break;
 		}
+		metrics_starttls(s);
 		session_start_tls(s);
 		break;
 	}
@@ -773,6 +780,9 @@ session_client_event_cb(struct bufferevent *bev, short what, void *arg)
 			log_info("%s client=%s: TLS handshake failed: %s",
 			    s->id, s->peer_ip,
 			    detail[0] ? detail : "connection closed");
+		metrics_handshake_failure(s, how == TLS_CLOSE_PROTOCOL ?
+		    METRICS_HSF_PROTOCOL : how == TLS_CLOSE_SYSCALL ?
+		    METRICS_HSF_ERROR : METRICS_HSF_CLOSED);
 		/* Flushing lets the alert OpenSSL queued reach the client. */
 		session_close(s, "handshake failed");
 		return;
@@ -837,6 +847,7 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 	case SESSION_ST_HANDSHAKE:
 		log_info("%s client=%s: TLS handshake timeout", s->id,
 		    s->peer_ip);
+		metrics_handshake_failure(s, METRICS_HSF_TIMEOUT);
 		session_close(s, "handshake timeout");
 		break;
 	case SESSION_ST_CONNECTING:
@@ -878,6 +889,7 @@ session_close(struct session *s, const char *reason)
 	    s->peer_ip, s->backend_name ? s->backend_name : "-",
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
 	    (long)dur.tv_sec, (long)(dur.tv_usec / 1000), s->reason);
+	metrics_session_close(s, &dur);
 	session_enter_state(s, SESSION_ST_CLOSING);
 	session_proxy_free(s);
 
@@ -995,6 +1007,7 @@ session_free(struct session *s)
 		listener_release(s->srt, (s->flags & SF_IP_COUNTED) ?
 		    (struct sockaddr *)&s->peer : NULL);
 	}
+	metrics_session_end(s);
 	worker_session_remove(s->worker, s);
 	runtime_unref(s->rt);
 	free(s);

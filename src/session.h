@@ -84,6 +84,7 @@ struct session {
 	uint64_t		 bytes_in;	/* from the client */
 	uint64_t		 bytes_out;	/* to the client */
 	const char		*reason;
+	int			 mphase;	/* counted in (metrics.h) */
 };
 
 const char	*session_state_name(enum session_state);

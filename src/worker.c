@@ -24,6 +24,7 @@
 #include "mailtlsd.h"
 #include "runtime.h"
 #include "session.h"
+#include "stats.h"
 #include "worker.h"
 
 atomic_uint	worker_total_conns;
@@ -84,7 +85,8 @@ workers_start(struct runtime *rt, unsigned n)
 		w->ctl = event_new(w->base, -1, EV_PERSIST, worker_ctl_cb, w);
 		w->drain_timer = evtimer_new(w->base, worker_drain_cb, w);
 		if (w->ctl == NULL || w->drain_timer == NULL ||
-		    event_add(w->ctl, NULL) == -1 || worker_listen(w, rt) == -1)
+		    event_add(w->ctl, NULL) == -1 || worker_listen(w, rt) == -1 ||
+		    stats_attach(w) == -1)
 			return -1;
 	}
 	/* Signals belong to the main thread only. */
@@ -115,6 +117,7 @@ worker_main(void *arg)
 	while ((s = TAILQ_FIRST(&w->sessions)) != NULL)
 		session_abandon(s);
 	worker_detach_all(w);
+	stats_detach(w);
 	/*
 	 * A bufferevent with deferred callbacks is only released by the
 	 * loop; give it the turns it needs, without waiting for anything.

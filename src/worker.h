@@ -14,6 +14,7 @@
 struct listener_ctx;
 struct runtime;
 struct session;
+struct stats_worker;
 
 TAILQ_HEAD(session_list, session);
 
@@ -31,6 +32,7 @@ struct worker {
 	unsigned		 nsessions;
 	atomic_int		 stopping;
 	int			 drain_started;	/* worker thread only */
+	struct stats_worker	*stats;		/* stats.c, kept while draining */
 };
 
 /* Daemon-wide connection count (max_connections). */

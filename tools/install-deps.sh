@@ -19,7 +19,7 @@ BUILD="build-essential autoconf automake libtool pkg-config
 PEERS="openssl ca-certificates curl swaks libnet-ssleay-perl
 	libio-socket-ssl-perl dovecot-imapd dovecot-pop3d postfix
 	python3 python3-pytest python3-aiosmtpd procps iproute2 mandoc haproxy
-	fetchmail systemd"
+	fetchmail systemd python3-prometheus-client python3-yaml"
 # Fuzzing (libFuzzer) and sanitizers with clang.
 FUZZ="clang libclang-rt-14-dev"
 

@@ -347,6 +347,8 @@ test_defaults(void **state)
 	assert_int_equal(c->workers, tc_cpus());
 	assert_int_equal(c->max_connections, DEFAULT_MAX_CONNECTIONS);
 	assert_int_equal(c->shutdown_timeout, DEFAULT_SHUTDOWN_TIMEOUT);
+	assert_int_equal(c->nstats_listen, 0);
+	assert_int_equal(c->nstats_allow, 0);
 
 	assert_int_equal(c->ntls, 1);
 	assert_string_equal(t->name, "mail");
@@ -531,6 +533,13 @@ test_all_options(void **state)
 	assert_int_equal(c->workers, 3);
 	assert_int_equal(c->max_connections, 5000);
 	assert_int_equal(c->shutdown_timeout, 45);
+	assert_int_equal(c->nstats_listen, 2);
+	assert_string_equal(c->stats_listen[0].text, "127.0.0.1:9425");
+	assert_int_equal(c->stats_listen[1].ss.ss_family, AF_INET6);
+	assert_int_equal(c->nstats_allow, 2);
+	assert_int_equal(c->stats_allow[0].prefix, 8);
+	assert_int_equal(c->stats_allow[1].prefix, 32);
+	assert_int_equal(c->stats_line, 11);
 
 	assert_int_equal(t->npairs, 2);
 	assert_string_equal(t->pairs[0].certificate, "/etc/ssl/mail/ecdsa.pem");
