@@ -126,6 +126,7 @@ static void	audit_proxy_trusted(struct audit *,
 		    const struct conf_service *);
 static int	audit_local_endpoint(const struct conf_endpoint *);
 static void	audit_identity(struct audit *, const struct conf_service *);
+static void	audit_timeouts(struct audit *, const struct conf_service *);
 static int	audit_loopback(const struct sockaddr_storage *);
 static void	audit_stats(struct audit *);
 static int	audit_mode_ok(const struct stat *,
@@ -571,6 +572,26 @@ audit_service(struct audit *a, const struct conf_service *s)
 		audit_ciphers(a, s, what);
 }
 
+/*
+ * SPEC 10 limits that 0 turns off.  cleartext_timeout = 0 lets a client
+ * that never sends STARTTLS keep a connection (and a slot of
+ * max_connections_per_ip) for as long as it keeps talking: idle_timeout
+ * alone never fires for a NOOP every few minutes.  smtp_greeting_delay
+ * is off by default (SPEC 10, and it delays every legitimate client),
+ * so 0 there is the shipped choice and nothing is said.  idle_timeout
+ * and handshake_timeout cannot be 0.
+ */
+static void
+audit_timeouts(struct audit *a, const struct conf_service *s)
+{
+	if (s->tls_mode == TLS_MODE_STARTTLS && s->require_starttls &&
+	    s->cleartext_timeout == 0)
+		audit_report(a, AUDIT_WARNING, s->line, "service \"%s\": "
+		    "cleartext_timeout = 0: a client that never sends "
+		    "STARTTLS keeps its connection for as long as it keeps "
+		    "talking", s->name);
+}
+
 /* Networks a balancer may sit in without anyone else sharing them. */
 static const char *const audit_private_nets[] = {
 	"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",	/* RFC 1918 */
@@ -976,6 +997,7 @@ audit_conf(const struct conf *conf, audit_cb cb, void *arg)
 		audit_service(&a, &conf->services[i]);
 		audit_proxy_trusted(&a, &conf->services[i]);
 		audit_identity(&a, &conf->services[i]);
+		audit_timeouts(&a, &conf->services[i]);
 	}
 	audit_stats(&a);
 	audit_privileges(&a);

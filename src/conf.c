@@ -201,6 +201,10 @@ static cfg_opt_t conf_service_opts[] = {
 	CFG_INT_CB("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT, CFGF_NONE,
 	    conf_parse_int),
 	CFG_INT_CB("idle_timeout", 0, CFGF_NONE, conf_parse_int),
+	CFG_INT_CB("cleartext_timeout", DEFAULT_CLEARTEXT_TIMEOUT, CFGF_NONE,
+	    conf_parse_int),
+	CFG_INT_CB("smtp_greeting_delay", DEFAULT_SMTP_GREETING_DELAY,
+	    CFGF_NONE, conf_parse_int),
 	CFG_INT_CB("backend_connect_timeout", DEFAULT_BACKEND_CONNECT_TIMEOUT,
 	    CFGF_NONE, conf_parse_int),
 	CFG_INT_CB("max_line_length", 0, CFGF_NONE, conf_parse_int),
@@ -345,6 +349,10 @@ static const struct conf_rule conf_rules[] = {
 	    LIMIT_CONNECTIONS_MAX),
 	CONF_RANGE(CONF_SERVICE, "handshake_timeout", 1, LIMIT_TIMEOUT_MAX),
 	CONF_RANGE(CONF_SERVICE, "idle_timeout", 1, LIMIT_TIMEOUT_MAX),
+	/* 0: off (-t warns, see audit.c). */
+	CONF_RANGE(CONF_SERVICE, "cleartext_timeout", 0, LIMIT_TIMEOUT_MAX),
+	CONF_RANGE(CONF_SERVICE, "smtp_greeting_delay", 0,
+	    LIMIT_GREETING_DELAY_MAX),
 	CONF_RANGE(CONF_SERVICE, "backend_connect_timeout", 1,
 	    LIMIT_TIMEOUT_MAX),
 	CONF_RANGE(CONF_SERVICE, "max_line_length", LIMIT_LINE_MIN,
@@ -362,6 +370,7 @@ static const struct {
 } conf_proto_only[] = {
 	{ "xclient", PROTO_SMTP },
 	{ "smtp_bare_newline", PROTO_SMTP },
+	{ "smtp_greeting_delay", PROTO_SMTP },
 };
 
 static const struct conf_unsupported conf_unsupported[] = {
@@ -1510,6 +1519,8 @@ conf_build_limits(struct conf_service *s, cfg_t *sec)
 	s->idle_timeout = conf_uint(sec, "idle_timeout");
 	if (s->idle_timeout == 0)
 		s->idle_timeout = conf_protos[s->protocol].idle_timeout;
+	s->cleartext_timeout = conf_uint(sec, "cleartext_timeout");
+	s->smtp_greeting_delay = conf_uint(sec, "smtp_greeting_delay");
 	s->backend_connect_timeout = conf_uint(sec, "backend_connect_timeout");
 	s->max_line_length = conf_uint(sec, "max_line_length");
 	if (s->max_line_length == 0)

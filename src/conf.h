@@ -120,6 +120,9 @@ struct conf_service {
 	unsigned		 max_connections_per_ip;
 	unsigned		 handshake_timeout;	/* seconds */
 	unsigned		 idle_timeout;		/* seconds, protocol default */
+	/* SPEC 10: greeting to STARTTLS with require_starttls; 0 = off. */
+	unsigned		 cleartext_timeout;
+	unsigned		 smtp_greeting_delay;	/* seconds, 0 = off */
 	unsigned		 backend_connect_timeout;
 	size_t			 max_line_length;	/* protocol default */
 	enum bare_newline_mode	 smtp_bare_newline;

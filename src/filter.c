@@ -316,6 +316,7 @@ static const char *const filter_refusal_names[FILTER_REF_N] = {
 	[FILTER_REF_AUTHORITY] = "authority",
 	[FILTER_REF_INJECTION] = "injection",
 	[FILTER_REF_SMUGGLING] = "smuggling",
+	[FILTER_REF_GREETING_DELAY] = "smtp_greeting_delay",
 };
 
 const char *
@@ -359,6 +360,24 @@ filter_close_after(struct filter *f, const char *reply, const char *reason)
 	if (f->reason == NULL)
 		f->reason = reason;
 	filter_slot_push(f, FSLOT_LOCAL_CLOSE, reply, NULL, 0);
+}
+
+bool
+filter_timeout(struct filter *f, struct evbuffer *to_client,
+    const char *reason)
+{
+	bool	at = f->ops->at_boundary == NULL || f->ops->at_boundary(f);
+
+	if (f->reason == NULL)
+		f->reason = reason;
+	f->closing = true;
+	if (!at || f->ops->timeout_reply == NULL) {
+		flog(f, info, "%s in the middle of a reply or a transfer: "
+		    "closing without the timeout reply", reason);
+		return false;
+	}
+	f->ops->timeout_reply(to_client, f->hostname);
+	return true;
 }
 
 /* ---------------------------------------------------------------------- */

@@ -72,6 +72,7 @@ enum filter_refusal {
 	FILTER_REF_AUTHORITY,		/* XCLIENT, XFORWARD... from a client */
 	FILTER_REF_INJECTION,		/* bytes behind STARTTLS (SPEC 8.1) */
 	FILTER_REF_SMUGGLING,		/* bare newline in a message (reject) */
+	FILTER_REF_GREETING_DELAY,	/* early talker (smtp_greeting_delay) */
 	FILTER_REF_N
 };
 
@@ -281,6 +282,17 @@ const char	*filter_refusal_name(enum filter_refusal);
 /* Answer ourselves without counting (a reply that is not a refusal). */
 void		 filter_local(struct filter *, const char *tag, size_t taglen,
 		    const char *reply);
+/*
+ * A session timeout (SPEC 10: idle_timeout, cleartext_timeout): the
+ * protocol's timeout reply is written at once, outside the FIFO, if the
+ * client-bound stream is at a reply boundary and the client is not in
+ * the middle of a transfer (ops->at_boundary); otherwise nothing is
+ * written (a reply there would corrupt the relayed reply, or be read as
+ * content).  Either way the filter closes with reason.  Returns whether
+ * the reply was written.
+ */
+bool		 filter_timeout(struct filter *, struct evbuffer *to_client,
+		    const char *reason);
 /* Queue a last reply (may be NULL: none) and close once it is written. */
 void		 filter_close_after(struct filter *, const char *reply,
 		    const char *reason);

@@ -28,6 +28,9 @@
 #define DEFAULT_MAX_CONNECTIONS		20000
 #define DEFAULT_SHUTDOWN_TIMEOUT	30
 #define DEFAULT_MAX_ERRORS		10	/* refusals per session */
+/* SPEC section 10. */
+#define DEFAULT_CLEARTEXT_TIMEOUT	60	/* greeting to STARTTLS */
+#define DEFAULT_SMTP_GREETING_DELAY	0	/* off */
 
 /* Hard bounds accepted from the configuration (sanity, not policy). */
 #define LIMIT_LINE_MIN			512
@@ -36,6 +39,8 @@
 #define LIMIT_WORKERS_MAX		256
 #define LIMIT_CONNECTIONS_MAX		1000000
 #define LIMIT_ERRORS_MAX		1000
+/* RFC 5321 4.5.3.2.1: a client waits 5 minutes for the greeting. */
+#define LIMIT_GREETING_DELAY_MAX	300
 
 /*
  * Relay buffering.  A leg's input is not read while the other leg's output

@@ -125,23 +125,42 @@ check_config(struct conf *conf)
 	return errors ? 1 : 0;
 }
 
-/* Two descriptors per session (client and backend) plus a reserve. */
+/*
+ * Two descriptors per session (client and backend) plus a reserve.  The
+ * soft limit is raised to what the configuration needs, up to the hard
+ * limit (as nginx and HAProxy do), never lowered; only a hard limit too
+ * low for max_connections is worth a warning (issue 10 item 7: a soft
+ * limit of 1024 under a generous hard limit is every stock system's).
+ */
 static void
 raise_nofile(const struct conf *conf)
 {
 	struct rlimit	 rl;
 	rlim_t		 want = (rlim_t)conf->max_connections * 2 + FD_RESERVE;
+	rlim_t		 was;
 
-	if (getrlimit(RLIMIT_NOFILE, &rl) == -1)
+	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
+		log_warn("getrlimit RLIMIT_NOFILE");
 		return;
-	if (rl.rlim_cur < rl.rlim_max) {
-		rl.rlim_cur = rl.rlim_max;
-		(void)setrlimit(RLIMIT_NOFILE, &rl);
+	}
+	was = rl.rlim_cur;
+	if (rl.rlim_cur < want) {
+		rl.rlim_cur = rl.rlim_max != RLIM_INFINITY &&
+		    rl.rlim_max < want ? rl.rlim_max : want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == -1) {
+			log_warn("setrlimit RLIMIT_NOFILE %llu",
+			    (unsigned long long)rl.rlim_cur);
+			rl.rlim_cur = was;
+		} else
+			log_debug("open files limit raised from %llu to %llu",
+			    (unsigned long long)was,
+			    (unsigned long long)rl.rlim_cur);
 	}
 	if (rl.rlim_cur < want)
-		log_warnx("open files limit %llu is below what max_connections "
-		    "%u needs (%llu); connections beyond it wait",
-		    (unsigned long long)rl.rlim_cur, conf->max_connections,
+		log_warnx("open files limit %llu (hard limit %llu) is below "
+		    "what max_connections %u needs (%llu); connections beyond "
+		    "it wait", (unsigned long long)rl.rlim_cur,
+		    (unsigned long long)rl.rlim_max, conf->max_connections,
 		    (unsigned long long)want);
 }
 

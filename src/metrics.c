@@ -41,6 +41,7 @@ struct metrics_service {
 	unsigned		 nbackends;	/* published with release */
 	unsigned		 refusal_mask;	/* kinds that can happen */
 	int			 starttls;	/* ever a STARTTLS service */
+	int			 cleartext_to;	/* ever a cleartext_timeout */
 	/* Both only grow, so a series once shown never disappears. */
 	struct metrics_block	*blocks;	/* one per worker */
 };
@@ -113,6 +114,11 @@ static const char *const metrics_limit_names[METRICS_LIM_N] = {
 	[METRICS_LIM_PER_IP] = "max_connections_per_ip",
 };
 
+static const char *const metrics_timeout_names[METRICS_TO_N] = {
+	[METRICS_TO_IDLE] = "idle_timeout",
+	[METRICS_TO_CLEARTEXT] = "cleartext_timeout",
+};
+
 static struct metrics_service	*metrics_first;	/* published with release */
 static struct metrics_service	*metrics_last;	/* main thread only */
 static struct metrics_wide	*metrics_wide;
@@ -142,6 +148,8 @@ metrics_refusal_mask(const struct conf_service *svc)
 	if (svc->protocol == PROTO_SMTP &&
 	    svc->smtp_bare_newline == BARE_NEWLINE_REJECT)
 		m |= 1u << FILTER_REF_SMUGGLING;
+	if (svc->protocol == PROTO_SMTP && svc->smtp_greeting_delay > 0)
+		m |= 1u << FILTER_REF_GREETING_DELAY;
 	return m;
 }
 
@@ -176,6 +184,9 @@ metrics_service(const struct conf_service *svc)
 	    __ATOMIC_RELAXED);
 	if (svc->tls_mode == TLS_MODE_STARTTLS)
 		__atomic_store_n(&ms->starttls, 1, __ATOMIC_RELAXED);
+	if (svc->tls_mode == TLS_MODE_STARTTLS && svc->require_starttls &&
+	    svc->cleartext_timeout > 0)
+		__atomic_store_n(&ms->cleartext_to, 1, __ATOMIC_RELAXED);
 	for (i = 0; i < svc->nbackends; i++) {
 		n = ms->nbackends;
 		for (j = 0; j < n; j++)
@@ -329,6 +340,12 @@ void
 metrics_starttls(struct session *s)
 {
 	metrics_inc(&metrics_block(s)->starttls);
+}
+
+void
+metrics_timeout(struct session *s, enum metrics_timeout t)
+{
+	metrics_inc(&metrics_block(s)->timeouts[t]);
 }
 
 void
@@ -648,6 +665,19 @@ metrics_render_services(struct evbuffer *b)
 			    (unsigned long long)MSUMI(ms, limits, i));
 		}
 	}
+
+	metrics_head(b, "mailtlsd_timeouts_total", "counter",
+	    "Sessions closed by a timeout of SPEC 10, by reason.");
+	FOREACH_SERVICE(ms)
+		for (i = 0; i < METRICS_TO_N; i++) {
+			if (i == METRICS_TO_CLEARTEXT && !__atomic_load_n(
+			    &ms->cleartext_to, __ATOMIC_RELAXED))
+				continue;
+			metrics_sample(b, "mailtlsd_timeouts_total", ms);
+			evbuffer_add_printf(b, ",reason=\"%s\"} %llu\n",
+			    metrics_timeout_names[i],
+			    (unsigned long long)MSUMI(ms, timeouts, i));
+		}
 
 	metrics_head(b, "mailtlsd_backend_connect_failures_total", "counter",
 	    "Failed connection attempts to a backend (each one of a failover).");

@@ -60,6 +60,13 @@ enum metrics_limit {
 	METRICS_LIM_N
 };
 
+/* mailtlsd_timeouts_total{reason}: sessions closed by a timeout. */
+enum metrics_timeout {
+	METRICS_TO_IDLE = 0,		/* idle_timeout */
+	METRICS_TO_CLEARTEXT,		/* cleartext_timeout */
+	METRICS_TO_N
+};
+
 #define METRICS_HS_MAX		32	/* version x cipher x resumed, per block */
 #define METRICS_BACKENDS_MAX	64	/* distinct backend names per service */
 #define METRICS_DURATION_BUCKETS 11
@@ -79,6 +86,7 @@ struct metrics_block {
 	uint64_t		 starttls;
 	uint64_t		 refusals[FILTER_REF_N];
 	uint64_t		 limits[METRICS_LIM_N];
+	uint64_t		 timeouts[METRICS_TO_N];
 	uint64_t		 bytes_in, bytes_out;
 	uint64_t		 backend_fail[METRICS_BACKENDS_MAX];
 	uint64_t		 hs_other;	/* beyond METRICS_HS_MAX */
@@ -109,6 +117,7 @@ void	metrics_session_end(struct session *);		/* at free */
 void	metrics_handshake(struct session *);
 void	metrics_handshake_failure(struct session *, enum metrics_hs_failure);
 void	metrics_starttls(struct session *);
+void	metrics_timeout(struct session *, enum metrics_timeout);
 void	metrics_backend_failure(struct session *);
 /* The refusal counters of a session, for its filter. */
 uint64_t *metrics_refusals(struct metrics_service *, unsigned worker);

@@ -103,6 +103,18 @@ struct proto_ops {
 	/* SPEC section 3: temporary failure when no backend answers. */
 	void		 (*unavailable)(struct evbuffer *to_client,
 			    const char *hostname);
+
+	/*
+	 * SPEC 10, the idle timeout.  at_boundary: whether a reply of ours
+	 * may be written now, i.e. no backend reply has been relayed in
+	 * part (the rest of a multi-line reply, a message body or a
+	 * literal still to come) and the client is not in the middle of
+	 * a transfer (DATA content, a BDAT chunk, a literal).
+	 * timeout_reply: the protocol's own words before the close.
+	 */
+	bool		 (*at_boundary)(const struct filter *);
+	void		 (*timeout_reply)(struct evbuffer *to_client,
+			    const char *hostname);
 };
 
 const struct proto_ops	*proto_ops_get(enum proto_id);

@@ -163,6 +163,7 @@
 				"from server\r\n"
 #define IMAP_L_UNAVAIL		"* BYE [UNAVAILABLE] Service temporarily " \
 				"unavailable\r\n"
+#define IMAP_L_TIMEOUT		"* BYE Autologout; idle for too long\r\n"
 
 /* Where the client stream is. */
 enum imap_cstate {
@@ -331,6 +332,8 @@ static enum filter_verdict imap_backend_input(struct filter *,
 static void		 imap_tls_reset(struct filter *, struct evbuffer *);
 static void		 imap_last_word(const struct filter *, char *, size_t);
 static void		 imap_unavailable(struct evbuffer *, const char *);
+static bool		 imap_at_boundary(const struct filter *);
+static void		 imap_timeout_reply(struct evbuffer *, const char *);
 
 static const char	*imap_cstate_name(enum imap_cstate);
 static void		 imap_enter(struct filter *, enum imap_cstate);
@@ -462,6 +465,8 @@ const struct proto_ops proto_imap_ops = {
 	.tls_reset = imap_tls_reset,
 	.last_word = imap_last_word,
 	.unavailable = imap_unavailable,
+	.at_boundary = imap_at_boundary,
+	.timeout_reply = imap_timeout_reply,
 };
 
 /*
@@ -583,6 +588,29 @@ imap_unavailable(struct evbuffer *to_client, const char *hostname)
 {
 	(void)hostname;
 	evbuffer_add(to_client, IMAP_L_UNAVAIL, strlen(IMAP_L_UNAVAIL));
+}
+
+/*
+ * An untagged BYE may come between any two responses (RFC 9051 7.1.5),
+ * IDLE included, but not inside one (a line, or a response with
+ * literals, relayed in part), nor while the client sends literal bytes
+ * (it would take the BYE for a continuation it can ignore, and the
+ * backend would see a command cut short).
+ */
+static bool
+imap_at_boundary(const struct filter *f)
+{
+	const struct imap	*st = f->proto;
+
+	return st->bstate == IMAP_B_LINE && !st->bmid &&
+	    st->cstate != IMAP_C_LITERAL;
+}
+
+static void
+imap_timeout_reply(struct evbuffer *to_client, const char *hostname)
+{
+	(void)hostname;
+	evbuffer_add(to_client, IMAP_L_TIMEOUT, strlen(IMAP_L_TIMEOUT));
 }
 
 static const char *

@@ -73,6 +73,7 @@
 #define POP3_R_NOTLS	"-ERR STLS not available\r\n"
 #define POP3_R_ERRORS	"-ERR Too many errors\r\n"
 #define POP3_R_UNAVAIL	"-ERR [SYS/TEMP] Service temporarily unavailable\r\n"
+#define POP3_R_TIMEOUT	"-ERR Timeout\r\n"
 
 enum pop3_state {
 	POP3_ST_GREETING = 0,	/* waiting for the backend's greeting */
@@ -179,6 +180,8 @@ struct pop3 {
 static void		*pop3_init(struct filter *, const struct filter_params *);
 static void		 pop3_free(void *);
 static void		 pop3_unavailable(struct evbuffer *, const char *);
+static bool		 pop3_at_boundary(const struct filter *);
+static void		 pop3_timeout_reply(struct evbuffer *, const char *);
 static void		 pop3_tls_reset(struct filter *, struct evbuffer *);
 static void		 pop3_last_word(const struct filter *, char *, size_t);
 static const char	*pop3_state_name(enum pop3_state);
@@ -235,6 +238,8 @@ const struct proto_ops proto_pop3_ops = {
 	.tls_reset = pop3_tls_reset,
 	.last_word = pop3_last_word,
 	.unavailable = pop3_unavailable,
+	.at_boundary = pop3_at_boundary,
+	.timeout_reply = pop3_timeout_reply,
 };
 
 /* ------------------------------------------------------------------ */
@@ -277,6 +282,26 @@ pop3_unavailable(struct evbuffer *to_client, const char *hostname)
 {
 	(void)hostname;
 	evbuffer_add(to_client, POP3_R_UNAVAIL, strlen(POP3_R_UNAVAIL));
+}
+
+/*
+ * Status lines reach the client whole; a multi-line body (RETR, LIST,
+ * CAPA...) is relayed as it comes, and a -ERR inside it would be read
+ * as a line of the message.  Clients send no transfers of their own.
+ */
+static bool
+pop3_at_boundary(const struct filter *f)
+{
+	const struct pop3	*p = f->proto;
+
+	return p->reader == POP3_RD_STATUS;
+}
+
+static void
+pop3_timeout_reply(struct evbuffer *to_client, const char *hostname)
+{
+	(void)hostname;
+	evbuffer_add(to_client, POP3_R_TIMEOUT, strlen(POP3_R_TIMEOUT));
 }
 
 /*

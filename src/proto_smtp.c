@@ -235,6 +235,8 @@ static enum filter_verdict smtp_backend_input(struct filter *,
 static void	 smtp_tls_reset(struct filter *, struct evbuffer *);
 static void	 smtp_last_word(const struct filter *, char *, size_t);
 static void	 smtp_unavailable(struct evbuffer *, const char *);
+static bool	 smtp_at_boundary(const struct filter *);
+static void	 smtp_timeout_reply(struct evbuffer *, const char *);
 
 static const char *smtp_state_name(enum smtp_state);
 static void	 smtp_enter_state(struct filter *, enum smtp_state);
@@ -375,6 +377,8 @@ const struct proto_ops proto_smtp_ops = {
 	.tls_reset = smtp_tls_reset,
 	.last_word = smtp_last_word,
 	.unavailable = smtp_unavailable,
+	.at_boundary = smtp_at_boundary,
+	.timeout_reply = smtp_timeout_reply,
 };
 
 /* ---------------------------------------------------------------------- */
@@ -478,6 +482,28 @@ smtp_unavailable(struct evbuffer *to_client, const char *hostname)
 {
 	evbuffer_add_printf(to_client,
 	    "421 4.3.2 %s Service temporarily unavailable\r\n",
+	    hostname ? hostname : "localhost");
+}
+
+/*
+ * Backend replies reach the client whole (smtp_reply_done()), so the
+ * client-bound stream is always at a reply boundary; what matters is the
+ * client's: inside DATA content or a BDAT chunk, a 421 would stand in
+ * the middle of a message the client is still sending.
+ */
+static bool
+smtp_at_boundary(const struct filter *f)
+{
+	const struct smtp	*s = f->proto;
+
+	return s->state != SMTP_ST_DATA && s->state != SMTP_ST_BDAT;
+}
+
+static void
+smtp_timeout_reply(struct evbuffer *to_client, const char *hostname)
+{
+	evbuffer_add_printf(to_client,
+	    "421 4.4.2 %s Error: timeout exceeded\r\n",
 	    hostname ? hostname : "localhost");
 }
 

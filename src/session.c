@@ -80,6 +80,11 @@ static void	session_pump(struct session *);
 static void	session_flow(struct session *);
 static void	session_arm(struct session *, unsigned seconds);
 static void	session_arm_idle(struct session *);
+static bool	session_cleartext_left(struct session *, time_t, time_t *);
+static void	session_timeout(struct session *);
+static void	session_greet_hold(struct session *);
+static bool	session_greet_due(struct session *);
+static void	session_early_talker(struct session *);
 static void	session_schedule_free(struct session *);
 static int	session_flushed(struct session *);
 static void	session_closing_check(struct session *);
@@ -137,27 +142,155 @@ session_arm(struct session *s, unsigned seconds)
  * The idle deadline in RELAY.  While client bytes wait in the input (an
  * incomplete command line, or a command held for a reply), the deadline
  * counts from when they started waiting: trickling a line byte by byte
- * does not extend it (SPEC section 3).
+ * does not extend it (SPEC section 3).  Traffic in either direction
+ * re-arms it (this runs after every pump): an IMAP client in IDLE stays
+ * as long as the backend sends its keepalives ("* OK Still here"), as it
+ * would on a direct connection; idle_timeout ends a session only when
+ * both sides are silent.  Before STARTTLS the cleartext deadline may
+ * come first.
  */
 static void
 session_arm_idle(struct session *s)
 {
 	struct timeval	 now, tv;
-	time_t		 idle = (time_t)s->svc->idle_timeout;
+	time_t		 idle = (time_t)s->svc->idle_timeout, left;
 
 	event_base_gettimeofday_cached(s->worker->base, &now);
+	tv.tv_usec = 0;
 	if (evbuffer_get_length(bufferevent_get_input(s->client)) == 0) {
 		s->line_since = 0;
-		session_arm(s, s->svc->idle_timeout);
-		return;
+		tv.tv_sec = idle;
+	} else {
+		if (s->line_since == 0)
+			s->line_since = now.tv_sec;
+		tv.tv_sec = s->line_since + idle - now.tv_sec;
 	}
-	if (s->line_since == 0)
-		s->line_since = now.tv_sec;
-	tv.tv_sec = s->line_since + idle - now.tv_sec;
-	tv.tv_usec = 0;
+	if (session_cleartext_left(s, now.tv_sec, &left) && left < tv.tv_sec)
+		tv.tv_sec = left;
 	if (tv.tv_sec <= 0)
 		tv.tv_sec = 0;
 	event_add(s->timer, &tv);
+}
+
+/*
+ * cleartext_timeout (SPEC 10): on a STARTTLS service with
+ * require_starttls, the time from the greeting (the first bytes the
+ * client got) to the STARTTLS go-ahead.  Sets *left (seconds, may be
+ * negative) and returns true while it applies.
+ */
+static bool
+session_cleartext_left(struct session *s, time_t now, time_t *left)
+{
+	if (s->svc->tls_mode != TLS_MODE_STARTTLS ||
+	    !s->svc->require_starttls || s->svc->cleartext_timeout == 0 ||
+	    s->filter == NULL || !filter_cleartext(s->filter))
+		return false;
+	if (s->clear_since == 0) {
+		if (s->bytes_out == 0)
+			return false;	/* no greeting yet */
+		s->clear_since = now;
+	}
+	*left = s->clear_since + (time_t)s->svc->cleartext_timeout - now;
+	return true;
+}
+
+/*
+ * The idle or cleartext timeout in RELAY: logged and counted once, the
+ * protocol's timeout reply when the streams are at a boundary (the
+ * filter decides, filter_timeout()), then the close, which flushes the
+ * reply (inside TLS when TLS is up: s->client is the TLS bufferevent)
+ * within the linger timeout.
+ */
+static void
+session_timeout(struct session *s)
+{
+	struct timeval	 now;
+	time_t		 left;
+	bool		 clear, replied;
+	const char	*why;
+
+	event_base_gettimeofday_cached(s->worker->base, &now);
+	clear = session_cleartext_left(s, now.tv_sec, &left) && left <= 0;
+	why = clear ? "cleartext timeout" : "idle timeout";
+	metrics_timeout(s, clear ? METRICS_TO_CLEARTEXT : METRICS_TO_IDLE);
+	replied = filter_timeout(s->filter, bufferevent_get_output(s->client),
+	    why);
+	if (clear)
+		log_notice("%s client=%s: no STARTTLS within cleartext_timeout "
+		    "%u s, closing%s", s->id, s->peer_ip,
+		    s->svc->cleartext_timeout, replied ? "" : " (no reply)");
+	else
+		log_info("%s client=%s: idle timeout %u s, closing%s", s->id,
+		    s->peer_ip, s->svc->idle_timeout,
+		    replied ? "" : " (no reply: mid-transfer)");
+	session_close(s, why);
+}
+
+/*
+ * smtp_greeting_delay (SPEC 10): the backend's greeting is held back in
+ * its input buffer (the session is not pumped) until the delay has
+ * passed, counted from the start of the session (STARTTLS services) or
+ * from the end of the TLS handshake (implicit TLS: the delay is for the
+ * SMTP dialogue, and a slow handshake must not eat into it).  The
+ * backend connection is made at once meanwhile.
+ */
+static void
+session_greet_hold(struct session *s)
+{
+	if (s->svc->protocol != PROTO_SMTP || s->svc->smtp_greeting_delay == 0)
+		return;
+	gettimeofday(&s->greet_until, NULL);
+	s->greet_until.tv_sec += (time_t)s->svc->smtp_greeting_delay;
+	s->flags |= SF_GREET_HOLD;
+}
+
+/*
+ * Whether the greeting may go now.  Client bytes already there make an
+ * early talker (they came before the greeting); before the deadline the
+ * timer is armed for what is left of it.
+ */
+static bool
+session_greet_due(struct session *s)
+{
+	struct timeval	now, left;
+
+	if (!(s->flags & SF_GREET_HOLD))
+		return true;
+	if (evbuffer_get_length(bufferevent_get_input(s->client)) != 0) {
+		session_early_talker(s);
+		return false;
+	}
+	gettimeofday(&now, NULL);
+	if (timercmp(&now, &s->greet_until, <)) {
+		timersub(&s->greet_until, &now, &left);
+		event_add(s->timer, &left);
+		return false;
+	}
+	s->flags &= ~SF_GREET_HOLD;
+	log_debug("%s greeting delay over", s->id);
+	return true;
+}
+
+/*
+ * A client that talks before the greeting (RFC 5321 4.3.1: it must
+ * wait): 554 and the close.  Its bytes are dropped unread; the backend
+ * never sees them.
+ */
+static void
+session_early_talker(struct session *s)
+{
+	struct evbuffer	*in = bufferevent_get_input(s->client);
+	static const char reply[] = "554 5.5.1 Protocol error\r\n";
+
+	log_notice("%s client=%s: early talker: %zu bytes before the "
+	    "greeting (smtp_greeting_delay %u s), closing", s->id, s->peer_ip,
+	    evbuffer_get_length(in), s->svc->smtp_greeting_delay);
+	s->flags &= ~SF_GREET_HOLD;
+	filter_count_refusal(s->filter, FILTER_REF_GREETING_DELAY);
+	evbuffer_drain(in, evbuffer_get_length(in));
+	evbuffer_add(bufferevent_get_output(s->client), reply,
+	    sizeof(reply) - 1);
+	session_close(s, "early talker");
 }
 
 static void
@@ -272,6 +405,7 @@ session_begin(struct session *s)
 	 * (bounded) input buffer until the backend is up.
 	 */
 	bufferevent_enable(s->client, EV_READ | EV_WRITE);
+	session_greet_hold(s);
 	backend_connect(s);
 }
 
@@ -494,6 +628,7 @@ session_tls_established(struct session *s)
 		return;
 	}
 	session_enter_state(s, SESSION_ST_CONNECTING);
+	session_greet_hold(s);
 	backend_connect(s);
 }
 
@@ -608,7 +743,7 @@ session_pump(struct session *s)
 	enum filter_verdict	 v = FILTER_CONTINUE;
 	size_t			 cin0;
 
-	if (s->state != SESSION_ST_RELAY)
+	if (s->state != SESSION_ST_RELAY || !session_greet_due(s))
 		return;
 	cin = bufferevent_get_input(s->client);
 	cout = bufferevent_get_output(s->client);
@@ -694,6 +829,12 @@ session_client_read_cb(struct bufferevent *bev, void *arg)
 	if (s->state == SESSION_ST_CLOSING) {
 		evbuffer_drain(bufferevent_get_input(bev),
 		    evbuffer_get_length(bufferevent_get_input(bev)));
+		return;
+	}
+	if ((s->flags & SF_GREET_HOLD) &&
+	    evbuffer_get_length(bufferevent_get_input(bev)) != 0) {
+		/* CONNECTING or RELAY: the greeting has not gone yet. */
+		session_early_talker(s);
 		return;
 	}
 	if (s->state == SESSION_ST_RELAY)
@@ -854,14 +995,20 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 		backend_connect_timeout(s);
 		break;
 	case SESSION_ST_RELAY:
+		if (s->flags & SF_GREET_HOLD) {
+			session_pump(s);	/* the greeting's turn, maybe */
+			break;
+		}
 		/* A backend that never became ready: a temporary failure. */
 		if (filter_awaiting(s->filter)) {
 			log_warnx("%s backend %s: not ready within the idle "
 			    "timeout", s->id, s->backend_name);
 			filter_backend_lost(s->filter,
 			    bufferevent_get_output(s->client));
+			session_close(s, "idle timeout");
+			break;
 		}
-		session_close(s, "idle timeout");
+		session_timeout(s);
 		break;
 	case SESSION_ST_CLOSING:
 		session_closing_check(s);

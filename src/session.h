@@ -43,6 +43,7 @@ enum session_state {
 #define SF_COUNTED		0x0100	/* holds connection slots */
 #define SF_SSL_SHUTDOWN		0x0200	/* close_notify queued */
 #define SF_IP_COUNTED		0x0400	/* holds a per-address slot for peer */
+#define SF_GREET_HOLD		0x8000	/* smtp_greeting_delay running */
 
 struct session {
 	TAILQ_ENTRY(session)	 entry;
@@ -81,6 +82,8 @@ struct session {
 	struct timeval		 started;
 	struct timeval		 linger_until;	/* CLOSING: free by then */
 	time_t			 line_since;	/* client bytes waiting since */
+	time_t			 clear_since;	/* cleartext_timeout counts from */
+	struct timeval		 greet_until;	/* SF_GREET_HOLD: the greeting */
 	uint64_t		 bytes_in;	/* from the client */
 	uint64_t		 bytes_out;	/* to the client */
 	const char		*reason;

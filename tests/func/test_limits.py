@@ -94,7 +94,9 @@ def test_idle_timeout(mtd, dovecot, mailbox, certs):
     with Conn.tls(port, certs.client_context()) as c:
         assert c.line().startswith(b"* OK")
         started = time.monotonic()
-        assert c.read_to_eof(timeout=10) == b""
+        # SPEC 10: the protocol's timeout reply, then the close.
+        assert c.read_to_eof(timeout=10) == \
+            b"* BYE Autologout; idle for too long\r\n"
         assert time.monotonic() - started < 8
     m.wait_log(r"session end .* reason=idle timeout")
 

@@ -49,7 +49,7 @@ FAMILIES = {
     "mailtlsd_refusals_total", "mailtlsd_backend_connect_failures_total",
     "mailtlsd_bytes_total", "mailtlsd_session_duration_seconds",
     "mailtlsd_certificate_expiry_timestamp_seconds",
-    "mailtlsd_config_reloads_total",
+    "mailtlsd_config_reloads_total", "mailtlsd_timeouts_total",
 }
 
 

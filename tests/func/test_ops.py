@@ -590,6 +590,22 @@ AUDIT_FINDINGS = {
                                service={"require_starttls": False}),
         0, [_svc_line("warning", 'service "s" (port 143): require_starttls '
                       "= false lets mail clients stay in cleartext")], True),
+    # SPEC 10: 0 turns the cleartext deadline off.
+    "cleartext_timeout_zero": (
+        lambda c, p: AuditCase(c, service={"cleartext_timeout": 0}),
+        0, [_svc_line("warning", 'service "s": cleartext_timeout = 0: a '
+                      "client that never sends STARTTLS keeps its "
+                      "connection for as long as it keeps talking")], True),
+    # Not where require_starttls is off (the warning above says it all).
+    "cleartext_timeout_zero_no_require": (
+        lambda c, p: AuditCase(c, protocol="imap", listen=143, service={
+            "require_starttls": False, "cleartext_timeout": 0}),
+        0, [_svc_line("warning", 'service "s" (port 143): require_starttls '
+                      "= false lets mail clients stay in cleartext")], True),
+    # smtp_greeting_delay = 0 is SPEC 10's default: nothing to say.
+    "greeting_delay_zero": (
+        lambda c, p: AuditCase(c, service={"smtp_greeting_delay": 0}),
+        0, [], True),
     # SPEC 9: a backend trusting identities from us should be local.
     "xclient_remote_backend": (
         lambda c, p: AuditCase(c, listen=25, service={

@@ -439,6 +439,30 @@ fz_pump(struct fz_run *r)
 	FZ_FAIL("the filter keeps asking for STARTTLS");
 }
 
+/*
+ * The session times out wherever the input left it (SPEC 10): the
+ * filter closes, and when it writes its timeout reply that reply starts
+ * a line of the client-bound stream (nothing relayed in part before it).
+ */
+static inline void
+fz_timeout(struct fz_run *r)
+{
+	struct evbuffer	*t = evbuffer_new();
+	bool		 wrote;
+
+	if (t == NULL)
+		abort();
+	fz_tape_take(r, &r->toc, r->to_c, 'C');
+	wrote = filter_timeout(r->f, t, "idle timeout");
+	FZ_CHECK(r->f->closing, "no close after the timeout");
+	FZ_CHECK(wrote == (evbuffer_get_length(t) > 0),
+	    "timeout reply: said %d, wrote %zu bytes", (int)wrote,
+	    evbuffer_get_length(t));
+	FZ_CHECK(!wrote || r->toc.len == 0 || r->toc.b[r->toc.len - 1] == '\n',
+	    "timeout reply in the middle of a line to the client");
+	evbuffer_free(t);
+}
+
 static inline void
 fz_params(struct fz_run *r, enum proto_id proto, const uint8_t *hdr)
 {
@@ -547,6 +571,8 @@ fz_run_input(const uint8_t *data, size_t size, enum proto_id proto,
 	}
 	if (alive && deferred)
 		alive = fz_pump(&r);
+	if (alive)
+		fz_timeout(&r);
 	if (fz_verbose)
 		fz_dump(&r);
 	fz_free(&r);

@@ -433,6 +433,9 @@ test_protocol_defaults(void **state)
 		assert_int_equal(s->max_line_length, want[i].line);
 		assert_int_equal(s->handshake_timeout,
 		    DEFAULT_HANDSHAKE_TIMEOUT);
+		assert_int_equal(s->cleartext_timeout,
+		    DEFAULT_CLEARTEXT_TIMEOUT);
+		assert_int_equal(s->smtp_greeting_delay, 0);
 	}
 	conf_free(c);
 }
@@ -576,6 +579,8 @@ test_all_options(void **state)
 	assert_int_equal(s->max_connections_per_ip, 7);
 	assert_int_equal(s->handshake_timeout, 11);
 	assert_int_equal(s->idle_timeout, 120);
+	assert_int_equal(s->cleartext_timeout, 30);
+	assert_int_equal(s->smtp_greeting_delay, 6);
 	assert_int_equal(s->backend_connect_timeout, 3);
 	assert_int_equal(s->max_line_length, 2048);
 	assert_int_equal(s->smtp_bare_newline, BARE_NEWLINE_REJECT);
@@ -625,6 +630,11 @@ test_limits_edges(void **state)
 	assert_int_equal(lo->max_connections, 0);
 	assert_int_equal(lo->max_connections_per_ip, 1);
 	assert_int_equal(lo->idle_timeout, 1);
+	assert_int_equal(lo->cleartext_timeout, 0);
+	assert_int_equal(hi->cleartext_timeout, LIMIT_TIMEOUT_MAX);
+	assert_int_equal(c->services[2].smtp_greeting_delay, 0);
+	assert_int_equal(c->services[3].smtp_greeting_delay,
+	    LIMIT_GREETING_DELAY_MAX);
 	assert_int_equal(lo->max_line_length, LIMIT_LINE_MIN);
 	assert_int_equal(hi->max_connections_per_ip, LIMIT_CONNECTIONS_MAX);
 	assert_int_equal(hi->handshake_timeout, LIMIT_TIMEOUT_MAX);

@@ -1433,6 +1433,59 @@ test_fifo_limit(void **state)
 	fh_drv_close(&d);
 }
 
+/*
+ * SPEC 10: the BYE between responses (IDLE included), never inside a
+ * response with a literal, nor while the client sends literal bytes.
+ */
+static void
+test_timeout(void **state)
+{
+	static const char	 bye[] = "* BYE Autologout; idle for too long\r\n";
+	static const char	 fetch[] = "* 1 FETCH (BODY[] {10}\r\n01234";
+	static const char	 idle[] = "+ idling\r\n";
+	struct fh_drv		 d;
+
+	(void)state;
+	drv_start(&d, true, 0);
+	drv_greet(&d);
+	assert_true(filter_timeout(d.f, d.to_c, "idle timeout"));
+	fh_drv_expect(d.to_c, bye, strlen(bye));
+	assert_true(d.f->closing);
+	assert_string_equal(filter_reason(d.f), "idle timeout");
+	fh_drv_close(&d);
+
+	/* A FETCH literal relayed in part. */
+	drv_start(&d, true, 0);
+	drv_greet(&d);
+	fh_drv_feed(&d, 'C', "a FETCH 1 BODY[]\r\n", 18, FILTER_CONTINUE);
+	fh_drv_feed(&d, 'B', fetch, strlen(fetch), FILTER_CONTINUE);
+	fh_drv_expect(d.to_c, fetch, strlen(fetch));
+	assert_false(filter_timeout(d.f, d.to_c, "idle timeout"));
+	assert_int_equal(evbuffer_get_length(d.to_c), 0);
+	fh_drv_close(&d);
+
+	/* The client in the middle of its literal. */
+	drv_start(&d, true, 0);
+	drv_greet(&d);
+	fh_drv_feed(&d, 'C', "a APPEND INBOX {10}\r\n", 21, FILTER_CONTINUE);
+	fh_drv_feed(&d, 'B', "+ go\r\n", 6, FILTER_CONTINUE);
+	fh_drv_expect(d.to_c, "+ go\r\n", 6);
+	fh_drv_feed(&d, 'C', "01234", 5, FILTER_CONTINUE);
+	assert_false(filter_timeout(d.f, d.to_c, "idle timeout"));
+	assert_int_equal(evbuffer_get_length(d.to_c), 0);
+	fh_drv_close(&d);
+
+	/* IDLE: the BYE may come (RFC 2177). */
+	drv_start(&d, true, 0);
+	drv_greet(&d);
+	fh_drv_feed(&d, 'C', "a IDLE\r\n", 8, FILTER_CONTINUE);
+	fh_drv_feed(&d, 'B', idle, strlen(idle), FILTER_CONTINUE);
+	fh_drv_expect(d.to_c, idle, strlen(idle));
+	assert_true(filter_timeout(d.f, d.to_c, "idle timeout"));
+	fh_drv_expect(d.to_c, bye, strlen(bye));
+	fh_drv_close(&d);
+}
+
 static void
 test_ops(void **state)
 {
@@ -1521,6 +1574,7 @@ main(void)
 		cmocka_unit_test(test_backend_long_lines),
 		cmocka_unit_test(test_fifo_limit),
 		cmocka_unit_test(test_ops),
+		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_reasons),
 		cmocka_unit_test(test_log),
 	};

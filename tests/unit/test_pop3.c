@@ -1002,6 +1002,42 @@ test_reasons(void **state)
 	fh_drv_close(&d);
 }
 
+/* SPEC 10: -ERR Timeout between replies, never inside a body. */
+static void
+test_timeout(void **state)
+{
+	static const char	 to[] = "-ERR Timeout\r\n";
+	static const char	 part[] = "+OK 120 octets\r\nReceived: x\r\n";
+	struct fh_drv		 d;
+
+	(void)state;
+	drv_start(&d, true, 0);
+	assert_true(filter_timeout(d.f, d.to_c, "idle timeout"));
+	fh_drv_expect(d.to_c, to, strlen(to));
+	assert_true(d.f->closing);
+	assert_string_equal(filter_reason(d.f), "idle timeout");
+	fh_drv_close(&d);
+
+	drv_start(&d, true, 0);
+	fh_drv_feed(&d, 'C', "RETR 1\r\n", 8, FILTER_CONTINUE);
+	fh_drv_feed(&d, 'B', part, strlen(part), FILTER_CONTINUE);
+	fh_drv_expect(d.to_c, part, strlen(part));
+	assert_false(filter_timeout(d.f, d.to_c, "idle timeout"));
+	assert_int_equal(evbuffer_get_length(d.to_c), 0);
+	assert_true(d.f->closing);
+	fh_drv_close(&d);
+
+	/* The body ended: a boundary again. */
+	drv_start(&d, true, 0);
+	fh_drv_feed(&d, 'C', "RETR 1\r\n", 8, FILTER_CONTINUE);
+	fh_drv_feed(&d, 'B', part, strlen(part), FILTER_CONTINUE);
+	fh_drv_feed(&d, 'B', "\r\n.\r\n", 5, FILTER_CONTINUE);
+	evbuffer_drain(d.to_c, evbuffer_get_length(d.to_c));
+	assert_true(filter_timeout(d.f, d.to_c, "idle timeout"));
+	fh_drv_expect(d.to_c, to, strlen(to));
+	fh_drv_close(&d);
+}
+
 static void
 test_ops(void **state)
 {
@@ -1065,6 +1101,7 @@ main(void)
 		cmocka_unit_test(test_sasl_too_long),
 		cmocka_unit_test(test_reasons),
 		cmocka_unit_test(test_ops),
+		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_log),
 	};
 

@@ -1443,6 +1443,59 @@ test_ops(void **state)
 	evbuffer_free(b);
 }
 
+/*
+ * SPEC 10: the timeout reply only at a boundary.  Backend replies reach
+ * the client whole, so a multi-line reply half read is no obstacle (none
+ * of it was written); DATA content in flight is.
+ */
+static void
+test_timeout(void **state)
+{
+	static const struct fh_case c = { .name = "timeout",
+	    .tls_active = true };
+	static const char	 r421[] = "421 4.4.2 mx.example.test Error: "
+	    "timeout exceeded\r\n";
+	static const char	 half[] = "250-backend.test\r\n"
+	    "250-PIPELINING\r\n";
+	struct fh_drv		 d;
+
+	(void)state;
+	fh_drv_open(&d, PROTO_SMTP, &proto_smtp_ops, &c, NULL, NULL);
+	fh_drv_feed(&d, 'B', GREET, strlen(GREET), FILTER_CONTINUE);
+	fh_drv_expect(d.to_c, GREET, strlen(GREET));
+	fh_drv_feed(&d, 'C', EHLO_C, strlen(EHLO_C), FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, EHLO_C, strlen(EHLO_C));
+	/* Half of a multi-line reply: kept, so the 421 is clean. */
+	fh_drv_feed(&d, 'B', half, strlen(half), FILTER_CONTINUE);
+	assert_int_equal(evbuffer_get_length(d.to_c), 0);
+	assert_true(filter_timeout(d.f, d.to_c, "idle timeout"));
+	fh_drv_expect(d.to_c, r421, strlen(r421));
+	assert_true(d.f->closing);
+	assert_string_equal(filter_reason(d.f), "idle timeout");
+	fh_drv_close(&d);
+
+	/* Inside DATA content: the close comes without a 421. */
+	data_rig_open(&d);
+	evbuffer_add_printf(d.cin, "Subject: x\r\n\r\nhalf a li");
+	data_pump(&d);
+	assert_false(filter_timeout(d.f, d.to_c, "idle timeout"));
+	assert_int_equal(evbuffer_get_length(d.to_c), 0);
+	assert_true(d.f->closing);
+	fh_drv_close(&d);
+
+	/* After the message, at the next command: the 421 again. */
+	data_rig_open(&d);
+	evbuffer_add_printf(d.cin, "x\r\n.\r\n");
+	data_pump(&d);
+	evbuffer_add_printf(d.bin, "%s", QUEUED);
+	data_pump(&d);
+	evbuffer_drain(d.to_c, evbuffer_get_length(d.to_c));
+	assert_true(filter_timeout(d.f, d.to_c, "cleartext timeout"));
+	fh_drv_expect(d.to_c, r421, strlen(r421));
+	assert_string_equal(filter_reason(d.f), "cleartext timeout");
+	fh_drv_close(&d);
+}
+
 /* The reasons the session end line will show. */
 static void
 test_reasons(void **state)
@@ -1488,6 +1541,7 @@ main(void)
 		cmocka_unit_test(test_ops),
 		cmocka_unit_test(test_backend_lost),
 		cmocka_unit_test(test_reasons),
+		cmocka_unit_test(test_timeout),
 	};
 
 	/* Quiet by default; test_logs() looks at everything. */
