@@ -80,9 +80,10 @@
 /*
  * The stats listener (SPEC section 11): a request head is at most
  * STATS_REQUEST_MAX bytes (400 beyond), a worker serves at most
- * STATS_CONNS_MAX connections at once, each read or write may take
- * STATS_TIMEOUT seconds, and after the reply at most STATS_LINGER_MAX
- * bytes more are read and dropped before the close.
+ * STATS_CONNS_MAX connections at once, a connection lasts at most
+ * STATS_TIMEOUT seconds from accept to close (request, reply and
+ * linger), and after the reply at most STATS_LINGER_MAX bytes more are
+ * read and dropped before the close.
  */
 #define STATS_REQUEST_MAX		4096
 #define STATS_CONNS_MAX			16

@@ -255,6 +255,7 @@ metrics_session_phase(struct session *s)
 	case SESSION_ST_HANDSHAKE:
 		ph = METRICS_PH_HANDSHAKE;
 		break;
+	case SESSION_ST_PROXY:		/* waiting for the balancer's header */
 	case SESSION_ST_CONNECTING:
 		ph = METRICS_PH_CONNECTING;
 		break;
@@ -262,6 +263,7 @@ metrics_session_phase(struct session *s)
 		ph = (s->flags & SF_TLS_UP) ? METRICS_PH_TLS :
 		    METRICS_PH_CLEARTEXT;
 		break;
+	case SESSION_ST_CLOSING:
 	default:
 		ph = METRICS_PH_CLOSING;
 		break;

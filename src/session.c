@@ -84,6 +84,7 @@ static bool	session_cleartext_left(struct session *, time_t, time_t *);
 static void	session_timeout(struct session *);
 static void	session_greet_hold(struct session *);
 static bool	session_greet_due(struct session *);
+static void	session_monotonic(struct timeval *);
 static void	session_early_talker(struct session *);
 static void	session_schedule_free(struct session *);
 static int	session_flushed(struct session *);
@@ -226,20 +227,37 @@ session_timeout(struct session *s)
 	session_close(s, why);
 }
 
+/* A clock that wall-clock steps do not move (NTP, an operator's date). */
+static void
+session_monotonic(struct timeval *tv)
+{
+	struct timespec	ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) == -1) {
+		gettimeofday(tv, NULL);
+		return;
+	}
+	tv->tv_sec = ts.tv_sec;
+	tv->tv_usec = ts.tv_nsec / 1000;
+}
+
 /*
  * smtp_greeting_delay (SPEC 10): the backend's greeting is held back in
  * its input buffer (the session is not pumped) until the delay has
  * passed, counted from the start of the session (STARTTLS services) or
  * from the end of the TLS handshake (implicit TLS: the delay is for the
  * SMTP dialogue, and a slow handshake must not eat into it).  The
- * backend connection is made at once meanwhile.
+ * backend connection is made at once meanwhile.  SF_GREET_HOLD stays set
+ * until the client has been sent its greeting, not just until the delay
+ * is over: a backend slow to greet, or the XCLIENT dialogue, must not
+ * open a window in which an early talker's bytes would be relayed.
  */
 static void
 session_greet_hold(struct session *s)
 {
 	if (s->svc->protocol != PROTO_SMTP || s->svc->smtp_greeting_delay == 0)
 		return;
-	gettimeofday(&s->greet_until, NULL);
+	session_monotonic(&s->greet_until);
 	s->greet_until.tv_sec += (time_t)s->svc->smtp_greeting_delay;
 	s->flags |= SF_GREET_HOLD;
 }
@@ -260,14 +278,14 @@ session_greet_due(struct session *s)
 		session_early_talker(s);
 		return false;
 	}
-	gettimeofday(&now, NULL);
+	session_monotonic(&now);
 	if (timercmp(&now, &s->greet_until, <)) {
 		timersub(&s->greet_until, &now, &left);
 		event_add(s->timer, &left);
 		return false;
 	}
-	s->flags &= ~SF_GREET_HOLD;
-	log_debug("%s greeting delay over", s->id);
+	/* SF_GREET_HOLD itself ends with the greeting's first byte. */
+	s->flags |= SF_GREET_DUE;
 	return true;
 }
 
@@ -752,6 +770,12 @@ session_pump(struct session *s)
 
 	cin0 = evbuffer_get_length(cin);
 	v = filter_pump(s->filter, cin, bin, cout, bout);
+	/* The greeting (or a failure reply) is out: no early talker now. */
+	if ((s->flags & SF_GREET_HOLD) &&
+	    (evbuffer_get_length(cout) != 0 || s->bytes_out != 0)) {
+		s->flags &= ~(SF_GREET_HOLD | SF_GREET_DUE);
+		log_debug("%s greeting sent after smtp_greeting_delay", s->id);
+	}
 	/* Bytes the client sent before its EOF still count. */
 	s->bytes_in += cin0 - evbuffer_get_length(cin);
 	switch (v) {
@@ -995,7 +1019,8 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 		backend_connect_timeout(s);
 		break;
 	case SESSION_ST_RELAY:
-		if (s->flags & SF_GREET_HOLD) {
+		if ((s->flags & (SF_GREET_HOLD | SF_GREET_DUE)) ==
+		    SF_GREET_HOLD) {
 			session_pump(s);	/* the greeting's turn, maybe */
 			break;
 		}

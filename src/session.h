@@ -43,7 +43,8 @@ enum session_state {
 #define SF_COUNTED		0x0100	/* holds connection slots */
 #define SF_SSL_SHUTDOWN		0x0200	/* close_notify queued */
 #define SF_IP_COUNTED		0x0400	/* holds a per-address slot for peer */
-#define SF_GREET_HOLD		0x8000	/* smtp_greeting_delay running */
+#define SF_GREET_HOLD		0x8000	/* smtp_greeting_delay: no greeting yet */
+#define SF_GREET_DUE		0x10000	/* ... but its delay is over */
 
 struct session {
 	TAILQ_ENTRY(session)	 entry;

@@ -13,7 +13,8 @@
  *
  * Bounds (SPEC 8.7 applies here too): STATS_CONNS_MAX connections per
  * worker, a request head of HTTPREQ_MAX bytes (httpreq.c; beyond it, or
- * malformed: 400), STATS_TIMEOUT seconds per read or write, one request
+ * malformed: 400), STATS_TIMEOUT seconds for the whole connection (a
+ * client trickling bytes cannot hold a slot longer), one request
  * per connection ("Connection: close", no keep-alive).  After the reply
  * the write side is shut and what the client still sends is read and
  * dropped (up to STATS_LINGER_MAX bytes or the timeout), so that closing
@@ -61,6 +62,7 @@ struct stats_conn {
 	TAILQ_ENTRY(stats_conn)	 entry;
 	struct stats_worker	*sw;
 	struct bufferevent	*bev;
+	struct event		*deadline;	/* the whole connection's */
 	int			 replied;
 	size_t			 dropped;
 	char			 peer[UTIL_ADDRSTRLEN];
@@ -72,6 +74,7 @@ static void	stats_read_cb(struct bufferevent *, void *);
 static void	stats_write_cb(struct bufferevent *, void *);
 static void	stats_event_cb(struct bufferevent *, short, void *);
 static void	stats_free(struct stats_conn *);
+static void	stats_deadline_cb(evutil_socket_t, short, void *);
 static int	stats_allowed(const struct conf *, const struct sockaddr *);
 static void	stats_reply(struct stats_conn *, int, const char *,
 		    const struct httpreq *, struct evbuffer *);
@@ -253,8 +256,14 @@ stats_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	c->sw = sw;
 	util_strlcpy(c->peer, ip, sizeof(c->peer));
 	c->bev = bufferevent_socket_new(sw->w->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL) {
-		close(fd);
+	c->deadline = evtimer_new(sw->w->base, stats_deadline_cb, c);
+	if (c->bev == NULL || c->deadline == NULL) {
+		if (c->bev != NULL)
+			bufferevent_free(c->bev);
+		else
+			close(fd);
+		if (c->deadline != NULL)
+			event_free(c->deadline);
 		free(c);
 		return;
 	}
@@ -265,7 +274,27 @@ stats_accept_cb(struct evconnlistener *lev, evutil_socket_t fd,
 	/* Never more than one request head in memory. */
 	bufferevent_setwatermark(c->bev, EV_READ, 0, HTTPREQ_MAX);
 	bufferevent_set_timeouts(c->bev, &tv, &tv);
+	/*
+	 * The per-read timeout restarts with every byte: a client trickling
+	 * one byte every few seconds would hold one of the STATS_CONNS_MAX
+	 * slots for hours and starve /health.  The whole connection, request,
+	 * reply and linger, gets STATS_TIMEOUT.
+	 */
+	evtimer_add(c->deadline, &tv);
 	bufferevent_enable(c->bev, EV_READ);
+}
+
+static void
+stats_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct stats_conn	*c = arg;
+
+	(void)fd;
+	(void)what;
+	if (!c->replied)
+		log_info("stats: %s: no complete request within %d s, closing",
+		    c->peer, STATS_TIMEOUT);
+	stats_free(c);
 }
 
 static void
@@ -274,6 +303,7 @@ stats_free(struct stats_conn *c)
 	c->sw->nconns--;
 	TAILQ_REMOVE(&c->sw->conns, c, entry);
 	bufferevent_free(c->bev);
+	event_free(c->deadline);
 	free(c);
 }
 

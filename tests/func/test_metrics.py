@@ -22,6 +22,7 @@ to stats_allow.
 """
 
 import datetime
+import itertools
 import json
 import os
 import re
@@ -614,3 +615,34 @@ def test_grafana_dashboard_names_real_metrics():
                  "mailtlsd_refusals_total",
                  "mailtlsd_certificate_expiry_timestamp_seconds"):
         assert want in names
+
+
+@pytest.mark.timeout(90)
+def test_trickling_client_is_closed_at_the_connection_deadline(mtd, dovecot):
+    """A byte every 2 s restarts a per-read timeout for ever; the stats
+    connection as a whole has STATS_TIMEOUT (10 s), so a few such
+    clients cannot hold every slot and starve /health (found in review)."""
+    m, sport, _ = daemon(mtd, dovecot)
+    s = socket.create_connection((HOST, sport), 10)
+    try:
+        s.settimeout(2)
+        closed = False
+        deadline = time.monotonic() + 30
+        for ch in itertools.cycle(b"GET /health HTTP/1.1\r\n"):
+            if time.monotonic() > deadline:
+                break
+            try:
+                s.sendall(bytes([ch]))
+                if s.recv(4096) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                continue
+            except (ConnectionResetError, BrokenPipeError):
+                closed = True
+                break
+        assert closed, "a trickling client kept its stats connection"
+    finally:
+        s.close()
+    m.wait_log(r"stats: 127\.0\.0\.1: no complete request within 10 s")
+    assert get(sport, "/health")[0] == 200

@@ -23,6 +23,8 @@ Timings are only asserted as "at least the delay" and "within a bound"
 """
 
 import re
+import socket
+import threading
 import time
 
 import pytest
@@ -314,6 +316,78 @@ def test_early_talker_after_part_of_the_delay(mtd, postfix):
         time.sleep(1)
         c.send(b"Q")
         assert c.read_to_eof(timeout=20) == R_EARLY
+
+
+
+class SlowGreeter:
+    """An SMTP backend that greets only after `after` seconds (a loaded
+    server, slow DNS before its banner) and records every line it gets."""
+
+    def __init__(self, after):
+        self.after = after
+        self.lines = []
+        self.sock = mtlib.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.sock.settimeout(0.2)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        deadline = time.monotonic() + 60
+        while not self.stop.is_set() and time.monotonic() < deadline:
+            try:
+                c, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            with c:
+                if self.stop.wait(self.after):
+                    return
+                c.settimeout(0.2)
+                try:
+                    c.sendall(b"220 slow.example.test ESMTP\r\n")
+                    buf = b""
+                    end = time.monotonic() + 20
+                    while not self.stop.is_set() and time.monotonic() < end:
+                        try:
+                            d = c.recv(4096)
+                        except socket.timeout:
+                            continue
+                        if not d:
+                            break
+                        buf += d
+                        while b"\r\n" in buf:
+                            line, buf = buf.split(b"\r\n", 1)
+                            self.lines.append(line)
+                            c.sendall(b"250 ok\r\n")
+                except OSError:
+                    pass
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+def test_early_talker_after_the_delay_before_a_slow_greeting(mtd):
+    """The delay is over but the backend has not greeted yet: the client
+    still has no greeting, so its bytes make it an early talker, and the
+    backend never sees them (they were relayed once, found in review)."""
+    be = SlowGreeter(after=3)
+    try:
+        m = mtd()
+        port = m.add_service("s", "smtp", [be.port], tls_mode="starttls",
+                             require_starttls=False, smtp_greeting_delay=1)
+        m.start()
+        with Conn.plain(port, timeout=30) as c:
+            time.sleep(1.5)
+            c.send(b"EHLO early.example.test\r\n")
+            assert c.read_to_eof(timeout=20) == R_EARLY
+        m.wait_log(r"early talker: \d+ bytes before the greeting")
+        time.sleep(2.5)     # past the backend's greeting
+        assert be.lines == [], be.lines
+    finally:
+        be.close()
 
 
 def _scrape(sport):
