@@ -127,6 +127,7 @@ static void	audit_proxy_trusted(struct audit *,
 static int	audit_local_endpoint(const struct conf_endpoint *);
 static void	audit_identity(struct audit *, const struct conf_service *);
 static void	audit_timeouts(struct audit *, const struct conf_service *);
+static void	audit_client_mode(struct audit *, const struct conf_service *);
 static int	audit_loopback(const struct sockaddr_storage *);
 static void	audit_stats(struct audit *);
 static int	audit_mode_ok(const struct stat *,
@@ -592,6 +593,40 @@ audit_timeouts(struct audit *a, const struct conf_service *s)
 		    "talking", s->name);
 }
 
+/*
+ * SPEC 12, client mode.  A plaintext listener is always worth a line
+ * (what it accepts crosses its network in clear: credentials included),
+ * louder when allow_plaintext_listen took it off loopback.  An
+ * unverified backend leg is encrypted but not authenticated: anyone on
+ * the path can stand in for the server (STRIPTLS's cousin).
+ */
+static void
+audit_client_mode(struct audit *a, const struct conf_service *s)
+{
+	size_t	 i;
+
+	if (s->tls_mode == TLS_MODE_NONE)
+		for (i = 0; i < s->nlisten; i++)
+			audit_report(a, AUDIT_WARNING, s->line, "service "
+			    "\"%s\": tls_mode = \"none\": %s accepts "
+			    "plaintext%s", s->name, s->listen[i].text,
+			    audit_loopback(&s->listen[i].ss) ?
+			    " (loopback only)" : ", and is not a loopback "
+			    "address (allow_plaintext_listen): passwords cross "
+			    "the network in clear");
+	if (s->backend_tls != BACKEND_TLS_NONE && !s->backend_tls_verify)
+		audit_report(a, AUDIT_WARNING, s->line, "service \"%s\": "
+		    "backend_tls_verify = false: the backend's certificate "
+		    "is not checked, anyone on the path can impersonate it",
+		    s->name);
+	if (s->backend_tls != BACKEND_TLS_NONE &&
+	    s->backend_tls_profile == TLS_PROFILE_OPPORTUNISTIC)
+		audit_report(a, AUDIT_WARNING, s->line, "service \"%s\": "
+		    "backend_tls_profile = \"opportunistic\" allows TLS 1.0 "
+		    "and suites without forward secrecy towards the backend",
+		    s->name);
+}
+
 /* Networks a balancer may sit in without anyone else sharing them. */
 static const char *const audit_private_nets[] = {
 	"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",	/* RFC 1918 */
@@ -998,6 +1033,7 @@ audit_conf(const struct conf *conf, audit_cb cb, void *arg)
 		audit_proxy_trusted(&a, &conf->services[i]);
 		audit_identity(&a, &conf->services[i]);
 		audit_timeouts(&a, &conf->services[i]);
+		audit_client_mode(&a, &conf->services[i]);
 	}
 	audit_stats(&a);
 	audit_privileges(&a);

@@ -14,6 +14,16 @@
  * reserve a port per source address and run out near 28000 connections.
  * Transparent sockets need CAP_NET_ADMIN (or CAP_NET_RAW), kept across
  * the privilege drop by main.c and checked by backend_transparent_check().
+ *
+ * backend_tls = "implicit" (SPEC 12): once TCP is up, the leg is put
+ * under a TLS filter bufferevent (the same kind as the client leg, so
+ * that a close is classified in one place, tls_classify_close()) and the
+ * handshake, verification included, must end within the same
+ * backend_connect_timeout.  A backend whose certificate does not verify
+ * is a failed backend like one that refused the connection: logged as an
+ * error with the reason, and the next one tried; when none is left the
+ * client gets the temporary failure.  Nothing of the client's is ever
+ * sent before the backend leg is verified (session_backend_ready()).
  */
 #include "config.h"
 
@@ -26,7 +36,9 @@
 #include <unistd.h>
 
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
 
 #include "backend.h"
 #include "conf.h"
@@ -34,10 +46,17 @@
 #include "metrics.h"
 #include "runtime.h"
 #include "session.h"
+#include "tls.h"
 #include "worker.h"
+
+/* A host name is at most 253 characters (RFC 1035). */
+#define BACKEND_TLS_NAME_MAX	256
 
 static void	backend_event_cb(struct bufferevent *, short, void *);
 static void	backend_fail(struct session *, const char *why);
+static int	backend_start_tls(struct session *);
+static void	backend_tls_name(const struct session *, char *, size_t);
+static void	backend_tls_failed(struct session *, short);
 static int	backend_source_addr(const struct session *, int,
 		    struct sockaddr_storage *, socklen_t *);
 static int	backend_transparent(int, int);
@@ -189,11 +208,93 @@ backend_connect(struct session *s)
 static void
 backend_fail(struct session *s, const char *why)
 {
-	log_warnx("%s backend %s: connect failed: %s", s->id,
-	    s->backend_name, why);
+	if (why != NULL)
+		log_warnx("%s backend %s: connect failed: %s", s->id,
+		    s->backend_name, why);
 	metrics_backend_failure(s);
-	bufferevent_free(s->backend);
+	bufferevent_free(s->backend);	/* the TLS filter frees its SSL */
 	s->backend = NULL;
+	s->bssl = NULL;
+	s->flags &= ~(SF_BACKEND_TLS | SF_BACKEND_TLS_UP);
+}
+
+/*
+ * The name the backend's certificate must carry, also sent as SNI:
+ * backend_tls_name, or the host part of the backend address as written
+ * ("mx.example.org:465", "[2001:db8::1]:993"; conf.c requires the
+ * option for unix sockets, which have none).
+ */
+static void
+backend_tls_name(const struct session *s, char *buf, size_t len)
+{
+	const char	*text = s->backend_name, *end;
+	size_t		 n;
+
+	if (s->svc->backend_tls_name != NULL) {
+		util_strlcpy(buf, s->svc->backend_tls_name, len);
+		return;
+	}
+	if (text[0] == '[' && (end = strchr(text, ']')) != NULL)
+		text++;
+	else if ((end = strrchr(text, ':')) == NULL)
+		end = text + strlen(text);
+	n = (size_t)(end - text);
+	if (n >= len)
+		n = len - 1;
+	memcpy(buf, text, n);
+	buf[n] = '\0';
+}
+
+/*
+ * TCP is up: wrap the socket bufferevent in a TLS filter and start the
+ * handshake; its end comes to backend_event_cb() as CONNECTED (or an
+ * error) on the filter.  The timer keeps running: connect and handshake
+ * share backend_connect_timeout.
+ */
+static int
+backend_start_tls(struct session *s)
+{
+	struct bufferevent	*tlsbev;
+	char			 name[BACKEND_TLS_NAME_MAX];
+
+	backend_tls_name(s, name, sizeof(name));
+	if ((s->bssl = tls_client_ssl(s->srt->btls, s->backend_next - 1,
+	    name)) == NULL)
+		return -1;
+	tlsbev = bufferevent_openssl_filter_new(s->worker->base, s->backend,
+	    s->bssl, BUFFEREVENT_SSL_CONNECTING,
+	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (tlsbev == NULL) {
+		SSL_free(s->bssl);
+		s->bssl = NULL;
+		return -1;
+	}
+	s->backend = tlsbev;
+	s->flags |= SF_BACKEND_TLS;
+	/* A peer's close without close_notify is an EOF, not an error. */
+	bufferevent_openssl_set_allow_dirty_shutdown(tlsbev, 1);
+	bufferevent_setcb(tlsbev, NULL, NULL, backend_event_cb, s);
+	bufferevent_enable(tlsbev, EV_READ | EV_WRITE);
+	log_debug("%s backend %s: TLS handshake, name %s", s->id,
+	    s->backend_name, name);
+	return 0;
+}
+
+/*
+ * The handshake failed: an error line naming the reason (the
+ * certificate's verification error, which covers a wrong name, or the
+ * TLS alert or socket error), and the next backend.
+ */
+static void
+backend_tls_failed(struct session *s, short what)
+{
+	char	detail[256] = "", why[512];
+
+	(void)tls_classify_close(s->backend, what, detail, sizeof(detail));
+	tls_client_failure(s->bssl, detail, why, sizeof(why));
+	log_error("%s backend %s: %s", s->id, s->backend_name, why);
+	ERR_clear_error();
+	backend_fail(s, NULL);
 }
 
 void
@@ -211,11 +312,25 @@ backend_event_cb(struct bufferevent *bev, short what, void *arg)
 	if (s->state != SESSION_ST_CONNECTING)
 		return;
 	if (what & BEV_EVENT_CONNECTED) {
+		if (s->svc->backend_tls == BACKEND_TLS_IMPLICIT &&
+		    !(s->flags & SF_BACKEND_TLS)) {
+			if (backend_start_tls(s) == -1) {
+				backend_fail(s, "TLS setup failed");
+				backend_connect(s);
+			}
+			return;
+		}
 		event_del(s->timer);
+		if (s->flags & SF_BACKEND_TLS)
+			s->flags |= SF_BACKEND_TLS_UP;
 		session_backend_ready(s);
 		return;
 	}
-	backend_fail(s, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	if (s->flags & SF_BACKEND_TLS)
+		backend_tls_failed(s, what);
+	else
+		backend_fail(s, evutil_socket_error_to_string(
+		    EVUTIL_SOCKET_ERROR()));
 	backend_connect(s);
 }
 

@@ -151,7 +151,11 @@ static int	conf_parse_source(const char *, struct sockaddr_storage *,
 		    socklen_t *, char *, size_t);
 static int	conf_check_source(const struct conf_rule *, cfg_opt_t *,
 		    unsigned int, char *, size_t);
-static int	conf_active_not_none(cfg_t *, const char *);
+static int	conf_backend_tls_starttls(cfg_t *, const char *);
+static int	conf_active_true(cfg_t *, const char *);
+static int	conf_check_backend_tls(cfg_t *, struct conf_service *);
+static int	conf_check_plaintext(cfg_t *, const struct conf_service *);
+static int	conf_is_loopback(const struct sockaddr_storage *);
 static int	conf_check_accept_proxy(cfg_t *, const struct conf_service *);
 
 /* ------------------------------------------------------------------ */
@@ -212,6 +216,15 @@ static cfg_opt_t conf_service_opts[] = {
 	    conf_parse_int),
 	CFG_STR("smtp_bare_newline", "normalize", CFGF_NONE),
 	CFG_STR("backend_tls", "none", CFGF_NONE),
+	CFG_STR("backend_ca_file", 0, CFGF_NONE),
+	CFG_STR("backend_ca_path", 0, CFGF_NONE),
+	CFG_STR("backend_tls_name", 0, CFGF_NONE),
+	CFG_STR("backend_tls_certificate", 0, CFGF_NONE),
+	CFG_STR("backend_tls_key", 0, CFGF_NONE),
+	CFG_STR("backend_tls_profile", "intermediate", CFGF_NONE),
+	CFG_BOOL("backend_tls_verify", cfg_true, CFGF_NONE),
+	CFG_BOOL("backend_dane", cfg_false, CFGF_NONE),
+	CFG_BOOL("allow_plaintext_listen", cfg_false, CFGF_NONE),
 	CFG_STR("backend_source", 0, CFGF_NONE),
 	CFG_END()
 };
@@ -280,6 +293,7 @@ static const struct conf_enum conf_protocols[] = {
 static const struct conf_enum conf_tls_modes[] = {
 	{ "implicit", TLS_MODE_IMPLICIT },
 	{ "starttls", TLS_MODE_STARTTLS },
+	{ "none", TLS_MODE_NONE },
 	{ NULL, 0 }
 };
 
@@ -361,6 +375,12 @@ static const struct conf_rule conf_rules[] = {
 	CONF_RANGE(CONF_SERVICE, "max_errors", 1, LIMIT_ERRORS_MAX),
 	CONF_ENUM(CONF_SERVICE, "backend_tls", conf_backend_tls),
 	CONF_CHECK(CONF_SERVICE, "backend_source", conf_check_source),
+	CONF_CHECK(CONF_SERVICE, "backend_ca_file", conf_check_abspath),
+	CONF_CHECK(CONF_SERVICE, "backend_ca_path", conf_check_abspath),
+	CONF_CHECK(CONF_SERVICE, "backend_tls_name", conf_check_hostname),
+	CONF_CHECK(CONF_SERVICE, "backend_tls_certificate", conf_check_abspath),
+	CONF_CHECK(CONF_SERVICE, "backend_tls_key", conf_check_abspath),
+	CONF_ENUM(CONF_SERVICE, "backend_tls_profile", conf_profiles),
 };
 
 /* Options that only mean something for one protocol. */
@@ -374,8 +394,10 @@ static const struct {
 };
 
 static const struct conf_unsupported conf_unsupported[] = {
-	{ CONF_SERVICE, "backend_tls", conf_active_not_none,
-	    "not supported yet (only \"none\")" },
+	{ CONF_SERVICE, "backend_tls", conf_backend_tls_starttls,
+	    "not supported yet (only \"none\" and \"implicit\")" },
+	{ CONF_SERVICE, "backend_dane", conf_active_true,
+	    "not supported yet (DANE towards the backend is planned)" },
 };
 
 #define NITEMS(a)	(sizeof(a) / sizeof((a)[0]))
@@ -1046,11 +1068,17 @@ conf_set_validators(cfg_t *root, const cfg_opt_t *opts, const char *prefix)
 /* Layer 2 and 3: cross-checks and the copy. */
 
 static int
-conf_active_not_none(cfg_t *sec, const char *name)
+conf_backend_tls_starttls(cfg_t *sec, const char *name)
 {
 	const char	*v = cfg_getstr(sec, name);
 
-	return v != NULL && strcmp(v, "none") != 0;
+	return v != NULL && strcmp(v, "starttls") == 0;
+}
+
+static int
+conf_active_true(cfg_t *sec, const char *name)
+{
+	return cfg_getbool(sec, name) == cfg_true;
 }
 
 static int
@@ -1541,11 +1569,19 @@ conf_build_service(struct conf *c, struct conf_service *s, cfg_t *sec)
 	if (conf_check_required(sec, label) == -1)
 		return -1;
 	s->protocol = (enum proto_id)conf_enum_value(sec, "protocol");
-	if (conf_check_proto_only(sec, s->protocol) == -1 ||
-	    conf_check_unsupported(sec, CONF_SERVICE) == -1 ||
-	    conf_resolve_tls(c, s, sec, label) == -1)
-		return -1;
 	s->tls_mode = (enum tls_mode)conf_enum_value(sec, "tls_mode");
+	if (conf_check_proto_only(sec, s->protocol) == -1 ||
+	    conf_check_unsupported(sec, CONF_SERVICE) == -1)
+		return -1;
+	/* A plaintext listener has no server side TLS to configure. */
+	if (s->tls_mode == TLS_MODE_NONE) {
+		if (conf_is_set(sec, "tls")) {
+			conf_fail(conf_line(sec, "tls"), "option 'tls': has "
+			    "no effect with tls_mode = \"none\"");
+			return -1;
+		}
+	} else if (conf_resolve_tls(c, s, sec, label) == -1)
+		return -1;
 	/* Kept for implicit services too, where it has no effect. */
 	s->require_starttls = cfg_getbool(sec, "require_starttls") == cfg_true;
 	if (conf_build_endpoints(sec, "listen", 0, 0, &s->listen,
@@ -1566,7 +1602,142 @@ conf_build_service(struct conf *c, struct conf_service *s, cfg_t *sec)
 	    "smtp_bare_newline");
 	s->backend_tls = (enum backend_tls_mode)conf_enum_value(sec,
 	    "backend_tls");
+	if (conf_check_backend_tls(sec, s) == -1 ||
+	    conf_check_plaintext(sec, s) == -1)
+		return -1;
 	conf_build_limits(s, sec);
+	return 0;
+}
+
+/* Whether a listen address is loopback (127/8, ::1, v4-mapped 127/8). */
+static int
+conf_is_loopback(const struct sockaddr_storage *ss)
+{
+	const struct sockaddr_in	*sin;
+	const struct sockaddr_in6	*sin6;
+
+	if (ss->ss_family == AF_INET) {
+		sin = (const struct sockaddr_in *)ss;
+		return (ntohl(sin->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (ss->ss_family == AF_INET6) {
+		sin6 = (const struct sockaddr_in6 *)ss;
+		if (IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr))
+			return 1;
+		return IN6_IS_ADDR_V4MAPPED(&sin6->sin6_addr) &&
+		    sin6->sin6_addr.s6_addr[12] == 127;
+	}
+	return 0;
+}
+
+/*
+ * tls_mode = "none" (SPEC 12): a plaintext listener is for local
+ * programs.  Anywhere but loopback the client's credentials would cross
+ * the network in clear, so it takes an explicit allow_plaintext_listen
+ * (and -t still warns).
+ */
+static int
+conf_check_plaintext(cfg_t *sec, const struct conf_service *s)
+{
+	size_t	 i;
+
+	if (s->tls_mode != TLS_MODE_NONE) {
+		if (conf_is_set(sec, "allow_plaintext_listen")) {
+			conf_fail(conf_line(sec, "allow_plaintext_listen"),
+			    "option 'allow_plaintext_listen': only valid with "
+			    "tls_mode = \"none\"");
+			return -1;
+		}
+		return 0;
+	}
+	/*
+	 * The cleartext rules of SPEC 3 are off on these services because
+	 * the backend leg is encrypted; plaintext on both legs would relay
+	 * passwords in clear with none of them.
+	 */
+	if (s->backend_tls == BACKEND_TLS_NONE) {
+		conf_fail(conf_line(sec, "tls_mode"), "option 'tls_mode': "
+		    "\"none\" needs backend_tls (\"implicit\"): plaintext "
+		    "on both legs is not a TLS proxy");
+		return -1;
+	}
+	if (s->accept_proxy) {
+		conf_fail(conf_line(sec, "accept_proxy"), "option "
+		    "'accept_proxy': not valid with tls_mode = \"none\"");
+		return -1;
+	}
+	if (cfg_getbool(sec, "allow_plaintext_listen") == cfg_true)
+		return 0;
+	for (i = 0; i < s->nlisten; i++)
+		if (!conf_is_loopback(&s->listen[i].ss)) {
+			conf_fail(conf_line(sec, "listen"), "option 'listen': "
+			    "'%s' is not a loopback address; tls_mode = "
+			    "\"none\" listens in plaintext there only with "
+			    "allow_plaintext_listen = true",
+			    conf_q(s->listen[i].text));
+			return -1;
+		}
+	return 0;
+}
+
+/*
+ * The backend leg's TLS options (SPEC 12).  Each needs backend_tls: an
+ * option that would be read and then ignored is refused instead.  The
+ * name to verify defaults to the host part of each backend address
+ * (backend.c); a unix socket has none, so it must be given.
+ */
+static int
+conf_check_backend_tls(cfg_t *sec, struct conf_service *s)
+{
+	static const char *const opts[] = { "backend_ca_file",
+	    "backend_ca_path", "backend_tls_name", "backend_tls_certificate",
+	    "backend_tls_key", "backend_tls_profile", "backend_tls_verify" };
+	size_t	 i;
+
+	if (s->backend_tls == BACKEND_TLS_NONE) {
+		for (i = 0; i < NITEMS(opts); i++)
+			if (conf_is_set(sec, opts[i])) {
+				conf_fail(conf_line(sec, opts[i]), "option "
+				    "'%s': has no effect without backend_tls",
+				    opts[i]);
+				return -1;
+			}
+		return 0;
+	}
+	s->backend_ca_file = conf_strdup(sec, "backend_ca_file");
+	s->backend_ca_path = conf_strdup(sec, "backend_ca_path");
+	s->backend_tls_name = conf_strdup(sec, "backend_tls_name");
+	s->backend_pair.certificate = conf_strdup(sec,
+	    "backend_tls_certificate");
+	s->backend_pair.key = conf_strdup(sec, "backend_tls_key");
+	s->backend_tls_profile = (enum tls_profile)conf_enum_value(sec,
+	    "backend_tls_profile");
+	s->backend_tls_verify = cfg_getbool(sec, "backend_tls_verify") ==
+	    cfg_true;
+	if ((s->backend_pair.certificate == NULL) !=
+	    (s->backend_pair.key == NULL)) {
+		conf_fail(conf_line(sec, s->backend_pair.key == NULL ?
+		    "backend_tls_certificate" : "backend_tls_key"), "option "
+		    "'%s': needs '%s' too", s->backend_pair.key == NULL ?
+		    "backend_tls_certificate" : "backend_tls_key",
+		    s->backend_pair.key == NULL ? "backend_tls_key" :
+		    "backend_tls_certificate");
+		return -1;
+	}
+	/* The header would have to precede the handshake: not done yet. */
+	if (s->send_proxy != SEND_PROXY_NONE) {
+		conf_fail(conf_line(sec, "send_proxy"), "option 'send_proxy': "
+		    "not supported yet with backend_tls");
+		return -1;
+	}
+	for (i = 0; i < s->nbackends; i++)
+		if (s->backends[i].ss.ss_family == AF_UNIX &&
+		    s->backend_tls_name == NULL) {
+			conf_fail(conf_line(sec, "backend"), "option "
+			    "'backend': '%s' has no host name to verify; set "
+			    "backend_tls_name", conf_q(s->backends[i].text));
+			return -1;
+		}
 	return 0;
 }
 
@@ -1808,6 +1979,11 @@ conf_free_service(struct conf_service *s)
 	conf_free_endpoints(s->backends, s->nbackends);
 	free(s->proxy_trusted);
 	free(s->hostname);
+	free(s->backend_ca_file);
+	free(s->backend_ca_path);
+	free(s->backend_tls_name);
+	free(s->backend_pair.certificate);
+	free(s->backend_pair.key);
 }
 
 void

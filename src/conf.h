@@ -25,6 +25,7 @@ enum proto_id {
 enum tls_mode {
 	TLS_MODE_IMPLICIT = 0,
 	TLS_MODE_STARTTLS,
+	TLS_MODE_NONE,		/* plaintext in (SPEC 12: client mode) */
 };
 
 enum tls_profile {
@@ -107,7 +108,7 @@ struct conf_service {
 	size_t			 nlisten;
 	enum tls_mode		 tls_mode;
 	bool			 require_starttls;
-	struct conf_tls		*tls;		/* resolved, never NULL */
+	struct conf_tls		*tls;		/* NULL only for tls_mode none */
 	struct conf_endpoint	*backends;
 	size_t			 nbackends;
 	enum send_proxy_mode	 send_proxy;
@@ -128,6 +129,14 @@ struct conf_service {
 	enum bare_newline_mode	 smtp_bare_newline;
 	unsigned		 max_errors;		/* refusals per session */
 	enum backend_tls_mode	 backend_tls;
+	/* SPEC 12: the backend leg's TLS, when backend_tls is not none. */
+	char			*backend_ca_file;	/* NULL: system store */
+	char			*backend_ca_path;
+	char			*backend_tls_name;	/* NULL: backend's host */
+	struct conf_keypair	 backend_pair;		/* client certificate */
+	enum tls_profile	 backend_tls_profile;
+	bool			 backend_tls_verify;
+	bool			 allow_plaintext_listen;	/* tls_mode none */
 	enum backend_source_mode backend_source;
 	struct sockaddr_storage	 source;	/* BACKEND_SOURCE_ADDR, port 0 */
 	socklen_t		 sourcelen;

@@ -127,7 +127,7 @@ listener_refuse(struct service_rt *srt, int fd)
 	size_t		 len;
 	char		 msg[512];
 
-	if (srt->svc->tls_mode != TLS_MODE_STARTTLS ||
+	if (srt->svc->tls_mode == TLS_MODE_IMPLICIT ||
 	    (b = evbuffer_new()) == NULL)
 		return;
 	srt->ops->unavailable(b, srt->svc->hostname);

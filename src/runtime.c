@@ -120,6 +120,7 @@ struct runtime *
 runtime_new(struct conf *conf, struct runtime *old, char *err, size_t errlen)
 {
 	struct runtime	*rt;
+	char		 msg[1024];
 	size_t		 i, j;
 
 	if ((rt = calloc(1, sizeof(*rt))) == NULL)
@@ -147,9 +148,16 @@ runtime_new(struct conf *conf, struct runtime *old, char *err, size_t errlen)
 		if ((srt->ctr = runtime_counters(old, srt->svc->name)) == NULL ||
 		    (srt->metrics = metrics_service(srt->svc)) == NULL)
 			goto nomem;
-		if (srt->tls == NULL) {
+		if (srt->tls == NULL && srt->svc->tls_mode != TLS_MODE_NONE) {
 			snprintf(err, errlen, "service '%s': no tls section",
 			    srt->svc->name);
+			goto fail;
+		}
+		if (srt->svc->backend_tls != BACKEND_TLS_NONE &&
+		    (srt->btls = tls_client_new(srt->svc, msg,
+		    sizeof(msg))) == NULL) {
+			snprintf(err, errlen, "%s:%d: %s", conf->file,
+			    srt->svc->line, msg);
 			goto fail;
 		}
 	}
@@ -295,6 +303,7 @@ runtime_free(struct runtime *rt)
 		for (i = 0; i < rt->nservices; i++) {
 			free(rt->services[i].fds);
 			runtime_counters_unref(rt->services[i].ctr);
+			tls_client_free(rt->services[i].btls);
 		}
 	}
 	if (rt->tls)

@@ -14,6 +14,7 @@ struct iptable;
 struct metrics_certs;
 struct metrics_service;
 struct sd_socket;
+struct tls_client;
 struct tls_server;
 
 /*
@@ -30,7 +31,8 @@ struct service_counters {
 struct service_rt {
 	const struct conf_service *svc;
 	const struct proto_ops	*ops;
-	struct tls_server	*tls;
+	struct tls_server	*tls;		/* NULL: tls_mode none */
+	struct tls_client	*btls;		/* backend_tls (SPEC 12) */
 	int			*fds;		/* listening sockets, -1 = handed on */
 	size_t			 nfds;
 	struct service_counters	*ctr;

@@ -387,7 +387,15 @@ session_begin(struct session *s)
 
 	memset(&fp, 0, sizeof(fp));
 	fp.svc = s->svc;
-	fp.tls_active = s->svc->tls_mode == TLS_MODE_IMPLICIT;
+	/*
+	 * tls_mode none (SPEC 12) relays as if TLS were up: the client is
+	 * local and the backend leg is encrypted, so the cleartext
+	 * credential rules of SPEC 3 do not apply, the backend's
+	 * capabilities pass as they are, and a STARTTLS gets the "TLS
+	 * already active" refusal (there is no TLS to offer on this leg).
+	 */
+	fp.tls_active = s->svc->tls_mode == TLS_MODE_IMPLICIT ||
+	    s->svc->tls_mode == TLS_MODE_NONE;
 	fp.session_id = s->id;
 	fp.client_addr = s->peer_ip;
 	fp.client_port = s->peer_port;
@@ -418,8 +426,9 @@ session_begin(struct session *s)
 		return;
 	}
 	/*
-	 * STARTTLS services talk cleartext first: the backend's greeting is
-	 * what the client sees, so connect now.  Client bytes wait in the
+	 * STARTTLS services talk cleartext first, and tls_mode none ones
+	 * throughout: the backend's greeting is what the client sees, so
+	 * connect now.  Client bytes wait in the
 	 * (bounded) input buffer until the backend is up.
 	 */
 	bufferevent_enable(s->client, EV_READ | EV_WRITE);
@@ -669,8 +678,10 @@ session_renew_backend(struct session *s)
 	    s->id, s->backend_name);
 	bufferevent_free(s->backend);
 	s->backend = NULL;
+	s->bssl = NULL;
 	s->flags &= ~(SF_BACKEND_UP | SF_BACKEND_EOF | SF_BACKEND_READ_OFF |
-	    SF_SHUTWR_BACKEND);
+	    SF_SHUTWR_BACKEND | SF_BACKEND_TLS | SF_BACKEND_TLS_UP |
+	    SF_BACKEND_SHUTDOWN);
 	if (s->backend_next > 0)
 		s->backend_next--;
 	s->line_since = 0;
@@ -841,7 +852,17 @@ session_flow(struct session *s)
 	    evbuffer_get_length(bufferevent_get_input(s->client)) == 0 &&
 	    !(s->flags & SF_SHUTWR_BACKEND)) {
 		s->flags |= SF_SHUTWR_BACKEND;
-		shutdown(bufferevent_getfd(s->backend), SHUT_WR);
+		/*
+		 * A TLS backend leg ends with close_notify (queued into the
+		 * socket's output by the filter), not a bare FIN that would
+		 * cut it off: the server must be able to tell a truncation.
+		 */
+		if (s->flags & SF_BACKEND_TLS_UP) {
+			s->flags |= SF_BACKEND_SHUTDOWN;
+			if (SSL_shutdown(s->bssl) < 0)
+				ERR_clear_error();
+		} else
+			shutdown(bufferevent_getfd(s->backend), SHUT_WR);
 	}
 }
 
@@ -975,11 +996,19 @@ static void
 session_backend_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct session	*s = arg;
+	char		 detail[256] = "";
 
 	if (s->state == SESSION_ST_CLOSING)
 		return;
+	if ((s->flags & SF_BACKEND_TLS) && (what & BEV_EVENT_ERROR)) {
+		/* One classification for both TLS legs (tls.c). */
+		if (tls_classify_close(bev, what, detail, sizeof(detail)) <=
+		    TLS_CLOSE_EOF)
+			what = BEV_EVENT_EOF;
+	}
 	if (what & BEV_EVENT_ERROR) {
 		log_info("%s backend %s: %s", s->id, s->backend_name,
+		    detail[0] != '\0' ? detail :
 		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 		/* Not ready yet (greeting, XCLIENT): a temporary failure. */
 		filter_backend_lost(s->filter,
@@ -1050,17 +1079,23 @@ void
 session_close(struct session *s, const char *reason)
 {
 	struct timeval	 now, dur;
+	char		 btls[512] = "";
 
 	if (s->state == SESSION_ST_CLOSING)
 		return;
 	s->reason = reason ? reason : "unknown";
 	gettimeofday(&now, NULL);
 	timersub(&now, &s->started, &dur);
+	/* SPEC 12: the server side's TLS facts, when there was TLS. */
+	if ((s->flags & SF_BACKEND_TLS_UP) && s->bssl != NULL) {
+		memcpy(btls, " backend_tls=", 14);
+		tls_client_facts(s->bssl, btls + 13, sizeof(btls) - 13);
+	}
 	log_info("%s session end service=%s client=%s backend=%s in=%llu "
-	    "out=%llu dur=%ld.%03lds reason=%s", s->id, s->svc->name,
+	    "out=%llu dur=%ld.%03lds reason=%s%s", s->id, s->svc->name,
 	    s->peer_ip, s->backend_name ? s->backend_name : "-",
 	    (unsigned long long)s->bytes_in, (unsigned long long)s->bytes_out,
-	    (long)dur.tv_sec, (long)(dur.tv_usec / 1000), s->reason);
+	    (long)dur.tv_sec, (long)(dur.tv_usec / 1000), s->reason, btls);
 	metrics_session_close(s, &dur);
 	session_enter_state(s, SESSION_ST_CLOSING);
 	session_proxy_free(s);
@@ -1068,6 +1103,7 @@ session_close(struct session *s, const char *reason)
 	if (s->backend) {
 		bufferevent_free(s->backend);
 		s->backend = NULL;
+		s->bssl = NULL;
 	}
 	if (s->client == NULL) {
 		session_schedule_free(s);

@@ -43,6 +43,9 @@ enum session_state {
 #define SF_COUNTED		0x0100	/* holds connection slots */
 #define SF_SSL_SHUTDOWN		0x0200	/* close_notify queued */
 #define SF_IP_COUNTED		0x0400	/* holds a per-address slot for peer */
+#define SF_BACKEND_TLS		0x0800	/* backend leg under TLS (SPEC 12) */
+#define SF_BACKEND_TLS_UP	0x1000	/* ... handshake done, verified */
+#define SF_BACKEND_SHUTDOWN	0x2000	/* close_notify sent to the backend */
 #define SF_GREET_HOLD		0x8000	/* smtp_greeting_delay: no greeting yet */
 #define SF_GREET_DUE		0x10000	/* ... but its delay is over */
 
@@ -72,8 +75,9 @@ struct session {
 	size_t			 proxy_have;
 
 	struct bufferevent	*client;	/* socket, or TLS filter over it */
-	struct bufferevent	*backend;
+	struct bufferevent	*backend;	/* socket, or TLS filter over it */
 	SSL			*ssl;
+	SSL			*bssl;		/* backend_tls: owned by backend */
 	size_t			 backend_next;	/* next svc->backends[] to try */
 	const char		*backend_name;	/* the one connected */
 

@@ -31,6 +31,8 @@
 
 #include <sys/stat.h>
 
+#include <arpa/inet.h>
+
 #include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
@@ -183,11 +185,29 @@ struct tls_pair {
 	EVP_PKEY		*key;
 };
 
+/*
+ * Client side (SPEC 12): one context per service with backend_tls, and a
+ * session cache of one slot per backend (the last resumable session it
+ * gave us), shared by the worker threads under a mutex.
+ */
+struct tls_client {
+	SSL_CTX			*ctx;
+	char			*where;		/* "service NAME" */
+	bool			 verify;
+	pthread_mutex_t		 lock;
+	SSL_SESSION		**cache;	/* one per backend */
+	size_t			 ncache;
+};
+
 static CRYPTO_ONCE	tls_once = CRYPTO_ONCE_STATIC_INIT;
 static int		tls_ctx_idx = -1;	/* SSL_CTX: tls_ctx_data */
 static int		tls_alpn_idx = -1;	/* SSL: char *, protocol id */
+static int		tls_client_idx = -1;	/* SSL_CTX: tls_client */
+static int		tls_slot_idx = -1;	/* SSL: backend index + 1 */
 
 static int	tls_init(void);
+static int	tls_client_new_session(SSL *, SSL_SESSION *);
+static bool	tls_is_ip(const char *);
 static void	tls_init_once(void);
 static void	tls_ctx_data_free(void *, void *, CRYPTO_EX_DATA *, int, long,
 		    void *);
@@ -264,6 +284,8 @@ tls_init_once(void)
 	    tls_ctx_data_free);
 	tls_alpn_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL,
 	    tls_alpn_free);
+	tls_client_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	tls_slot_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
 static int
@@ -271,7 +293,8 @@ tls_init(void)
 {
 	if (!CRYPTO_THREAD_run_once(&tls_once, tls_init_once))
 		return -1;
-	return tls_ctx_idx < 0 || tls_alpn_idx < 0 ? -1 : 0;
+	return tls_ctx_idx < 0 || tls_alpn_idx < 0 || tls_client_idx < 0 ||
+	    tls_slot_idx < 0 ? -1 : 0;
 }
 
 /* Called by OpenSSL for every SSL_CTX freed, ours or not (ptr NULL). */
@@ -1866,4 +1889,238 @@ tls_classify_close(struct bufferevent *bev, short what, char *detail,
 	snprintf(detail, detaillen, "EOF without close_notify%s",
 	    tls_handshake_done(ssl) ? "" : " during handshake");
 	return TLS_CLOSE_EOF;
+}
+
+/* ------------------------------------------------------------------ */
+/* Client side: the backend leg (SPEC 12). */
+
+/*
+ * The context of a service with backend_tls.  The policy is the server
+ * side's for the profile backend_tls_profile names (same floor, same
+ * lists); verification is on unless backend_tls_verify = false, against
+ * backend_ca_file / backend_ca_path or else the system store.
+ */
+struct tls_client *
+tls_client_new(const struct conf_service *svc, char *err, size_t errlen)
+{
+	struct tls_build	 b;
+	struct conf_tls		 pol;
+	struct tls_client	*tc;
+	struct tls_pair		 pair;
+	char			 where[TLS_WHERE_MAX];
+
+	snprintf(where, sizeof(where), "service \"%s\": backend_tls",
+	    svc->name);
+	if (tls_init() == -1) {
+		tls_err(err, errlen, "%s: OpenSSL ex_data unavailable", where);
+		return NULL;
+	}
+	if ((tc = calloc(1, sizeof(*tc))) == NULL ||
+	    (tc->where = strdup(where)) == NULL ||
+	    (tc->cache = calloc(svc->nbackends, sizeof(*tc->cache))) == NULL) {
+		if (tc != NULL) {
+			free(tc->where);
+			free(tc);
+		}
+		tls_err(err, errlen, "%s: out of memory", where);
+		return NULL;
+	}
+	pthread_mutex_init(&tc->lock, NULL);
+	tc->ncache = svc->nbackends;
+	tc->verify = svc->backend_tls_verify;
+	memset(&pol, 0, sizeof(pol));
+	pol.name = (char *)svc->name;
+	pol.profile = svc->backend_tls_profile;
+	memset(&b, 0, sizeof(b));
+	b.conf = &pol;
+	b.err = err;
+	b.errlen = errlen;
+
+	if ((tc->ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
+		tls_err(err, errlen, "%s: %s", where, tls_ossl_reason());
+		goto fail;
+	}
+	if (!SSL_CTX_set_ex_data(tc->ctx, tls_client_idx, tc) ||
+	    tls_ctx_policy(&b, tc->ctx, where) == -1)
+		goto fail;
+	if (svc->backend_ca_file != NULL || svc->backend_ca_path != NULL) {
+		if (SSL_CTX_load_verify_locations(tc->ctx,
+		    svc->backend_ca_file, svc->backend_ca_path) != 1) {
+			tls_err(err, errlen, "%s: backend_ca_file/"
+			    "backend_ca_path %s%s%s: %s", where,
+			    svc->backend_ca_file ? svc->backend_ca_file : "",
+			    svc->backend_ca_file && svc->backend_ca_path ?
+			    ", " : "", svc->backend_ca_path ?
+			    svc->backend_ca_path : "", tls_ossl_reason());
+			goto fail;
+		}
+	} else if (SSL_CTX_set_default_verify_paths(tc->ctx) != 1) {
+		tls_err(err, errlen, "%s: the system CA store: %s", where,
+		    tls_ossl_reason());
+		goto fail;
+	}
+	/*
+	 * The store is loaded even with verification off, so that the log
+	 * still says whether the chain would have verified.
+	 */
+	SSL_CTX_set_verify(tc->ctx, tc->verify ? SSL_VERIFY_PEER :
+	    SSL_VERIFY_NONE, NULL);
+	if (svc->backend_pair.certificate != NULL) {
+		if (tls_pair_load(where, &svc->backend_pair, &pair, err,
+		    errlen) == -1 || tls_ctx_add_pair(&b, tc->ctx, where,
+		    &svc->backend_pair, &pair) == -1)
+			goto fail;
+	}
+	/*
+	 * Resumption towards the backend: OpenSSL's client side keeps no
+	 * cache of its own, so new sessions (TLS 1.3 tickets arrive after
+	 * the handshake) are handed to tls_client_new_session().
+	 */
+	SSL_CTX_set_session_cache_mode(tc->ctx, SSL_SESS_CACHE_CLIENT |
+	    SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	SSL_CTX_sess_set_new_cb(tc->ctx, tls_client_new_session);
+	return tc;
+fail:
+	ERR_clear_error();
+	tls_client_free(tc);
+	return NULL;
+}
+
+void
+tls_client_free(struct tls_client *tc)
+{
+	size_t	 i;
+
+	if (tc == NULL)
+		return;
+	for (i = 0; i < tc->ncache; i++)
+		SSL_SESSION_free(tc->cache[i]);
+	free(tc->cache);
+	SSL_CTX_free(tc->ctx);
+	pthread_mutex_destroy(&tc->lock);
+	free(tc->where);
+	free(tc);
+}
+
+/* Keep the newest resumable session of each backend; 1: we took it. */
+static int
+tls_client_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	struct tls_client	*tc;
+	uintptr_t		 slot;
+	SSL_SESSION		*old;
+
+	tc = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_client_idx);
+	slot = (uintptr_t)SSL_get_ex_data(ssl, tls_slot_idx);
+	if (tc == NULL || slot == 0 || slot > tc->ncache ||
+	    !SSL_SESSION_is_resumable(sess))
+		return 0;
+	/* A session of an unverified peer is not worth resuming. */
+	if (tc->verify && SSL_get_verify_result(ssl) != X509_V_OK)
+		return 0;
+	pthread_mutex_lock(&tc->lock);
+	old = tc->cache[slot - 1];
+	tc->cache[slot - 1] = sess;
+	pthread_mutex_unlock(&tc->lock);
+	SSL_SESSION_free(old);
+	return 1;
+}
+
+static bool
+tls_is_ip(const char *name)
+{
+	unsigned char	 buf[16];
+
+	return inet_pton(AF_INET, name, buf) == 1 ||
+	    inet_pton(AF_INET6, name, buf) == 1;
+}
+
+SSL *
+tls_client_ssl(struct tls_client *tc, size_t slot, const char *name)
+{
+	SSL		*ssl;
+	SSL_SESSION	*sess = NULL;
+
+	if ((ssl = SSL_new(tc->ctx)) == NULL ||
+	    !SSL_set_ex_data(ssl, tls_slot_idx, (void *)(uintptr_t)(slot + 1)))
+		goto fail;
+	/*
+	 * SNI only for a host name (RFC 6066 section 3: never a literal
+	 * address); the name or address is what the certificate must
+	 * match, partial wildcards ("mx*.example.org") refused.
+	 */
+	if (tls_is_ip(name)) {
+		if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl),
+		    name) != 1)
+			goto fail;
+	} else if (SSL_set_tlsext_host_name(ssl, name) != 1 ||
+	    SSL_set1_host(ssl, name) != 1)
+		goto fail;
+	SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+	if (slot < tc->ncache) {
+		pthread_mutex_lock(&tc->lock);
+		if ((sess = tc->cache[slot]) != NULL)
+			SSL_SESSION_up_ref(sess);
+		pthread_mutex_unlock(&tc->lock);
+		if (sess != NULL) {
+			if (SSL_set_session(ssl, sess) != 1)
+				ERR_clear_error();
+			SSL_SESSION_free(sess);
+		}
+	}
+	SSL_set_connect_state(ssl);
+	return ssl;
+fail:
+	log_ssl_errors(LOG_LEVEL_ERROR, "%s: cannot create a connection",
+	    tc->where);
+	SSL_free(ssl);
+	return NULL;
+}
+
+/*
+ * Why the backend's certificate was refused: the verification error
+ * (which covers a name mismatch), or the handshake's own reason.
+ */
+void
+tls_client_failure(SSL *ssl, const char *detail, char *buf, size_t len)
+{
+	long	 v = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
+
+	if (v != X509_V_OK)
+		snprintf(buf, len, "certificate verification failed: %s",
+		    X509_verify_cert_error_string(v));
+	else
+		snprintf(buf, len, "TLS handshake failed: %s",
+		    detail != NULL && detail[0] != '\0' ? detail :
+		    "connection closed");
+}
+
+/*
+ * The backend leg's TLS facts for the session end line:
+ * "TLSv1.3/TLS_AES_256_GCM_SHA384 verified=mx.example.org" (the name the
+ * certificate matched), "unverified=<reason>" with backend_tls_verify =
+ * false, and ",resumed" when the session was resumed.
+ */
+void
+tls_client_facts(SSL *ssl, char *buf, size_t len)
+{
+	const SSL_CIPHER	*c = SSL_get_current_cipher(ssl);
+	const char		*peer = SSL_get0_peername(ssl);
+	char			 name[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
+	long			 v = SSL_get_verify_result(ssl);
+
+	if (peer == NULL)
+		peer = "";
+	log_escape(name, sizeof(name), peer, strlen(peer),
+	    LOG_CLIENT_TEXT_MAX);
+	if (v == X509_V_OK)
+		snprintf(buf, len, "%s/%s verified=%s%s", SSL_get_version(ssl),
+		    c != NULL ? SSL_CIPHER_get_name(c) : "none",
+		    name[0] != '\0' ? name : "yes",
+		    SSL_session_reused(ssl) ? " resumed" : "");
+	else
+		snprintf(buf, len, "%s/%s unverified=\"%s\"%s",
+		    SSL_get_version(ssl), c != NULL ? SSL_CIPHER_get_name(c) :
+		    "none", X509_verify_cert_error_string(v),
+		    SSL_session_reused(ssl) ? " resumed" : "");
 }

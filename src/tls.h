@@ -101,6 +101,27 @@ size_t		tls_ticket_ring_count(struct tls_ticket_ring *);
 int		tls_ticket_ring_get(struct tls_ticket_ring *,
 		    const unsigned char *name, time_t now, unsigned char *key);
 
+/*
+ * Client side, the backend leg (SPEC 12): one context per service with
+ * backend_tls, built when the configuration is loaded (a CA file that
+ * cannot be read, a client key that does not match, is an error).
+ */
+struct tls_client;
+struct tls_client *tls_client_new(const struct conf_service *, char *err,
+		    size_t errlen);
+void		tls_client_free(struct tls_client *);
+/*
+ * A client SSL towards backend number slot (its resumption cache slot),
+ * sending name as SNI (unless an address) and verifying it.
+ */
+SSL		*tls_client_ssl(struct tls_client *, size_t slot,
+		    const char *name);
+/* Why the handshake with a backend failed, for the error log line. */
+void		tls_client_failure(SSL *, const char *detail, char *buf,
+		    size_t len);
+/* "TLSv1.3/CIPHER verified=NAME" for the session end line. */
+void		tls_client_facts(SSL *, char *buf, size_t len);
+
 /* OpenSSL's version string, for -V. */
 const char	*tls_library_version(void);
 
