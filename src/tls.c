@@ -2107,12 +2107,18 @@ tls_client_facts(SSL *ssl, char *buf, size_t len)
 	const SSL_CIPHER	*c = SSL_get_current_cipher(ssl);
 	const char		*peer = SSL_get0_peername(ssl);
 	char			 name[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
+	char			*ip = NULL;
 	long			 v = SSL_get_verify_result(ssl);
 
+	/* An address literal was checked as such: no peer name then. */
+	if (peer == NULL && (ip = X509_VERIFY_PARAM_get1_ip_asc(
+	    SSL_get0_param(ssl))) != NULL)
+		peer = ip;
 	if (peer == NULL)
 		peer = "";
 	log_escape(name, sizeof(name), peer, strlen(peer),
 	    LOG_CLIENT_TEXT_MAX);
+	OPENSSL_free(ip);
 	if (v == X509_V_OK)
 		snprintf(buf, len, "%s/%s verified=%s%s", SSL_get_version(ssl),
 		    c != NULL ? SSL_CIPHER_get_name(c) : "none",

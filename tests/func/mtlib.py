@@ -448,6 +448,31 @@ service pop3-login {{
 }}
 """
 
+# A Dovecot with TLS of its own (Dovecot.tls): what mailtlsd's client mode
+# talks to.  Plaintext authentication stays allowed on the plain ports, so
+# that a test can tell a session that really went through TLS (the log's
+# "TLS" marks) from one that did not.
+_DOVECOT_TLS = """\
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}
+ssl_min_protocol = TLSv1.2
+service imap-login {{
+  inet_listener imaps {{
+    address = 127.0.0.1
+    port = {imaps_port}
+    ssl = yes
+  }}
+}}
+service pop3-login {{
+  inet_listener pop3s {{
+    address = 127.0.0.1
+    port = {pop3s_port}
+    ssl = yes
+  }}
+}}
+"""
+
 
 class MailUser:
     """A Dovecot user with a Maildir owned by the `mail` user."""
@@ -529,11 +554,21 @@ class MailUser:
 
 class Dovecot:
     def __init__(self, workdir, imap_port=None, pop3_port=None,
-                 extra_conf="", subdir="dovecot", haproxy=False):
+                 extra_conf="", subdir="dovecot", haproxy=False, tls=None):
         """extra_conf: dovecot.conf lines appended (later settings win).
         haproxy: also an IMAP and a POP3 listener that expect a PROXY
         header (haproxy = yes) from loopback (imap_haproxy_port,
-        pop3_haproxy_port)."""
+        pop3_haproxy_port).
+        tls: (certificate chain, key): ssl = yes, so STARTTLS/STLS on the
+        plain ports, and implicit TLS on imaps_port and pop3s_port (the
+        server side of mailtlsd's client mode, SPEC 12)."""
+        self.tls = tls
+        self.imaps_port = free_port() if tls else None
+        self.pop3s_port = free_port() if tls else None
+        if tls:
+            extra_conf = _DOVECOT_TLS.format(
+                cert=tls[0], key=tls[1], imaps_port=self.imaps_port,
+                pop3s_port=self.pop3s_port) + extra_conf
         self.extra_conf = extra_conf
         self.haproxy = haproxy
         self.imap_haproxy_port = free_port() if haproxy else None
@@ -598,7 +633,8 @@ class Dovecot:
         self.proc.start()
         try:
             for port in (self.imap_port, self.pop3_port,
-                         self.imap_haproxy_port, self.pop3_haproxy_port):
+                         self.imap_haproxy_port, self.pop3_haproxy_port,
+                         self.imaps_port, self.pop3s_port):
                 if port is None:
                     continue
                 wait_port(port, timeout, "dovecot port %d" % port,
@@ -697,7 +733,7 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 
 class Postfix:
     def __init__(self, workdir, dovecot, user, port=None, haproxy=False,
-                 subdir="postfix", xclient=False):
+                 subdir="postfix", xclient=False, tls=None):
         """haproxy: a second smtpd on haproxy_port that expects a PROXY
         header (smtpd_upstream_proxy_protocol = haproxy).
         xclient: a further smtpd on xclient_port that lets loopback clients
@@ -705,6 +741,10 @@ class Postfix:
         main port does not (Postfix's default: nobody)."""
         self.haproxy_port = free_port() if haproxy else None
         self.xclient_port = free_port() if xclient else None
+        # tls: (certificate chain, key): STARTTLS offered on port, and an
+        # implicit TLS smtpd (smtps, wrappermode) on smtps_port.
+        self.tls = tls
+        self.smtps_port = free_port() if tls else None
         self.dir = os.path.join(workdir, subdir)
         self.confdir = os.path.join(self.dir, "conf")
         os.makedirs(self.confdir, exist_ok=True)
@@ -727,6 +767,11 @@ class Postfix:
             mail_base=os.path.dirname(self.user.home),
             user=os.path.basename(self.user.home),
             uid=self.user.uid, gid=self.user.gid)
+        if self.tls:
+            main = main.replace("smtpd_tls_security_level = none\n",
+                                "smtpd_tls_security_level = may\n")
+            main += ("smtpd_tls_chain_files = %s, %s\n"
+                     "smtpd_tls_loglevel = 1\n" % (self.tls[1], self.tls[0]))
         with open(os.path.join(self.confdir, "main.cf"), "w") as f:
             f.write(main)
         with open(os.path.join(self.confdir, "master.cf"), "w") as f:
@@ -739,6 +784,13 @@ class Postfix:
                 f.write("%s:%d inet n - n - - smtpd\n"
                         "  -o smtpd_authorized_xclient_hosts=127.0.0.0/8\n"
                         % (HOST, self.xclient_port))
+            if self.smtps_port:
+                # tlsmgr: the PRNG seed and session cache smtpd needs.
+                f.write("tlsmgr unix - - n 1000? 1 tlsmgr\n")
+                f.write("%s:%d inet n - n - - smtpd\n"
+                        "  -o smtpd_tls_wrappermode=yes\n"
+                        "  -o smtpd_tls_security_level=encrypt\n"
+                        % (HOST, self.smtps_port))
         for sub in ("queue", "data"):
             os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
         pf = pwd.getpwnam("postfix")
@@ -774,6 +826,9 @@ class Postfix:
                           self.proc.alive)
             if self.xclient_port:
                 wait_port(self.xclient_port, timeout, "postfix xclient smtpd",
+                          self.proc.alive)
+            if self.smtps_port:
+                wait_port(self.smtps_port, timeout, "postfix smtps smtpd",
                           self.proc.alive)
         except MtError:
             self.stop()
@@ -1167,13 +1222,15 @@ class MailTLSD:
     def add_service(self, name, protocol, backends, tls_mode="implicit",
                     port=None, tls=None, hostname=SERVER_NAME, **opts):
         port = port or free_port()
-        if not self.tls_sections:
+        # tls_mode "none" (client mode, SPEC 12) has no tls section.
+        if not self.tls_sections and tls_mode != "none":
             self.add_tls()
         opts = dict(opts)
         opts["protocol"] = protocol
         opts["listen"] = ["%s:%d" % (HOST, port)]
         opts["tls_mode"] = tls_mode
-        opts["tls"] = tls or self.tls_sections[0][0]
+        if tls_mode != "none":
+            opts["tls"] = tls or self.tls_sections[0][0]
         opts["backend"] = [_endpoint(b) for b in backends]
         if hostname:
             opts["hostname"] = hostname
