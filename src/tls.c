@@ -2036,7 +2036,7 @@ tls_is_ip(const char *name)
 }
 
 SSL *
-tls_client_ssl(struct tls_client *tc, size_t slot, const char *name)
+tls_client_ssl(struct tls_client *tc, size_t slot, char *name)
 {
 	SSL		*ssl;
 	SSL_SESSION	*sess = NULL;

@@ -115,7 +115,7 @@ void		tls_client_free(struct tls_client *);
  * sending name as SNI (unless an address) and verifying it.
  */
 SSL		*tls_client_ssl(struct tls_client *, size_t slot,
-		    const char *name);
+		    char *name);
 /* Why the handshake with a backend failed, for the error log line. */
 void		tls_client_failure(SSL *, const char *detail, char *buf,
 		    size_t len);
