@@ -29,6 +29,19 @@
 #define DEFAULT_SHUTDOWN_TIMEOUT	30
 #define DEFAULT_MAX_ERRORS		10	/* refusals per session */
 
+/* SPEC section 10; 0 turns a limit off. */
+#define DEFAULT_MAX_CONNECTION_RATE_PER_IP 120	/* connections per minute */
+#define DEFAULT_MAX_AUTH_FAILURES_PER_IP 10
+#define DEFAULT_AUTH_FAILURE_WINDOW	600	/* seconds */
+
+/*
+ * Addresses a service remembers for those limits (addrtable.c): beyond
+ * this the least recently used is forgotten, so a flood of spoofed or
+ * proxied sources costs at most ADDRTABLE_MAX entries of about 80 bytes
+ * (5 MB) per service, plus the hash's 4 bytes per entry.
+ */
+#define ADDRTABLE_MAX			65536
+
 /* Hard bounds accepted from the configuration (sanity, not policy). */
 #define LIMIT_LINE_MIN			512
 #define LIMIT_LINE_MAX			65536

@@ -63,6 +63,14 @@ struct filter_params {
 	const char	*local_addr;	/* the address the client dialled */
 	int		 local_port;
 	uint64_t	*refusals;	/* FILTER_REF_N counters, or NULL */
+	/*
+	 * SPEC 10, max_auth_failures_per_ip: whether the client's address
+	 * may not send credentials now, and a failed login to count.  NULL
+	 * (unit tests, fuzzers): no limit.  Called with auth_arg.
+	 */
+	bool		 (*auth_blocked)(void *);
+	void		 (*auth_failed)(void *);
+	void		*auth_arg;
 };
 
 /*
@@ -102,6 +110,13 @@ struct proto_ops {
 
 	/* SPEC section 3: temporary failure when no backend answers. */
 	void		 (*unavailable)(struct evbuffer *to_client,
+			    const char *hostname);
+
+	/*
+	 * SPEC 10, max_connection_rate_per_ip: the temporary failure before
+	 * the close (inside TLS on implicit services).
+	 */
+	void		 (*rate_limited)(struct evbuffer *to_client,
 			    const char *hostname);
 };
 

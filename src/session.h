@@ -43,6 +43,7 @@ enum session_state {
 #define SF_COUNTED		0x0100	/* holds connection slots */
 #define SF_SSL_SHUTDOWN		0x0200	/* close_notify queued */
 #define SF_IP_COUNTED		0x0400	/* holds a per-address slot for peer */
+#define SF_RATE_LIMITED		0x4000	/* SPEC 10: reply after the handshake */
 
 struct session {
 	TAILQ_ENTRY(session)	 entry;
