@@ -609,6 +609,20 @@ AUDIT_FINDINGS = {
                       "connection from this host's address with the "
                       "client's identity, and the identity crosses the "
                       "network in cleartext")], True),
+    # SPEC 10 limits at 0 are off (issue 10 item 6).
+    "rate_limit_off": (
+        lambda c, p: AuditCase(c, service={"max_connection_rate_per_ip": 0}),
+        0, [_svc_line("warning", 'service "s": max_connection_rate_per_ip '
+                      "= 0 turns the connection rate limit off: one "
+                      "address may open connections as fast as it likes")],
+        True),
+    "auth_limit_off": (
+        lambda c, p: AuditCase(c, protocol="imap", tls_mode="implicit",
+                               listen=993,
+                               service={"max_auth_failures_per_ip": 0}),
+        0, [_svc_line("warning", 'service "s": max_auth_failures_per_ip '
+                      "= 0 turns the authentication failure limit off: one "
+                      "address may guess passwords without end")], True),
     "user_root": (
         lambda c, p: AuditCase(c, user="root", group=None),
         0, ['warning: user = "root": the daemon would keep running as '
