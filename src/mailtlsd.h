@@ -37,10 +37,14 @@
 /*
  * Addresses a service remembers for those limits (addrtable.c): beyond
  * this the least recently used is forgotten, so a flood of spoofed or
- * proxied sources costs at most ADDRTABLE_MAX entries of about 80 bytes
- * (5 MB) per service, plus the hash's 4 bytes per entry.
+ * proxied sources costs at most ADDRTABLE_MAX entries of 72 bytes plus
+ * 4 of hash (2.5 MB) per service.  An entry lives a minute after its
+ * address's last connection (longer with authentication failures), so
+ * forgetting starts only beyond ADDRTABLE_MAX new addresses a minute;
+ * an address that keeps hammering stays recent and is never the one
+ * forgotten.
  */
-#define ADDRTABLE_MAX			65536
+#define ADDRTABLE_MAX			32768
 
 /* Hard bounds accepted from the configuration (sanity, not policy). */
 #define LIMIT_LINE_MIN			512
