@@ -359,8 +359,15 @@ filter_refuse(struct filter *f, const char *tag, size_t taglen,
 bool
 filter_auth_blocked(struct filter *f)
 {
-	if (f->auth_blocked == NULL || filter_cleartext(f) ||
-	    !f->auth_blocked(f->auth_arg))
+	struct filter_slot	*s;
+	unsigned		 i, pending = 0;
+
+	if (f->auth_blocked == NULL || filter_cleartext(f))
+		return false;
+	for (i = 0; (s = filter_slot_at(f, i)) != NULL; i++)
+		if (s->credential && !s->done)
+			pending++;
+	if (!f->auth_blocked(f->auth_arg, pending))
 		return false;
 	/* Never the arguments: they may be credentials (SPEC 8.5). */
 	flog(f, notice, "credential command refused: too many "

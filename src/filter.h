@@ -127,7 +127,7 @@ struct filter {
 	enum filter_refusal	 ref_kind;	/* of the next refusal */
 	uint64_t		*refusals;	/* counters, or NULL */
 	/* SPEC 10 hooks (filter_params), or NULL. */
-	bool			(*auth_blocked)(void *);
+	bool			(*auth_blocked)(void *, unsigned);
 	void			(*auth_failed)(void *);
 	void			*auth_arg;
 	char			 lastword[320];	/* "too many errors" reply */
@@ -292,7 +292,10 @@ const char	*filter_refusal_name(enum filter_refusal);
 /*
  * SPEC 10, max_auth_failures_per_ip.  A protocol asks before it forwards
  * a credential command inside TLS: true means the client's address is
- * over its limit, the event is logged and the next refusal counted as
+ * over its limit, counting the credential commands of this session that
+ * still await their verdict as possible failures (so that pipelined
+ * LOGINs cannot overshoot it), the event is logged and the next refusal
+ * counted as
  * "max_auth_failures_per_ip"; the protocol then refuses the command with
  * its own text and never forwards it.  Always false in cleartext (where
  * credentials are refused anyway) and without the session's hook.

@@ -65,10 +65,12 @@ struct filter_params {
 	uint64_t	*refusals;	/* FILTER_REF_N counters, or NULL */
 	/*
 	 * SPEC 10, max_auth_failures_per_ip: whether the client's address
-	 * may not send credentials now, and a failed login to count.  NULL
-	 * (unit tests, fuzzers): no limit.  Called with auth_arg.
+	 * may not send credentials now, pending being this session's
+	 * credential commands still awaiting their verdict (each may yet be
+	 * a failure); and a failed login to count.  NULL (unit tests,
+	 * fuzzers): no limit.  Called with auth_arg.
 	 */
-	bool		 (*auth_blocked)(void *);
+	bool		 (*auth_blocked)(void *, unsigned pending);
 	void		 (*auth_failed)(void *);
 	void		*auth_arg;
 };

@@ -79,7 +79,7 @@ static void	session_proxy_accept(struct session *,
 static void	session_proxy_free(struct session *);
 static bool	session_rate_ok(struct session *);
 static void	session_rate_refuse(struct session *);
-static bool	session_auth_blocked(void *);
+static bool	session_auth_blocked(void *, unsigned);
 static void	session_auth_failed(void *);
 static void	session_pump(struct session *);
 static void	session_flow(struct session *);
@@ -452,12 +452,14 @@ session_rate_refuse(struct session *s)
 
 /* filter_params hooks: SPEC 10, max_auth_failures_per_ip. */
 static bool
-session_auth_blocked(void *arg)
+session_auth_blocked(void *arg, unsigned pending)
 {
 	struct session	*s = arg;
+	unsigned	 max = s->svc->max_auth_failures_per_ip;
 
-	return addrtable_auth_blocked(s->srt->ctr->limits,
-	    (struct sockaddr *)&s->peer, s->svc->max_auth_failures_per_ip,
+	/* Pending attempts may all fail: they count against the limit. */
+	return pending >= max || addrtable_auth_blocked(s->srt->ctr->limits,
+	    (struct sockaddr *)&s->peer, max - pending,
 	    s->svc->auth_failure_window, addrtable_now());
 }
 

@@ -145,11 +145,11 @@ struct fh_drv {
 
 /* The session's SPEC 10 hooks, for one address. */
 static inline bool
-fh_auth_blocked(void *arg)
+fh_auth_blocked(void *arg, unsigned pending)
 {
 	struct fh_drv	*d = arg;
 
-	return d->auth_fails >= d->auth_max;
+	return d->auth_fails + pending >= d->auth_max;
 }
 
 static inline void

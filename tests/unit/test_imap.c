@@ -416,6 +416,17 @@ static const struct fh_case imap_cases[] = {
 		    CONT, 0 },
 		{ 'C', "f NOOP\r\n", "f NOOP\r\n", NULL, CONT, 0 },
 		{ 0 } } },
+	{ .name = "auth_failures_pipelined_logins_count_as_pending",
+	    .tls_active = true, .max_auth_failures = 2,
+	    .auth_failures_want = 1, .auth_refusals_want = 1, .steps = {
+		GREET,
+		/* Two in flight may both fail: the third is not sent. */
+		{ 'C', "a LOGIN u p\r\nb LOGIN u q\r\nc LOGIN u r\r\n",
+		    "a LOGIN u p\r\nb LOGIN u q\r\n", NULL, CONT, 0 },
+		{ 'B', "a NO x\r\nb OK y\r\n", NULL, "a NO x\r\nb OK y\r\n"
+		    "c NO [UNAVAILABLE] Too many authentication failures\r\n",
+		    CONT, 0 },
+		{ 0 } } },
 	{ .name = "auth_failures_only_no_to_credentials", .tls_active = true,
 	    .max_auth_failures = 1, .auth_failures_want = 0,
 	    .auth_refusals_want = 0, .steps = {

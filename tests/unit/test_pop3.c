@@ -99,6 +99,16 @@ static const struct fh_case pop3_cases[] = {
 	{ 'C', "USER eve\r\n", "USER eve\r\n", NULL, FILTER_CONTINUE, 0 },
 	{ 'B', "-ERR no\r\n", NULL, "-ERR no\r\n", FILTER_CONTINUE, 0 },
 } },
+{ .name = "pipelined PASS: one in flight counts as a possible failure",
+  .tls_active = true, .max_auth_failures = 1, .auth_failures_want = 1,
+  .auth_refusals_want = 1, .steps = {
+	GREET,
+	{ 'C', "USER bob\r\nPASS a\r\nUSER bob\r\nPASS b\r\n",
+	    "USER bob\r\nPASS a\r\nUSER bob\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\n-ERR x\r\n+OK\r\n", NULL, "+OK\r\n-ERR x\r\n+OK\r\n"
+	    "-ERR [SYS/TEMP] Too many authentication failures\r\n",
+	    FILTER_CONTINUE, 0 },
+} },
 { .name = "+OK to PASS and -ERR to others: no failure",
   .tls_active = true, .max_auth_failures = 1, .auth_failures_want = 0,
   .auth_refusals_want = 0, .steps = {
