@@ -45,6 +45,7 @@ enum session_state {
 #define SF_IP_COUNTED		0x0400	/* holds a per-address slot for peer */
 #define SF_GREET_HOLD		0x8000	/* smtp_greeting_delay: no greeting yet */
 #define SF_GREET_DUE		0x10000	/* ... but its delay is over */
+#define SF_RATE_LIMITED		0x4000	/* SPEC 10: reply after the handshake */
 
 struct session {
 	TAILQ_ENTRY(session)	 entry;
