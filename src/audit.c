@@ -122,6 +122,7 @@ static const char *audit_version_name(int);
 static void	audit_ciphers(struct audit *, const struct conf_service *,
 		    const char *);
 static void	audit_service(struct audit *, const struct conf_service *);
+static void	audit_limits(struct audit *, const struct conf_service *);
 static void	audit_proxy_trusted(struct audit *,
 		    const struct conf_service *);
 static int	audit_local_endpoint(const struct conf_endpoint *);
@@ -627,6 +628,25 @@ audit_client_mode(struct audit *a, const struct conf_service *s)
 		    s->name);
 }
 
+/*
+ * SPEC 10 limits set to 0 are off (issue 10 item 6): legal, for a
+ * service behind something that limits already, but worth a word.
+ */
+static void
+audit_limits(struct audit *a, const struct conf_service *s)
+{
+	if (s->max_connection_rate_per_ip == 0)
+		audit_report(a, AUDIT_WARNING, s->line, "service \"%s\": "
+		    "max_connection_rate_per_ip = 0 turns the connection rate "
+		    "limit off: one address may open connections as fast as "
+		    "it likes", s->name);
+	if (s->max_auth_failures_per_ip == 0)
+		audit_report(a, AUDIT_WARNING, s->line, "service \"%s\": "
+		    "max_auth_failures_per_ip = 0 turns the authentication "
+		    "failure limit off: one address may guess passwords "
+		    "without end", s->name);
+}
+
 /* Networks a balancer may sit in without anyone else sharing them. */
 static const char *const audit_private_nets[] = {
 	"10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",	/* RFC 1918 */
@@ -1030,6 +1050,7 @@ audit_conf(const struct conf *conf, audit_cb cb, void *arg)
 		audit_tls_section(&a, &conf->tls[i]);
 	for (i = 0; i < conf->nservices; i++) {
 		audit_service(&a, &conf->services[i]);
+		audit_limits(&a, &conf->services[i]);
 		audit_proxy_trusted(&a, &conf->services[i]);
 		audit_identity(&a, &conf->services[i]);
 		audit_timeouts(&a, &conf->services[i]);

@@ -202,6 +202,12 @@ static cfg_opt_t conf_service_opts[] = {
 	CFG_INT_CB("max_connections", 0, CFGF_NONE, conf_parse_int),
 	CFG_INT_CB("max_connections_per_ip", DEFAULT_MAX_CONNECTIONS_PER_IP,
 	    CFGF_NONE, conf_parse_int),
+	CFG_INT_CB("max_connection_rate_per_ip",
+	    DEFAULT_MAX_CONNECTION_RATE_PER_IP, CFGF_NONE, conf_parse_int),
+	CFG_INT_CB("max_auth_failures_per_ip", DEFAULT_MAX_AUTH_FAILURES_PER_IP,
+	    CFGF_NONE, conf_parse_int),
+	CFG_INT_CB("auth_failure_window", DEFAULT_AUTH_FAILURE_WINDOW,
+	    CFGF_NONE, conf_parse_int),
 	CFG_INT_CB("handshake_timeout", DEFAULT_HANDSHAKE_TIMEOUT, CFGF_NONE,
 	    conf_parse_int),
 	CFG_INT_CB("idle_timeout", 0, CFGF_NONE, conf_parse_int),
@@ -361,6 +367,12 @@ static const struct conf_rule conf_rules[] = {
 	CONF_RANGE(CONF_SERVICE, "max_connections", 0, LIMIT_CONNECTIONS_MAX),
 	CONF_RANGE(CONF_SERVICE, "max_connections_per_ip", 1,
 	    LIMIT_CONNECTIONS_MAX),
+	/* SPEC 10: 0 turns the limit off (and -t warns). */
+	CONF_RANGE(CONF_SERVICE, "max_connection_rate_per_ip", 0,
+	    LIMIT_CONNECTIONS_MAX),
+	CONF_RANGE(CONF_SERVICE, "max_auth_failures_per_ip", 0,
+	    LIMIT_CONNECTIONS_MAX),
+	CONF_RANGE(CONF_SERVICE, "auth_failure_window", 1, LIMIT_TIMEOUT_MAX),
 	CONF_RANGE(CONF_SERVICE, "handshake_timeout", 1, LIMIT_TIMEOUT_MAX),
 	CONF_RANGE(CONF_SERVICE, "idle_timeout", 1, LIMIT_TIMEOUT_MAX),
 	/* 0: off (-t warns, see audit.c). */
@@ -1543,6 +1555,10 @@ conf_build_limits(struct conf_service *s, cfg_t *sec)
 {
 	s->max_connections = conf_uint(sec, "max_connections");
 	s->max_connections_per_ip = conf_uint(sec, "max_connections_per_ip");
+	s->max_connection_rate_per_ip = conf_uint(sec,
+	    "max_connection_rate_per_ip");
+	s->max_auth_failures_per_ip = conf_uint(sec, "max_auth_failures_per_ip");
+	s->auth_failure_window = conf_uint(sec, "auth_failure_window");
 	s->handshake_timeout = conf_uint(sec, "handshake_timeout");
 	s->idle_timeout = conf_uint(sec, "idle_timeout");
 	if (s->idle_timeout == 0)

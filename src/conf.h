@@ -119,6 +119,10 @@ struct conf_service {
 	char			*hostname;	/* defaults to the host's name */
 	unsigned		 max_connections;	/* 0 = daemon-wide limit only */
 	unsigned		 max_connections_per_ip;
+	/* SPEC 10; 0 = off. */
+	unsigned		 max_connection_rate_per_ip;	/* per minute */
+	unsigned		 max_auth_failures_per_ip;
+	unsigned		 auth_failure_window;		/* seconds */
 	unsigned		 handshake_timeout;	/* seconds */
 	unsigned		 idle_timeout;		/* seconds, protocol default */
 	/* SPEC 10: greeting to STARTTLS with require_starttls; 0 = off. */

@@ -50,6 +50,9 @@ filter_new(const struct proto_ops *ops, const struct filter_params *p)
 	f->renew_backend = f->starttls_svc &&
 	    (svc->send_proxy != SEND_PROXY_NONE || svc->xclient);
 	f->refusals = p->refusals;
+	f->auth_blocked = p->auth_blocked;
+	f->auth_failed = p->auth_failed;
+	f->auth_arg = p->auth_arg;
 	f->next_id = 1;
 	if (ops->tagged && (f->tags = calloc(FILTER_SLOTS,
 	    sizeof(*f->tags))) == NULL) {
@@ -317,6 +320,7 @@ static const char *const filter_refusal_names[FILTER_REF_N] = {
 	[FILTER_REF_INJECTION] = "injection",
 	[FILTER_REF_SMUGGLING] = "smuggling",
 	[FILTER_REF_GREETING_DELAY] = "smtp_greeting_delay",
+	[FILTER_REF_AUTH_FAILURES] = "max_auth_failures_per_ip",
 };
 
 const char *
@@ -351,6 +355,37 @@ filter_refuse(struct filter *f, const char *tag, size_t taglen,
 	f->ops->last_word(f, f->lastword, sizeof(f->lastword));
 	filter_close_after(f, f->lastword, "too many errors");
 	return true;
+}
+
+bool
+filter_auth_blocked(struct filter *f)
+{
+	struct filter_slot	*s;
+	unsigned		 i, pending = 0;
+
+	if (f->auth_blocked == NULL || filter_cleartext(f))
+		return false;
+	for (i = 0; (s = filter_slot_at(f, i)) != NULL; i++)
+		if (s->credential && !s->done)
+			pending++;
+	if (!f->auth_blocked(f->auth_arg, pending))
+		return false;
+	/* Never the arguments: they may be credentials (SPEC 8.5). */
+	flog(f, notice, "credential command refused: too many "
+	    "authentication failures from this address");
+	filter_refusal_kind(f, FILTER_REF_AUTH_FAILURES);
+	return true;
+}
+
+void
+filter_auth_verdict(struct filter *f, const struct filter_slot *slot,
+    bool failed)
+{
+	if (slot == NULL || !slot->credential || !failed)
+		return;
+	flog(f, info, "authentication failed (backend's reply)");
+	if (f->auth_failed != NULL)
+		f->auth_failed(f->auth_arg);
 }
 
 void

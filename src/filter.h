@@ -57,6 +57,12 @@ struct filter_slot {
 	unsigned	 kind;
 	unsigned	 id;		/* never 0 */
 	bool		 done;		/* protocol use (IMAP: completed) */
+	/*
+	 * A credential command (SMTP AUTH and its SASL responses, IMAP
+	 * LOGIN and AUTHENTICATE, POP3 PASS, APOP and AUTH): its final
+	 * reply goes to filter_auth_verdict() (SPEC 10).
+	 */
+	bool		 credential;
 	uint8_t		 taglen;	/* tag, in f->tags (filter_slot_tag()) */
 	const char	*reply;		/* local: the whole reply (after tag) */
 };
@@ -73,6 +79,7 @@ enum filter_refusal {
 	FILTER_REF_INJECTION,		/* bytes behind STARTTLS (SPEC 8.1) */
 	FILTER_REF_SMUGGLING,		/* bare newline in a message (reject) */
 	FILTER_REF_GREETING_DELAY,	/* early talker (smtp_greeting_delay) */
+	FILTER_REF_AUTH_FAILURES,	/* max_auth_failures_per_ip (SPEC 10) */
 	FILTER_REF_N
 };
 
@@ -120,6 +127,10 @@ struct filter {
 	unsigned		 max_errors;
 	enum filter_refusal	 ref_kind;	/* of the next refusal */
 	uint64_t		*refusals;	/* counters, or NULL */
+	/* SPEC 10 hooks (filter_params), or NULL. */
+	bool			(*auth_blocked)(void *, unsigned);
+	void			(*auth_failed)(void *);
+	void			*auth_arg;
 	char			 lastword[320];	/* "too many errors" reply */
 
 	/*
@@ -279,6 +290,27 @@ void		 filter_refusal_kind(struct filter *, enum filter_refusal);
 /* Count a refusal that does not go through filter_refuse(). */
 void		 filter_count_refusal(struct filter *, enum filter_refusal);
 const char	*filter_refusal_name(enum filter_refusal);
+/*
+ * SPEC 10, max_auth_failures_per_ip.  A protocol asks before it forwards
+ * a credential command inside TLS: true means the client's address is
+ * over its limit, counting the credential commands of this session that
+ * still await their verdict as possible failures (so that pipelined
+ * LOGINs cannot overshoot it), the event is logged and the next refusal
+ * counted as
+ * "max_auth_failures_per_ip"; the protocol then refuses the command with
+ * its own text and never forwards it.  Always false in cleartext (where
+ * credentials are refused anyway) and without the session's hook.
+ */
+bool		 filter_auth_blocked(struct filter *);
+/*
+ * The final reply to slot has been read (before the slot is popped):
+ * failed is the protocol's reading of it (SMTP 535, IMAP tagged NO, POP3
+ * -ERR).  A failure on a credential slot reaches the session's hook,
+ * which counts it for the address.  Intermediate replies (334, "+") are
+ * not verdicts and must not be passed.
+ */
+void		 filter_auth_verdict(struct filter *,
+		    const struct filter_slot *slot, bool failed);
 /* Answer ourselves without counting (a reply that is not a refusal). */
 void		 filter_local(struct filter *, const char *tag, size_t taglen,
 		    const char *reply);

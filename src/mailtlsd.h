@@ -32,6 +32,23 @@
 #define DEFAULT_CLEARTEXT_TIMEOUT	60	/* greeting to STARTTLS */
 #define DEFAULT_SMTP_GREETING_DELAY	0	/* off */
 
+/* SPEC section 10; 0 turns a limit off. */
+#define DEFAULT_MAX_CONNECTION_RATE_PER_IP 120	/* connections per minute */
+#define DEFAULT_MAX_AUTH_FAILURES_PER_IP 10
+#define DEFAULT_AUTH_FAILURE_WINDOW	600	/* seconds */
+
+/*
+ * Addresses a service remembers for those limits (addrtable.c): beyond
+ * this the least recently used is forgotten, so a flood of spoofed or
+ * proxied sources costs at most ADDRTABLE_MAX entries of 72 bytes plus
+ * 4 of hash (2.5 MB) per service.  An entry lives a minute after its
+ * address's last connection (longer with authentication failures), so
+ * forgetting starts only beyond ADDRTABLE_MAX new addresses a minute;
+ * an address that keeps hammering stays recent and is never the one
+ * forgotten.
+ */
+#define ADDRTABLE_MAX			32768
+
 /* Hard bounds accepted from the configuration (sanity, not policy). */
 #define LIMIT_LINE_MIN			512
 #define LIMIT_LINE_MAX			65536

@@ -28,7 +28,9 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include "addrtable.h"
 #include "log.h"
+#include "mailtlsd.h"
 #include "metrics.h"
 #include "runtime.h"
 #include "session.h"
@@ -40,6 +42,7 @@ struct metrics_service {
 	char			*backends[METRICS_BACKENDS_MAX];
 	unsigned		 nbackends;	/* published with release */
 	unsigned		 refusal_mask;	/* kinds that can happen */
+	unsigned		 limit_mask;	/* metrics_limit kinds, likewise */
 	int			 starttls;	/* ever a STARTTLS service */
 	int			 cleartext_to;	/* ever a cleartext_timeout */
 	/* Both only grow, so a series once shown never disappears. */
@@ -79,6 +82,8 @@ static void	metrics_render_services(struct evbuffer *);
 static void	metrics_render_handshakes(struct evbuffer *,
 		    const struct metrics_service *);
 static void	metrics_render_duration(struct evbuffer *);
+static void	metrics_render_addrtables(struct evbuffer *,
+		    const struct runtime *);
 static void	metrics_render_certs(struct evbuffer *,
 		    const struct metrics_certs *);
 static int	metrics_cert_add(struct metrics_certs *, const char *,
@@ -112,6 +117,7 @@ static const char *const metrics_conn_names[METRICS_CONN_N] = {
 static const char *const metrics_limit_names[METRICS_LIM_N] = {
 	[METRICS_LIM_CONNECTIONS] = "max_connections",
 	[METRICS_LIM_PER_IP] = "max_connections_per_ip",
+	[METRICS_LIM_RATE] = "max_connection_rate_per_ip",
 };
 
 static const char *const metrics_timeout_names[METRICS_TO_N] = {
@@ -150,6 +156,19 @@ metrics_refusal_mask(const struct conf_service *svc)
 		m |= 1u << FILTER_REF_SMUGGLING;
 	if (svc->protocol == PROTO_SMTP && svc->smtp_greeting_delay > 0)
 		m |= 1u << FILTER_REF_GREETING_DELAY;
+	if (svc->max_auth_failures_per_ip != 0)
+		m |= 1u << FILTER_REF_AUTH_FAILURES;
+	return m;
+}
+
+/* The same for the limits decided before a filter exists. */
+static unsigned
+metrics_limit_mask(const struct conf_service *svc)
+{
+	unsigned	m = 1u << METRICS_LIM_CONNECTIONS | 1u << METRICS_LIM_PER_IP;
+
+	if (svc->max_connection_rate_per_ip != 0)
+		m |= 1u << METRICS_LIM_RATE;
 	return m;
 }
 
@@ -181,6 +200,8 @@ metrics_service(const struct conf_service *svc)
 	}
 	/* Read by scrapes on the workers meanwhile. */
 	__atomic_fetch_or(&ms->refusal_mask, metrics_refusal_mask(svc),
+	    __ATOMIC_RELAXED);
+	__atomic_fetch_or(&ms->limit_mask, metrics_limit_mask(svc),
 	    __ATOMIC_RELAXED);
 	if (svc->tls_mode == TLS_MODE_STARTTLS)
 		__atomic_store_n(&ms->starttls, 1, __ATOMIC_RELAXED);
@@ -228,6 +249,13 @@ metrics_rejected(struct metrics_service *ms, unsigned worker,
     enum metrics_limit lim)
 {
 	metrics_inc(&ms->blocks[worker].conns[METRICS_CONN_REJECTED]);
+	metrics_inc(&ms->blocks[worker].limits[lim]);
+}
+
+void
+metrics_limit(struct metrics_service *ms, unsigned worker,
+    enum metrics_limit lim)
+{
 	metrics_inc(&ms->blocks[worker].limits[lim]);
 }
 
@@ -660,7 +688,10 @@ metrics_render_services(struct evbuffer *b)
 			    filter_refusal_name(i),
 			    (unsigned long long)MSUMI(ms, refusals, i));
 		}
+		mask = __atomic_load_n(&ms->limit_mask, __ATOMIC_RELAXED);
 		for (i = 0; i < METRICS_LIM_N; i++) {
+			if (!(mask & (1u << i)))
+				continue;
 			metrics_sample(b, "mailtlsd_refusals_total", ms);
 			evbuffer_add_printf(b, ",kind=\"%s\"} %llu\n",
 			    metrics_limit_names[i],
@@ -812,6 +843,23 @@ metrics_render_certs(struct evbuffer *b, const struct metrics_certs *c)
 	}
 }
 
+/* SPEC 10: addresses remembered per service (bounded: ADDRTABLE_MAX). */
+static void
+metrics_render_addrtables(struct evbuffer *b, const struct runtime *rt)
+{
+	size_t	i;
+
+	metrics_head(b, "mailtlsd_address_table_entries", "gauge",
+	    "Client addresses remembered for the rate and "
+	    "authentication-failure limits (bounded per service).");
+	for (i = 0; i < rt->nservices; i++) {
+		metrics_str(b, "mailtlsd_address_table_entries{service=");
+		metrics_label(b, rt->services[i].svc->name);
+		evbuffer_add_printf(b, "} %zu\n",
+		    addrtable_count(rt->services[i].ctr->limits));
+	}
+}
+
 int
 metrics_render(struct evbuffer *b, const struct runtime *rt)
 {
@@ -821,6 +869,7 @@ metrics_render(struct evbuffer *b, const struct runtime *rt)
 	metrics_label(b, PACKAGE_VERSION);
 	metrics_str(b, "} 1\n");
 	metrics_render_services(b);
+	metrics_render_addrtables(b, rt);
 	metrics_render_duration(b);
 	metrics_render_certs(b, rt->certs);
 	metrics_head(b, "mailtlsd_config_reloads_total", "counter",

@@ -53,10 +53,14 @@ enum metrics_conn_result {
 	METRICS_CONN_N
 };
 
-/* Connection limits of SPEC 6, refused at accept (refusals_total{kind}). */
+/*
+ * Connection limits of SPEC 6, refused at accept, and SPEC 10's rate,
+ * refused by the session (refusals_total{kind}).
+ */
 enum metrics_limit {
 	METRICS_LIM_CONNECTIONS = 0,	/* max_connections (daemon, service) */
 	METRICS_LIM_PER_IP,		/* max_connections_per_ip */
+	METRICS_LIM_RATE,		/* max_connection_rate_per_ip (SPEC 10) */
 	METRICS_LIM_N
 };
 
@@ -109,6 +113,9 @@ struct metrics_service *metrics_service(const struct conf_service *);
 void	metrics_conn(struct metrics_service *, unsigned worker,
 	    enum metrics_conn_result);
 void	metrics_rejected(struct metrics_service *, unsigned worker,
+	    enum metrics_limit);
+/* A limit refused a session that was accepted (it gets a reply). */
+void	metrics_limit(struct metrics_service *, unsigned worker,
 	    enum metrics_limit);
 void	metrics_session_start(struct session *);
 void	metrics_session_phase(struct session *);	/* after a change */

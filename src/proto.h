@@ -63,6 +63,16 @@ struct filter_params {
 	const char	*local_addr;	/* the address the client dialled */
 	int		 local_port;
 	uint64_t	*refusals;	/* FILTER_REF_N counters, or NULL */
+	/*
+	 * SPEC 10, max_auth_failures_per_ip: whether the client's address
+	 * may not send credentials now, pending being this session's
+	 * credential commands still awaiting their verdict (each may yet be
+	 * a failure); and a failed login to count.  NULL (unit tests,
+	 * fuzzers): no limit.  Called with auth_arg.
+	 */
+	bool		 (*auth_blocked)(void *, unsigned pending);
+	void		 (*auth_failed)(void *);
+	void		*auth_arg;
 };
 
 /*
@@ -114,6 +124,12 @@ struct proto_ops {
 	 */
 	bool		 (*at_boundary)(const struct filter *);
 	void		 (*timeout_reply)(struct evbuffer *to_client,
+			    const char *hostname);
+	/*
+	 * SPEC 10, max_connection_rate_per_ip: the temporary failure before
+	 * the close (inside TLS on implicit services).
+	 */
+	void		 (*rate_limited)(struct evbuffer *to_client,
 			    const char *hostname);
 };
 

@@ -151,6 +151,8 @@
 #define IMAP_R_NODONE		"* BAD Expected DONE\r\n"
 #define IMAP_R_COMPRESS		"NO [CANNOT] COMPRESS is not available\r\n"
 #define IMAP_R_TLSGO		"OK Begin TLS negotiation now\r\n"
+#define IMAP_R_AUTHLIMIT	"NO [UNAVAILABLE] Too many authentication " \
+				"failures\r\n"
 #define IMAP_L_CONT		"+ Ready for literal data\r\n"
 #define IMAP_L_BYE_ERRORS	"* BYE Too many errors\r\n"
 #define IMAP_L_BYE_TOOBIG	"* BYE [TOOBIG] Literal too large\r\n"
@@ -164,6 +166,7 @@
 #define IMAP_L_UNAVAIL		"* BYE [UNAVAILABLE] Service temporarily " \
 				"unavailable\r\n"
 #define IMAP_L_TIMEOUT		"* BYE Autologout; idle for too long\r\n"
+#define IMAP_L_RATE		"* BYE [UNAVAILABLE] Too many connections\r\n"
 
 /* Where the client stream is. */
 enum imap_cstate {
@@ -306,6 +309,7 @@ struct imap {
 	struct imap_tail btail;
 	char		 btag[FILTER_TAG_MAX + 1];
 	size_t		 btaglen;
+	bool		 bno;		/* that tagged response is a NO */
 };
 
 struct imap_verb {
@@ -334,6 +338,7 @@ static void		 imap_last_word(const struct filter *, char *, size_t);
 static void		 imap_unavailable(struct evbuffer *, const char *);
 static bool		 imap_at_boundary(const struct filter *);
 static void		 imap_timeout_reply(struct evbuffer *, const char *);
+static void		 imap_rate_limited(struct evbuffer *, const char *);
 
 static const char	*imap_cstate_name(enum imap_cstate);
 static void		 imap_enter(struct filter *, enum imap_cstate);
@@ -467,6 +472,7 @@ const struct proto_ops proto_imap_ops = {
 	.unavailable = imap_unavailable,
 	.at_boundary = imap_at_boundary,
 	.timeout_reply = imap_timeout_reply,
+	.rate_limited = imap_rate_limited,
 };
 
 /*
@@ -611,6 +617,14 @@ imap_timeout_reply(struct evbuffer *to_client, const char *hostname)
 {
 	(void)hostname;
 	evbuffer_add(to_client, IMAP_L_TIMEOUT, strlen(IMAP_L_TIMEOUT));
+}
+
+/* SPEC 10, max_connection_rate_per_ip. */
+static void
+imap_rate_limited(struct evbuffer *to_client, const char *hostname)
+{
+	(void)hostname;
+	evbuffer_add(to_client, IMAP_L_RATE, strlen(IMAP_L_RATE));
 }
 
 static const char *
@@ -1109,6 +1123,9 @@ imap_slot_complete(struct filter *f, const char *tag, size_t taglen)
 		    s->taglen == taglen &&
 		    memcmp(filter_slot_tag(f, s), tag, taglen) == 0) {
 			s->done = true;
+			/* SPEC 10: a tagged NO to LOGIN or AUTHENTICATE. */
+			filter_auth_verdict(f, s,
+			    ((struct imap *)f->proto)->bno);
 			return s->id;
 		}
 	}
@@ -1440,6 +1457,9 @@ imap_command_line(struct filter *f, struct imap_io *io, size_t len,
 		err = IMAP_R_CLEARCMD;
 	else if ((v->flags & IMAP_V_NOARGS) && c.args != NULL)
 		err = IMAP_R_NOARGS;
+	/* SPEC 10: never forwarded, and a literal of it never asked for. */
+	else if ((v->flags & IMAP_V_CREDENTIALS) && filter_auth_blocked(f))
+		err = IMAP_R_AUTHLIMIT;
 	if (err != NULL) {
 		if (imap_refuse(f, c.tag, c.taglen, err) == IMAP_STEP_CLOSE)
 			return IMAP_STEP_CLOSE;
@@ -1685,8 +1705,13 @@ imap_forward_wait(struct filter *f, struct imap_io *io,
 {
 	struct imap	*st = f->proto;
 
-	st->cwait_id = filter_slot_push(f, IMAP_SLOT_CMD, NULL, c->tag,
-	    c->taglen)->id;
+	struct filter_slot	*sl;
+
+	sl = filter_slot_push(f, IMAP_SLOT_CMD, NULL, c->tag, c->taglen);
+	st->cwait_id = sl->id;
+	/* SPEC 10: the tagged reply to these is a login's verdict. */
+	sl->credential = filter_word_eq(c->verb, c->verblen, "LOGIN") ||
+	    filter_word_eq(c->verb, c->verblen, "AUTHENTICATE");
 	filter_send_command(io->to_backend, c->tag, c->taglen, c->verb,
 	    c->verblen, c->args, c->argslen);
 	if (wait != IMAP_C_COMMAND)
@@ -2271,6 +2296,7 @@ imap_msg_classify(struct imap *st, const char *s, size_t len)
 		return IMAP_MSG_OTHER;
 	memcpy(st->btag, s, t);
 	st->btaglen = t;
+	st->bno = filter_word_eq(s + t + 1, w, "NO");
 	return IMAP_MSG_TAGGED;
 }
 

@@ -74,6 +74,9 @@
 #define POP3_R_ERRORS	"-ERR Too many errors\r\n"
 #define POP3_R_UNAVAIL	"-ERR [SYS/TEMP] Service temporarily unavailable\r\n"
 #define POP3_R_TIMEOUT	"-ERR Timeout\r\n"
+/* SPEC 10. */
+#define POP3_R_RATE	"-ERR [SYS/TEMP] Too many connections\r\n"
+#define POP3_R_AUTHLIMIT "-ERR [SYS/TEMP] Too many authentication failures\r\n"
 
 enum pop3_state {
 	POP3_ST_GREETING = 0,	/* waiting for the backend's greeting */
@@ -182,6 +185,8 @@ static void		 pop3_free(void *);
 static void		 pop3_unavailable(struct evbuffer *, const char *);
 static bool		 pop3_at_boundary(const struct filter *);
 static void		 pop3_timeout_reply(struct evbuffer *, const char *);
+static void		 pop3_rate_limited(struct evbuffer *, const char *);
+static bool		 pop3_credential_slot(unsigned);
 static void		 pop3_tls_reset(struct filter *, struct evbuffer *);
 static void		 pop3_last_word(const struct filter *, char *, size_t);
 static const char	*pop3_state_name(enum pop3_state);
@@ -240,6 +245,7 @@ const struct proto_ops proto_pop3_ops = {
 	.unavailable = pop3_unavailable,
 	.at_boundary = pop3_at_boundary,
 	.timeout_reply = pop3_timeout_reply,
+	.rate_limited = pop3_rate_limited,
 };
 
 /* ------------------------------------------------------------------ */
@@ -282,6 +288,21 @@ pop3_unavailable(struct evbuffer *to_client, const char *hostname)
 {
 	(void)hostname;
 	evbuffer_add(to_client, POP3_R_UNAVAIL, strlen(POP3_R_UNAVAIL));
+}
+
+/* SPEC 10, max_connection_rate_per_ip. */
+static void
+pop3_rate_limited(struct evbuffer *to_client, const char *hostname)
+{
+	(void)hostname;
+	evbuffer_add(to_client, POP3_R_RATE, strlen(POP3_R_RATE));
+}
+
+/* The slots of PASS, APOP and AUTH with a mechanism: a login attempt. */
+static bool
+pop3_credential_slot(unsigned kind)
+{
+	return kind == PSLOT_LOGIN || kind == PSLOT_SASL;
 }
 
 /*
@@ -571,6 +592,14 @@ pop3_check_command(struct filter *f, const struct pop3_cmd *cmd,
 	if ((cmd->flags & PC_RESTARG) && args != NULL &&
 	    !pop3_restarg_canonical(args, argslen))
 		return POP3_R_BLANK;
+	/*
+	 * SPEC 10: PASS, APOP and AUTH with a mechanism carry credentials
+	 * (bare AUTH only lists mechanisms); an address over its failures
+	 * sends no more.
+	 */
+	if (argslen > 0 && pop3_credential_slot(cmd->slot_args) &&
+	    filter_auth_blocked(f))
+		return POP3_R_AUTHLIMIT;
 	return NULL;
 }
 
@@ -641,7 +670,8 @@ pop3_do_command(struct filter *f, const struct pop3_cmd *cmd,
 		p->auth_outstanding = true;
 	if (cmd->flags & PC_QUIT)
 		p->stop = true;
-	filter_slot_push(f, kind, NULL, NULL, 0);
+	filter_slot_push(f, kind, NULL, NULL, 0)->credential =
+	    pop3_credential_slot(kind);
 	filter_send_command(to_backend, NULL, 0, verb, verblen, args,
 	    argslen);
 }
@@ -819,6 +849,8 @@ pop3_reply(struct filter *f, struct evbuffer *in, struct evbuffer *to_client)
 			filter_abort(f, "backend ended the session");
 			return -1;
 		}
+		/* SPEC 10: -ERR to PASS, APOP or AUTH is a failed login. */
+		filter_auth_verdict(f, s, true);
 		pop3_reply_done(f);
 		return 1;
 	}

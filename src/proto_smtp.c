@@ -96,6 +96,8 @@
 #define R_NOT_PERMITTED	"550 5.7.0 Command not permitted\r\n"
 #define R_BARE_NEWLINE	"550 5.6.0 Bare LF/CR in message refused\r\n"
 #define R_NO_CHUNKING	"502 5.5.1 Command not implemented\r\n"
+/* SPEC 10, max_auth_failures_per_ip. */
+#define R_AUTH_LIMIT	"454 4.7.0 Too many authentication failures\r\n"
 
 enum smtp_state {
 	SMTP_ST_CMD = 0,	/* client bytes are command lines */
@@ -237,6 +239,7 @@ static void	 smtp_last_word(const struct filter *, char *, size_t);
 static void	 smtp_unavailable(struct evbuffer *, const char *);
 static bool	 smtp_at_boundary(const struct filter *);
 static void	 smtp_timeout_reply(struct evbuffer *, const char *);
+static void	 smtp_rate_limited(struct evbuffer *, const char *);
 
 static const char *smtp_state_name(enum smtp_state);
 static void	 smtp_enter_state(struct filter *, enum smtp_state);
@@ -379,6 +382,7 @@ const struct proto_ops proto_smtp_ops = {
 	.unavailable = smtp_unavailable,
 	.at_boundary = smtp_at_boundary,
 	.timeout_reply = smtp_timeout_reply,
+	.rate_limited = smtp_rate_limited,
 };
 
 /* ---------------------------------------------------------------------- */
@@ -504,6 +508,15 @@ smtp_timeout_reply(struct evbuffer *to_client, const char *hostname)
 {
 	evbuffer_add_printf(to_client,
 	    "421 4.4.2 %s Error: timeout exceeded\r\n",
+	    hostname ? hostname : "localhost");
+}
+
+/* SPEC 10, max_connection_rate_per_ip. */
+static void
+smtp_rate_limited(struct evbuffer *to_client, const char *hostname)
+{
+	evbuffer_add_printf(to_client,
+	    "421 4.7.0 %s Too many connections, slow down\r\n",
 	    hostname ? hostname : "localhost");
 }
 
@@ -702,7 +715,8 @@ smtp_read_sasl(struct filter *f, struct evbuffer *in,
 	case FILTER_SASL_CANCEL:
 		break;
 	}
-	filter_slot_push(f, SLOT_AUTH, NULL, NULL, 0);
+	/* Its final reply ends the exchange: a verdict like AUTH's. */
+	filter_slot_push(f, SLOT_AUTH, NULL, NULL, 0)->credential = true;
 	smtp_enter_state(f, SMTP_ST_AUTH_WAIT);
 	return true;
 }
@@ -952,6 +966,9 @@ smtp_check_policy(struct filter *f, const struct smtp_cmd *cmd,
 	/* SPEC 8.4: only a backend that counts the chunk gets it. */
 	if ((cmd->flags & CF_COUNTED) && !(s->ext & EXT_CHUNKING))
 		return R_NO_CHUNKING;
+	/* SPEC 10: an address over its failures sends no more credentials. */
+	if (cmd->slot == SLOT_AUTH && filter_auth_blocked(f))
+		return R_AUTH_LIMIT;
 	return NULL;
 }
 
@@ -968,7 +985,8 @@ smtp_do_forward(struct filter *f, const struct smtp_cmd *cmd,
 
 	filter_send_command(to_backend, NULL, 0, l->verb, l->verblen,
 	    l->args, l->argslen);
-	filter_slot_push(f, cmd->slot, NULL, NULL, 0);
+	filter_slot_push(f, cmd->slot, NULL, NULL, 0)->credential =
+	    cmd->slot == SLOT_AUTH;
 	switch (cmd->slot) {
 	case SLOT_EHLO:
 	case SLOT_HELO:
@@ -1499,6 +1517,10 @@ smtp_reply_done(struct filter *f, unsigned kind, struct evbuffer *to_client,
 {
 	struct smtp	*s = f->proto;
 
+	/* SPEC 10: 535 is SMTP's "authentication credentials invalid". */
+	if (s->reply_code != 334)
+		filter_auth_verdict(f, filter_slot_head(f),
+		    s->reply_code == 535);
 	filter_slot_pop(f);
 	if (kind == SLOT_XEHLO || kind == SLOT_XCLIENT ||
 	    (kind == SLOT_GREETING && s->xclient)) {

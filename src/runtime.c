@@ -18,10 +18,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "addrtable.h"
 #include "iptable.h"
 #include "listener.h"
 #include "sdnotify.h"
 #include "log.h"
+#include "mailtlsd.h"
 #include "metrics.h"
 #include "runtime.h"
 #include "session.h"
@@ -64,7 +66,13 @@ runtime_counters(struct runtime *old, const char *name)
 			}
 	if ((ctr = calloc(1, sizeof(*ctr))) == NULL)
 		return NULL;
-	if ((ctr->per_ip = iptable_new()) == NULL) {
+	/*
+	 * The address table is calloc'd whole: its pages become resident
+	 * only as addresses arrive, and a reload may turn the limits on.
+	 */
+	if ((ctr->per_ip = iptable_new()) == NULL ||
+	    (ctr->limits = addrtable_new(ADDRTABLE_MAX)) == NULL) {
+		iptable_free(ctr->per_ip);
 		free(ctr);
 		return NULL;
 	}
@@ -77,6 +85,7 @@ runtime_counters_unref(struct service_counters *ctr)
 {
 	if (ctr != NULL && atomic_fetch_sub(&ctr->refs, 1) == 1) {
 		iptable_free(ctr->per_ip);
+		addrtable_free(ctr->limits);
 		free(ctr);
 	}
 }

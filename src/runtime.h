@@ -10,6 +10,7 @@
 #include "conf.h"
 #include "proto.h"
 
+struct addrtable;
 struct iptable;
 struct metrics_certs;
 struct metrics_service;
@@ -20,12 +21,14 @@ struct tls_server;
 /*
  * Connection counts of a service.  A reload hands them to the service of
  * the same name in the new runtime, so sessions that started before the
- * reload still count against max_connections and max_connections_per_ip.
+ * reload still count against max_connections and max_connections_per_ip,
+ * and an address keeps its rate and authentication-failure history.
  */
 struct service_counters {
 	atomic_int		 refs;
 	atomic_uint		 nconns;
 	struct iptable		*per_ip;
+	struct addrtable	*limits;	/* SPEC 10: rate, auth failures */
 };
 
 struct service_rt {

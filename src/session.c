@@ -41,6 +41,7 @@
 #include <openssl/err.h>
 #include <openssl/rand.h>
 
+#include "addrtable.h"
 #include "backend.h"
 #include "listener.h"
 #include "log.h"
@@ -76,6 +77,10 @@ static void	session_proxy_read_cb(evutil_socket_t, short, void *);
 static void	session_proxy_accept(struct session *,
 		    const struct proxy_hdr *);
 static void	session_proxy_free(struct session *);
+static bool	session_rate_ok(struct session *);
+static void	session_rate_refuse(struct session *);
+static bool	session_auth_blocked(void *, unsigned);
+static void	session_auth_failed(void *);
 static void	session_pump(struct session *);
 static void	session_flow(struct session *);
 static void	session_arm(struct session *, unsigned seconds);
@@ -406,6 +411,11 @@ session_begin(struct session *s)
 		fp.local_port = util_addr_port((struct sockaddr *)&s->local);
 	}
 	fp.refusals = metrics_refusals(s->srt->metrics, s->worker->index);
+	if (s->svc->max_auth_failures_per_ip != 0) {
+		fp.auth_blocked = session_auth_blocked;
+		fp.auth_failed = session_auth_failed;
+		fp.auth_arg = s;
+	}
 	s->filter = filter_new(s->ops, &fp);
 
 	log_info("%s session start service=%s client=%s port=%d tls=%s",
@@ -421,6 +431,18 @@ session_begin(struct session *s)
 	bufferevent_setwatermark(s->client, EV_READ, 0, RELAY_READ_WATERMARK);
 	bufferevent_setwatermark(s->client, EV_WRITE, RELAY_LOW_WATERMARK, 0);
 
+	if (!session_rate_ok(s)) {
+		/*
+		 * An implicit-TLS client expects TLS: its temporary failure
+		 * is written inside, once the handshake is done.
+		 */
+		if (s->svc->tls_mode == TLS_MODE_IMPLICIT) {
+			s->flags |= SF_RATE_LIMITED;
+			session_start_tls(s);
+		} else
+			session_rate_refuse(s);
+		return;
+	}
 	if (s->svc->tls_mode == TLS_MODE_IMPLICIT) {
 		session_start_tls(s);
 		return;
@@ -558,6 +580,68 @@ session_proxy_accept(struct session *s, const struct proxy_hdr *h)
 	session_begin(s);
 }
 
+/*
+ * SPEC 10, max_connection_rate_per_ip: counted per service and address
+ * (the PROXY header's on accept_proxy services), once the client is
+ * known and before the backend is contacted, so a flood never reaches
+ * the backend.  addrtable.c keeps the token bucket.
+ */
+static bool
+session_rate_ok(struct session *s)
+{
+	unsigned	rate = s->svc->max_connection_rate_per_ip;
+
+	if (rate == 0 || addrtable_connect(s->srt->ctr->limits,
+	    (struct sockaddr *)&s->peer, rate, addrtable_now()))
+		return true;
+	log_notice("%s service %s: refusing %s: connection rate limit "
+	    "(max_connection_rate_per_ip %u per minute)", s->id, s->svc->name,
+	    s->peer_ip, rate);
+	metrics_limit(s->srt->metrics, s->worker->index, METRICS_LIM_RATE);
+	return false;
+}
+
+/* The protocol's temporary failure, then the close (SPEC 10). */
+static void
+session_rate_refuse(struct session *s)
+{
+	s->ops->rate_limited(bufferevent_get_output(s->client),
+	    s->svc->hostname);
+	bufferevent_enable(s->client, EV_WRITE);
+	session_close(s, "connection rate limit");
+}
+
+/* filter_params hooks: SPEC 10, max_auth_failures_per_ip. */
+static bool
+session_auth_blocked(void *arg, unsigned pending)
+{
+	struct session	*s = arg;
+	unsigned	 max = s->svc->max_auth_failures_per_ip;
+
+	/* Pending attempts may all fail: they count against the limit. */
+	return pending >= max || addrtable_auth_blocked(s->srt->ctr->limits,
+	    (struct sockaddr *)&s->peer, max - pending,
+	    s->svc->auth_failure_window, addrtable_now());
+}
+
+static void
+session_auth_failed(void *arg)
+{
+	struct session	*s = arg;
+	unsigned	 n;
+
+	n = addrtable_auth_failed(s->srt->ctr->limits,
+	    (struct sockaddr *)&s->peer, s->svc->auth_failure_window,
+	    addrtable_now());
+	/* Logged once, when the address reaches the limit. */
+	if (n == s->svc->max_auth_failures_per_ip)
+		log_notice("%s service %s: client %s: %u authentication "
+		    "failures within %u s (max_auth_failures_per_ip): "
+		    "credential commands refused until the window ends",
+		    s->id, s->svc->name, s->peer_ip, n,
+		    s->svc->auth_failure_window);
+}
+
 static void
 session_proxy_free(struct session *s)
 {
@@ -633,6 +717,10 @@ session_tls_established(struct session *s)
 	if (s->svc->tls->client_certificates != CLIENT_CERT_NONE) {
 		tls_peer_cert_info(s->ssl, cert, sizeof(cert));
 		log_info("%s client certificate: %s", s->id, cert);
+	}
+	if (s->flags & SF_RATE_LIMITED) {
+		session_rate_refuse(s);
+		return;
 	}
 	if (s->flags & SF_BACKEND_UP) {
 		/*

@@ -51,6 +51,7 @@ FAMILIES = {
     "mailtlsd_bytes_total", "mailtlsd_session_duration_seconds",
     "mailtlsd_certificate_expiry_timestamp_seconds",
     "mailtlsd_config_reloads_total", "mailtlsd_timeouts_total",
+    "mailtlsd_config_reloads_total", "mailtlsd_address_table_entries",
 }
 
 
@@ -312,7 +313,8 @@ def test_workload_exact_deltas(mtd, certs, dovecot):
                 if n == name and dict(l)["service"] == service}
     assert labels("mailtlsd_refusals_total", "imap", "kind") == {
         "protocol", "credentials", "injection", "max_connections",
-        "max_connections_per_ip"}
+        "max_connections_per_ip", "max_connection_rate_per_ip",
+        "max_auth_failures_per_ip"}
     assert labels("mailtlsd_connections_active", "imaps", "phase") == {
         "connecting", "handshake", "tls", "closing"}
     assert labels("mailtlsd_connections_active", "imap", "phase") == {
@@ -466,7 +468,8 @@ def test_connection_limit_counts_as_rejected(mtd, certs, dovecot):
     kinds = {dict(l)["kind"] for (n, l) in s
              if n == "mailtlsd_refusals_total"}
     assert kinds == {"protocol", "max_connections",
-                     "max_connections_per_ip"}, kinds
+                     "max_connections_per_ip", "max_connection_rate_per_ip",
+                     "max_auth_failures_per_ip"}, kinds
 
 
 BAD = [

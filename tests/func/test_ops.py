@@ -338,7 +338,10 @@ def test_reload_under_load_swaps_certificate(mtd, scripted, certs, workdir):
     install(certs.rsa_chain, certs.rsa_key)
     m = mtd()
     m.add_tls("main", pairs=[(cert, key)])
-    port = m.add_service("imaps", "imap", [backend.port])
+    # The load comes from one address, faster than a client should:
+    # SPEC 10's rate limit is not what this test is about.
+    port = m.add_service("imaps", "imap", [backend.port],
+                         max_connection_rate_per_ip=0)
     m.start()
 
     load = Load(port, certs).start()
@@ -625,6 +628,20 @@ AUDIT_FINDINGS = {
                       "connection from this host's address with the "
                       "client's identity, and the identity crosses the "
                       "network in cleartext")], True),
+    # SPEC 10 limits at 0 are off (issue 10 item 6).
+    "rate_limit_off": (
+        lambda c, p: AuditCase(c, service={"max_connection_rate_per_ip": 0}),
+        0, [_svc_line("warning", 'service "s": max_connection_rate_per_ip '
+                      "= 0 turns the connection rate limit off: one "
+                      "address may open connections as fast as it likes")],
+        True),
+    "auth_limit_off": (
+        lambda c, p: AuditCase(c, protocol="imap", tls_mode="implicit",
+                               listen=993,
+                               service={"max_auth_failures_per_ip": 0}),
+        0, [_svc_line("warning", 'service "s": max_auth_failures_per_ip '
+                      "= 0 turns the authentication failure limit off: one "
+                      "address may guess passwords without end")], True),
     "user_root": (
         lambda c, p: AuditCase(c, user="root", group=None),
         0, ['warning: user = "root": the daemon would keep running as '

@@ -57,6 +57,16 @@ struct fh_case {
 	/* SPEC 9, also after steps. */
 	enum send_proxy_mode send_proxy;
 	bool		 xclient;
+	/*
+	 * SPEC 10, also after steps: with max_auth_failures the filter gets
+	 * the session's hooks, backed by a counter of failures for the one
+	 * address (blocked from max on); after the steps the failures
+	 * observed and the refusals of kind max_auth_failures_per_ip must
+	 * be these.
+	 */
+	unsigned	 max_auth_failures;
+	unsigned	 auth_failures_want;
+	unsigned	 auth_refusals_want;
 };
 
 /* What the harness tells the filter for XCLIENT's PORT and DEST*. */
@@ -129,7 +139,26 @@ struct fh_drv {
 	const struct proto_ops	*ops;
 	struct filter		*f;
 	struct evbuffer		*cin, *bin, *to_b, *to_c;
+	unsigned		 auth_max, auth_fails;
+	uint64_t		 refusals[FILTER_REF_N];
 };
+
+/* The session's SPEC 10 hooks, for one address. */
+static inline bool
+fh_auth_blocked(void *arg, unsigned pending)
+{
+	struct fh_drv	*d = arg;
+
+	return d->auth_fails + pending >= d->auth_max;
+}
+
+static inline void
+fh_auth_failed(void *arg)
+{
+	struct fh_drv	*d = arg;
+
+	d->auth_fails++;
+}
 
 static inline void
 fh_drv_open(struct fh_drv *d, enum proto_id proto,
@@ -148,6 +177,15 @@ fh_drv_open(struct fh_drv *d, enum proto_id proto,
 	fp.client_port = FH_CLIENT_PORT;
 	fp.local_addr = FH_LOCAL_ADDR;
 	fp.local_port = FH_LOCAL_PORT;
+	memset(d->refusals, 0, sizeof(d->refusals));
+	fp.refusals = d->refusals;
+	d->auth_max = c->max_auth_failures;
+	d->auth_fails = 0;
+	if (c->max_auth_failures != 0) {
+		fp.auth_blocked = fh_auth_blocked;
+		fp.auth_failed = fh_auth_failed;
+		fp.auth_arg = d;
+	}
 	d->f = filter_new(ops, &fp);
 	assert_non_null(d->f);
 	d->cin = evbuffer_new();
@@ -247,6 +285,15 @@ fh_run(enum proto_id proto, const struct proto_ops *ops,
 		}
 		if (v == FILTER_CLOSE)
 			break;
+	}
+	if (c->max_auth_failures != 0 &&
+	    (d.auth_fails != c->auth_failures_want ||
+	    d.refusals[FILTER_REF_AUTH_FAILURES] != c->auth_refusals_want)) {
+		print_error("%s: %u failures observed, want %u; %llu refused, "
+		    "want %u\n", c->name, d.auth_fails, c->auth_failures_want,
+		    (unsigned long long)d.refusals[FILTER_REF_AUTH_FAILURES],
+		    c->auth_refusals_want);
+		fail();
 	}
 	fh_drv_close(&d);
 }

@@ -389,6 +389,58 @@ static const struct fh_case imap_cases[] = {
 		{ 'C', "Tag.1] STARTTLS\r\n", NULL, "Tag.1]" R_GO, GO, 0 },
 		{ 0 } } },
 
+	/* ---- SPEC 10: authentication failures ---- */
+	{ .name = "auth_failures_no_counted_then_refused", .tls_active = true,
+	    .max_auth_failures = 2, .auth_failures_want = 2,
+	    .auth_refusals_want = 3, .steps = {
+		GREET,
+		{ 'C', "a LOGIN u p\r\n", "a LOGIN u p\r\n", NULL, CONT, 0 },
+		{ 'B', "a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n",
+		    NULL, "a NO [AUTHENTICATIONFAILED] Authentication "
+		    "failed.\r\n", CONT, 0 },
+		{ 'C', "b AUTHENTICATE PLAIN\r\n", "b AUTHENTICATE PLAIN\r\n",
+		    NULL, CONT, 0 },
+		{ 'B', "+ \r\n", NULL, "+ \r\n", CONT, 0 },
+		{ 'C', "Zm9v\r\n", "Zm9v\r\n", NULL, CONT, 0 },
+		{ 'B', "b NO [AUTHENTICATIONFAILED] x\r\n", NULL,
+		    "b NO [AUTHENTICATIONFAILED] x\r\n", CONT, 0 },
+		{ 'C', "c LOGIN u p\r\n", NULL,
+		    "c NO [UNAVAILABLE] Too many authentication failures\r\n",
+		    CONT, 0 },
+		{ 'C', "d authenticate PLAIN Zm9v\r\n", NULL,
+		    "d NO [UNAVAILABLE] Too many authentication failures\r\n",
+		    CONT, 0 },
+		/* A synchronizing literal: no "+", so it is never sent. */
+		{ 'C', "e LOGIN {1}\r\n", NULL,
+		    "e NO [UNAVAILABLE] Too many authentication failures\r\n",
+		    CONT, 0 },
+		{ 'C', "f NOOP\r\n", "f NOOP\r\n", NULL, CONT, 0 },
+		{ 0 } } },
+	{ .name = "auth_failures_pipelined_logins_count_as_pending",
+	    .tls_active = true, .max_auth_failures = 2,
+	    .auth_failures_want = 1, .auth_refusals_want = 1, .steps = {
+		GREET,
+		/* Two in flight may both fail: the third is not sent. */
+		{ 'C', "a LOGIN u p\r\nb LOGIN u q\r\nc LOGIN u r\r\n",
+		    "a LOGIN u p\r\nb LOGIN u q\r\n", NULL, CONT, 0 },
+		{ 'B', "a NO x\r\nb OK y\r\n", NULL, "a NO x\r\nb OK y\r\n"
+		    "c NO [UNAVAILABLE] Too many authentication failures\r\n",
+		    CONT, 0 },
+		{ 0 } } },
+	{ .name = "auth_failures_only_no_to_credentials", .tls_active = true,
+	    .max_auth_failures = 1, .auth_failures_want = 0,
+	    .auth_refusals_want = 0, .steps = {
+		GREET,
+		{ 'C', "a SELECT x\r\n", "a SELECT x\r\n", NULL, CONT, 0 },
+		{ 'B', "a NO no\r\n", NULL, "a NO no\r\n", CONT, 0 },
+		{ 'C', "b LOGIN u p\r\n", "b LOGIN u p\r\n", NULL, CONT, 0 },
+		{ 'B', "* NO untagged\r\nb BAD x\r\n", NULL,
+		    "* NO untagged\r\nb BAD x\r\n", CONT, 0 },
+		{ 'C', "c LOGIN u p\r\n", "c LOGIN u p\r\n", NULL, CONT, 0 },
+		{ 'B', "c OK Logged in\r\n", NULL, "c OK Logged in\r\n",
+		    CONT, 0 },
+		{ 0 } } },
+
 	/* ---- greeting and capability lists ---- */
 	{ .name = "greeting_capa_cleartext", .starttls_service = true,
 	    .steps = {
