@@ -241,8 +241,14 @@ static void
 tc_check_service(const struct conf *c, const struct conf_service *s)
 {
 	assert_non_null(s->name);
-	assert_non_null(s->tls);
-	assert_true(s->tls >= c->tls && s->tls < c->tls + c->ntls);
+	if (s->tls_mode == TLS_MODE_NONE) {
+		/* Client mode: no server side TLS, a TLS backend leg. */
+		assert_null(s->tls);
+		assert_int_not_equal(s->backend_tls, BACKEND_TLS_NONE);
+	} else {
+		assert_non_null(s->tls);
+		assert_true(s->tls >= c->tls && s->tls < c->tls + c->ntls);
+	}
 	/* nlisten may be 0: the sockets then come from systemd. */
 	assert_true(s->nbackends >= 1);
 	assert_non_null(s->hostname);
@@ -277,7 +283,10 @@ test_good(void **state)
 	assert_string_equal(c->file, f->path);
 	assert_true(c->workers >= 1 && c->workers <= LIMIT_WORKERS_MAX);
 	assert_true(c->nservices >= 1);
-	assert_true(c->ntls >= 1);
+	/* Only client mode (tls_mode none, SPEC 12) needs no tls section. */
+	for (i = 0; i < c->nservices; i++)
+		if (c->services[i].tls_mode != TLS_MODE_NONE)
+			assert_true(c->ntls >= 1);
 	for (i = 0; i < c->ntls; i++) {
 		assert_true(c->tls[i].npairs >= 1);
 		assert_true(c->tls[i].line > 0);
