@@ -207,6 +207,8 @@ static int		tls_slot_idx = -1;	/* SSL: backend index + 1 */
 
 static int	tls_init(void);
 static int	tls_client_new_session(SSL *, SSL_SESSION *);
+static int	tls_client_cas(SSL_CTX *, const struct conf_service *,
+		    const char *, char *, size_t);
 static bool	tls_is_ip(const char *);
 static void	tls_init_once(void);
 static void	tls_ctx_data_free(void *, void *, CRYPTO_EX_DATA *, int, long,
@@ -1895,6 +1897,39 @@ tls_classify_close(struct bufferevent *bev, short what, char *detail,
 /* Client side: the backend leg (SPEC 12). */
 
 /*
+ * backend_ca_file and backend_ca_path.  OpenSSL says little about a file
+ * that is not there ("unknown error"), so the system is asked first.
+ */
+static int
+tls_client_cas(SSL_CTX *ctx, const struct conf_service *svc,
+    const char *where, char *err, size_t errlen)
+{
+	const char	*f = svc->backend_ca_file, *d = svc->backend_ca_path;
+
+	if (f != NULL && access(f, R_OK) == -1) {
+		tls_err(err, errlen, "%s: backend_ca_file %s: %s", where, f,
+		    strerror(errno));
+		return -1;
+	}
+	if (f != NULL && SSL_CTX_load_verify_file(ctx, f) != 1) {
+		tls_err(err, errlen, "%s: backend_ca_file %s: %s", where, f,
+		    tls_ossl_reason());
+		return -1;
+	}
+	if (d != NULL && access(d, R_OK | X_OK) == -1) {
+		tls_err(err, errlen, "%s: backend_ca_path %s: %s", where, d,
+		    strerror(errno));
+		return -1;
+	}
+	if (d != NULL && SSL_CTX_load_verify_dir(ctx, d) != 1) {
+		tls_err(err, errlen, "%s: backend_ca_path %s: %s", where, d,
+		    tls_ossl_reason());
+		return -1;
+	}
+	return 0;
+}
+
+/*
  * The context of a service with backend_tls.  The policy is the server
  * side's for the profile backend_tls_profile names (same floor, same
  * lists); verification is on unless backend_tls_verify = false, against
@@ -1943,18 +1978,10 @@ tls_client_new(const struct conf_service *svc, char *err, size_t errlen)
 	if (!SSL_CTX_set_ex_data(tc->ctx, tls_client_idx, tc) ||
 	    tls_ctx_policy(&b, tc->ctx, where) == -1)
 		goto fail;
-	if (svc->backend_ca_file != NULL || svc->backend_ca_path != NULL) {
-		if (SSL_CTX_load_verify_locations(tc->ctx,
-		    svc->backend_ca_file, svc->backend_ca_path) != 1) {
-			tls_err(err, errlen, "%s: backend_ca_file/"
-			    "backend_ca_path %s%s%s: %s", where,
-			    svc->backend_ca_file ? svc->backend_ca_file : "",
-			    svc->backend_ca_file && svc->backend_ca_path ?
-			    ", " : "", svc->backend_ca_path ?
-			    svc->backend_ca_path : "", tls_ossl_reason());
-			goto fail;
-		}
-	} else if (SSL_CTX_set_default_verify_paths(tc->ctx) != 1) {
+	if (tls_client_cas(tc->ctx, svc, where, err, errlen) == -1)
+		goto fail;
+	if (svc->backend_ca_file == NULL && svc->backend_ca_path == NULL &&
+	    SSL_CTX_set_default_verify_paths(tc->ctx) != 1) {
 		tls_err(err, errlen, "%s: the system CA store: %s", where,
 		    tls_ossl_reason());
 		goto fail;
