@@ -95,6 +95,7 @@ static void	session_schedule_free(struct session *);
 static int	session_flushed(struct session *);
 static void	session_closing_check(struct session *);
 static void	session_free(struct session *);
+static void	session_backend_free(struct session *);
 
 static const char *session_state_names[] = {
 	[SESSION_ST_HANDSHAKE] = "handshake",
@@ -764,12 +765,10 @@ session_renew_backend(struct session *s)
 {
 	log_debug("%s backend %s: fresh connection for the TLS phase",
 	    s->id, s->backend_name);
-	bufferevent_free(s->backend);
-	s->backend = NULL;
-	s->bssl = NULL;
+	session_backend_free(s);
 	s->flags &= ~(SF_BACKEND_UP | SF_BACKEND_EOF | SF_BACKEND_READ_OFF |
 	    SF_SHUTWR_BACKEND | SF_BACKEND_TLS | SF_BACKEND_TLS_UP |
-	    SF_BACKEND_SHUTDOWN);
+	    SF_BACKEND_SHUTDOWN | SF_BACKEND_TLS_ERR);
 	if (s->backend_next > 0)
 		s->backend_next--;
 	s->line_since = 0;
@@ -1093,6 +1092,8 @@ session_backend_event_cb(struct bufferevent *bev, short what, void *arg)
 		if (tls_classify_close(bev, what, detail, sizeof(detail)) <=
 		    TLS_CLOSE_EOF)
 			what = BEV_EVENT_EOF;
+		else
+			s->flags |= SF_BACKEND_TLS_ERR;
 	}
 	if (what & BEV_EVENT_ERROR) {
 		log_info("%s backend %s: %s", s->id, s->backend_name,
@@ -1188,11 +1189,8 @@ session_close(struct session *s, const char *reason)
 	session_enter_state(s, SESSION_ST_CLOSING);
 	session_proxy_free(s);
 
-	if (s->backend) {
-		bufferevent_free(s->backend);
-		s->backend = NULL;
-		s->bssl = NULL;
-	}
+	if (s->backend)
+		session_backend_free(s);
 	if (s->client == NULL) {
 		session_schedule_free(s);
 		return;
@@ -1294,7 +1292,7 @@ session_free(struct session *s)
 		bufferevent_free(s->client);
 	}
 	if (s->backend)
-		bufferevent_free(s->backend);
+		session_backend_free(s);
 	if (s->filter)
 		filter_free(s->filter);
 	if (s->timer)
@@ -1307,6 +1305,29 @@ session_free(struct session *s)
 	worker_session_remove(s->worker, s);
 	runtime_unref(s->rt);
 	free(s);
+}
+
+/*
+ * Free the backend leg.  A TLS leg that ended without a TLS error is
+ * shut down first: OpenSSL marks the session of a connection freed
+ * without SSL_shutdown() as not resumable (it could have been cut by an
+ * attacker), and the client-side cache (tls.c) holds that very session.
+ * The close_notify goes into the socket's output as the connection is
+ * closed; best effort, the peer may not read it.
+ */
+static void
+session_backend_free(struct session *s)
+{
+	if ((s->flags & (SF_BACKEND_TLS_UP | SF_BACKEND_TLS_ERR)) ==
+	    SF_BACKEND_TLS_UP && s->bssl != NULL &&
+	    !(s->flags & SF_BACKEND_SHUTDOWN)) {
+		s->flags |= SF_BACKEND_SHUTDOWN;
+		if (SSL_shutdown(s->bssl) < 0)
+			ERR_clear_error();
+	}
+	bufferevent_free(s->backend);
+	s->backend = NULL;
+	s->bssl = NULL;
 }
 
 void

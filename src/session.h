@@ -48,6 +48,7 @@ enum session_state {
 #define SF_BACKEND_SHUTDOWN	0x2000	/* close_notify sent to the backend */
 #define SF_GREET_HOLD		0x8000	/* smtp_greeting_delay: no greeting yet */
 #define SF_GREET_DUE		0x10000	/* ... but its delay is over */
+#define SF_BACKEND_TLS_ERR	0x20000	/* backend TLS leg ended in error */
 #define SF_RATE_LIMITED		0x4000	/* SPEC 10: reply after the handshake */
 
 struct session {

@@ -206,18 +206,27 @@ def test_tls_on_both_legs(mtd, certs, tdove, carol):
     m.wait_log(END_RX % ("both", re.escape(SERVER_NAME)))
 
 
-def test_backend_session_resumed(mtd, certs, tpost):
+def test_backend_session_resumed(mtd, certs, tdove):
     """The client-side session cache: later sessions to the same backend
-    resume (Postfix's smtpd processes share ticket keys through tlsmgr;
-    Dovecot's login processes, one per connection, do not)."""
+    resume.  The TLS server here is mailtlsd's own implicit service (in
+    front of Dovecot's plain port), whose ticket keys every worker shares:
+    Dovecot's login processes (one per connection) each have their own,
+    and Postfix's come from tlsmgr, which makes resumption there depend on
+    its start-up."""
     m = mtd()
-    port = client_mode(m, "relay", "smtp", tpost.smtps_port,
-                       backend_ca_file=certs.ca)
+    back = m.add_service("back", "imap", [tdove.imap_port],
+                         tls_mode="implicit")
+    port = client_mode(m, "front", "imap", back, backend_ca_file=certs.ca)
     m.start()
     for _ in range(3):
-        with smtplib.SMTP(HOST, port, timeout=30) as s:
-            assert s.ehlo("client.example.test")[0] == 250
-    m.wait_log(r"backend_tls=\S+ verified=127\.0\.0\.1 resumed")
+        with Conn.plain(port) as c:
+            assert c.line().startswith(b"* OK")
+            c.send(b"a NOOP\r\n")
+            assert c.tagged(b"a").startswith(b"a OK")
+            c.send(b"b LOGOUT\r\n")
+            c.read_to_eof()
+    m.wait_log(r"session end service=front .*backend_tls=TLSv1\.3/\S+ "
+               r"verified=127\.0\.0\.1 resumed")
 
 
 # ---------------------------------------------------------------------------
