@@ -560,6 +560,8 @@ session_proxy_accept(struct session *s, const struct proxy_hdr *h)
 	if (listener_take_ip(s->srt, (struct sockaddr *)&s->peer) == -1) {
 		log_notice("service %s: refusing %s: per-address connection "
 		    "limit", s->svc->name, s->peer_ip);
+		metrics_limit(s->srt->metrics, s->worker->index,
+		    METRICS_LIM_PER_IP);
 		/* As the listener does: a reply where we can still speak. */
 		if (s->svc->tls_mode == TLS_MODE_STARTTLS) {
 			s->ops->unavailable(bufferevent_get_output(s->client),
