@@ -85,7 +85,8 @@ static void	session_pump(struct session *);
 static void	session_flow(struct session *);
 static void	session_arm(struct session *, unsigned seconds);
 static void	session_arm_idle(struct session *);
-static bool	session_cleartext_left(struct session *, time_t, time_t *);
+static bool	session_cleartext_left(struct session *,
+		    const struct timeval *, time_t *);
 static void	session_timeout(struct session *);
 static void	session_greet_hold(struct session *);
 static bool	session_greet_due(struct session *);
@@ -168,11 +169,12 @@ session_arm_idle(struct session *s)
 		s->line_since = 0;
 		tv.tv_sec = idle;
 	} else {
+		/* Rounded up: a deadline may fire late, never early. */
 		if (s->line_since == 0)
-			s->line_since = now.tv_sec;
+			s->line_since = now.tv_sec + (now.tv_usec > 0);
 		tv.tv_sec = s->line_since + idle - now.tv_sec;
 	}
-	if (session_cleartext_left(s, now.tv_sec, &left) && left < tv.tv_sec)
+	if (session_cleartext_left(s, &now, &left) && left < tv.tv_sec)
 		tv.tv_sec = left;
 	if (tv.tv_sec <= 0)
 		tv.tv_sec = 0;
@@ -186,7 +188,8 @@ session_arm_idle(struct session *s)
  * negative) and returns true while it applies.
  */
 static bool
-session_cleartext_left(struct session *s, time_t now, time_t *left)
+session_cleartext_left(struct session *s, const struct timeval *now,
+    time_t *left)
 {
 	if (s->svc->tls_mode != TLS_MODE_STARTTLS ||
 	    !s->svc->require_starttls || s->svc->cleartext_timeout == 0 ||
@@ -195,9 +198,11 @@ session_cleartext_left(struct session *s, time_t now, time_t *left)
 	if (s->clear_since == 0) {
 		if (s->bytes_out == 0)
 			return false;	/* no greeting yet */
-		s->clear_since = now;
+		/* Rounded up, as line_since: late, never early. */
+		s->clear_since = now->tv_sec + (now->tv_usec > 0);
 	}
-	*left = s->clear_since + (time_t)s->svc->cleartext_timeout - now;
+	*left = s->clear_since + (time_t)s->svc->cleartext_timeout -
+	    now->tv_sec;
 	return true;
 }
 
@@ -217,7 +222,7 @@ session_timeout(struct session *s)
 	const char	*why;
 
 	event_base_gettimeofday_cached(s->worker->base, &now);
-	clear = session_cleartext_left(s, now.tv_sec, &left) && left <= 0;
+	clear = session_cleartext_left(s, &now, &left) && left <= 0;
 	why = clear ? "cleartext timeout" : "idle timeout";
 	metrics_timeout(s, clear ? METRICS_TO_CLEARTEXT : METRICS_TO_IDLE);
 	replied = filter_timeout(s->filter, bufferevent_get_output(s->client),
@@ -565,6 +570,8 @@ session_proxy_accept(struct session *s, const struct proxy_hdr *h)
 	if (listener_take_ip(s->srt, (struct sockaddr *)&s->peer) == -1) {
 		log_notice("service %s: refusing %s: per-address connection "
 		    "limit", s->svc->name, s->peer_ip);
+		metrics_limit(s->srt->metrics, s->worker->index,
+		    METRICS_LIM_PER_IP);
 		/* As the listener does: a reply where we can still speak. */
 		if (s->svc->tls_mode == TLS_MODE_STARTTLS) {
 			s->ops->unavailable(bufferevent_get_output(s->client),

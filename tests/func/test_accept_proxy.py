@@ -414,11 +414,14 @@ def test_v2_local_served_as_the_balancer(mtd, certs):
 # max_connections_per_ip counts the header's address.
 
 def test_per_ip_limit_counts_the_header_address(mtd, scripted):
+    import test_metrics
     backend = scripted("smtp")
-    m = mtd()
+    sport = mtlib.free_port()
+    m = mtd(stats_listen=["%s:%d" % (mtlib.HOST, sport)])
     port = service(m, "mx", "smtp", [backend.port], tls_mode="starttls",
                    require_starttls=False, max_connections_per_ip=2)
     m.start()
+    mtlib.wait_port(sport, 10, "stats listener")
     held = []
     try:
         for _ in range(2):
@@ -431,6 +434,10 @@ def test_per_ip_limit_counts_the_header_address(mtd, scripted):
         c.close()
         m.wait_log(r"service mx: refusing %s: per-address connection limit"
                    % re.escape(CLIENT))
+        # Counted like the listener's refusals, by the limit's name.
+        assert test_metrics.val(
+            test_metrics.scrape(sport), "mailtlsd_refusals_total",
+            service="mx", kind="max_connections_per_ip") == 1
         # Another client behind the same balancer is not affected.
         c = Conn(balancer(port, v2(src="203.0.113.8", dport=25)), 15)
         assert c.smtp_reply().startswith(b"220 scripted")
