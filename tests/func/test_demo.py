@@ -64,7 +64,7 @@ def _free_offset():
     for _ in range(50):
         # Below the ephemeral range (32768+), where free_port() and every
         # outgoing connection of the suite take theirs.
-        off = 5000 + (os.getpid() * 7 + int(time.time() * 1000)) % 17000
+        off = 5000 + (os.getpid() * 7 + int(time.time() * 1000)) % 16000
         if not any(mtlib.port_accepts(p + off) for p in
                    (10465, 10993, 10995, 10587, 10143, 10110)):
             return off
