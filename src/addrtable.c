@@ -47,6 +47,7 @@
 #include <openssl/rand.h>
 
 #include "addrtable.h"
+#include "util.h"
 
 #define ADDR_NONE	UINT32_MAX
 #define TOKEN_UNITS	60000ULL	/* one token; also ms per minute */
@@ -76,7 +77,6 @@ struct addrtable {
 	uint32_t	 lru_head, lru_tail;	/* head: most recent */
 };
 
-static void	addr_key(const struct sockaddr *, unsigned char[16]);
 static uint32_t	addr_hash(const struct addrtable *, const unsigned char[16]);
 static uint32_t	addr_find(struct addrtable *, const unsigned char[16]);
 static uint32_t	addr_get(struct addrtable *, const unsigned char[16],
@@ -135,19 +135,6 @@ addrtable_now(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-/* IPv4 as v4-mapped IPv6, so both spellings are one address. */
-static void
-addr_key(const struct sockaddr *sa, unsigned char key[16])
-{
-	memset(key, 0, 16);
-	if (sa->sa_family == AF_INET) {
-		key[10] = key[11] = 0xff;
-		memcpy(key + 12,
-		    &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
-	} else if (sa->sa_family == AF_INET6)
-		memcpy(key,
-		    &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
-}
 
 /* SipHash-2-4 (Aumasson and Bernstein) of a 16-byte key. */
 #define ROTL(x, b)	(((x) << (b)) | ((x) >> (64 - (b))))
@@ -316,7 +303,7 @@ addrtable_connect(struct addrtable *t, const struct sockaddr *sa,
 	uint64_t	 cap = (uint64_t)rate * TOKEN_UNITS;
 	bool		 ok;
 
-	addr_key(sa, key);
+	util_addr_key(sa, key);
 	pthread_mutex_lock(&t->lock);
 	e = &t->ent[addr_get(t, key, now)];
 	if (!e->bucket_used) {
@@ -346,7 +333,7 @@ addrtable_auth_blocked(struct addrtable *t, const struct sockaddr *sa,
 	uint32_t	 i;
 	bool		 blocked = false;
 
-	addr_key(sa, key);
+	util_addr_key(sa, key);
 	pthread_mutex_lock(&t->lock);
 	if ((i = addr_find(t, key)) != ADDR_NONE) {
 		e = &t->ent[i];
@@ -366,7 +353,7 @@ addrtable_auth_failed(struct addrtable *t, const struct sockaddr *sa,
 	uint64_t	 end;
 	unsigned	 n;
 
-	addr_key(sa, key);
+	util_addr_key(sa, key);
 	pthread_mutex_lock(&t->lock);
 	e = &t->ent[addr_get(t, key, now)];
 	if (e->auth_fail == 0 ||

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "iptable.h"
+#include "util.h"
 
 #define IPTABLE_BUCKETS	1024
 
@@ -56,19 +57,6 @@ iptable_free(struct iptable *t)
 	free(t);
 }
 
-/* IPv4 as v4-mapped IPv6, so both spellings count as one address. */
-static void
-iptable_key(const struct sockaddr *sa, unsigned char key[16])
-{
-	memset(key, 0, 16);
-	if (sa->sa_family == AF_INET) {
-		key[10] = key[11] = 0xff;
-		memcpy(key + 12,
-		    &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
-	} else if (sa->sa_family == AF_INET6)
-		memcpy(key,
-		    &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
-}
 
 static unsigned
 iptable_hash(const unsigned char key[16])
@@ -88,7 +76,7 @@ iptable_take(struct iptable *t, const struct sockaddr *sa, unsigned max)
 	struct ipentry	*e, **head;
 	int		 rc = 0;
 
-	iptable_key(sa, key);
+	util_addr_key(sa, key);
 	pthread_mutex_lock(&t->lock);
 	head = &t->bucket[iptable_hash(key)];
 	for (e = *head; e; e = e->next)
@@ -119,7 +107,7 @@ iptable_release(struct iptable *t, const struct sockaddr *sa)
 	unsigned char	 key[16];
 	struct ipentry	*e, **pp;
 
-	iptable_key(sa, key);
+	util_addr_key(sa, key);
 	pthread_mutex_lock(&t->lock);
 	for (pp = &t->bucket[iptable_hash(key)]; (e = *pp); pp = &e->next)
 		if (memcmp(e->addr, key, 16) == 0) {

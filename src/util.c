@@ -344,3 +344,17 @@ util_addr_port(const struct sockaddr *sa)
 		return ntohs(((const struct sockaddr_in6 *)(const void *)sa)->sin6_port);
 	return 0;
 }
+
+/* IPv4 as v4-mapped IPv6, so both spellings are one address. */
+void
+util_addr_key(const struct sockaddr *sa, unsigned char key[16])
+{
+	memset(key, 0, 16);
+	if (sa->sa_family == AF_INET) {
+		key[10] = key[11] = 0xff;
+		memcpy(key + 12,
+		    &((const struct sockaddr_in *)(const void *)sa)->sin_addr, 4);
+	} else if (sa->sa_family == AF_INET6)
+		memcpy(key,
+		    &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+}

@@ -49,4 +49,6 @@ size_t	util_strlcpy(char *, const char *, size_t);
 void	*util_xcalloc(size_t, size_t);
 char	*util_xstrdup(const char *);
 
+void		util_addr_key(const struct sockaddr *, unsigned char [16]);
+
 #endif /* UTIL_H */
