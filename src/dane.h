@@ -107,8 +107,8 @@ struct dane_answer *dane_get(struct dane_cache *, size_t slot,
 struct dane_answer *dane_peek(struct dane_cache *, size_t slot);
 
 /*
- * -t: what the system resolver configuration means for DANE, one finding
- * per call of cb (is_error 0: a warning).
+ * -t: what the system resolver configuration means for DANE, one
+ * finding (a warning) per call of cb.
  */
 typedef void	(*dane_finding_cb)(void *arg, const char *msg);
 void		dane_check_resolver(dane_finding_cb, void *arg);
