@@ -352,9 +352,16 @@ backend_tls_failed(struct session *s, short what)
 void
 backend_connect_timeout(struct session *s)
 {
-	if (s->backend == NULL && s->dane != NULL &&
-	    dane_wait_cancel(s->dane->wait)) {
-		event_del(s->dane->ev);
+	/*
+	 * No backend leg while connecting: waiting for a TLSA answer (which
+	 * may have come in just now, its wake-up still unread).
+	 */
+	if (s->backend == NULL) {
+		if (s->dane != NULL) {
+			(void)dane_wait_cancel(s->dane->wait);
+			event_del(s->dane->ev);
+			dane_wait_drain(s->dane->wait);
+		}
 		log_error("%s backend %s: TLSA lookup timeout: DANE fails "
 		    "closed", s->id, s->backend_name);
 		metrics_backend_failure(s);

@@ -14,9 +14,9 @@
  * administrator already runs and what Postfix relies on.
  *
  * res_nquery() blocks for as long as the resolver takes (its timeout and
- * retries come from resolv.conf), so the workers never call it.  One
- * resolver thread, started on the first lookup, works through a queue of
- * cache slots; a slot (one per backend of a service) keeps its latest
+ * retries come from resolv.conf), so the workers never call it.  A few
+ * resolver threads, started on the first lookup, each with its own
+ * resolver state, work through one queue of cache slots; a slot (one per backend of a service) keeps its latest
  * answer until its TTL, clamped to [DANE_TTL_MIN, DANE_TTL_MAX], runs
  * out; an answer without records is kept DANE_TTL_NEGATIVE seconds, a
  * failed lookup DANE_TTL_FAILED.  The sessions that wait for a slot are
@@ -53,6 +53,11 @@
 
 /* "_65535._tcp." and a name of at most 253 characters. */
 #define DANE_QNAME_MAX	272
+/*
+ * Resolver threads: a lookup that hangs (a server that never answers,
+ * until resolv.conf's timeout and attempts run out) holds up only one.
+ */
+#define DANE_THREADS	4
 /* The largest answer res_nquery() can hand over (TCP). */
 #define DANE_ANSWER_MAX	65535
 
@@ -82,12 +87,13 @@ static pthread_mutex_t	 dane_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t	 dane_cond = PTHREAD_COND_INITIALIZER;
 static TAILQ_HEAD(, dane_entry) dane_queue =
     TAILQ_HEAD_INITIALIZER(dane_queue);
-static bool		 dane_started;		/* the resolver thread */
+static unsigned		 dane_nthreads;		/* resolver threads */
 static bool		 dane_res_ready;
-static struct __res_state dane_res;
+static struct __res_state dane_res[DANE_THREADS];
 
 static void	*dane_main(void *);
-static struct dane_answer *dane_lookup(const char *, unsigned char *);
+static struct dane_answer *dane_lookup(struct __res_state *, const char *,
+		    unsigned char *);
 static void	 dane_store(struct dane_entry *, struct dane_answer *);
 static void	 dane_cache_unref_locked(struct dane_cache *);
 static int	 dane_res_init(struct __res_state *);
@@ -269,7 +275,7 @@ dane_res_init(struct __res_state *res)
 
 /* One lookup, in the resolver thread; never NULL but out of memory. */
 static struct dane_answer *
-dane_lookup(const char *qname, unsigned char *buf)
+dane_lookup(struct __res_state *res, const char *qname, unsigned char *buf)
 {
 	struct dane_answer	*a;
 	char			 why[64];
@@ -278,10 +284,10 @@ dane_lookup(const char *qname, unsigned char *buf)
 	if (!dane_res_ready)
 		return dane_answer_new(DANE_FAILED, "no resolver "
 		    "configuration", DANE_TTL_FAILED);
-	n = res_nquery(&dane_res, qname, ns_c_in, DANE_T_TLSA, buf,
+	n = res_nquery(res, qname, ns_c_in, DANE_T_TLSA, buf,
 	    DANE_ANSWER_MAX);
 	if (n < 0) {
-		switch (dane_res.res_h_errno) {
+		switch (res->res_h_errno) {
 		case HOST_NOT_FOUND:
 			return dane_answer_new(DANE_NONE, "NXDOMAIN",
 			    DANE_TTL_NEGATIVE);
@@ -304,12 +310,12 @@ dane_lookup(const char *qname, unsigned char *buf)
 static void *
 dane_main(void *arg)
 {
+	struct __res_state	*res = arg;
 	struct dane_entry	*e;
 	struct dane_answer	*a;
 	unsigned char		*buf;
 	char			 qname[DANE_QNAME_MAX];
 
-	(void)arg;
 	if ((buf = malloc(DANE_ANSWER_MAX)) == NULL)
 		log_error("DANE resolver: out of memory");
 	for (;;) {
@@ -321,7 +327,7 @@ dane_main(void *arg)
 		memcpy(qname, e->qname, sizeof(qname));
 		pthread_mutex_unlock(&dane_lock);
 
-		a = buf != NULL ? dane_lookup(qname, buf) : NULL;
+		a = buf != NULL ? dane_lookup(res, qname, buf) : NULL;
 		if (a == NULL)
 			a = dane_answer_new(DANE_FAILED, "out of memory",
 			    DANE_TTL_FAILED);
@@ -374,28 +380,30 @@ dane_store(struct dane_entry *e, struct dane_answer *a)
 	}
 }
 
-/* Under dane_lock. */
+/* Under dane_lock: the resolver threads, on the first lookup. */
 static int
 dane_start_locked(void)
 {
 	pthread_t	 t;
 	sigset_t	 all, old;
-	int		 rc;
+	int		 rc = 0;
 
-	if (dane_started)
+	if (dane_nthreads > 0)
 		return 0;
 	/* Signals are for the main thread only. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
-	rc = pthread_create(&t, NULL, dane_main, NULL);
+	while (dane_nthreads < DANE_THREADS && (rc = pthread_create(&t, NULL,
+	    dane_main, &dane_res[dane_nthreads])) == 0) {
+		pthread_detach(t);
+		dane_nthreads++;
+	}
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (rc != 0) {
-		log_error("DANE: cannot start the resolver thread: %s",
+	if (dane_nthreads == 0) {
+		log_error("DANE: cannot start a resolver thread: %s",
 		    strerror(rc));
 		return -1;
 	}
-	pthread_detach(t);
-	dane_started = true;
 	return 0;
 }
 
@@ -410,8 +418,12 @@ dane_cache_new(size_t nslots)
 
 	pthread_mutex_lock(&dane_lock);
 	/* Read resolv.conf once, before any chroot (SPEC 12). */
-	if (!dane_res_ready && dane_res_init(&dane_res) == 0)
-		dane_res_ready = true;
+	if (!dane_res_ready) {
+		for (i = 0; i < DANE_THREADS; i++)
+			if (dane_res_init(&dane_res[i]) == -1)
+				break;
+		dane_res_ready = i == DANE_THREADS;
+	}
 	pthread_mutex_unlock(&dane_lock);
 	if ((c = calloc(1, sizeof(*c) + nslots * sizeof(c->e[0]))) == NULL)
 		return NULL;

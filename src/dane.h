@@ -3,12 +3,12 @@
  *
  * The records of _PORT._tcp.NAME come from the system resolver
  * (res_nquery) and are trusted only when its answer carries the AD bit.
- * res_nquery blocks, so no worker ever calls it: one resolver thread
- * answers the lookups of every service, each answer kept in a small
- * cache (one slot per backend of a service) until its TTL runs out.  A
- * session that finds no fresh answer registers a struct dane_wait, whose
- * eventfd the resolver thread writes once the answer is in; the worker
- * watches that fd in its own event base.
+ * res_nquery blocks, so no worker ever calls it: a few resolver threads
+ * answer the lookups of every service, each answer kept in a small cache
+ * (one slot per backend of a service) until its TTL runs out.  A session
+ * that finds no fresh answer registers a struct dane_wait, whose eventfd
+ * a resolver thread writes once the answer is in; the worker watches
+ * that fd in its own event base.
  */
 #ifndef DANE_H
 #define DANE_H
@@ -82,10 +82,10 @@ int		dane_qname(const char *name, unsigned port, char *buf,
 /* One cache per service with backend_dane, one slot per backend. */
 struct dane_cache;
 struct dane_cache *dane_cache_new(size_t nslots);
-/* Drops the owner's reference (the resolver thread may hold one). */
+/* Drops the owner's reference (a resolver thread may hold one). */
 void		dane_cache_free(struct dane_cache *);
 
-/* A session waiting for an answer: the resolver thread writes fd. */
+/* A session waiting for an answer: a resolver thread writes fd. */
 struct dane_wait;
 struct dane_wait *dane_wait_new(void);
 int		dane_wait_fd(const struct dane_wait *);

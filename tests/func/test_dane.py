@@ -102,6 +102,15 @@ def serve(port, chain, key):
                          daemon=True).start()
 
 
+def black_hole():
+    """A name server that never answers (TLSA lookup timeouts)."""
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.3", 53))
+    for _ in range(10000):                      # bounded
+        u.recvfrom(4096)
+
+
+threading.Thread(target=black_hole, daemon=True).start()
 for spec in sys.argv[2:]:
     port, chain, key = spec.split(",")
     threading.Thread(target=serve, args=(int(port), chain, key),
@@ -174,6 +183,11 @@ RESOLVER_CONF = """server:
     qname-minimisation: no
     local-zone: "test." nodefault
     trust-anchor-file: "{anchor}"
+    # void.test's server never answers: wait long before giving up on it.
+    unknown-server-time-limit: 20000
+stub-zone:
+    name: "void.test"
+    stub-addr: 127.0.0.3
 stub-zone:
     name: "dane.test"
     stub-addr: 127.0.0.2
@@ -448,9 +462,9 @@ def mtd_ns(dane, workdir, certs):
     """mailtlsd in the namespace, with services made by the test."""
     made = []
 
-    def make():
+    def make(**global_opts):
         m = mtlib.MailTLSD(workdir, certs, binary=_in_ns_binary(dane),
-                           name="mailtlsd-dane")
+                           name="mailtlsd-dane", **global_opts)
         made.append(m)
         return m
     yield make
@@ -559,6 +573,41 @@ def test_bogus_signature_fails_closed(dane, mtd_ns):
     m.wait_log(r"error: \S+ backend 127\.0\.0\.1:%d: TLSA lookup "
                r"_%d\._tcp\.bogus\.dane\.test failed: .*DANE fails closed"
                % (PORTS["bogus"], PORTS["bogus"]))
+
+
+def test_lookup_timeout_fails_closed(dane, mtd_ns):
+    """The resolver does not answer within backend_connect_timeout: the
+    session's wait ends there, closed.  Meanwhile (one worker) another
+    session's lookup and relay go through: neither the worker loop nor
+    the other lookups wait for the hanging one."""
+    m = mtd_ns(workers=1)
+    port = dane_service(m, dane, "void", "ee", "mx.void.test")
+    m.services[-1][2]["backend_connect_timeout"] = 3
+    other = dane_service(m, dane, "ee", "ee", "ee.dane.test")
+    m.start()
+    tok = mtlib.token()
+    script = os.path.join(dane.dir, "client.py")
+    with open(script, "w") as f:
+        f.write(CLIENT_SCRIPT)
+    waiting = subprocess.Popen(dane.argv(sys.executable, script, str(port),
+                                         tok), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT)
+    try:
+        m.wait_log(r"waiting for TLSA _%d\._tcp\.mx\.void\.test"
+                   % PORTS["ee"])
+        tok2, lines = session(dane, other)
+        assert_relayed(dane, "ee", tok2, lines)
+        out = waiting.communicate(timeout=60)[0].decode(errors="replace")
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait(10)
+    assert [eval(line, {}) for line in out.splitlines()] == [UNAVAILABLE], \
+        out
+    assert tok not in _read(dane.backend_log)
+    m.wait_log(r"error: \S+ backend 127\.0\.0\.1:%d: TLSA lookup timeout: "
+               r"DANE fails closed" % PORTS["ee"])
+    m.wait_log(r"session end service=void .*reason=backend unavailable")
 
 
 @pytest.mark.parametrize("backend,name,why", [
