@@ -241,16 +241,17 @@ class Pki:
            "-out", self.p(name + ".pem"))
         return self.p(name + ".pem")
 
-    def leaf(self, name, dns, ca=None):
-        """A server certificate for dns, issued by ca (or self-signed);
-        returns the chain file (leaf, then the CA)."""
+    def leaf(self, name, dns, ca=None, more=()):
+        """A server certificate for dns (and the names in more), issued
+        by ca (or self-signed); returns the chain file (leaf, then CA)."""
         self.key(name)
         ext = self.p(name + ".ext")
+        san = ",".join("DNS:" + n for n in (dns,) + tuple(more))
         with open(ext, "w") as f:
             f.write("basicConstraints=critical,CA:FALSE\n"
                     "keyUsage=critical,digitalSignature\n"
                     "extendedKeyUsage=serverAuth\n"
-                    "subjectAltName=DNS:%s\n" % dns)
+                    "subjectAltName=%s\n" % san)
         if ca is None:
             sh("openssl", "req", "-x509", "-new", "-key",
                self.p(name + ".key"), "-subj", "/CN=" + dns, "-days", "30",
@@ -355,6 +356,10 @@ def _zones(d, pki):
         "_%d._tcp.ee IN TLSA 3 1 1 %s" % (PORTS["ee"], ee),
         "_%d._tcp.ta IN TLSA 2 0 1 %s" % (PORTS["ta"],
                                           pki.cert_sha256("taca")),
+        # Nothing usable: PKIX-EE(1) is not for this (RFC 7672 3.1.3), a
+        # SHA-256 digest of 10 bytes is no digest.
+        "_%d._tcp.unusable IN TLSA 1 1 1 %s" % (PORTS["nx"], ee),
+        "_%d._tcp.unusable IN TLSA 3 1 1 %s" % (PORTS["nx"], ee[:20]),
         # The same anchor for another name, which the certificate lacks.
         "_%d._tcp.taname IN TLSA 2 0 1 %s" % (PORTS["ta"],
                                               pki.cert_sha256("taca")),
@@ -405,7 +410,8 @@ def dane(workroot, binary):
             "mismatch": pki.leaf("mismatch", "mismatch.dane.test",
                                  ca="storeca"),
             "plain": pki.leaf("plain", "mx.plain.test", ca="storeca"),
-            "nx": pki.leaf("nx", "nx.dane.test", ca="storeca"),
+            "nx": pki.leaf("nx", "nx.dane.test", ca="storeca",
+                           more=("unusable.dane.test",)),
         }
         chains["bogus"] = chains["ee"]
         anchor = _zones(net.dir, pki)
@@ -610,13 +616,16 @@ def test_lookup_timeout_fails_closed(dane, mtd_ns):
     m.wait_log(r"session end service=void .*reason=backend unavailable")
 
 
-@pytest.mark.parametrize("backend,name,why", [
-    ("plain", "mx.plain.test", "TLSA answer not authenticated"),
-    ("nx", "nx.dane.test", "no TLSA records"),
+@pytest.mark.parametrize("backend,name,why,word", [
+    ("plain", "mx.plain.test", "TLSA answer not authenticated", "insecure"),
+    ("nx", "nx.dane.test", "no TLSA records", "none"),
+    ("nx", "unusable.dane.test", "no usable TLSA records", "unusable"),
 ])
-def test_no_dane_falls_back_to_the_ca(dane, mtd_ns, backend, name, why):
-    """An unsigned answer (its record would not match) and a signed
-    NXDOMAIN: backend_tls_verify's rule, the CA store and the name."""
+def test_no_dane_falls_back_to_the_ca(dane, mtd_ns, backend, name, why,
+                                      word):
+    """An unsigned answer (its record would not match), a signed
+    NXDOMAIN and signed records of which none is usable:
+    backend_tls_verify's rule, the CA store and the name."""
     m = mtd_ns()
     good = dane_service(m, dane, backend + "-ca", backend, name)
     bad = dane_service(m, dane, backend + "-wrongca", backend, name,
@@ -626,8 +635,8 @@ def test_no_dane_falls_back_to_the_ca(dane, mtd_ns, backend, name, why):
     assert_relayed(dane, backend, tok, lines)
     m.wait_log(r"backend 127\.0\.0\.1:%d: DANE does not apply \(%s[^)]*\): "
                r"verifying with the CA store" % (PORTS[backend], why))
-    m.wait_log(r"session end service=%s-ca .*verified=%s dane=\w+"
-               % (backend, re.escape(name)))
+    m.wait_log(r"session end service=%s-ca .*verified=%s dane=%s"
+               % (backend, re.escape(name), word))
     tok, lines = session(dane, bad)
     assert_refused(dane, tok, lines)
     m.wait_log(r"error: \S+ backend 127\.0\.0\.1:%d: certificate "
