@@ -24,6 +24,13 @@
  * error with the reason, and the next one tried; when none is left the
  * client gets the temporary failure.  Nothing of the client's is ever
  * sent before the backend leg is verified (session_backend_ready()).
+ *
+ * backend_dane (SPEC 12): before a backend is even connected, the session
+ * makes sure its service's TLSA cache (dane.c) has a fresh answer for it,
+ * waiting for the resolver threads if need be (backend_dane_ready());
+ * the handshake then finds that answer in tls_client_ssl(), whoever
+ * starts it.  A failed lookup is a failed backend, like a certificate
+ * that does not verify.
  */
 #include "config.h"
 
@@ -60,7 +67,6 @@ struct backend_dane {
 };
 
 static void	backend_event_cb(struct bufferevent *, short, void *);
-static int	backend_try(struct session *, const struct conf_endpoint *);
 static int	backend_dane_ready(struct session *,
 		    const struct conf_endpoint *);
 static int	backend_dane_new(struct session *);
@@ -175,42 +181,13 @@ fail:
 	return -1;
 }
 
-/* Start connecting to ep: 0, or -1 (logged) to try the next one. */
-static int
-backend_try(struct session *s, const struct conf_endpoint *ep)
-{
-	struct timeval	 tv;
-	evutil_socket_t	 fd = -1;
-
-	if (s->svc->backend_source != BACKEND_SOURCE_ANY &&
-	    (fd = backend_socket(s, ep)) == -1)
-		return -1;
-	s->backend = bufferevent_socket_new(s->worker->base, fd,
-	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (s->backend == NULL) {
-		log_warnx("%s backend %s: cannot allocate", s->id, ep->text);
-		if (fd != -1)
-			close(fd);
-		return -1;
-	}
-	bufferevent_setcb(s->backend, NULL, NULL, backend_event_cb, s);
-	if (bufferevent_socket_connect(s->backend,
-	    (const struct sockaddr *)&ep->ss, (int)ep->sslen) == -1) {
-		backend_fail(s, evutil_socket_error_to_string(
-		    EVUTIL_SOCKET_ERROR()));
-		return -1;
-	}
-	tv.tv_sec = s->svc->backend_connect_timeout;
-	tv.tv_usec = 0;
-	event_add(s->timer, &tv);
-	return 0;
-}
-
 void
 backend_connect(struct session *s)
 {
 	const struct conf_service	*svc = s->svc;
 	const struct conf_endpoint	*ep;
+	struct timeval			 tv;
+	evutil_socket_t			 fd;
 
 	while (s->backend_next < svc->nbackends) {
 		ep = &svc->backends[s->backend_next++];
@@ -224,8 +201,30 @@ backend_connect(struct session *s)
 			if (r == -1)
 				continue;
 		}
-		if (backend_try(s, ep) == 0)
-			return;
+		fd = -1;
+		if (svc->backend_source != BACKEND_SOURCE_ANY &&
+		    (fd = backend_socket(s, ep)) == -1)
+			continue;
+		s->backend = bufferevent_socket_new(s->worker->base, fd,
+		    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+		if (s->backend == NULL) {
+			log_warnx("%s backend %s: cannot allocate", s->id,
+			    ep->text);
+			if (fd != -1)
+				close(fd);
+			continue;
+		}
+		bufferevent_setcb(s->backend, NULL, NULL, backend_event_cb, s);
+		if (bufferevent_socket_connect(s->backend,
+		    (const struct sockaddr *)&ep->ss, (int)ep->sslen) == -1) {
+			backend_fail(s, evutil_socket_error_to_string(
+			    EVUTIL_SOCKET_ERROR()));
+			continue;
+		}
+		tv.tv_sec = svc->backend_connect_timeout;
+		tv.tv_usec = 0;
+		event_add(s->timer, &tv);
+		return;
 	}
 	s->backend_name = NULL;
 	log_warnx("%s client=%s: no backend of service %s available", s->id,
@@ -459,14 +458,8 @@ backend_dane_cb(evutil_socket_t fd, short what, void *arg)
 	if (s->state != SESSION_ST_CONNECTING || s->backend != NULL ||
 	    s->backend_next == 0)
 		return;
-	switch (backend_dane_ready(s, &s->svc->backends[s->backend_next - 1])) {
-	case 0:
-		return;
-	case 1:
-		if (backend_try(s, &s->svc->backends[s->backend_next - 1]) == 0)
-			return;
-		break;
-	}
+	/* The same backend again: its answer is in now. */
+	s->backend_next--;
 	backend_connect(s);
 }
 
