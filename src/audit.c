@@ -53,6 +53,7 @@
 #include <openssl/x509v3.h>
 
 #include "audit.h"
+#include "dane.h"
 #include "backend.h"
 #include "conf.h"
 #include "tls.h"
@@ -77,6 +78,12 @@ struct audit {
 struct audit_tls_ctx {
 	struct audit		*a;
 	const struct conf_tls	*tls;
+};
+
+/* dane_check_resolver()'s findings, for one service. */
+struct audit_dane_ctx {
+	struct audit			*a;
+	const struct conf_service	*svc;
 };
 
 /* Who reads the files on reload, after the privilege drop. */
@@ -129,6 +136,7 @@ static int	audit_local_endpoint(const struct conf_endpoint *);
 static void	audit_identity(struct audit *, const struct conf_service *);
 static void	audit_timeouts(struct audit *, const struct conf_service *);
 static void	audit_client_mode(struct audit *, const struct conf_service *);
+static void	audit_dane_finding(void *, const char *);
 static int	audit_loopback(const struct sockaddr_storage *);
 static void	audit_stats(struct audit *);
 static int	audit_mode_ok(const struct stat *,
@@ -626,6 +634,21 @@ audit_client_mode(struct audit *a, const struct conf_service *s)
 		    "backend_tls_profile = \"opportunistic\" allows TLS 1.0 "
 		    "and suites without forward secrecy towards the backend",
 		    s->name);
+	/* DANE is as good as the resolver's validation and the path to it. */
+	if (s->backend_dane) {
+		struct audit_dane_ctx ctx = { a, s };
+
+		dane_check_resolver(audit_dane_finding, &ctx);
+	}
+}
+
+static void
+audit_dane_finding(void *arg, const char *msg)
+{
+	struct audit_dane_ctx	*ctx = arg;
+
+	audit_report(ctx->a, AUDIT_WARNING, ctx->svc->line, "service \"%s\": "
+	    "%s", ctx->svc->name, msg);
 }
 
 /*

@@ -24,6 +24,13 @@
  * error with the reason, and the next one tried; when none is left the
  * client gets the temporary failure.  Nothing of the client's is ever
  * sent before the backend leg is verified (session_backend_ready()).
+ *
+ * backend_dane (SPEC 12): before a backend is even connected, the session
+ * makes sure its service's TLSA cache (dane.c) has a fresh answer for it,
+ * waiting for the resolver threads if need be (backend_dane_ready());
+ * the handshake then finds that answer in tls_client_ssl(), whoever
+ * starts it.  A failed lookup is a failed backend, like a certificate
+ * that does not verify.
  */
 #include "config.h"
 
@@ -42,6 +49,7 @@
 
 #include "backend.h"
 #include "conf.h"
+#include "dane.h"
 #include "log.h"
 #include "metrics.h"
 #include "runtime.h"
@@ -52,11 +60,22 @@
 /* A host name is at most 253 characters (RFC 1035). */
 #define BACKEND_TLS_NAME_MAX	256
 
+/* backend_dane: what a session needs to wait for a TLSA answer. */
+struct backend_dane {
+	struct dane_wait	*wait;
+	struct event		*ev;		/* on its fd, in our base */
+};
+
 static void	backend_event_cb(struct bufferevent *, short, void *);
+static int	backend_dane_ready(struct session *,
+		    const struct conf_endpoint *);
+static int	backend_dane_new(struct session *);
+static void	backend_dane_cb(evutil_socket_t, short, void *);
 static void	backend_fail(struct session *, const char *why);
 static int	backend_start_tls(struct session *);
 static void	backend_tls_name(const struct session *, char *, size_t);
 static void	backend_tls_failed(struct session *, short);
+static void	backend_dane_log(const struct session *);
 static int	backend_source_addr(const struct session *, int,
 		    struct sockaddr_storage *, socklen_t *);
 static int	backend_transparent(int, int);
@@ -173,6 +192,15 @@ backend_connect(struct session *s)
 	while (s->backend_next < svc->nbackends) {
 		ep = &svc->backends[s->backend_next++];
 		s->backend_name = ep->text;
+		/* backend_dane: the TLSA answer first (0: waiting for it). */
+		if (svc->backend_dane) {
+			int r = backend_dane_ready(s, ep);
+
+			if (r == 0)
+				return;
+			if (r == -1)
+				continue;
+		}
 		fd = -1;
 		if (svc->backend_source != BACKEND_SOURCE_ANY &&
 		    (fd = backend_socket(s, ep)) == -1)
@@ -277,7 +305,30 @@ backend_start_tls(struct session *s)
 	bufferevent_enable(tlsbev, EV_READ | EV_WRITE);
 	log_debug("%s backend %s: TLS handshake, name %s", s->id,
 	    s->backend_name, name);
+	backend_dane_log(s);
 	return 0;
+}
+
+/* backend_dane: say when DANE does not apply to a handshake, and why. */
+static void
+backend_dane_log(const struct session *s)
+{
+	const char	*st;
+
+	if (!s->svc->backend_dane ||
+	    (st = tls_client_dane_status(s->bssl)) == NULL)
+		return;
+	if (strcmp(st, "tlsa") == 0)
+		log_debug("%s backend %s: verifying by its TLSA records only "
+		    "(DANE)", s->id, s->backend_name);
+	else
+		log_info("%s backend %s: DANE does not apply (%s): %s", s->id,
+		    s->backend_name, strcmp(st, "insecure") == 0 ?
+		    "TLSA answer not authenticated, no AD bit" :
+		    strcmp(st, "none") == 0 ? "no TLSA records" :
+		    "no usable TLSA records", s->svc->backend_tls_verify ?
+		    "verifying with the CA store and name" :
+		    "backend_tls_verify = false");
 }
 
 /*
@@ -300,8 +351,128 @@ backend_tls_failed(struct session *s, short what)
 void
 backend_connect_timeout(struct session *s)
 {
-	backend_fail(s, "timeout");
+	/*
+	 * No backend leg while connecting: waiting for a TLSA answer (which
+	 * may have come in just now, its wake-up still unread).
+	 */
+	if (s->backend == NULL) {
+		if (s->dane != NULL) {
+			(void)dane_wait_cancel(s->dane->wait);
+			event_del(s->dane->ev);
+			dane_wait_drain(s->dane->wait);
+		}
+		log_error("%s backend %s: TLSA lookup timeout: DANE fails "
+		    "closed", s->id, s->backend_name);
+		metrics_backend_failure(s);
+	} else
+		backend_fail(s, "timeout");
 	backend_connect(s);
+}
+
+/*
+ * backend_dane (SPEC 12): the TLSA answer of the backend about to be
+ * tried, before its connection is even started, so that its handshake
+ * (after TCP, or after a STARTTLS dialogue) finds it in the service's
+ * cache: tls_client_ssl() applies it.  The lookup itself is the resolver
+ * thread's (dane.c); a session without a fresh answer waits for it on
+ * its own eventfd, watched here in its worker's base, bounded by
+ * backend_connect_timeout.  1: the answer is in, go on; 0: waiting,
+ * backend_dane_cb() resumes; -1: the lookup failed (SERVFAIL, which is
+ * also what a validating resolver makes of bogus data, or a timeout),
+ * logged: the backend fails closed, as for a certificate that does not
+ * verify (RFC 7672 2.1.1).
+ */
+static int
+backend_dane_ready(struct session *s, const struct conf_endpoint *ep)
+{
+	struct dane_answer	*a;
+	struct timeval		 tv;
+	char			 name[BACKEND_TLS_NAME_MAX], qname[300];
+	unsigned		 port;
+
+	backend_tls_name(s, name, sizeof(name));
+	port = ep->ss.ss_family == AF_INET6 ?
+	    ntohs(((const struct sockaddr_in6 *)&ep->ss)->sin6_port) :
+	    ntohs(((const struct sockaddr_in *)&ep->ss)->sin_port);
+	if (dane_qname(name, port, qname, sizeof(qname)) == -1) {
+		log_error("%s backend %s: no TLSA name for %s port %u", s->id,
+		    s->backend_name, name, port);
+		metrics_backend_failure(s);
+		return -1;
+	}
+	if (s->dane == NULL && backend_dane_new(s) == -1) {
+		log_error("%s backend %s: cannot wait for TLSA %s", s->id,
+		    s->backend_name, qname);
+		metrics_backend_failure(s);
+		return -1;
+	}
+	a = dane_get(tls_client_dane_cache(s->srt->btls), s->backend_next - 1,
+	    qname, s->dane->wait);
+	if (a == NULL) {
+		event_add(s->dane->ev, NULL);
+		tv.tv_sec = s->svc->backend_connect_timeout;
+		tv.tv_usec = 0;
+		event_add(s->timer, &tv);
+		log_debug("%s backend %s: waiting for TLSA %s", s->id,
+		    s->backend_name, qname);
+		return 0;
+	}
+	if (a->status == DANE_FAILED) {
+		log_error("%s backend %s: TLSA lookup %s failed: %s: DANE "
+		    "fails closed", s->id, s->backend_name, qname, a->why);
+		metrics_backend_failure(s);
+		dane_answer_unref(a);
+		return -1;
+	}
+	log_debug("%s backend %s: TLSA %s: %s%s%s, %zu records", s->id,
+	    s->backend_name, qname, dane_status_name(a->status),
+	    a->why[0] != '\0' ? ": " : "", a->why, a->nrr);
+	dane_answer_unref(a);
+	return 1;
+}
+
+static int
+backend_dane_new(struct session *s)
+{
+	if ((s->dane = calloc(1, sizeof(*s->dane))) == NULL)
+		return -1;
+	if ((s->dane->wait = dane_wait_new()) == NULL ||
+	    (s->dane->ev = event_new(s->worker->base,
+	    dane_wait_fd(s->dane->wait), EV_READ, backend_dane_cb,
+	    s)) == NULL) {
+		backend_release(s);
+		return -1;
+	}
+	return 0;
+}
+
+/* The TLSA answer the session waited for is in (or its wait ended). */
+static void
+backend_dane_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct session	*s = arg;
+
+	(void)fd;
+	(void)what;
+	dane_wait_drain(s->dane->wait);
+	if (s->state != SESSION_ST_CONNECTING || s->backend != NULL ||
+	    s->backend_next == 0)
+		return;
+	/* The same backend again: its answer is in now. */
+	s->backend_next--;
+	backend_connect(s);
+}
+
+void
+backend_release(struct session *s)
+{
+	if (s->dane == NULL)
+		return;
+	if (s->dane->ev != NULL)
+		event_free(s->dane->ev);
+	dane_wait_free(s->dane->wait);
+	free(s->dane);
+	s->dane = NULL;
 }
 
 static void

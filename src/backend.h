@@ -19,6 +19,9 @@ void	backend_connect(struct session *);
 /* Timer expiry while connecting: give up on this backend, try the next. */
 void	backend_connect_timeout(struct session *);
 
+/* At the session's end: what backend.c allocated for it (DANE wait). */
+void	backend_release(struct session *);
+
 /* Whether a service of conf has backend_source = "client". */
 int	backend_uses_transparent(const struct conf *);
 

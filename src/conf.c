@@ -31,6 +31,7 @@
 
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <netdb.h>
@@ -152,8 +153,8 @@ static int	conf_parse_source(const char *, struct sockaddr_storage *,
 static int	conf_check_source(const struct conf_rule *, cfg_opt_t *,
 		    unsigned int, char *, size_t);
 static int	conf_backend_tls_starttls(cfg_t *, const char *);
-static int	conf_active_true(cfg_t *, const char *);
 static int	conf_check_backend_tls(cfg_t *, struct conf_service *);
+static int	conf_check_backend_dane(cfg_t *, struct conf_service *);
 static int	conf_check_plaintext(cfg_t *, const struct conf_service *);
 static int	conf_is_loopback(const struct sockaddr_storage *);
 static int	conf_check_accept_proxy(cfg_t *, const struct conf_service *);
@@ -408,8 +409,6 @@ static const struct {
 static const struct conf_unsupported conf_unsupported[] = {
 	{ CONF_SERVICE, "backend_tls", conf_backend_tls_starttls,
 	    "not supported yet (only \"none\" and \"implicit\")" },
-	{ CONF_SERVICE, "backend_dane", conf_active_true,
-	    "not supported yet (DANE towards the backend is planned)" },
 };
 
 #define NITEMS(a)	(sizeof(a) / sizeof((a)[0]))
@@ -1088,12 +1087,6 @@ conf_backend_tls_starttls(cfg_t *sec, const char *name)
 }
 
 static int
-conf_active_true(cfg_t *sec, const char *name)
-{
-	return cfg_getbool(sec, name) == cfg_true;
-}
-
-static int
 conf_check_unsupported(cfg_t *sec, enum conf_kind kind)
 {
 	const struct conf_unsupported	*u;
@@ -1707,7 +1700,8 @@ conf_check_backend_tls(cfg_t *sec, struct conf_service *s)
 {
 	static const char *const opts[] = { "backend_ca_file",
 	    "backend_ca_path", "backend_tls_name", "backend_tls_certificate",
-	    "backend_tls_key", "backend_tls_profile", "backend_tls_verify" };
+	    "backend_tls_key", "backend_tls_profile", "backend_tls_verify",
+	    "backend_dane" };
 	size_t	 i;
 
 	if (s->backend_tls == BACKEND_TLS_NONE) {
@@ -1730,6 +1724,7 @@ conf_check_backend_tls(cfg_t *sec, struct conf_service *s)
 	    "backend_tls_profile");
 	s->backend_tls_verify = cfg_getbool(sec, "backend_tls_verify") ==
 	    cfg_true;
+	s->backend_dane = cfg_getbool(sec, "backend_dane") == cfg_true;
 	if ((s->backend_pair.certificate == NULL) !=
 	    (s->backend_pair.key == NULL)) {
 		conf_fail(conf_line(sec, s->backend_pair.key == NULL ?
@@ -1754,6 +1749,57 @@ conf_check_backend_tls(cfg_t *sec, struct conf_service *s)
 			    "backend_tls_name", conf_q(s->backends[i].text));
 			return -1;
 		}
+	return s->backend_dane ? conf_check_backend_dane(sec, s) : 0;
+}
+
+/*
+ * backend_dane looks up _PORT._tcp.NAME: every backend needs a port (no
+ * unix socket) and a host name (backend_tls_name, or the backend's own
+ * host part), never an address literal.
+ */
+static int
+conf_check_backend_dane(cfg_t *sec, struct conf_service *s)
+{
+	const char	*text, *end;
+	char		 host[256];
+	unsigned char	 buf[16];
+	size_t		 i, n;
+
+	if (s->backend_tls_name != NULL &&
+	    (inet_pton(AF_INET, s->backend_tls_name, buf) == 1 ||
+	    inet_pton(AF_INET6, s->backend_tls_name, buf) == 1)) {
+		conf_fail(conf_line(sec, "backend_dane"), "option "
+		    "'backend_dane': backend_tls_name '%s' is an address; "
+		    "TLSA records belong to a host name",
+		    conf_q(s->backend_tls_name));
+		return -1;
+	}
+	for (i = 0; i < s->nbackends; i++) {
+		text = s->backends[i].text;
+		if (s->backends[i].ss.ss_family == AF_UNIX) {
+			conf_fail(conf_line(sec, "backend_dane"), "option "
+			    "'backend_dane': backend '%s' is a unix socket, "
+			    "which has no port for a TLSA record",
+			    conf_q(text));
+			return -1;
+		}
+		if (s->backend_tls_name != NULL)
+			continue;
+		if (text[0] == '[' || (end = strrchr(text, ':')) == NULL)
+			end = text;
+		n = (size_t)(end - text);
+		if (n >= sizeof(host))
+			n = sizeof(host) - 1;
+		memcpy(host, text, n);
+		host[n] = '\0';
+		if (text[0] == '[' || inet_pton(AF_INET, host, buf) == 1) {
+			conf_fail(conf_line(sec, "backend_dane"), "option "
+			    "'backend_dane': backend '%s' is an address; set "
+			    "backend_tls_name to the host name its TLSA "
+			    "records belong to", conf_q(text));
+			return -1;
+		}
+	}
 	return 0;
 }
 

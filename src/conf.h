@@ -140,6 +140,7 @@ struct conf_service {
 	struct conf_keypair	 backend_pair;		/* client certificate */
 	enum tls_profile	 backend_tls_profile;
 	bool			 backend_tls_verify;
+	bool			 backend_dane;		/* TLSA (RFC 7672) */
 	bool			 allow_plaintext_listen;	/* tls_mode none */
 	enum backend_source_mode backend_source;
 	struct sockaddr_storage	 source;	/* BACKEND_SOURCE_ADDR, port 0 */

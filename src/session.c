@@ -1300,6 +1300,7 @@ session_free(struct session *s)
 	}
 	if (s->backend)
 		session_backend_free(s);
+	backend_release(s);
 	if (s->filter)
 		filter_free(s->filter);
 	if (s->timer)

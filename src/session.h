@@ -19,6 +19,7 @@
 #include "proto.h"
 #include "util.h"
 
+struct backend_dane;
 struct worker;
 struct runtime;
 struct service_rt;
@@ -82,6 +83,7 @@ struct session {
 	SSL			*bssl;		/* backend_tls: owned by backend */
 	size_t			 backend_next;	/* next svc->backends[] to try */
 	const char		*backend_name;	/* the one connected */
+	struct backend_dane	*dane;		/* backend_dane: TLSA wait */
 
 	enum session_state	 state;
 	unsigned		 flags;

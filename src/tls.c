@@ -62,6 +62,7 @@
 #include "mailtlsd.h"
 #include "log.h"
 #include "proxy.h"
+#include "dane.h"
 #include "tls.h"
 #include "util.h"
 
@@ -197,6 +198,7 @@ struct tls_client {
 	pthread_mutex_t		 lock;
 	SSL_SESSION		**cache;	/* one per backend */
 	size_t			 ncache;
+	struct dane_cache	*dane;		/* backend_dane, or NULL */
 };
 
 static CRYPTO_ONCE	tls_once = CRYPTO_ONCE_STATIC_INIT;
@@ -204,9 +206,12 @@ static int		tls_ctx_idx = -1;	/* SSL_CTX: tls_ctx_data */
 static int		tls_alpn_idx = -1;	/* SSL: char *, protocol id */
 static int		tls_client_idx = -1;	/* SSL_CTX: tls_client */
 static int		tls_slot_idx = -1;	/* SSL: backend index + 1 */
+static int		tls_dane_idx = -1;	/* SSL: const char *, DANE */
 
 static int	tls_init(void);
 static int	tls_client_new_session(SSL *, SSL_SESSION *);
+static int	tls_client_dane(struct tls_client *, SSL *, size_t,
+		    const char *);
 static int	tls_client_cas(SSL_CTX *, const struct conf_service *,
 		    const char *, char *, size_t);
 static bool	tls_is_ip(const char *);
@@ -288,6 +293,7 @@ tls_init_once(void)
 	    tls_alpn_free);
 	tls_client_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	tls_slot_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	tls_dane_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 }
 
 static int
@@ -296,7 +302,7 @@ tls_init(void)
 	if (!CRYPTO_THREAD_run_once(&tls_once, tls_init_once))
 		return -1;
 	return tls_ctx_idx < 0 || tls_alpn_idx < 0 || tls_client_idx < 0 ||
-	    tls_slot_idx < 0 ? -1 : 0;
+	    tls_slot_idx < 0 || tls_dane_idx < 0 ? -1 : 0;
 }
 
 /* Called by OpenSSL for every SSL_CTX freed, ours or not (ptr NULL). */
@@ -1992,6 +1998,13 @@ tls_client_new(const struct conf_service *svc, char *err, size_t errlen)
 	 */
 	SSL_CTX_set_verify(tc->ctx, tc->verify ? SSL_VERIFY_PEER :
 	    SSL_VERIFY_NONE, NULL);
+	/* backend_dane: OpenSSL's DANE verification, per connection. */
+	if (svc->backend_dane && (SSL_CTX_dane_enable(tc->ctx) <= 0 ||
+	    (tc->dane = dane_cache_new(svc->nbackends)) == NULL)) {
+		tls_err(err, errlen, "%s: cannot set up DANE: %s", where,
+		    tls_ossl_reason());
+		goto fail;
+	}
 	if (svc->backend_pair.certificate != NULL) {
 		if (tls_pair_load(where, &svc->backend_pair, &pair, err,
 		    errlen) == -1 || tls_ctx_add_pair(&b, tc->ctx, where,
@@ -2024,6 +2037,7 @@ tls_client_free(struct tls_client *tc)
 		SSL_SESSION_free(tc->cache[i]);
 	free(tc->cache);
 	SSL_CTX_free(tc->ctx);
+	dane_cache_free(tc->dane);
 	pthread_mutex_destroy(&tc->lock);
 	free(tc->where);
 	free(tc);
@@ -2062,6 +2076,91 @@ tls_is_ip(const char *name)
 	    inet_pton(AF_INET6, name, buf) == 1;
 }
 
+struct dane_cache *
+tls_client_dane_cache(struct tls_client *tc)
+{
+	return tc->dane;
+}
+
+/*
+ * backend_dane (SPEC 12, RFC 7672): the TLSA answer the session waited
+ * for (backend.c) decides.  Authenticated records of usage DANE-TA(2) or
+ * DANE-EE(3) replace the CA store: verification is then on whatever
+ * backend_tls_verify says, by those records only (a mismatch fails the
+ * handshake), with no name check for DANE-EE and the name checked for
+ * DANE-TA.  PKIX-TA(0) and PKIX-EE(1) are not for SMTP (RFC 7672 3.1.3)
+ * and are skipped; records of unknown selector or matching type, or of
+ * a digest of the wrong size, are unusable (OpenSSL says which).  No
+ * usable records, or no authenticated answer: backend_tls_verify's rule.
+ * A failed lookup fails closed.  The outcome is kept on the SSL for the
+ * logs (tls_client_dane_status()).
+ */
+static int
+tls_client_dane(struct tls_client *tc, SSL *ssl, size_t slot,
+    const char *name)
+{
+	struct dane_answer	*a;
+	const char		*st;
+	size_t			 i;
+	int			 r, usable = 0, rc = 0;
+
+	if ((a = dane_peek(tc->dane, slot)) == NULL ||
+	    a->status == DANE_FAILED) {
+		log_error("%s: no TLSA answer for the handshake: %s", tc->where,
+		    a != NULL ? a->why : "none looked up");
+		dane_answer_unref(a);
+		return -1;
+	}
+	if (a->status == DANE_INSECURE)
+		st = "insecure";
+	else if (a->status == DANE_NONE)
+		st = "none";
+	else if (SSL_dane_enable(ssl, name) <= 0) {
+		rc = -1;
+		goto out;
+	} else {
+		SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
+		for (i = 0; i < a->nrr; i++) {
+			if (a->rr[i].usage != DANE_USAGE_TA &&
+			    a->rr[i].usage != DANE_USAGE_EE)
+				continue;
+			r = SSL_dane_tlsa_add(ssl, a->rr[i].usage,
+			    a->rr[i].selector, a->rr[i].mtype,
+			    a->rr[i].data, a->rr[i].len);
+			if (r < 0) {
+				rc = -1;
+				goto out;
+			}
+			if (r > 0)
+				usable++;
+		}
+		ERR_clear_error();	/* unusable records leave reasons */
+		st = usable > 0 ? "dane" : "unusable";
+		if (usable > 0)
+			SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+	}
+	SSL_set_ex_data(ssl, tls_dane_idx, (void *)(uintptr_t)st);
+out:
+	dane_answer_unref(a);
+	return rc;
+}
+
+const char *
+tls_client_dane_status(SSL *ssl)
+{
+	const char	*st = SSL_get_ex_data(ssl, tls_dane_idx);
+	uint8_t		 usage;
+
+	if (st == NULL)
+		return NULL;
+	if (strcmp(st, "dane") != 0)
+		return st;
+	/* Before the handshake, or if it failed: the records applied. */
+	if (SSL_get0_dane_tlsa(ssl, &usage, NULL, NULL, NULL, NULL) < 0)
+		return "tlsa";
+	return usage == DANE_USAGE_EE ? "ee" : "ta";
+}
+
 SSL *
 tls_client_ssl(struct tls_client *tc, size_t slot, char *name)
 {
@@ -2084,7 +2183,10 @@ tls_client_ssl(struct tls_client *tc, size_t slot, char *name)
 	    SSL_set1_host(ssl, name) != 1)
 		goto fail;
 	SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-	if (slot < tc->ncache) {
+	if (tc->dane != NULL && tls_client_dane(tc, ssl, slot, name) == -1)
+		goto fail;
+	/* Not with DANE: a session verified under other records. */
+	if (slot < tc->ncache && tc->dane == NULL) {
 		pthread_mutex_lock(&tc->lock);
 		if ((sess = tc->cache[slot]) != NULL)
 			SSL_SESSION_up_ref(sess);
@@ -2113,7 +2215,10 @@ tls_client_failure(SSL *ssl, const char *detail, char *buf, size_t len)
 {
 	long	 v = ssl != NULL ? SSL_get_verify_result(ssl) : X509_V_OK;
 
-	if (v != X509_V_OK)
+	if (v == X509_V_ERR_DANE_NO_MATCH)
+		snprintf(buf, len, "certificate verification failed: TLSA "
+		    "mismatch (%s)", X509_verify_cert_error_string(v));
+	else if (v != X509_V_OK)
 		snprintf(buf, len, "certificate verification failed: %s",
 		    X509_verify_cert_error_string(v));
 	else
@@ -2126,7 +2231,9 @@ tls_client_failure(SSL *ssl, const char *detail, char *buf, size_t len)
  * The backend leg's TLS facts for the session end line:
  * "TLSv1.3/TLS_AES_256_GCM_SHA384 verified=mx.example.org" (the name the
  * certificate matched), "unverified=<reason>" with backend_tls_verify =
- * false, and ",resumed" when the session was resumed.
+ * false, and ",resumed" when the session was resumed; with backend_dane,
+ * " dane=ee" or "dane=ta" (the TLSA record that matched), or why DANE did
+ * not apply: "insecure" (no AD bit), "none" (no records), "unusable".
  */
 void
 tls_client_facts(SSL *ssl, char *buf, size_t len)
@@ -2135,6 +2242,8 @@ tls_client_facts(SSL *ssl, char *buf, size_t len)
 	const char		*peer = SSL_get0_peername(ssl);
 	char			 name[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
 	char			*ip = NULL;
+	const char		*dane;
+	size_t			 n;
 	long			 v = SSL_get_verify_result(ssl);
 
 	/* An address literal was checked as such: no peer name then. */
@@ -2156,4 +2265,8 @@ tls_client_facts(SSL *ssl, char *buf, size_t len)
 		    SSL_get_version(ssl), c != NULL ? SSL_CIPHER_get_name(c) :
 		    "none", X509_verify_cert_error_string(v),
 		    SSL_session_reused(ssl) ? " resumed" : "");
+	/* backend_dane: how it went ("ee", "ta", "insecure", ...). */
+	if ((dane = tls_client_dane_status(ssl)) != NULL &&
+	    (n = strlen(buf)) < len)
+		snprintf(buf + n, len - n, " dane=%s", dane);
 }

@@ -116,6 +116,19 @@ void		tls_client_free(struct tls_client *);
  */
 SSL		*tls_client_ssl(struct tls_client *, size_t slot,
 		    char *name);
+/*
+ * backend_dane: the service's TLSA cache (dane.h), or NULL.  Before
+ * tls_client_ssl() the caller waits for a fresh answer of the slot;
+ * tls_client_ssl() applies it (a failed lookup: NULL, fail closed).
+ */
+struct dane_cache;
+struct dane_cache *tls_client_dane_cache(struct tls_client *);
+/*
+ * What DANE made of a connection: NULL without backend_dane; "ee" or
+ * "ta" (the usage of the record that matched), "tlsa" (records applied,
+ * handshake not done), or why not: "insecure", "none", "unusable".
+ */
+const char	*tls_client_dane_status(SSL *);
 /* Why the handshake with a backend failed, for the error log line. */
 void		tls_client_failure(SSL *, const char *detail, char *buf,
 		    size_t len);

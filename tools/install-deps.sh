@@ -15,11 +15,13 @@ echo "postfix postfix/main_mailer_type select No configuration" |
 
 BUILD="build-essential autoconf automake libtool pkg-config
 	libevent-dev libssl-dev libconfuse-dev libcmocka-dev libsystemd-dev"
-# Real peers and clients used by the tests and the demo.
+# Real peers and clients used by the tests and the demo (unbound and
+# ldnsutils: the signed zone and validating resolver of test_dane.py).
 PEERS="openssl ca-certificates curl swaks libnet-ssleay-perl
 	libio-socket-ssl-perl dovecot-imapd dovecot-pop3d postfix
 	python3 python3-pytest python3-aiosmtpd procps iproute2 mandoc haproxy
-	fetchmail systemd python3-prometheus-client python3-yaml"
+	fetchmail systemd python3-prometheus-client python3-yaml
+	unbound ldnsutils"
 # Fuzzing (libFuzzer) and sanitizers with clang.
 FUZZ="clang libclang-rt-14-dev"
 

@@ -1,7 +1,7 @@
 #!/bin/sh
 # run.sh - build the protocol filter fuzzers, and those of the PROXY
-# header parser and the stats listener's request parser, with libFuzzer
-# and run them.
+# header parser, the stats listener's request parser and the TLSA answer
+# parser, with libFuzzer and run them.
 #
 # Run by `make check` (automake's test-driver, cwd = build dir) or by hand:
 #   sh tests/fuzz/run.sh                       # every harness, 20 s each
@@ -29,7 +29,7 @@ MAILTLSD_SRCDIR=${MAILTLSD_SRCDIR:-$(cd "$here/../.." && pwd)}
 MAILTLSD_BUILDDIR=${MAILTLSD_BUILDDIR:-$PWD}
 CLANG=${CLANG:-clang}
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
-FUZZ_TARGETS=${FUZZ_TARGETS:-smtp imap pop3 diff proxy http}
+FUZZ_TARGETS=${FUZZ_TARGETS:-smtp imap pop3 diff proxy http tlsa}
 src=$MAILTLSD_SRCDIR/src
 fuzzdir=$MAILTLSD_SRCDIR/tests/fuzz
 
@@ -86,6 +86,7 @@ build() {
 	case $1 in
 	proxy)	srcs="$src/proxy.c" ;;
 	http)	srcs="$src/httpreq.c" ;;
+	tlsa)	srcs="$src/dane.c $src/log.c $src/util.c -lresolv -lpthread" ;;
 	*)	srcs="$src/filter.c $src/proto.c $src/proto_smtp.c
 		    $src/proto_imap.c $src/proto_pop3.c $src/lineio.c
 		    $src/log.c $src/util.c" ;;
@@ -120,13 +121,14 @@ if [ -n "$REPRO" ]; then
 	diff-*) target=diff ;;
 	proxy-*) target=proxy ;;
 	http-*) target=http ;;
+	tlsa-*) target=tlsa ;;
 	esac
 	if [ -z "$target" ]; then
 		# shellcheck disable=SC2086	# a word list
 		set -- $FUZZ_TARGETS
 		if [ $# -ne 1 ]; then
 			echo "run.sh: REPRO: say which harness with" \
-			    "FUZZ_TARGETS=smtp|imap|pop3|diff|proxy|http" >&2
+			    "FUZZ_TARGETS=smtp|imap|pop3|diff|proxy|http|tlsa" >&2
 			exit 99
 		fi
 		target=$1
@@ -149,7 +151,7 @@ command -v nice >/dev/null 2>&1 && nice="nice -n 10"
 failed=0
 for target in $FUZZ_TARGETS; do
 	case $target in
-	smtp|imap|pop3|diff|proxy|http) ;;
+	smtp|imap|pop3|diff|proxy|http|tlsa) ;;
 	*)
 		echo "run.sh: unknown harness '$target'" >&2
 		exit 99
