@@ -151,7 +151,6 @@ static int	conf_parse_source(const char *, struct sockaddr_storage *,
 		    socklen_t *, char *, size_t);
 static int	conf_check_source(const struct conf_rule *, cfg_opt_t *,
 		    unsigned int, char *, size_t);
-static int	conf_backend_tls_starttls(cfg_t *, const char *);
 static int	conf_active_true(cfg_t *, const char *);
 static int	conf_check_backend_tls(cfg_t *, struct conf_service *);
 static int	conf_check_plaintext(cfg_t *, const struct conf_service *);
@@ -406,8 +405,6 @@ static const struct {
 };
 
 static const struct conf_unsupported conf_unsupported[] = {
-	{ CONF_SERVICE, "backend_tls", conf_backend_tls_starttls,
-	    "not supported yet (only \"none\" and \"implicit\")" },
 	{ CONF_SERVICE, "backend_dane", conf_active_true,
 	    "not supported yet (DANE towards the backend is planned)" },
 };
@@ -1080,14 +1077,6 @@ conf_set_validators(cfg_t *root, const cfg_opt_t *opts, const char *prefix)
 /* Layer 2 and 3: cross-checks and the copy. */
 
 static int
-conf_backend_tls_starttls(cfg_t *sec, const char *name)
-{
-	const char	*v = cfg_getstr(sec, name);
-
-	return v != NULL && strcmp(v, "starttls") == 0;
-}
-
-static int
 conf_active_true(cfg_t *sec, const char *name)
 {
 	return cfg_getbool(sec, name) == cfg_true;
@@ -1673,8 +1662,8 @@ conf_check_plaintext(cfg_t *sec, const struct conf_service *s)
 	 */
 	if (s->backend_tls == BACKEND_TLS_NONE) {
 		conf_fail(conf_line(sec, "tls_mode"), "option 'tls_mode': "
-		    "\"none\" needs backend_tls (\"implicit\"): plaintext "
-		    "on both legs is not a TLS proxy");
+		    "\"none\" needs backend_tls (\"implicit\" or \"starttls\"): "
+		    "plaintext on both legs is not a TLS proxy");
 		return -1;
 	}
 	if (s->accept_proxy) {
