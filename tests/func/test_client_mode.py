@@ -375,8 +375,6 @@ def test_plaintext_listen_off_loopback_needs_allow(mtd, binary):
 
 
 @pytest.mark.parametrize("opts,msg", [
-    ({"backend_tls": "starttls"},
-     'not supported yet (only "none" and "implicit")'),
     ({"backend_dane": True}, "not supported yet"),
     ({"backend_tls": "none"}, '"none" needs backend_tls'),
 ])
