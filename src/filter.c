@@ -168,7 +168,9 @@ filter_await_input(struct filter *f, struct evbuffer *bin,
 	if (f->await == FILTER_AWAIT_SWALLOW ||
 	    f->btls == FILTER_BTLS_DIALOGUE || f->btls == FILTER_BTLS_HANDSHAKE)
 		to_client = f->swallowed;
+	f->prelude_in = bin;
 	v = f->ops->backend_input(f, bin, to_client, bout);
+	f->prelude_in = NULL;
 	if (f->observe != NULL)
 		f->observe(f->observe_arg, 'B', v);
 	if (to_client != cout)
@@ -255,11 +257,33 @@ filter_backend_lost(struct filter *f, struct evbuffer *to_client)
 	f->ops->unavailable(to_client, f->hostname);
 }
 
+bool
+filter_prelude_unsolicited(struct filter *f)
+{
+	char	 esc[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
+	size_t	 n, show;
+
+	if (f->prelude_in == NULL ||
+	    (n = evbuffer_get_length(f->prelude_in)) == 0)
+		return false;
+	show = n < LOG_CLIENT_TEXT_MAX ? n : LOG_CLIENT_TEXT_MAX;
+	flog(f, warnx, "backend %s: %zu unsolicited bytes: %s",
+	    f->backend ? f->backend : "-", n, log_escape(esc, sizeof(esc),
+	    (const char *)evbuffer_pullup(f->prelude_in, (ssize_t)show), show,
+	    LOG_CLIENT_TEXT_MAX));
+	evbuffer_drain(f->prelude_in, n);
+	filter_backend_ready(f, false, "unsolicited backend output");
+	return true;
+}
+
 struct filter_slot *
 filter_own_command(struct filter *f, struct evbuffer *to_backend,
     unsigned kind, const char *tag, const char *line)
 {
 	size_t	 taglen = tag != NULL ? strlen(tag) : 0;
+
+	if (filter_prelude_unsolicited(f))
+		return NULL;
 
 	filter_send_command(to_backend, tag, taglen, line, strlen(line),
 	    NULL, 0);

@@ -143,6 +143,7 @@ struct filter {
 	bool			 failover;	/* filter_params.backend_failover */
 	bool			 backend_failed; /* ... and the backend failed */
 	const char		*backend;	/* its name for log lines, or NULL */
+	struct evbuffer		*prelude_in;	/* backend input while awaiting */
 	const char		*reason;	/* why it closes */
 	unsigned		 errors;
 	unsigned		 max_errors;
@@ -274,11 +275,22 @@ filter_set_backend(struct filter *f, const char *name)
 /*
  * A command of our own in the backend prelude: written to the backend as
  * [tag SP] line CRLF, with a slot of the protocol's kind (its reply is the
- * protocol's to read, never the client's).  Returns the slot.
+ * protocol's to read, never the client's).  Returns the slot, or NULL when
+ * the backend had already sent more than the reply just read
+ * (filter_prelude_unsolicited()).
  */
 struct filter_slot *filter_own_command(struct filter *,
 		    struct evbuffer *to_backend, unsigned kind,
 		    const char *tag, const char *line);
+
+/*
+ * In the prelude we send a command only once the reply to the previous one
+ * (or the greeting) is complete, so backend bytes still unread then were
+ * sent before the server could have seen our command: unsolicited.  The
+ * backend is not usable (logged, filter_backend_ready()) and true is
+ * returned; the command is not sent.
+ */
+bool		 filter_prelude_unsolicited(struct filter *);
 
 /* ---- backend_tls = starttls (SPEC 12) ---- */
 

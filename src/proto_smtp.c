@@ -1694,7 +1694,7 @@ smtp_prelude_reply(struct filter *f, unsigned kind,
 		else if (!(attrs & XA_ADDR))
 			filter_backend_ready(f, false,
 			    "backend's XCLIENT does not take ADDR");
-		else {
+		else if (!filter_prelude_unsolicited(f)) {
 			smtp_xclient_send(f, (unsigned)attrs, to_backend);
 			filter_slot_push(f, SLOT_XCLIENT, NULL, NULL, 0);
 		}
