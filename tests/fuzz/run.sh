@@ -29,7 +29,7 @@ MAILTLSD_SRCDIR=${MAILTLSD_SRCDIR:-$(cd "$here/../.." && pwd)}
 MAILTLSD_BUILDDIR=${MAILTLSD_BUILDDIR:-$PWD}
 CLANG=${CLANG:-clang}
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
-FUZZ_TARGETS=${FUZZ_TARGETS:-smtp imap pop3 diff proxy http}
+FUZZ_TARGETS=${FUZZ_TARGETS:-smtp imap pop3 btls diff proxy http}
 src=$MAILTLSD_SRCDIR/src
 fuzzdir=$MAILTLSD_SRCDIR/tests/fuzz
 
@@ -118,6 +118,7 @@ if [ -n "$REPRO" ]; then
 	imap-*) target=imap ;;
 	pop3-*) target=pop3 ;;
 	diff-*) target=diff ;;
+	btls-*) target=btls ;;
 	proxy-*) target=proxy ;;
 	http-*) target=http ;;
 	esac
@@ -126,7 +127,7 @@ if [ -n "$REPRO" ]; then
 		set -- $FUZZ_TARGETS
 		if [ $# -ne 1 ]; then
 			echo "run.sh: REPRO: say which harness with" \
-			    "FUZZ_TARGETS=smtp|imap|pop3|diff|proxy|http" >&2
+			    "FUZZ_TARGETS=smtp|imap|pop3|btls|diff|proxy|http" >&2
 			exit 99
 		fi
 		target=$1
@@ -149,7 +150,7 @@ command -v nice >/dev/null 2>&1 && nice="nice -n 10"
 failed=0
 for target in $FUZZ_TARGETS; do
 	case $target in
-	smtp|imap|pop3|diff|proxy|http) ;;
+	smtp|imap|pop3|btls|diff|proxy|http) ;;
 	*)
 		echo "run.sh: unknown harness '$target'" >&2
 		exit 99
