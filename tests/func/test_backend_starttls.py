@@ -79,7 +79,7 @@ def dave(sdove):
 @pytest.fixture(scope="module")
 def spost(workroot, certs, sdove, dave):
     p = mtlib.Postfix(workroot, sdove, dave, subdir="postfix-stls",
-                      tls=(certs.rsa_chain, certs.rsa_key))
+                      tls=(certs.rsa_chain, certs.rsa_key), xclient=True)
     p.start()
     yield p
     p.stop()
@@ -148,6 +148,49 @@ def test_smtp_to_postfix_starttls(mtd, certs, spost, dave):
         "postfix: TLS connection established")
     # Postfix saw our EHLO twice (before and after TLS) and STARTTLS.
     assert "improper command pipelining" not in mark.text()
+
+
+def test_smtp_xclient_inside_starttls(mtd, certs, spost, dave):
+    """xclient with backend_tls = "starttls": EHLO and STARTTLS in
+    cleartext, then EHLO and XCLIENT inside TLS, whose reply greets the
+    client; Postfix logs the client's own address (127.0.0.2).  With
+    tls_mode = "starttls" on the client side the client's STARTTLS takes
+    a fresh backend connection, which gets the whole dialogue again."""
+    m = mtd()
+    nport = client_mode(m, "relay", "smtp", spost.xclient_port,
+                        xclient=True, backend_ca_file=certs.ca,
+                        backend_tls_name=SERVER_NAME)
+    sport = client_mode(m, "sub", "smtp", spost.xclient_port,
+                        tls_mode="starttls", xclient=True,
+                        backend_ca_file=certs.ca,
+                        backend_tls_name=SERVER_NAME)
+    m.start()
+    for port, starttls in ((nport, False), (sport, True)):
+        mark = mtlib.LogMark(spost.log)
+        tok = mtlib.token()
+        msg = mtlib.make_message(tok, rcpt=dave.address)
+        with smtplib.SMTP(HOST, port, timeout=30,
+                          source_address=(SOURCE, 0)) as s:
+            if starttls:
+                s.ehlo("client.example.test")
+                s.starttls(context=certs.client_context())
+            code, caps = s.ehlo("client.example.test")
+            assert code == 250 and s.has_extn("auth"), caps
+            assert not s.has_extn("starttls"), caps
+            assert not s.has_extn("xclient"), caps
+            s.login("dave", "dave-secret")
+            s.sendmail("sender@example.org", [dave.address], msg)
+        assert_delivered(dave.find(tok), msg)
+        mtlib.wait_until(lambda: re.search(
+            r"smtpd\[\d+\]: \w+: client=\S*\[127\.0\.0\.2\]",
+            mark.text()), 10, "postfix client= line with 127.0.0.2")
+        text = mark.text()
+        # Every connection of ours was upgraded before XCLIENT.
+        n = len(re.findall(r"connect from \S*\[127\.0\.0\.1\]", text))
+        tls = len(re.findall(r"TLS connection established from "
+                             r"\S*\[127\.0\.0\.1\]", text))
+        assert n == (2 if starttls else 1) and tls == n, text
+    m.wait_log(END_RX % ("sub", re.escape(SERVER_NAME)))
 
 
 def test_imap_to_dovecot_starttls(mtd, certs, sdove, dave):
