@@ -927,10 +927,9 @@ session_backend_failed(struct session *s, const char *why)
 	if (why != NULL)
 		s->backend_why = why;
 	/* Still there when the filter found it unusable (else backend.c). */
-	if (s->backend != NULL) {
+	if (s->backend != NULL)
 		metrics_backend_failure(s);
-		session_backend_drop(s);
-	}
+	session_backend_drop(s);
 	if (s->bytes_out == 0 && !(s->flags & SF_CLIENT_EOF)) {
 		/*
 		 * The client has heard nothing and sent nothing that was
