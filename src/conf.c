@@ -1662,8 +1662,8 @@ conf_check_plaintext(cfg_t *sec, const struct conf_service *s)
 	 */
 	if (s->backend_tls == BACKEND_TLS_NONE) {
 		conf_fail(conf_line(sec, "tls_mode"), "option 'tls_mode': "
-		    "\"none\" needs backend_tls (\"implicit\" or \"starttls\"): "
-		    "plaintext on both legs is not a TLS proxy");
+		    "\"none\" needs backend_tls (\"implicit\" or "
+		    "\"starttls\"): plaintext on both legs is not a TLS proxy");
 		return -1;
 	}
 	if (s->accept_proxy) {

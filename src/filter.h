@@ -113,8 +113,8 @@ enum filter_await {
  */
 enum filter_btls {
 	FILTER_BTLS_NONE = 0,	/* no STARTTLS towards the backend */
-	FILTER_BTLS_DIALOGUE,	/* cleartext: greeting, capabilities, STARTTLS */
-	FILTER_BTLS_HANDSHAKE,	/* go-ahead read: the backend is not read */
+	FILTER_BTLS_DIALOGUE,	/* cleartext: greeting, capabilities... */
+	FILTER_BTLS_HANDSHAKE,	/* go-ahead read: backend not read */
 	FILTER_BTLS_ACTIVE,	/* handshake verified */
 };
 
@@ -140,10 +140,10 @@ struct filter {
 	enum filter_await	 await;
 	struct evbuffer		*swallowed;	/* FILTER_AWAIT_SWALLOW output */
 	enum filter_btls	 btls;
-	bool			 failover;	/* filter_params.backend_failover */
-	bool			 backend_failed; /* ... and the backend failed */
-	const char		*backend;	/* its name for log lines, or NULL */
-	struct evbuffer		*prelude_in;	/* backend input while awaiting */
+	bool			 failover;	/* backend_failover (proto.h) */
+	bool			 backend_failed; /* ... and it failed */
+	const char		*backend;	/* its name, or NULL */
+	struct evbuffer		*prelude_in;	/* bin while awaiting */
 	const char		*reason;	/* why it closes */
 	unsigned		 errors;
 	unsigned		 max_errors;

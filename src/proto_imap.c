@@ -325,7 +325,7 @@ struct imap {
 	char		 btag[FILTER_TAG_MAX + 1];
 	size_t		 btaglen;
 	bool		 bno;		/* that tagged response is a NO */
-	bool		 bstarttls;	/* prelude: STARTTLS was listed */
+	bool		 bstarttls;	/* prelude: STARTTLS listed */
 };
 
 struct imap_verb {
@@ -447,8 +447,8 @@ static void		 imap_id_value(const struct imap *, struct evbuffer *,
 
 static int		 imap_bclose(struct filter *, struct evbuffer *,
 			    const char *, const char *);
-static int		 imap_prelude_line(struct filter *, const char *, size_t,
-			    unsigned, struct evbuffer *);
+static int		 imap_prelude_line(struct filter *, const char *,
+			    size_t, unsigned, struct evbuffer *);
 static int		 imap_prelude_fail(struct filter *, const char *);
 static void		 imap_prelude_capa(struct filter *, const char *,
 			    size_t);
@@ -2395,7 +2395,8 @@ imap_prelude_line(struct filter *f, const char *s, size_t len,
 	if (memcmp(tag, IMAP_OWN_CAPA_TAG, t) == 0 && t ==
 	    sizeof(IMAP_OWN_CAPA_TAG) - 1) {
 		if (!filter_word_eq(s + t + 1, w, "OK"))
-			return imap_prelude_fail(f, "server refused CAPABILITY");
+			return imap_prelude_fail(f,
+			    "server refused CAPABILITY");
 		imap_prelude_capa(f, s, len);
 		if (!st->bstarttls)
 			return imap_prelude_fail(f,

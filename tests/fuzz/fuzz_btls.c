@@ -200,7 +200,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		n = data[pos] >> 1;
 		if (n > size - pos - 1)
 			n = size - pos - 1;
-		evbuffer_add((data[pos] & 1) ? r.cin : r.bin, data + pos + 1, n);
+		evbuffer_add((data[pos] & 1) ? r.cin : r.bin, data + pos + 1,
+		    n);
 		pos += 1 + n;
 		if (!bt_pump(&r))
 			break;
