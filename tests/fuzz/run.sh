@@ -127,8 +127,8 @@ if [ -n "$REPRO" ]; then
 		set -- $FUZZ_TARGETS
 		if [ $# -ne 1 ]; then
 			echo "run.sh: REPRO: say which harness with" \
-			    "FUZZ_TARGETS=smtp|imap|pop3|btls|diff|proxy|" \
-			    "http" >&2
+			    "FUZZ_TARGETS=smtp|imap|pop3|btls|diff|proxy|http" \
+			    >&2
 			exit 99
 		fi
 		target=$1
