@@ -16,6 +16,12 @@
  *    the last cleartext byte (8.2), the protocol state is reset (8.3), and
  *    backend bytes arriving before the client's handshake completes end
  *    the session (8.2);
+ *  - the backend prelude: while mailtlsd talks to a new backend connection
+ *    itself (SMTP's XCLIENT, the STARTTLS dialogue of backend_tls =
+ *    starttls), the client is held, nothing is relayed to it before the
+ *    backend leg is TLS and verified, a byte the server sends unasked
+ *    fails the backend, and the bytes behind the server's go-ahead are
+ *    cut (SPEC 9, 12);
  *  - the SASL response relay: one bounded, canonical response line;
  *  - the capability-keyword matcher: keywords split at any run of SP or
  *    HTAB, compared case-insensitively;

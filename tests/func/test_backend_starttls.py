@@ -386,8 +386,9 @@ class StarttlsServer:
     CAPA = {"smtp": b"EHLO", "imap": b"CAPABILITY", "pop3": b"CAPA"}
 
     def __init__(self, protocol, chain, key, offer=True, refuse=False,
-                 inject=b"", greeting=None, connections=1):
+                 inject=b"", greeting=None, connections=1, stall=False):
         self.protocol = protocol
+        self.stall = stall
         self.offer = offer
         self.refuse = refuse
         self.inject = inject
@@ -475,6 +476,10 @@ class StarttlsServer:
         conn.sendall({"smtp": b"220 2.0.0 go ahead\r\n",
                       "imap": tag + b" OK begin TLS\r\n",
                       "pop3": b"+OK begin TLS\r\n"}[p] + self.inject)
+        if self.stall:
+            # Never answers the ClientHello.
+            self._drain(conn, buf)
+            return
         t = self.ctx.wrap_socket(conn, server_side=True)
         self.handshakes += 1
         self.relay(t)
@@ -749,3 +754,25 @@ def test_silent_server_times_out(mtd, certs):
         m.wait_log(r"error: .* not ready within backend_connect_timeout 2 s")
     finally:
         sock.close()
+
+
+def test_handshake_timeout(mtd, certs, server):
+    """A server that gives the go-ahead and then never answers the
+    ClientHello: the dialogue and handshake share backend_connect_timeout;
+    then the temporary failure and an error line."""
+    srv = server("pop3", stall=True)
+    m = mtd()
+    port = client_mode(m, "svc", "pop3", srv.port, backend_ca_file=certs.ca,
+                       backend_tls_name=SERVER_NAME, backend_connect_timeout=2)
+    m.start()
+    with Conn.plain(port) as c:
+        c.send(CLIENT_BYTES["pop3"])
+        assert c.line(timeout=10) == UNAVAILABLE["pop3"]
+        assert c.read_to_eof() == b""
+    m.wait_log(r"error: \S+ backend 127\.0\.0\.1:\d+: TLS handshake after "
+               r"STARTTLS: timeout")
+    srv.wait()
+    # Our commands, then only the TLS ClientHello (a handshake record).
+    sent = srv.clear[0]
+    prelude = OUR_CAPA["pop3"] + OUR_STARTTLS["pop3"]
+    assert sent.startswith(prelude) and sent[len(prelude):][:1] == b"\x16"
