@@ -31,17 +31,30 @@
  * the handshake then finds that answer in tls_client_ssl(), whoever
  * starts it.  A failed lookup is a failed backend, like a certificate
  * that does not verify.
+ *
+ * backend_tls = "starttls" (SPEC 12): TCP up, the session relays in
+ * cleartext to the filter, which holds the client and runs the protocol's
+ * STARTTLS dialogue itself (filter.h, the backend prelude).  At the
+ * server's go-ahead the session calls backend_starttls(): the same TLS
+ * filter goes over the socket (SF_BACKEND_STARTTLS), the session waits in
+ * CONNECTING, and the handshake must end within what is left of the
+ * prelude's backend_connect_timeout.  Its failure is the session's to
+ * handle (session_backend_failed(): the next backend while the client has
+ * heard nothing, else the temporary failure), because the filter has
+ * already read this backend's greeting.
  */
 #include "config.h"
 
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
@@ -243,7 +256,7 @@ backend_fail(struct session *s, const char *why)
 	bufferevent_free(s->backend);	/* the TLS filter frees its SSL */
 	s->backend = NULL;
 	s->bssl = NULL;
-	s->flags &= ~(SF_BACKEND_TLS | SF_BACKEND_TLS_UP);
+	s->flags &= ~(SF_BACKEND_TLS | SF_BACKEND_TLS_UP | SF_BACKEND_STARTTLS);
 }
 
 /*
@@ -351,6 +364,8 @@ backend_tls_failed(struct session *s, short what)
 void
 backend_connect_timeout(struct session *s)
 {
+	bool	 upgrade = (s->flags & SF_BACKEND_STARTTLS) != 0;
+
 	/*
 	 * No backend leg while connecting: waiting for a TLSA answer (which
 	 * may have come in just now, its wake-up still unread).
@@ -364,9 +379,43 @@ backend_connect_timeout(struct session *s)
 		log_error("%s backend %s: TLSA lookup timeout: DANE fails "
 		    "closed", s->id, s->backend_name);
 		metrics_backend_failure(s);
-	} else
-		backend_fail(s, "timeout");
-	backend_connect(s);
+		backend_connect(s);
+		return;
+	}
+	if (upgrade)
+		log_error("%s backend %s: TLS handshake after STARTTLS: "
+		    "timeout", s->id, s->backend_name);
+	backend_fail(s, upgrade ? NULL : "timeout");
+	if (upgrade)
+		session_backend_failed(s, NULL);
+	else
+		backend_connect(s);
+}
+
+int
+backend_starttls(struct session *s)
+{
+	struct timeval	 now, tv;
+
+	/* The filter took every byte up to the go-ahead, and cut the rest. */
+	if (evbuffer_get_length(bufferevent_get_input(s->backend)) != 0 ||
+	    evbuffer_get_length(bufferevent_get_output(s->backend)) != 0)
+		return -1;
+	s->flags |= SF_BACKEND_STARTTLS;
+	s->flags &= ~SF_BACKEND_READ_OFF;
+	if (backend_start_tls(s) == -1) {
+		s->flags &= ~SF_BACKEND_STARTTLS;
+		return -1;
+	}
+	event_base_gettimeofday_cached(s->worker->base, &now);
+	if (s->prelude_until == 0)
+		s->prelude_until = now.tv_sec + 1 +
+		    (time_t)s->svc->backend_connect_timeout;
+	tv.tv_sec = s->prelude_until > now.tv_sec ? s->prelude_until -
+	    now.tv_sec : 0;
+	tv.tv_usec = 0;
+	event_add(s->timer, &tv);
+	return 0;
 }
 
 /*
@@ -479,6 +528,7 @@ static void
 backend_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct session	*s = arg;
+	bool		 upgrade;
 
 	if (s->state != SESSION_ST_CONNECTING)
 		return;
@@ -494,15 +544,22 @@ backend_event_cb(struct bufferevent *bev, short what, void *arg)
 		event_del(s->timer);
 		if (s->flags & SF_BACKEND_TLS)
 			s->flags |= SF_BACKEND_TLS_UP;
-		session_backend_ready(s);
+		if (s->flags & SF_BACKEND_STARTTLS)
+			session_backend_tls_ready(s);
+		else
+			session_backend_ready(s);
 		return;
 	}
+	upgrade = (s->flags & SF_BACKEND_STARTTLS) != 0;
 	if (s->flags & SF_BACKEND_TLS)
 		backend_tls_failed(s, what);
 	else
 		backend_fail(s, evutil_socket_error_to_string(
 		    EVUTIL_SOCKET_ERROR()));
-	backend_connect(s);
+	if (upgrade)
+		session_backend_failed(s, NULL);
+	else
+		backend_connect(s);
 }
 
 int

@@ -22,6 +22,14 @@ void	backend_connect_timeout(struct session *);
 /* At the session's end: what backend.c allocated for it (DANE wait). */
 void	backend_release(struct session *);
 
+/*
+ * backend_tls = "starttls" (SPEC 12): the filter has read the server's
+ * go-ahead.  Put the leg under TLS; the session waits in CONNECTING for
+ * session_backend_tls_ready(), or session_backend_failed() on failure.
+ * -1 when TLS cannot be set up at all.
+ */
+int	backend_starttls(struct session *);
+
 /* Whether a service of conf has backend_source = "client". */
 int	backend_uses_transparent(const struct conf *);
 

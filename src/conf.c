@@ -9,8 +9,7 @@
  *      sets: it records the line (cfg_opt_t has none) and applies that
  *      option's rule from conf_rules[] (enum, range, address, name...);
  *   2. after parsing, checks that need a whole section: certificate/key
- *      pairing, tls references, protocol-only options, options that are
- *      not implemented yet (conf_unsupported[]), duplicate listeners;
+ *      pairing, tls references, protocol-only options, duplicate listeners;
  *   3. everything is copied into plain struct conf; cfg_t never escapes.
  * Before libconfuse sees the text, conf_strip() blanks comments (keeping
  * newlines) and checks braces, working around libconfuse 3.3: it counts
@@ -102,18 +101,6 @@ struct conf_rule {
 	const struct conf_enum	*values;
 };
 
-/*
- * Options a later issue implements.  They parse, but any value other than
- * the default is refused instead of being silently ignored; implementing
- * one means deleting its line here.
- */
-struct conf_unsupported {
-	enum conf_kind	 kind;
-	const char	*name;
-	int		(*active)(cfg_t *, const char *);
-	const char	*what;
-};
-
 static int	conf_parse_int(cfg_t *, cfg_opt_t *, const char *, void *);
 static int	conf_validate(cfg_t *, cfg_opt_t *);
 static void	conf_cfg_error(cfg_t *, const char *, va_list)
@@ -152,7 +139,6 @@ static int	conf_parse_source(const char *, struct sockaddr_storage *,
 		    socklen_t *, char *, size_t);
 static int	conf_check_source(const struct conf_rule *, cfg_opt_t *,
 		    unsigned int, char *, size_t);
-static int	conf_backend_tls_starttls(cfg_t *, const char *);
 static int	conf_check_backend_tls(cfg_t *, struct conf_service *);
 static int	conf_check_backend_dane(cfg_t *, struct conf_service *);
 static int	conf_check_plaintext(cfg_t *, const struct conf_service *);
@@ -404,11 +390,6 @@ static const struct {
 	{ "xclient", PROTO_SMTP },
 	{ "smtp_bare_newline", PROTO_SMTP },
 	{ "smtp_greeting_delay", PROTO_SMTP },
-};
-
-static const struct conf_unsupported conf_unsupported[] = {
-	{ CONF_SERVICE, "backend_tls", conf_backend_tls_starttls,
-	    "not supported yet (only \"none\" and \"implicit\")" },
 };
 
 #define NITEMS(a)	(sizeof(a) / sizeof((a)[0]))
@@ -1078,31 +1059,6 @@ conf_set_validators(cfg_t *root, const cfg_opt_t *opts, const char *prefix)
 /* ------------------------------------------------------------------ */
 /* Layer 2 and 3: cross-checks and the copy. */
 
-static int
-conf_backend_tls_starttls(cfg_t *sec, const char *name)
-{
-	const char	*v = cfg_getstr(sec, name);
-
-	return v != NULL && strcmp(v, "starttls") == 0;
-}
-
-static int
-conf_check_unsupported(cfg_t *sec, enum conf_kind kind)
-{
-	const struct conf_unsupported	*u;
-	size_t				 i;
-
-	for (i = 0; i < NITEMS(conf_unsupported); i++) {
-		u = &conf_unsupported[i];
-		if (u->kind != kind || !u->active(sec, u->name))
-			continue;
-		conf_fail(conf_line(sec, u->name), "option '%s': %s", u->name,
-		    u->what);
-		return -1;
-	}
-	return 0;
-}
-
 /*
  * The value of an enum option.  Values from the file were checked while
  * parsing and the schema's defaults are valid names, so this finds one.
@@ -1171,8 +1127,6 @@ conf_workers(long v)
 static int
 conf_build_global(struct conf *c, cfg_t *root)
 {
-	if (conf_check_unsupported(root, CONF_ROOT) == -1)
-		return -1;
 	c->user = conf_strdup(root, "user");
 	c->group = conf_strdup(root, "group");
 	c->chroot = conf_strdup(root, "chroot");
@@ -1579,8 +1533,7 @@ conf_build_service(struct conf *c, struct conf_service *s, cfg_t *sec)
 		return -1;
 	s->protocol = (enum proto_id)conf_enum_value(sec, "protocol");
 	s->tls_mode = (enum tls_mode)conf_enum_value(sec, "tls_mode");
-	if (conf_check_proto_only(sec, s->protocol) == -1 ||
-	    conf_check_unsupported(sec, CONF_SERVICE) == -1)
+	if (conf_check_proto_only(sec, s->protocol) == -1)
 		return -1;
 	/* A plaintext listener has no server side TLS to configure. */
 	if (s->tls_mode == TLS_MODE_NONE) {
@@ -1666,8 +1619,8 @@ conf_check_plaintext(cfg_t *sec, const struct conf_service *s)
 	 */
 	if (s->backend_tls == BACKEND_TLS_NONE) {
 		conf_fail(conf_line(sec, "tls_mode"), "option 'tls_mode': "
-		    "\"none\" needs backend_tls (\"implicit\"): plaintext "
-		    "on both legs is not a TLS proxy");
+		    "\"none\" needs backend_tls (\"implicit\" or "
+		    "\"starttls\"): plaintext on both legs is not a TLS proxy");
 		return -1;
 	}
 	if (s->accept_proxy) {

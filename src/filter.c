@@ -27,6 +27,8 @@
 
 static enum filter_verdict filter_await_input(struct filter *,
 		    struct evbuffer *, struct evbuffer *, struct evbuffer *);
+static enum filter_verdict filter_backend_cut(struct filter *,
+		    struct evbuffer *);
 
 struct filter *
 filter_new(const struct proto_ops *ops, const struct filter_params *p)
@@ -53,13 +55,28 @@ filter_new(const struct proto_ops *ops, const struct filter_params *p)
 	f->auth_blocked = p->auth_blocked;
 	f->auth_failed = p->auth_failed;
 	f->auth_arg = p->auth_arg;
+	f->failover = p->backend_failover;
 	f->next_id = 1;
 	if (ops->tagged && (f->tags = calloc(FILTER_SLOTS,
 	    sizeof(*f->tags))) == NULL) {
 		free(f);
 		return NULL;
 	}
+	/*
+	 * SPEC 12: the client waits (its bytes kept) until the backend leg
+	 * is TLS, verified, and ready; it hears nothing before.
+	 */
+	if (svc->backend_tls == BACKEND_TLS_STARTTLS) {
+		f->btls = FILTER_BTLS_DIALOGUE;
+		if (filter_await_backend(f, false) == -1) {
+			free(f->tags);
+			free(f);
+			return NULL;
+		}
+	}
 	if ((f->proto = ops->init(f, p)) == NULL) {
+		if (f->swallowed != NULL)
+			evbuffer_free(f->swallowed);
 		free(f->tags);
 		free(f);
 		return NULL;
@@ -143,9 +160,17 @@ filter_await_input(struct filter *f, struct evbuffer *bin,
 	struct evbuffer		*to_client = cout;
 	enum filter_verdict	 v;
 
-	if (f->await == FILTER_AWAIT_SWALLOW)
+	/*
+	 * SPEC 12: before the backend leg's handshake has verified, nothing
+	 * reaches the client, whatever the protocol meant to say: the
+	 * server's cleartext words are a man in the middle's to choose.
+	 */
+	if (f->await == FILTER_AWAIT_SWALLOW ||
+	    f->btls == FILTER_BTLS_DIALOGUE || f->btls == FILTER_BTLS_HANDSHAKE)
 		to_client = f->swallowed;
+	f->prelude_in = bin;
 	v = f->ops->backend_input(f, bin, to_client, bout);
+	f->prelude_in = NULL;
 	if (f->observe != NULL)
 		f->observe(f->observe_arg, 'B', v);
 	if (to_client != cout)
@@ -155,7 +180,37 @@ filter_await_input(struct filter *f, struct evbuffer *bin,
 		filter_backend_lost(f, cout);
 		return FILTER_CLOSE;
 	}
+	if (f->btls == FILTER_BTLS_HANDSHAKE)
+		return filter_backend_cut(f, bin);
 	return v;
+}
+
+/*
+ * After the server's go-ahead (filter_backend_go_ahead): what it sent
+ * behind it, in the same packet or pipelined, came before the handshake
+ * and so without TLS's protection.  A server that follows RFC 3207 /
+ * 2595 sends nothing there; such bytes can only be injected (the server
+ * side's CVE-2011-0411).  They are never read as replies: discarded and
+ * logged, and the handshake goes on.  Bytes arriving later go to the TLS
+ * layer, where they fail the handshake.
+ */
+static enum filter_verdict
+filter_backend_cut(struct filter *f, struct evbuffer *bin)
+{
+	char	 esc[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
+	size_t	 n = evbuffer_get_length(bin), show;
+
+	if (n > 0) {
+		show = n < LOG_CLIENT_TEXT_MAX ? n : LOG_CLIENT_TEXT_MAX;
+		flog(f, warnx, "backend %s: %zu bytes after the STARTTLS "
+		    "go-ahead discarded: %s", f->backend ? f->backend : "-",
+		    n, log_escape(esc, sizeof(esc),
+		    (const char *)evbuffer_pullup(bin, (ssize_t)show), show,
+		    LOG_CLIENT_TEXT_MAX));
+		filter_count_refusal(f, FILTER_REF_INJECTION);
+		evbuffer_drain(bin, n);
+	}
+	return FILTER_BACKEND_STARTTLS;
 }
 
 int
@@ -176,7 +231,10 @@ filter_backend_ready(struct filter *f, bool ok, const char *why)
 		f->await = FILTER_AWAIT_NONE;
 		return;
 	}
-	flog(f, error, "backend not usable: %s", why);
+	if (f->backend != NULL)
+		flog(f, error, "backend %s not usable: %s", f->backend, why);
+	else
+		flog(f, error, "backend not usable: %s", why);
 	if (f->reason == NULL)
 		f->reason = why;
 	f->closing = true;
@@ -191,7 +249,83 @@ filter_backend_lost(struct filter *f, struct evbuffer *to_client)
 	if (f->reason == NULL)
 		f->reason = "backend not ready";
 	f->closing = true;
+	/* The session may try the next backend: it answers the client. */
+	if (f->failover) {
+		f->backend_failed = true;
+		return;
+	}
 	f->ops->unavailable(to_client, f->hostname);
+}
+
+bool
+filter_prelude_unsolicited(struct filter *f)
+{
+	char	 esc[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
+	size_t	 n, show;
+
+	if (f->prelude_in == NULL ||
+	    (n = evbuffer_get_length(f->prelude_in)) == 0)
+		return false;
+	show = n < LOG_CLIENT_TEXT_MAX ? n : LOG_CLIENT_TEXT_MAX;
+	flog(f, warnx, "backend %s: %zu unsolicited bytes: %s",
+	    f->backend ? f->backend : "-", n, log_escape(esc, sizeof(esc),
+	    (const char *)evbuffer_pullup(f->prelude_in, (ssize_t)show), show,
+	    LOG_CLIENT_TEXT_MAX));
+	evbuffer_drain(f->prelude_in, n);
+	filter_backend_ready(f, false, "unsolicited backend output");
+	return true;
+}
+
+struct filter_slot *
+filter_own_command(struct filter *f, struct evbuffer *to_backend,
+    unsigned kind, const char *tag, const char *line)
+{
+	size_t	 taglen = tag != NULL ? strlen(tag) : 0;
+
+	if (filter_prelude_unsolicited(f))
+		return NULL;
+
+	filter_send_command(to_backend, tag, taglen, line, strlen(line),
+	    NULL, 0);
+	flog(f, debug, "to backend: %s%s%s", tag ? tag : "", tag ? " " : "",
+	    line);
+	return filter_slot_push(f, kind, NULL, tag, taglen);
+}
+
+void
+filter_backend_go_ahead(struct filter *f)
+{
+	if (f->btls != FILTER_BTLS_DIALOGUE || f->await == FILTER_AWAIT_NONE)
+		fatalx("%s: backend STARTTLS go-ahead out of place", f->log);
+	flog(f, debug, "backend STARTTLS go-ahead");
+	f->btls = FILTER_BTLS_HANDSHAKE;
+}
+
+enum filter_verdict
+filter_backend_tls_established(struct filter *f, struct evbuffer *bin,
+    struct evbuffer *to_client, struct evbuffer *to_backend)
+{
+	struct evbuffer	*out = to_client;
+
+	if (f->btls != FILTER_BTLS_HANDSHAKE)
+		fatalx("%s: backend TLS established out of place", f->log);
+	f->btls = FILTER_BTLS_ACTIVE;
+	if (evbuffer_get_length(bin) != 0) {
+		flog(f, warnx, "backend %s: data before the TLS layer, closing",
+		    f->backend ? f->backend : "-");
+		filter_abort(f, "backend data during TLS handshake");
+		return FILTER_CLOSE;
+	}
+	if (f->await == FILTER_AWAIT_SWALLOW)
+		out = f->swallowed;
+	f->ops->backend_tls_ready(f, out, to_backend);
+	if (out != to_client)
+		evbuffer_drain(out, evbuffer_get_length(out));
+	if (f->closing && f->await != FILTER_AWAIT_NONE) {
+		filter_backend_lost(f, to_client);
+		return FILTER_CLOSE;
+	}
+	return f->closing ? FILTER_CLOSE : FILTER_CONTINUE;
 }
 
 enum filter_verdict
@@ -212,6 +346,10 @@ filter_tls_established(struct filter *f, struct evbuffer *bin,
 		 * here, never shown to the client.
 		 */
 		f->ops->tls_reset(f, bout);
+		/* The fresh connection has its own STARTTLS dialogue. */
+		if (f->renew_backend &&
+		    f->svc->backend_tls == BACKEND_TLS_STARTTLS)
+			f->btls = FILTER_BTLS_DIALOGUE;
 		if (f->renew_backend && filter_await_backend(f, true) == -1) {
 			f->reason = "out of memory";
 			f->closing = true;

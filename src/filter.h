@@ -16,6 +16,12 @@
  *    the last cleartext byte (8.2), the protocol state is reset (8.3), and
  *    backend bytes arriving before the client's handshake completes end
  *    the session (8.2);
+ *  - the backend prelude: while mailtlsd talks to a new backend connection
+ *    itself (SMTP's XCLIENT, the STARTTLS dialogue of backend_tls =
+ *    starttls), the client is held, nothing is relayed to it before the
+ *    backend leg is TLS and verified, a byte the server sends unasked
+ *    fails the backend, and the bytes behind the server's go-ahead are
+ *    cut (SPEC 9, 12);
  *  - the SASL response relay: one bounded, canonical response line;
  *  - the capability-keyword matcher: keywords split at any run of SP or
  *    HTAB, compared case-insensitively;
@@ -92,13 +98,30 @@ enum filter_tls {
 
 /*
  * Whether the client waits for a backend connection to become ready: its
- * greeting read (and, for SMTP with xclient, our EHLO and XCLIENT
- * answered).  Client input is held meanwhile, and kept for later.
+ * greeting read, and the backend prelude done: the commands mailtlsd sends
+ * on its own before the client's session is relayed (SMTP with xclient:
+ * EHLO and XCLIENT, SPEC 9; backend_tls = starttls: the STARTTLS dialogue
+ * and the handshake, SPEC 12).  Client input is held meanwhile, and kept
+ * for later.
  */
 enum filter_await {
 	FILTER_AWAIT_NONE = 0,
 	FILTER_AWAIT_RELAY,	/* what the protocol relays reaches the client */
 	FILTER_AWAIT_SWALLOW,	/* a fresh backend's greeting: consumed here */
+};
+
+/*
+ * backend_tls = starttls (SPEC 12): where the backend leg of the current
+ * connection stands.  Before ACTIVE nothing reaches the client whatever the
+ * protocol writes (filter_await_input swallows it), so the first line a
+ * client can get is the temporary failure or what follows the verified
+ * handshake.
+ */
+enum filter_btls {
+	FILTER_BTLS_NONE = 0,	/* no STARTTLS towards the backend */
+	FILTER_BTLS_DIALOGUE,	/* cleartext: greeting, capabilities... */
+	FILTER_BTLS_HANDSHAKE,	/* go-ahead read: backend not read */
+	FILTER_BTLS_ACTIVE,	/* handshake verified */
 };
 
 struct filter {
@@ -122,6 +145,11 @@ struct filter {
 	bool			 renew_backend;
 	enum filter_await	 await;
 	struct evbuffer		*swallowed;	/* FILTER_AWAIT_SWALLOW output */
+	enum filter_btls	 btls;
+	bool			 failover;	/* backend_failover (proto.h) */
+	bool			 backend_failed; /* ... and it failed */
+	const char		*backend;	/* its name, or NULL */
+	struct evbuffer		*prelude_in;	/* bin while awaiting */
 	const char		*reason;	/* why it closes */
 	unsigned		 errors;
 	unsigned		 max_errors;
@@ -231,6 +259,79 @@ void		 filter_backend_ready(struct filter *, bool ok,
  * gets the temporary-failure reply; the reason is set for the end line.
  */
 void		 filter_backend_lost(struct filter *, struct evbuffer *to_client);
+
+/*
+ * With filter_params.backend_failover: the filter closed because the
+ * backend it awaited is not usable, and wrote nothing for the client; the
+ * session tries the next backend or sends the temporary failure itself.
+ */
+static inline bool
+filter_backend_failed(const struct filter *f)
+{
+	return f->backend_failed;
+}
+
+/* The backend's name in the filter's log lines (the session sets it). */
+static inline void
+filter_set_backend(struct filter *f, const char *name)
+{
+	f->backend = name;
+}
+
+/*
+ * A command of our own in the backend prelude: written to the backend as
+ * [tag SP] line CRLF, with a slot of the protocol's kind (its reply is the
+ * protocol's to read, never the client's).  Returns the slot, or NULL when
+ * the backend had already sent more than the reply just read
+ * (filter_prelude_unsolicited()).
+ */
+struct filter_slot *filter_own_command(struct filter *,
+		    struct evbuffer *to_backend, unsigned kind,
+		    const char *tag, const char *line);
+
+/*
+ * In the prelude we send a command only once the reply to the previous one
+ * (or the greeting) is complete, so backend bytes still unread then were
+ * sent before the server could have seen our command: unsolicited.  The
+ * backend is not usable (logged, filter_backend_ready()) and true is
+ * returned; the command is not sent.
+ */
+bool		 filter_prelude_unsolicited(struct filter *);
+
+/* ---- backend_tls = starttls (SPEC 12) ---- */
+
+/* Whether the protocol runs the cleartext STARTTLS dialogue now. */
+static inline bool
+filter_backend_dialogue(const struct filter *f)
+{
+	return f->btls == FILTER_BTLS_DIALOGUE;
+}
+
+/*
+ * The protocol has read the server's go-ahead (220, tagged OK, +OK):
+ * from now on it must not read backend input (filter_backend_paused()).
+ * The core discards and logs whatever the server sent behind it (SPEC 12,
+ * the server side's injection: it could only be a man in the middle's)
+ * and returns FILTER_BACKEND_STARTTLS.
+ */
+void		 filter_backend_go_ahead(struct filter *);
+
+static inline bool
+filter_backend_paused(const struct filter *f)
+{
+	return f->btls == FILTER_BTLS_HANDSHAKE;
+}
+
+/*
+ * The backend leg's handshake has verified: the protocol goes on
+ * (ops->backend_tls_ready).  Backend bytes in bin cannot be there (the
+ * TLS layer is new); if they are, the session ends.  to_client is the
+ * client's output: while the core swallows (a fresh connection of the TLS
+ * phase) what the protocol writes is discarded.
+ */
+enum filter_verdict filter_backend_tls_established(struct filter *,
+		    struct evbuffer *bin, struct evbuffer *to_client,
+		    struct evbuffer *to_backend);
 
 /* ---- the reply FIFO ---- */
 

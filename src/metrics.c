@@ -149,6 +149,9 @@ metrics_refusal_mask(const struct conf_service *svc)
 
 	if (svc->tls_mode == TLS_MODE_STARTTLS)
 		m |= 1u << FILTER_REF_CREDENTIALS | 1u << FILTER_REF_INJECTION;
+	/* SPEC 12: a server's bytes behind its STARTTLS go-ahead. */
+	if (svc->backend_tls == BACKEND_TLS_STARTTLS)
+		m |= 1u << FILTER_REF_INJECTION;
 	if (svc->protocol == PROTO_SMTP || svc->protocol == PROTO_POP3)
 		m |= 1u << FILTER_REF_AUTHORITY;
 	if (svc->protocol == PROTO_SMTP &&

@@ -51,6 +51,14 @@ enum filter_verdict {
 	 * why (for the session end log line).
 	 */
 	FILTER_CLOSE,
+	/*
+	 * backend_tls = starttls (SPEC 12): the server's go-ahead for the
+	 * backend leg's STARTTLS/STLS has been read, and whatever it sent
+	 * behind it discarded (filter_await_input).  The session must put
+	 * the backend leg under TLS now and, once the handshake has
+	 * verified, call filter_backend_tls_established().
+	 */
+	FILTER_BACKEND_STARTTLS,
 };
 
 struct filter_params {
@@ -73,6 +81,13 @@ struct filter_params {
 	bool		 (*auth_blocked)(void *, unsigned pending);
 	void		 (*auth_failed)(void *);
 	void		*auth_arg;
+	/*
+	 * A backend that fails before it is ready (filter_backend_ready)
+	 * is left to the session, which may try the next one: the filter
+	 * writes no temporary failure then, and filter_backend_failed()
+	 * says so.  false (unit tests, fuzzers): the filter writes it.
+	 */
+	bool		 backend_failover;
 };
 
 /*
@@ -131,6 +146,19 @@ struct proto_ops {
 	 */
 	void		 (*rate_limited)(struct evbuffer *to_client,
 			    const char *hostname);
+
+	/*
+	 * backend_tls = starttls (SPEC 12): the backend leg's handshake has
+	 * verified (filter_backend_tls_established).  The protocol goes on
+	 * with what makes the backend ready (SMTP with xclient: EHLO and
+	 * XCLIENT inside TLS) or greets the client itself and calls
+	 * filter_backend_ready(): nothing the server said in cleartext is
+	 * ever shown to the client.  to_client discards while the core
+	 * swallows (a fresh connection after the client's STARTTLS).
+	 */
+	void		 (*backend_tls_ready)(struct filter *,
+			    struct evbuffer *to_client,
+			    struct evbuffer *to_backend);
 };
 
 const struct proto_ops	*proto_ops_get(enum proto_id);

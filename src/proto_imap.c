@@ -63,6 +63,17 @@
  * be read as commands.  The pieces are bounded by the gathered command
  * (bufsz) and by IMAP_ID_SYNC_MAX literals.
  *
+ * backend_tls = starttls (SPEC 12): before the client is read, every backend
+ * connection gets our own dialogue in cleartext (imap_prelude_line): the
+ * greeting must be "* OK" (PREAUTH would skip the STARTTLS, BYE refuses;
+ * its capability code, untrusted, is ignored), our "mt1 CAPABILITY" must
+ * list STARTTLS, our "mt2 STARTTLS" must get a tagged OK.  Lines are read
+ * strictly: no literal, no continuation, no other tag, no untagged
+ * response but CAPABILITY, OK, NO and BAD.  After the verified handshake
+ * the client gets our own "* OK" greeting (no capabilities: those it can
+ * trust come from its own CAPABILITY, answered inside TLS), and what the
+ * cleartext server said about literals is forgotten.
+ *
  * Backend side: responses are framed line by line and literal by literal
  * (streamed, never buffered whole), so message text in a FETCH is never
  * taken for a status line.  Capability lists are rewritten by keyword
@@ -115,6 +126,10 @@
 
 /* Our FIFO slot: a forwarded command, done once its completion is relayed. */
 #define IMAP_SLOT_CMD		FSLOT_PROTO
+/* A command of our own (SPEC 12 prelude): its responses are ours. */
+#define IMAP_SLOT_OWN		(FSLOT_PROTO + 1)
+#define IMAP_OWN_CAPA_TAG	"mt1"
+#define IMAP_OWN_TLS_TAG	"mt2"
 
 /* What the backend's last capability list said (framing depends on it). */
 #define IMAP_BC_LITPLUS		0x01	/* LITERAL+ */
@@ -310,6 +325,7 @@ struct imap {
 	char		 btag[FILTER_TAG_MAX + 1];
 	size_t		 btaglen;
 	bool		 bno;		/* that tagged response is a NO */
+	bool		 bstarttls;	/* prelude: STARTTLS listed */
 };
 
 struct imap_verb {
@@ -431,10 +447,17 @@ static void		 imap_id_value(const struct imap *, struct evbuffer *,
 
 static int		 imap_bclose(struct filter *, struct evbuffer *,
 			    const char *, const char *);
+static int		 imap_prelude_line(struct filter *, const char *,
+			    size_t, unsigned, struct evbuffer *);
+static int		 imap_prelude_fail(struct filter *, const char *);
+static void		 imap_prelude_capa(struct filter *, const char *,
+			    size_t);
+static void		 imap_backend_tls_ready(struct filter *,
+			    struct evbuffer *, struct evbuffer *);
 static int		 imap_backend_step(struct filter *, struct evbuffer *,
-			    struct evbuffer *);
+			    struct evbuffer *, struct evbuffer *);
 static int		 imap_backend_line(struct filter *, struct evbuffer *,
-			    struct evbuffer *);
+			    struct evbuffer *, struct evbuffer *);
 static int		 imap_backend_long(struct filter *, struct evbuffer *,
 			    struct evbuffer *);
 static int		 imap_backend_start(struct filter *, const char *,
@@ -473,6 +496,7 @@ const struct proto_ops proto_imap_ops = {
 	.at_boundary = imap_at_boundary,
 	.timeout_reply = imap_timeout_reply,
 	.rate_limited = imap_rate_limited,
+	.backend_tls_ready = imap_backend_tls_ready,
 };
 
 /*
@@ -1666,6 +1690,7 @@ imap_do_starttls(struct filter *f, struct imap_io *io)
 		imap_enter(f, IMAP_C_CLOSED);
 		return IMAP_STEP_CLOSE;
 	case FILTER_CONTINUE:
+	case FILTER_BACKEND_STARTTLS:	/* never from filter_starttls() */
 		break;
 	}
 	return IMAP_STEP_HOLD;
@@ -2066,7 +2091,8 @@ imap_backend_input(struct filter *f, struct evbuffer *in,
 	 * next piece of an ID leaves as soon as its "+" is taken, before any
 	 * later response is read.
 	 */
-	while (!f->closing && (r = imap_backend_step(f, in, to_client)) == 1) {
+	while (!f->closing && !filter_backend_paused(f) &&
+	    (r = imap_backend_step(f, in, to_client, to_backend)) == 1) {
 		if (st->idsend != NULL && st->idsend->go)
 			imap_id_send(f, to_backend);
 		imap_flush(f, to_client);
@@ -2089,7 +2115,7 @@ imap_bclose(struct filter *f, struct evbuffer *to_client, const char *bye,
 /* 1: progress, 0: need more input, -1: closed. */
 static int
 imap_backend_step(struct filter *f, struct evbuffer *in,
-    struct evbuffer *to_client)
+    struct evbuffer *to_client, struct evbuffer *to_backend)
 {
 	struct imap	*st = f->proto;
 	size_t		 n;
@@ -2107,14 +2133,14 @@ imap_backend_step(struct filter *f, struct evbuffer *in,
 	case IMAP_B_LONG:
 		return imap_backend_long(f, in, to_client);
 	case IMAP_B_LINE:
-		return imap_backend_line(f, in, to_client);
+		return imap_backend_line(f, in, to_client, to_backend);
 	}
 	return 0;
 }
 
 static int
 imap_backend_line(struct filter *f, struct evbuffer *in,
-    struct evbuffer *to_client)
+    struct evbuffer *to_client, struct evbuffer *to_backend)
 {
 	struct imap	*st = f->proto;
 	struct imap_lit	 lit;
@@ -2127,10 +2153,14 @@ imap_backend_line(struct filter *f, struct evbuffer *in,
 	case LINEIO_MORE:
 		return 0;
 	case LINEIO_TOO_LONG:
+		if (filter_backend_dialogue(f))
+			return imap_prelude_fail(f, "response too long");
 		return imap_backend_long(f, in, to_client);
 	case LINEIO_LINE:
 		break;
 	}
+	if (filter_backend_dialogue(f))
+		return imap_prelude_line(f, st->buf, len, flags, to_backend);
 	/* Relayed byte-exact: the line's own ending goes back on. */
 	eol = (flags & LINEIO_BARE_LF) ? "\n" : "\r\n";
 	if (!st->bmid)
@@ -2277,6 +2307,127 @@ imap_greeting(struct filter *f, const char *s, size_t len, const char *eol,
 	filter_backend_ready(f, filter_word_eq(s + 2, w, "OK"),
 	    "backend greeting is not OK");
 	return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* backend_tls = starttls: our dialogue before the handshake (SPEC 12) */
+
+static int
+imap_prelude_fail(struct filter *f, const char *why)
+{
+	filter_backend_ready(f, false, why);
+	return -1;
+}
+
+/* STARTTLS among the capabilities of a line, if it carries a list. */
+static void
+imap_prelude_capa(struct filter *f, const char *s, size_t len)
+{
+	struct imap	*st = f->proto;
+	const char	*tok;
+	size_t		 b, e, tl;
+
+	if (!imap_capa_locate(s, len, &b, &e))
+		return;
+	while (filter_capa_next(s, e, &b, &tok, &tl))
+		if (filter_word_eq(tok, tl, "STARTTLS"))
+			st->bstarttls = true;
+}
+
+/*
+ * One line of the server's in the cleartext dialogue: 1 when read, -1
+ * when the backend is not usable (the core gives the client the
+ * temporary failure, or the session tries the next backend).  Nothing of
+ * it is relayed; a line that does not fit the dialogue exactly fails it.
+ */
+static int
+imap_prelude_line(struct filter *f, const char *s, size_t len,
+    unsigned flags, struct evbuffer *to_backend)
+{
+	struct imap		*st = f->proto;
+	struct filter_slot	*head = filter_slot_head(f);
+	struct imap_lit		 lit;
+	const char		*tag;
+	size_t			 t, w;
+
+	if (flags & (LINEIO_BARE_LF | LINEIO_HAS_CR | LINEIO_HAS_NUL))
+		return imap_prelude_fail(f, "malformed response");
+	if (imap_lit_at_end(s, len, &lit) != 0 || (len > 0 && s[0] == '+'))
+		return imap_prelude_fail(f, "unexpected response");
+	t = imap_word_len(s, len);
+	w = t + 1 < len ? imap_word_len(s + t + 1, len - t - 1) : 0;
+	if (!st->greeted) {
+		if (t != 1 || s[0] != '*' || !filter_word_eq(s + 2, w, "OK")) {
+			flog(f, info, "backend greeting: %.*s",
+			    (int)(t + 1 + w < len ? t + 1 + w : len), s);
+			return imap_prelude_fail(f, t == 1 && s[0] == '*' &&
+			    filter_word_eq(s + 2, w, "PREAUTH") ?
+			    "backend greeting is PREAUTH" : t == 1 &&
+			    s[0] == '*' && filter_word_eq(s + 2, w, "BYE") ?
+			    "backend greeting is BYE" :
+			    "backend greeting is not OK");
+		}
+		/* Its capabilities, sent in cleartext, are not looked at. */
+		st->greeted = true;
+		st->bstarttls = false;
+		filter_own_command(f, to_backend, IMAP_SLOT_OWN,
+		    IMAP_OWN_CAPA_TAG, "CAPABILITY");
+		return 1;
+	}
+	if (head == NULL || head->kind != IMAP_SLOT_OWN)
+		return imap_prelude_fail(f, "unsolicited response");
+	if (t == 1 && s[0] == '*') {
+		if (filter_word_eq(s + 2, w, "CAPABILITY") ||
+		    filter_word_eq(s + 2, w, "OK") ||
+		    filter_word_eq(s + 2, w, "NO") ||
+		    filter_word_eq(s + 2, w, "BAD")) {
+			imap_prelude_capa(f, s, len);
+			return 1;
+		}
+		return imap_prelude_fail(f, filter_word_eq(s + 2, w, "BYE") ?
+		    "server sent BYE" : "unexpected response");
+	}
+	tag = filter_slot_tag(f, head);
+	if (t != head->taglen || memcmp(s, tag, t) != 0 ||
+	    !imap_status_word(s + t + 1, w, false))
+		return imap_prelude_fail(f, "unexpected response");
+	filter_slot_pop(f);
+	if (memcmp(tag, IMAP_OWN_CAPA_TAG, t) == 0 && t ==
+	    sizeof(IMAP_OWN_CAPA_TAG) - 1) {
+		if (!filter_word_eq(s + t + 1, w, "OK"))
+			return imap_prelude_fail(f,
+			    "server refused CAPABILITY");
+		imap_prelude_capa(f, s, len);
+		if (!st->bstarttls)
+			return imap_prelude_fail(f,
+			    "server does not offer STARTTLS");
+		filter_own_command(f, to_backend, IMAP_SLOT_OWN,
+		    IMAP_OWN_TLS_TAG, "STARTTLS");
+		return 1;
+	}
+	if (!filter_word_eq(s + t + 1, w, "OK"))
+		return imap_prelude_fail(f, "server refused STARTTLS");
+	/* RFC 9051 6.2.1: the tagged OK is the server's last cleartext. */
+	filter_backend_go_ahead(f);
+	return 1;
+}
+
+/*
+ * The backend leg is TLS and verified: the client's greeting is ours,
+ * and literal types wait for a capability list read inside TLS (the
+ * client's own CAPABILITY, RFC 9051 6.2.1: a client forgets what it was
+ * told before STARTTLS, and so do we).
+ */
+static void
+imap_backend_tls_ready(struct filter *f, struct evbuffer *to_client,
+    struct evbuffer *to_backend)
+{
+	struct imap	*st = f->proto;
+
+	(void)to_backend;
+	st->bcapa = 0;
+	evbuffer_add_printf(to_client, "* OK %s ready\r\n", f->hostname);
+	filter_backend_ready(f, true, NULL);
 }
 
 /* What kind of response starts with this line; keeps a tagged one's tag. */

@@ -35,6 +35,14 @@
  * that each response line is framed where the backend frames it.
  * Anything else from the backend closes the session.
  *
+ * backend_tls = starttls (SPEC 12): before the client is read, every backend
+ * connection gets our own dialogue in cleartext: the greeting must be +OK,
+ * our CAPA must list STLS, our STLS must get +OK (pop3_prelude_*); a line
+ * that does not fit fails the backend, and nothing of it is relayed.
+ * After the verified handshake the client gets our own "+OK" greeting
+ * (APOP cannot work then: its timestamp would be the cleartext server's),
+ * and its CAPA is answered by the server inside TLS.
+ *
  * RFCs: 1939 (POP3), 2449 (CAPA), 2595 (STLS), 3206 (response codes),
  * 5034 (SASL), 6856 (LANG).
  */
@@ -89,6 +97,7 @@ enum pop3_reader {
 	POP3_RD_STATUS = 0,	/* a status line (greeting or reply) */
 	POP3_RD_BODY,		/* a multi-line body, relayed as is */
 	POP3_RD_CAPA,		/* a CAPA body, rewritten line by line */
+	POP3_RD_OWN_CAPA,	/* the CAPA body of our own CAPA (SPEC 12) */
 };
 
 /* Where the body scanner is relative to the line structure. */
@@ -107,7 +116,12 @@ enum {
 	PSLOT_CAPA,		/* the same, rewritten */
 	PSLOT_LOGIN,		/* +OK enters TRANSACTION (PASS, APOP) */
 	PSLOT_SASL,		/* "+" continuations may come; +OK: logged in */
+	PSLOT_OWN_CAPA,		/* SPEC 12 prelude: our CAPA */
+	PSLOT_OWN_STLS,		/* ... and our STLS */
 };
+
+/* Lines of the CAPA reply we read ourselves (RFC 2449 lists a dozen). */
+#define POP3_OWN_CAPA_LINES	256
 
 /* Command table flags. */
 #define PC_PRETLS	0x01	/* forwarded before TLS (SPEC section 3) */
@@ -173,6 +187,8 @@ struct pop3 {
 	bool			 stop;		/* QUIT sent or last word queued */
 	bool			 auth_outstanding;	/* SASL AUTH in the FIFO */
 	bool			 sasl_wait;	/* next client line: response */
+	bool			 own_stls;	/* prelude: CAPA listed STLS */
+	unsigned		 own_lines;	/* prelude: CAPA lines read */
 
 	size_t			 line_max;	/* client lines */
 	size_t			 bline_max;	/* backend lines */
@@ -221,7 +237,7 @@ static void		 pop3_relay_line(struct pop3 *, size_t,
 static bool		 pop3_is_status(const char *, size_t, const char *);
 static size_t		 pop3_greeting_strip(char *, size_t);
 static int		 pop3_greeting(struct filter *, struct evbuffer *,
-			    struct evbuffer *);
+			    struct evbuffer *, struct evbuffer *);
 static int		 pop3_reply(struct filter *, struct evbuffer *,
 			    struct evbuffer *);
 static void		 pop3_reply_ok(struct filter *, unsigned);
@@ -232,6 +248,13 @@ static int		 pop3_body_relay(struct filter *, struct evbuffer *,
 			    struct evbuffer *);
 static int		 pop3_capa_line(struct filter *, struct evbuffer *,
 			    struct evbuffer *);
+static int		 pop3_prelude_fail(struct filter *, const char *);
+static int		 pop3_prelude_reply(struct filter *, struct evbuffer *,
+			    struct evbuffer *);
+static int		 pop3_prelude_capa(struct filter *, struct evbuffer *,
+			    struct evbuffer *);
+static void		 pop3_backend_tls_ready(struct filter *,
+			    struct evbuffer *, struct evbuffer *);
 
 const struct proto_ops proto_pop3_ops = {
 	.name = "pop3",
@@ -246,6 +269,7 @@ const struct proto_ops proto_pop3_ops = {
 	.at_boundary = pop3_at_boundary,
 	.timeout_reply = pop3_timeout_reply,
 	.rate_limited = pop3_rate_limited,
+	.backend_tls_ready = pop3_backend_tls_ready,
 };
 
 /* ------------------------------------------------------------------ */
@@ -716,15 +740,19 @@ pop3_backend_input(struct filter *f, struct evbuffer *in,
 	struct pop3	*p = f->proto;
 	int		 r;
 
-	(void)to_backend;
 	for (;;) {
 		filter_flush(f, to_client);
 		if (f->closing)
 			return FILTER_CLOSE;
-		if (evbuffer_get_length(in) == 0)
+		/* After the server's STLS go-ahead: the core's to cut. */
+		if (evbuffer_get_length(in) == 0 || filter_backend_paused(f))
 			return FILTER_CONTINUE;
 		if (p->state == POP3_ST_GREETING)
-			r = pop3_greeting(f, in, to_client);
+			r = pop3_greeting(f, in, to_client, to_backend);
+		else if (p->reader == POP3_RD_OWN_CAPA)
+			r = pop3_prelude_capa(f, in, to_backend);
+		else if (filter_backend_dialogue(f))
+			r = pop3_prelude_reply(f, in, to_backend);
 		else if (p->reader == POP3_RD_BODY)
 			r = pop3_body_relay(f, in, to_client);
 		else if (p->reader == POP3_RD_CAPA)
@@ -802,7 +830,7 @@ pop3_greeting_strip(char *line, size_t len)
 
 static int
 pop3_greeting(struct filter *f, struct evbuffer *in,
-    struct evbuffer *to_client)
+    struct evbuffer *to_client, struct evbuffer *to_backend)
 {
 	struct pop3	*p = f->proto;
 	size_t		 len;
@@ -810,6 +838,17 @@ pop3_greeting(struct filter *f, struct evbuffer *in,
 
 	if ((r = pop3_backend_line(f, in, &len)) <= 0)
 		return r;
+	/* SPEC 12: never relayed; CAPA next, in cleartext. */
+	if (filter_backend_dialogue(f)) {
+		if (!pop3_is_status(p->line, len, "+OK"))
+			return pop3_prelude_fail(f, pop3_is_status(p->line,
+			    len, "-ERR") ? "backend refused the session" :
+			    "malformed backend greeting");
+		pop3_enter_state(f, POP3_ST_AUTHORIZATION);
+		filter_own_command(f, to_backend, PSLOT_OWN_CAPA, NULL,
+		    "CAPA");
+		return 1;
+	}
 	if (pop3_is_status(p->line, len, "+OK")) {
 		len = pop3_greeting_strip(p->line, len);
 		pop3_relay_line(p, len, to_client);
@@ -1039,4 +1078,95 @@ pop3_capa_line(struct filter *f, struct evbuffer *in,
 		return 1;
 	pop3_relay_line(p, len, to_client);
 	return 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* backend_tls = starttls: our dialogue before the handshake (SPEC 12). */
+
+static int
+pop3_prelude_fail(struct filter *f, const char *why)
+{
+	filter_backend_ready(f, false, why);
+	return -1;
+}
+
+/* A status line answering our CAPA or STLS. */
+static int
+pop3_prelude_reply(struct filter *f, struct evbuffer *in,
+    struct evbuffer *to_backend)
+{
+	struct pop3		*p = f->proto;
+	struct filter_slot	*s = filter_slot_head(f);
+	size_t			 len;
+	int			 r;
+	bool			 ok;
+
+	if ((r = pop3_backend_line(f, in, &len)) <= 0)
+		return r;
+	if (s == NULL || (s->kind != PSLOT_OWN_CAPA &&
+	    s->kind != PSLOT_OWN_STLS))
+		return pop3_prelude_fail(f, "unsolicited backend reply");
+	ok = pop3_is_status(p->line, len, "+OK");
+	if (!ok && !pop3_is_status(p->line, len, "-ERR"))
+		return pop3_prelude_fail(f, "malformed backend reply");
+	if (s->kind == PSLOT_OWN_CAPA) {
+		/* RFC 2595 4: STLS is announced in CAPA, or not at all. */
+		if (!ok)
+			return pop3_prelude_fail(f,
+			    "server does not offer STLS");
+		p->reader = POP3_RD_OWN_CAPA;
+		p->own_stls = false;
+		p->own_lines = 0;
+		return 1;
+	}
+	filter_slot_pop(f);
+	if (!ok)
+		return pop3_prelude_fail(f, "server refused STLS");
+	/* RFC 2595 4: the +OK is the server's last cleartext. */
+	filter_backend_go_ahead(f);
+	(void)to_backend;
+	return 1;
+}
+
+/* A line of our CAPA's reply: STLS, or the end. */
+static int
+pop3_prelude_capa(struct filter *f, struct evbuffer *in,
+    struct evbuffer *to_backend)
+{
+	struct pop3	*p = f->proto;
+	const char	*tok;
+	size_t		 len, toklen, pos = 0;
+	int		 r;
+
+	if ((r = pop3_backend_line(f, in, &len)) <= 0)
+		return r;
+	if (len == 1 && p->line[0] == '.') {
+		filter_slot_pop(f);
+		p->reader = POP3_RD_STATUS;
+		if (!p->own_stls)
+			return pop3_prelude_fail(f,
+			    "server does not offer STLS");
+		filter_own_command(f, to_backend, PSLOT_OWN_STLS, NULL,
+		    "STLS");
+		return 1;
+	}
+	if (++p->own_lines > POP3_OWN_CAPA_LINES)
+		return pop3_prelude_fail(f, "CAPA reply too long");
+	if (filter_capa_next(p->line, len, &pos, &tok, &toklen) &&
+	    filter_word_eq(tok, toklen, "STLS"))
+		p->own_stls = true;
+	return 1;
+}
+
+/*
+ * The backend leg is TLS and verified: the client's greeting is ours
+ * (the server's came in cleartext, and does not come again).
+ */
+static void
+pop3_backend_tls_ready(struct filter *f, struct evbuffer *to_client,
+    struct evbuffer *to_backend)
+{
+	(void)to_backend;
+	evbuffer_add_printf(to_client, "+OK %s ready\r\n", f->hostname);
+	filter_backend_ready(f, true, NULL);
 }

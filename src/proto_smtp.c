@@ -39,6 +39,16 @@
  *  - xclient (SPEC 9): every backend connection gets our EHLO and XCLIENT
  *    before the client is read; the client sees one greeting, the reply
  *    to XCLIENT.
+ *  - backend_tls = starttls (SPEC 12): every backend connection gets our
+ *    EHLO and STARTTLS in cleartext before anything else; the greeting must
+ *    be 220, the EHLO reply must list STARTTLS and STARTTLS must get 220,
+ *    or the backend is not usable.  After the verified handshake the client
+ *    gets our own "220 <hostname> ESMTP" (nothing the server said in
+ *    cleartext is relayed), or with xclient our EHLO and XCLIENT go inside
+ *    TLS and the reply to XCLIENT is the greeting.  The client's own EHLO
+ *    is then the server's first inside TLS, so the EHLO reply it sees is
+ *    the server's post-TLS one, rewritten as ever.  The core (filter.c)
+ *    holds the client meanwhile and keeps every byte of ours from it.
  *  - A backend reply is delivered only when it answers a pending slot;
  *    anything else is unsolicited and ends the session (SPEC 8.2).
  *
@@ -127,8 +137,9 @@ enum smtp_slot_kind {
 	SLOT_QUIT,
 	SLOT_OTHER,
 	SLOT_SWALLOW,		/* our RSET after STARTTLS: reply not delivered */
-	SLOT_XEHLO,		/* xclient: our EHLO, reply read by us */
+	SLOT_XEHLO,		/* prelude: our EHLO, reply read by us */
 	SLOT_XCLIENT,		/* xclient: our XCLIENT, answered by a greeting */
+	SLOT_BSTARTTLS,		/* backend_tls = starttls: our STARTTLS */
 };
 
 /*
@@ -302,8 +313,12 @@ static void	 smtp_reply_done(struct filter *, unsigned,
 		    struct evbuffer *, struct evbuffer *);
 static void	 smtp_reply_effect(struct filter *, unsigned, int);
 static void	 smtp_ehlo_emit(struct filter *, struct evbuffer *);
-static void	 smtp_xclient_reply(struct filter *, unsigned,
+static void	 smtp_prelude_reply(struct filter *, unsigned,
 		    struct evbuffer *, struct evbuffer *);
+static void	 smtp_own_ehlo(struct filter *, struct evbuffer *);
+static bool	 smtp_ehlo_keyword(struct filter *, const char *, size_t *);
+static void	 smtp_backend_tls_ready(struct filter *, struct evbuffer *,
+		    struct evbuffer *);
 static int	 smtp_xclient_attrs(struct filter *);
 static void	 smtp_xclient_send(struct filter *, unsigned,
 		    struct evbuffer *);
@@ -383,6 +398,7 @@ const struct proto_ops proto_smtp_ops = {
 	.at_boundary = smtp_at_boundary,
 	.timeout_reply = smtp_timeout_reply,
 	.rate_limited = smtp_rate_limited,
+	.backend_tls_ready = smtp_backend_tls_ready,
 };
 
 /* ---------------------------------------------------------------------- */
@@ -1358,6 +1374,9 @@ smtp_backend_input(struct filter *f, struct evbuffer *in,
 	unsigned	 flags;
 
 	while (!f->closing) {
+		/* After the server's STARTTLS go-ahead: the core's to cut. */
+		if (filter_backend_paused(f))
+			return FILTER_CONTINUE;
 		switch (lineio_get(in, s->line_max, s->buf, s->bufsz, &len,
 		    &flags)) {
 		case LINEIO_MORE:
@@ -1523,8 +1542,9 @@ smtp_reply_done(struct filter *f, unsigned kind, struct evbuffer *to_client,
 		    s->reply_code == 535);
 	filter_slot_pop(f);
 	if (kind == SLOT_XEHLO || kind == SLOT_XCLIENT ||
-	    (kind == SLOT_GREETING && s->xclient)) {
-		smtp_xclient_reply(f, kind, to_client, to_backend);
+	    kind == SLOT_BSTARTTLS || (kind == SLOT_GREETING &&
+	    (s->xclient || filter_backend_dialogue(f)))) {
+		smtp_prelude_reply(f, kind, to_client, to_backend);
 		s->reply_lines = 0;
 		return;
 	}
@@ -1616,23 +1636,28 @@ smtp_ehlo_emit(struct filter *f, struct evbuffer *to_client)
 }
 
 /* ---------------------------------------------------------------------- */
-/* XCLIENT towards the backend (SPEC 9, Postfix XCLIENT_README). */
+/* The backend prelude: XCLIENT (SPEC 9) and STARTTLS (SPEC 12). */
 
 /*
  * The dialogue we hold with every new backend connection of an xclient
- * service before the client may talk to it: greeting, our EHLO, our
- * XCLIENT.  The client only ever sees the reply to XCLIENT, which is the
- * greeting of the session the backend now holds for the client (so a
- * backend that turns this client away says so in it); on the fresh
- * connection after STARTTLS the core swallows that one too.  Anything
- * but success fails the session with the temporary failure (the core).
+ * or backend_tls = starttls service before the client may talk to it:
+ * greeting, our EHLO, then our STARTTLS (and, after the handshake, our
+ * EHLO again) and our XCLIENT.  With xclient the client only ever sees
+ * the reply to XCLIENT, which is the greeting of the session the backend
+ * now holds for the client (so a backend that turns this client away says
+ * so in it); on the fresh connection after STARTTLS the core swallows
+ * that one too.  Without it, after STARTTLS, the client gets our own
+ * greeting (smtp_backend_tls_ready).  Anything but success fails the
+ * backend: the core gives the client the temporary failure, or the
+ * session tries the next backend.
  */
 static void
-smtp_xclient_reply(struct filter *f, unsigned kind,
+smtp_prelude_reply(struct filter *f, unsigned kind,
     struct evbuffer *to_client, struct evbuffer *to_backend)
 {
 	struct smtp	*s = f->proto;
 	int		 code = s->reply_code, attrs;
+	size_t		 len;
 
 	switch (kind) {
 	case SLOT_GREETING:
@@ -1643,26 +1668,48 @@ smtp_xclient_reply(struct filter *f, unsigned kind,
 			    "backend greeting is not 220");
 			return;
 		}
-		evbuffer_add_printf(to_backend, "EHLO %s\r\n", f->hostname);
-		filter_slot_push(f, SLOT_XEHLO, NULL, NULL, 0);
+		smtp_own_ehlo(f, to_backend);
 		break;
 	case SLOT_XEHLO:
-		attrs = code == 250 ? smtp_xclient_attrs(f) : -1;
-		evbuffer_drain(s->reply, evbuffer_get_length(s->reply));
 		if (code != 250) {
+			evbuffer_drain(s->reply, evbuffer_get_length(s->reply));
 			flog(f, info, "backend answered our EHLO with %d", code);
 			filter_backend_ready(f, false,
 			    "backend refused our EHLO");
-		} else if (attrs == -1)
+			return;
+		}
+		if (filter_backend_dialogue(f)) {
+			if (!smtp_ehlo_keyword(f, "STARTTLS", &len))
+				filter_backend_ready(f, false,
+				    "server does not offer STARTTLS");
+			else
+				filter_own_command(f, to_backend,
+				    SLOT_BSTARTTLS, NULL, "STARTTLS");
+			return;
+		}
+		attrs = smtp_xclient_attrs(f);
+		if (attrs == -1)
 			filter_backend_ready(f, false,
 			    "backend does not advertise XCLIENT");
 		else if (!(attrs & XA_ADDR))
 			filter_backend_ready(f, false,
 			    "backend's XCLIENT does not take ADDR");
-		else {
+		else if (!filter_prelude_unsolicited(f)) {
 			smtp_xclient_send(f, (unsigned)attrs, to_backend);
 			filter_slot_push(f, SLOT_XCLIENT, NULL, NULL, 0);
 		}
+		break;
+	case SLOT_BSTARTTLS:
+		evbuffer_drain(s->reply, evbuffer_get_length(s->reply));
+		if (code != 220) {
+			flog(f, info, "backend answered STARTTLS with %d",
+			    code);
+			filter_backend_ready(f, false,
+			    "server refused STARTTLS");
+			return;
+		}
+		/* RFC 3207 4.2: the server's 220 is its last cleartext. */
+		filter_backend_go_ahead(f);
 		break;
 	case SLOT_XCLIENT:
 		if (code / 100 != 2) {
@@ -1679,11 +1726,71 @@ smtp_xclient_reply(struct filter *f, unsigned kind,
 	}
 }
 
+/* Our EHLO, with the service's hostname (conf.c bounds its length). */
+static void
+smtp_own_ehlo(struct filter *f, struct evbuffer *to_backend)
+{
+	char	 line[300];
+
+	snprintf(line, sizeof(line), "EHLO %s", f->hostname);
+	filter_own_command(f, to_backend, SLOT_XEHLO, NULL, line);
+}
+
+/*
+ * SPEC 12: the backend leg is TLS now and verified.  A new SMTP session
+ * inside it (RFC 3207 4.2: the server forgets what it knew): with
+ * xclient our EHLO and XCLIENT first, and the reply to XCLIENT greets the
+ * client; otherwise our own greeting, and the client's EHLO will be the
+ * server's first command inside TLS.
+ */
+static void
+smtp_backend_tls_ready(struct filter *f, struct evbuffer *to_client,
+    struct evbuffer *to_backend)
+{
+	struct smtp	*s = f->proto;
+
+	s->ext = 0;
+	if (s->xclient) {
+		smtp_own_ehlo(f, to_backend);
+		return;
+	}
+	evbuffer_add_printf(to_client, "220 %s ESMTP\r\n", f->hostname);
+	filter_backend_ready(f, true, NULL);
+}
+
+/*
+ * Find an EHLO keyword in the reply in s->reply ("250-XCLIENT NAME ADDR"):
+ * keywords are matched like every EHLO keyword (any case, split at any
+ * run of SP or HTAB), the first line (the server's name) is not one.  On
+ * success the line is left in s->buf (*lenp bytes); s->reply is consumed
+ * either way.
+ */
+static bool
+smtp_ehlo_keyword(struct filter *f, const char *kw, size_t *lenp)
+{
+	struct smtp	*s = f->proto;
+	const char	*tok;
+	size_t		 len, pos, toklen, n;
+	unsigned	 flags;
+	bool		 found = false;
+
+	for (n = 0; !found && n < SMTP_REPLY_LINES_MAX && lineio_get(s->reply,
+	    s->line_max, s->buf, s->bufsz, &len, &flags) == LINEIO_LINE; n++) {
+		pos = 0;
+		if (n > 0 && len > 4 && filter_capa_next(s->buf + 4, len - 4,
+		    &pos, &tok, &toklen) && filter_word_eq(tok, toklen, kw)) {
+			found = true;
+			*lenp = len;
+		}
+	}
+	evbuffer_drain(s->reply, evbuffer_get_length(s->reply));
+	return found;
+}
+
 /*
  * The attributes of the XCLIENT keyword in the EHLO reply in s->reply
  * ("250-XCLIENT NAME ADDR PORT ..."), as XA_* bits, or -1 when XCLIENT
- * is not advertised.  Keywords are matched like every EHLO keyword (any
- * case, split at any run of SP or HTAB).  Consumes s->reply.
+ * is not advertised.  Consumes s->reply.
  */
 static int
 smtp_xclient_attrs(struct filter *f)
@@ -1697,25 +1804,17 @@ smtp_xclient_attrs(struct filter *f)
 	};
 	struct smtp	*s = f->proto;
 	const char	*tok;
-	size_t		 len, pos, toklen, i, n;
-	unsigned	 flags;
-	int		 attrs = -1;
+	size_t		 len, pos = 0, toklen, i;
+	int		 attrs = 0;
 
-	for (n = 0; n < SMTP_REPLY_LINES_MAX && lineio_get(s->reply,
-	    s->line_max, s->buf, s->bufsz, &len, &flags) == LINEIO_LINE; n++) {
-		/* The first line is the server's name, not a keyword. */
-		pos = 0;
-		if (n == 0 || len <= 4 || !filter_capa_next(s->buf + 4, len - 4,
-		    &pos, &tok, &toklen) || !filter_word_eq(tok, toklen,
-		    "XCLIENT"))
-			continue;
-		attrs = 0;
-		while (filter_capa_next(s->buf + 4, len - 4, &pos, &tok,
-		    &toklen))
-			for (i = 0; i < nitems(known); i++)
-				if (filter_word_eq(tok, toklen, known[i].name))
-					attrs |= known[i].bit;
-	}
+	if (!smtp_ehlo_keyword(f, "XCLIENT", &len))
+		return -1;
+	/* The keyword itself, then its attributes. */
+	(void)filter_capa_next(s->buf + 4, len - 4, &pos, &tok, &toklen);
+	while (filter_capa_next(s->buf + 4, len - 4, &pos, &tok, &toklen))
+		for (i = 0; i < nitems(known); i++)
+			if (filter_word_eq(tok, toklen, known[i].name))
+				attrs |= known[i].bit;
 	return attrs;
 }
 

@@ -10,6 +10,16 @@
  *                  above, with the header's client as the peer
  *   STARTTLS with send_proxy or xclient (SPEC 9): after HANDSHAKE,
  *                  CONNECTING (a fresh backend) -> RELAY (TLS) -> CLOSING
+ *   backend_tls = starttls (SPEC 12): each backend connection goes
+ *                  CONNECTING -> RELAY (the filter's cleartext dialogue,
+ *                  client held) -> CONNECTING (the backend's handshake)
+ *                  -> RELAY, before anything reaches the client
+ *
+ * A backend that fails before it is ready for the client (its greeting,
+ * the filter's prelude of XCLIENT or STARTTLS, the handshake after it) is
+ * given up like one that refused the connection: while the client has
+ * heard nothing the next one is tried with a fresh filter, else the
+ * client gets the temporary failure (session_backend_failed()).
  *
  * Invariants kept here rather than in the protocol filters:
  *  - The client leg is read only through the filter, and only in RELAY.
@@ -97,6 +107,8 @@ static int	session_flushed(struct session *);
 static void	session_closing_check(struct session *);
 static void	session_free(struct session *);
 static void	session_backend_free(struct session *);
+static void	session_backend_drop(struct session *);
+static struct filter *session_filter_new(struct session *);
 
 static const char *session_state_names[] = {
 	[SESSION_ST_HANDSHAKE] = "handshake",
@@ -165,6 +177,21 @@ session_arm_idle(struct session *s)
 
 	event_base_gettimeofday_cached(s->worker->base, &now);
 	tv.tv_usec = 0;
+	/*
+	 * A backend still in its prelude (greeting, XCLIENT, STARTTLS):
+	 * backend_connect_timeout, counted from its first pump (after any
+	 * smtp_greeting_delay), which the handshake after STARTTLS shares.
+	 */
+	if (filter_awaiting(s->filter)) {
+		if (s->prelude_until == 0)
+			s->prelude_until = now.tv_sec + (now.tv_usec > 0) +
+			    (time_t)s->svc->backend_connect_timeout;
+		tv.tv_sec = s->prelude_until - now.tv_sec;
+		if (tv.tv_sec < 0)
+			tv.tv_sec = 0;
+		event_add(s->timer, &tv);
+		return;
+	}
 	if (evbuffer_get_length(bufferevent_get_input(s->client)) == 0) {
 		s->line_since = 0;
 		tv.tv_sec = idle;
@@ -390,8 +417,8 @@ fail:
  * The session proper, once the client is known: its filter, the start
  * line, then TLS (implicit) or the backend (STARTTLS).
  */
-static void
-session_begin(struct session *s)
+static struct filter *
+session_filter_new(struct session *s)
 {
 	struct filter_params fp;
 	char		 local_ip[UTIL_ADDRSTRLEN];
@@ -422,7 +449,14 @@ session_begin(struct session *s)
 		fp.auth_failed = session_auth_failed;
 		fp.auth_arg = s;
 	}
-	s->filter = filter_new(s->ops, &fp);
+	fp.backend_failover = true;
+	return filter_new(s->ops, &fp);
+}
+
+static void
+session_begin(struct session *s)
+{
+	s->filter = session_filter_new(s);
 
 	log_info("%s session start service=%s client=%s port=%d tls=%s",
 	    s->id, s->svc->name, s->peer_ip, s->peer_port,
@@ -772,10 +806,7 @@ session_renew_backend(struct session *s)
 {
 	log_debug("%s backend %s: fresh connection for the TLS phase",
 	    s->id, s->backend_name);
-	session_backend_free(s);
-	s->flags &= ~(SF_BACKEND_UP | SF_BACKEND_EOF | SF_BACKEND_READ_OFF |
-	    SF_SHUTWR_BACKEND | SF_BACKEND_TLS | SF_BACKEND_TLS_UP |
-	    SF_BACKEND_SHUTDOWN | SF_BACKEND_TLS_ERR);
+	session_backend_drop(s);
 	if (s->backend_next > 0)
 		s->backend_next--;
 	s->line_since = 0;
@@ -832,6 +863,8 @@ void
 session_backend_ready(struct session *s)
 {
 	s->flags |= SF_BACKEND_UP;
+	s->prelude_until = 0;
+	filter_set_backend(s->filter, s->backend_name);
 	if (s->svc->send_proxy != SEND_PROXY_NONE &&
 	    session_send_proxy(s) == -1) {
 		session_close(s, "PROXY header failed");
@@ -852,7 +885,68 @@ session_backend_unavailable(struct session *s)
 {
 	s->ops->unavailable(bufferevent_get_output(s->client),
 	    s->svc->hostname);
-	session_close(s, "backend unavailable");
+	session_close(s, s->backend_why != NULL ? s->backend_why :
+	    "backend unavailable");
+}
+
+/*
+ * backend_tls = "starttls" (SPEC 12): the backend leg's handshake after
+ * the server's go-ahead has verified.  The leg is relayed again (the TLS
+ * bufferevent now), and the filter goes on: its greeting for the client,
+ * or (SMTP with xclient) XCLIENT inside TLS first.
+ */
+void
+session_backend_tls_ready(struct session *s)
+{
+	enum filter_verdict	 v;
+
+	bufferevent_setcb(s->backend, session_backend_read_cb,
+	    session_backend_write_cb, session_backend_event_cb, s);
+	bufferevent_setwatermark(s->backend, EV_READ, 0, RELAY_READ_WATERMARK);
+	bufferevent_setwatermark(s->backend, EV_WRITE, RELAY_LOW_WATERMARK, 0);
+	bufferevent_enable(s->backend, EV_READ | EV_WRITE);
+	log_debug("%s backend %s: TLS after STARTTLS", s->id, s->backend_name);
+	session_enter_state(s, SESSION_ST_RELAY);
+	v = filter_backend_tls_established(s->filter,
+	    bufferevent_get_input(s->backend),
+	    bufferevent_get_output(s->client),
+	    bufferevent_get_output(s->backend));
+	if (v == FILTER_CONTINUE)
+		session_pump(s);
+	else if (filter_backend_failed(s->filter))
+		session_backend_failed(s, filter_reason(s->filter));
+	else
+		session_close(s, filter_reason(s->filter));
+}
+
+void
+session_backend_failed(struct session *s, const char *why)
+{
+	if (s->state == SESSION_ST_CLOSING)
+		return;
+	if (why != NULL)
+		s->backend_why = why;
+	/* Still there when the filter found it unusable (else backend.c). */
+	if (s->backend != NULL)
+		metrics_backend_failure(s);
+	session_backend_drop(s);
+	if (s->bytes_out == 0 && !(s->flags & SF_CLIENT_EOF)) {
+		/*
+		 * The client has heard nothing and sent nothing that was
+		 * read (its bytes are held): a fresh filter, as if this
+		 * backend had refused the connection.
+		 */
+		filter_free(s->filter);
+		if ((s->filter = session_filter_new(s)) == NULL) {
+			session_close(s, "out of memory");
+			return;
+		}
+		s->line_since = 0;
+		session_enter_state(s, SESSION_ST_CONNECTING);
+		backend_connect(s);
+		return;
+	}
+	session_backend_unavailable(s);
 }
 
 /*
@@ -889,7 +983,20 @@ session_pump(struct session *s)
 		session_flow(s);
 		break;
 	case FILTER_CLOSE:
-		session_close(s, filter_reason(s->filter));
+		if (filter_backend_failed(s->filter))
+			session_backend_failed(s, filter_reason(s->filter));
+		else
+			session_close(s, filter_reason(s->filter));
+		break;
+	case FILTER_BACKEND_STARTTLS:
+		/* SPEC 12: the server's go-ahead; the client still waits. */
+		if (backend_starttls(s) == -1) {
+			log_error("%s backend %s: cannot start TLS after "
+			    "STARTTLS", s->id, s->backend_name);
+			session_backend_failed(s, NULL);
+			break;
+		}
+		session_enter_state(s, SESSION_ST_CONNECTING);
 		break;
 	case FILTER_STARTTLS:
 		/* SPEC 8.1: nothing read in cleartext survives the boundary. */
@@ -1077,7 +1184,8 @@ session_client_event_cb(struct bufferevent *bev, short what, void *arg)
 	/* EOF (with or without close_notify): SPEC 8.6, no way back. */
 	s->flags |= SF_CLIENT_EOF;
 	bufferevent_disable(bev, EV_READ);
-	if (s->state != SESSION_ST_RELAY) {
+	/* Gone before the backend was ready: nothing to relay for it. */
+	if (s->state != SESSION_ST_RELAY || filter_awaiting(s->filter)) {
 		session_close(s, "client closed");
 		return;
 	}
@@ -1103,29 +1211,35 @@ session_backend_event_cb(struct bufferevent *bev, short what, void *arg)
 			s->flags |= SF_BACKEND_TLS_ERR;
 	}
 	if (what & BEV_EVENT_ERROR) {
-		log_info("%s backend %s: %s", s->id, s->backend_name,
-		    detail[0] != '\0' ? detail :
-		    evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
-		/* Not ready yet (greeting, XCLIENT): a temporary failure. */
-		filter_backend_lost(s->filter,
-		    bufferevent_get_output(s->client));
+		if (detail[0] == '\0')
+			snprintf(detail, sizeof(detail), "%s",
+			    evutil_socket_error_to_string(
+			    EVUTIL_SOCKET_ERROR()));
+		/* Not ready yet (prelude): the next one, or a tempfail. */
+		if (filter_awaiting(s->filter)) {
+			log_error("%s backend %s: %s before it was ready",
+			    s->id, s->backend_name, detail);
+			session_backend_failed(s, "backend connection error");
+			return;
+		}
+		log_info("%s backend %s: %s", s->id, s->backend_name, detail);
 		session_close(s, "backend connection error");
 		return;
 	}
 	/* EOF: relay what the backend said last, then end the session. */
 	s->flags |= SF_BACKEND_EOF;
 	session_pump(s);
-	if (s->state != SESSION_ST_CLOSING && filter_awaiting(s->filter)) {
-		log_warnx("%s backend %s: closed before it was ready", s->id,
+	/* Closed, or gone on with another backend (or its handshake). */
+	if (s->state != SESSION_ST_RELAY)
+		return;
+	if (filter_awaiting(s->filter)) {
+		log_error("%s backend %s: closed before it was ready", s->id,
 		    s->backend_name);
-		filter_backend_lost(s->filter,
-		    bufferevent_get_output(s->client));
-		session_close(s, filter_reason(s->filter));
+		session_backend_failed(s, "backend closed before it was ready");
 		return;
 	}
-	if (s->state != SESSION_ST_CLOSING)
-		session_close(s, (s->flags & SF_CLIENT_EOF) ?
-		    "client closed" : "backend closed");
+	session_close(s, (s->flags & SF_CLIENT_EOF) ?
+	    "client closed" : "backend closed");
 }
 
 static void
@@ -1149,13 +1263,12 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 			session_pump(s);	/* the greeting's turn, maybe */
 			break;
 		}
-		/* A backend that never became ready: a temporary failure. */
+		/* A backend that never became ready: the next one. */
 		if (filter_awaiting(s->filter)) {
-			log_warnx("%s backend %s: not ready within the idle "
-			    "timeout", s->id, s->backend_name);
-			filter_backend_lost(s->filter,
-			    bufferevent_get_output(s->client));
-			session_close(s, "idle timeout");
+			log_error("%s backend %s: not ready within "
+			    "backend_connect_timeout %u s", s->id,
+			    s->backend_name, s->svc->backend_connect_timeout);
+			session_backend_failed(s, "backend not ready in time");
 			break;
 		}
 		session_timeout(s);
@@ -1336,6 +1449,18 @@ session_backend_free(struct session *s)
 	bufferevent_free(s->backend);
 	s->backend = NULL;
 	s->bssl = NULL;
+}
+
+/* Free the backend leg and forget everything about it. */
+static void
+session_backend_drop(struct session *s)
+{
+	if (s->backend != NULL)
+		session_backend_free(s);
+	s->flags &= ~(SF_BACKEND_UP | SF_BACKEND_EOF | SF_BACKEND_READ_OFF |
+	    SF_SHUTWR_BACKEND | SF_BACKEND_TLS | SF_BACKEND_TLS_UP |
+	    SF_BACKEND_SHUTDOWN | SF_BACKEND_TLS_ERR | SF_BACKEND_STARTTLS);
+	s->prelude_until = 0;
 }
 
 void

@@ -51,6 +51,7 @@ enum session_state {
 #define SF_GREET_DUE		0x10000	/* ... but its delay is over */
 #define SF_BACKEND_TLS_ERR	0x20000	/* backend TLS leg ended in error */
 #define SF_RATE_LIMITED		0x4000	/* SPEC 10: reply after the handshake */
+#define SF_BACKEND_STARTTLS	0x40000	/* backend leg upgraded by STARTTLS */
 
 struct session {
 	TAILQ_ENTRY(session)	 entry;
@@ -84,6 +85,13 @@ struct session {
 	size_t			 backend_next;	/* next svc->backends[] to try */
 	const char		*backend_name;	/* the one connected */
 	struct backend_dane	*dane;		/* backend_dane: TLSA wait */
+	/*
+	 * The backend prelude (filter.h: XCLIENT, STARTTLS and its
+	 * handshake) must be over by then (backend_connect_timeout from
+	 * its first pump); 0: not started.
+	 */
+	time_t			 prelude_until;
+	const char		*backend_why;	/* last prelude failure */
 
 	enum session_state	 state;
 	unsigned		 flags;
@@ -119,5 +127,14 @@ void		 session_abandon(struct session *);
 /* backend.c calls back into the session. */
 void		 session_backend_ready(struct session *);
 void		 session_backend_unavailable(struct session *);
+/* backend_tls = "starttls": the leg's handshake has verified. */
+void		 session_backend_tls_ready(struct session *);
+/*
+ * A backend connection failed before it was ready for the client (the
+ * prelude, or its handshake after STARTTLS): the next backend while the
+ * client has heard nothing, else the temporary failure.  why: the end
+ * line's reason when none is left (NULL: "backend unavailable").
+ */
+void		 session_backend_failed(struct session *, const char *why);
 
 #endif /* SESSION_H */

@@ -375,8 +375,6 @@ def test_plaintext_listen_off_loopback_needs_allow(mtd, binary):
 
 
 @pytest.mark.parametrize("opts,msg", [
-    ({"backend_tls": "starttls"},
-     'not supported yet (only "none" and "implicit")'),
     ({"backend_dane": True}, "'127.0.0.1:993' is an address; set "
      "backend_tls_name"),
     ({"backend_dane": True, "backend_tls_name": "192.0.2.1"},

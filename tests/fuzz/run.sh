@@ -29,7 +29,7 @@ MAILTLSD_SRCDIR=${MAILTLSD_SRCDIR:-$(cd "$here/../.." && pwd)}
 MAILTLSD_BUILDDIR=${MAILTLSD_BUILDDIR:-$PWD}
 CLANG=${CLANG:-clang}
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
-FUZZ_TARGETS=${FUZZ_TARGETS:-smtp imap pop3 diff proxy http tlsa}
+FUZZ_TARGETS=${FUZZ_TARGETS:-smtp imap pop3 btls diff proxy http tlsa}
 src=$MAILTLSD_SRCDIR/src
 fuzzdir=$MAILTLSD_SRCDIR/tests/fuzz
 
@@ -119,6 +119,7 @@ if [ -n "$REPRO" ]; then
 	imap-*) target=imap ;;
 	pop3-*) target=pop3 ;;
 	diff-*) target=diff ;;
+	btls-*) target=btls ;;
 	proxy-*) target=proxy ;;
 	http-*) target=http ;;
 	tlsa-*) target=tlsa ;;
@@ -128,7 +129,8 @@ if [ -n "$REPRO" ]; then
 		set -- $FUZZ_TARGETS
 		if [ $# -ne 1 ]; then
 			echo "run.sh: REPRO: say which harness with" \
-			    "FUZZ_TARGETS=smtp|imap|pop3|diff|proxy|http|tlsa" >&2
+			    "FUZZ_TARGETS=smtp|imap|pop3|btls|diff|proxy|http|tlsa" \
+			    >&2
 			exit 99
 		fi
 		target=$1
@@ -151,7 +153,7 @@ command -v nice >/dev/null 2>&1 && nice="nice -n 10"
 failed=0
 for target in $FUZZ_TARGETS; do
 	case $target in
-	smtp|imap|pop3|diff|proxy|http|tlsa) ;;
+	smtp|imap|pop3|btls|diff|proxy|http|tlsa) ;;
 	*)
 		echo "run.sh: unknown harness '$target'" >&2
 		exit 99

@@ -67,6 +67,13 @@ struct fh_case {
 	unsigned	 max_auth_failures;
 	unsigned	 auth_failures_want;
 	unsigned	 auth_refusals_want;
+	/*
+	 * SPEC 12, also after steps: backend_tls = starttls.  The backend
+	 * leg's handshake "completes" as soon as the filter asks for it
+	 * (fh_drv_pump); backend bytes after the go-ahead in the same step
+	 * are the ones the core cuts.
+	 */
+	enum backend_tls_mode backend_tls;
 };
 
 /* What the harness tells the filter for XCLIENT's PORT and DEST*. */
@@ -96,6 +103,7 @@ fh_service_init(struct conf_service *svc, enum proto_id proto,
 	svc->max_connections_per_ip = 50;
 	svc->send_proxy = c->send_proxy;
 	svc->xclient = c->xclient;
+	svc->backend_tls = c->backend_tls;
 }
 
 static inline char *
@@ -224,6 +232,19 @@ fh_drv_pump(struct fh_drv *d)
 	enum filter_verdict	 v, v2;
 
 	v = filter_pump(d->f, d->cin, d->bin, d->to_c, d->to_b);
+	if (v == FILTER_BACKEND_STARTTLS) {
+		/*
+		 * As session.c once the backend leg's handshake has
+		 * verified; reported as FILTER_BACKEND_STARTTLS unless the
+		 * session ends.
+		 */
+		v2 = filter_backend_tls_established(d->f, d->bin, d->to_c,
+		    d->to_b);
+		if (v2 == FILTER_CONTINUE)
+			v2 = filter_pump(d->f, d->cin, d->bin, d->to_c,
+			    d->to_b);
+		return v2 == FILTER_CONTINUE ? FILTER_BACKEND_STARTTLS : v2;
+	}
 	if (v != FILTER_STARTTLS)
 		return v;
 	/*

@@ -88,7 +88,110 @@
 			"a OK fake\r\nb STARTTLS\r\n"
 #define FETCH_B		"* 1 FETCH (BODY[] {57}\r\n" BODY57 ")\r\n"
 
+/*
+ * SPEC 12, backend_tls = starttls: our CAPABILITY and STARTTLS in
+ * cleartext (the greeting's capabilities ignored), the client held and
+ * told nothing, our greeting after the handshake, the client's commands
+ * inside TLS.
+ */
+#define BT_CAPA		"mt1 CAPABILITY\r\n"
+#define BT_TLS		"mt2 STARTTLS\r\n"
+#define BT_CAPA_R	"* CAPABILITY IMAP4rev1 LITERAL+ STARTTLS " \
+			"LOGINDISABLED\r\nmt1 OK done\r\n"
+#define BT_GO		"mt2 OK Begin TLS negotiation now\r\n"
+#define BT_GREET	"* OK mx.example.test ready\r\n"
+#define BT_UP(c) \
+	{ 'C', c, NULL, NULL, CONT, 0 }, \
+	{ 'B', "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n", BT_CAPA, \
+	    NULL, CONT, 0 }, \
+	{ 'B', BT_CAPA_R, BT_TLS, NULL, CONT, 0 }
+#define BT_FAIL(nm, ...) \
+	{ .name = "backend starttls: " nm, .tls_active = true, \
+	    .backend_tls = BACKEND_TLS_STARTTLS, .steps = { __VA_ARGS__, \
+	    { 0 } } }
+
 static const struct fh_case imap_cases[] = {
+	/* ---- SPEC 12: backend_tls = starttls ---- */
+	{ .name = "backend starttls: dialogue, our greeting, client's "
+	    "command inside TLS, literal types forgotten",
+	    .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	    .steps = { BT_UP("a CAPABILITY\r\n"),
+		{ 'B', BT_GO, "a CAPABILITY\r\n", BT_GREET,
+		    FILTER_BACKEND_STARTTLS, 0 },
+		{ 'B', "* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\na OK x\r\n",
+		    NULL, "* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\na OK x\r\n",
+		    CONT, 0 },
+		/* LITERAL+ was only said in cleartext. */
+		{ 'C', "b APPEND box {5+}\r\nhello\r\n", NULL,
+		    "b" R_LITPLUS, CONT, 0 },
+		{ 0 } } },
+	{ .name = "backend starttls: client leg starttls, STARTTLS ours",
+	    .starttls_service = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	    .steps = { BT_UP(""),
+		{ 'B', BT_GO, NULL, BT_GREET, FILTER_BACKEND_STARTTLS, 0 },
+		{ 'C', "a CAPABILITY\r\n", "a CAPABILITY\r\n", NULL, CONT,
+		    0 },
+		{ 'B', "* CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN\r\n"
+		    "a OK x\r\n", NULL, "* CAPABILITY IMAP4rev1 STARTTLS "
+		    "LOGINDISABLED\r\na OK x\r\n", CONT, 0 },
+		{ 'C', "b LOGIN u p\r\n", NULL, "b" R_CLEAR, CONT, 0 },
+		{ 0 } } },
+	{ .name = "backend starttls: capabilities in the tagged OK and in "
+	    "any case count",
+	    .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	    .steps = {
+		{ 'B', "* OK hi\r\n", BT_CAPA, NULL, CONT, 0 },
+		{ 'B', "mt1 OK [CAPABILITY IMAP4rev1 starttls] x\r\n", BT_TLS,
+		    NULL, CONT, 0 },
+		{ 'B', "mt2 ok go\r\n", NULL, BT_GREET,
+		    FILTER_BACKEND_STARTTLS, 0 },
+		{ 0 } } },
+	BT_FAIL("greeting STARTTLS alone does not count -> BYE",
+		{ 'B', "* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n", BT_CAPA,
+		    NULL, CONT, 0 },
+		{ 'B', "* CAPABILITY IMAP4rev1\r\nmt1 OK done\r\n", NULL,
+		    R_UNAVAIL, FILTER_CLOSE, 0 }),
+	BT_FAIL("PREAUTH greeting -> BYE, nothing sent",
+		{ 'C', "a LOGIN u p\r\n", NULL, NULL, CONT, 0 },
+		{ 'B', "* PREAUTH [CAPABILITY IMAP4rev1 STARTTLS] in\r\n", NULL,
+		    R_UNAVAIL, FILTER_CLOSE, 0 }),
+	BT_FAIL("BYE greeting -> BYE of ours",
+		{ 'B', "* BYE busy\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+	BT_FAIL("no STARTTLS -> BYE",
+		{ 'B', "* OK hi\r\n", BT_CAPA, NULL, CONT, 0 },
+		{ 'B', "* CAPABILITY IMAP4rev1 LOGINDISABLED\r\n", NULL, NULL,
+		    CONT, 0 },
+		{ 'B', "mt1 OK done\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+	BT_FAIL("STARTTLS refused -> BYE",
+		BT_UP("a NOOP\r\n"),
+		{ 'B', "mt2 NO later\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+	BT_FAIL("CAPABILITY refused -> BYE",
+		{ 'B', "* OK hi\r\n", BT_CAPA, NULL, CONT, 0 },
+		{ 'B', "mt1 BAD what\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+	BT_FAIL("another tag -> BYE",
+		{ 'B', "* OK hi\r\n", BT_CAPA, NULL, CONT, 0 },
+		{ 'B', "a OK done\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+	BT_FAIL("a continuation -> BYE",
+		{ 'B', "* OK hi\r\n", BT_CAPA, NULL, CONT, 0 },
+		{ 'B', "+ go on\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+	BT_FAIL("a literal -> BYE",
+		{ 'B', "* OK hi\r\n", BT_CAPA, NULL, CONT, 0 },
+		{ 'B', "* CAPABILITY {8}\r\n", NULL, R_UNAVAIL, FILTER_CLOSE,
+		    0 }),
+	BT_FAIL("untagged data -> BYE",
+		{ 'B', "* OK hi\r\n", BT_CAPA, NULL, CONT, 0 },
+		{ 'B', "* 3 EXISTS\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+	BT_FAIL("bare LF -> BYE",
+		{ 'B', "* OK hi\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+	BT_FAIL("a response before our CAPABILITY was sent -> BYE",
+		{ 'B', "* OK hi\r\n" BT_CAPA_R, NULL, R_UNAVAIL, FILTER_CLOSE,
+		    0 }),
+	BT_FAIL("bytes after the go-ahead cut, never relayed",
+		BT_UP("a NOOP\r\n"),
+		{ 'B', BT_GO "* OK [ALERT] injected\r\na OK fake\r\n",
+		    "a NOOP\r\n", BT_GREET, FILTER_BACKEND_STARTTLS, 0 },
+		{ 'B', "a OK done\r\n", NULL, "a OK done\r\n", CONT, 0 }),
+
 	/* ---- SPEC section 3 (issue 8): one row per rule ---- */
 	{ .name = "courier_nonsync_without_literal_plus",
 	    .starttls_service = true, .steps = {

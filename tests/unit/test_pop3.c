@@ -62,7 +62,68 @@
 #define N8(s)	s s s s s s s s
 #define N64(s)	N8(N8(s))
 
+/*
+ * SPEC 12, backend_tls = starttls: our CAPA and STLS in cleartext, the
+ * client held and told nothing, our greeting after the handshake.
+ */
+#define BT_GREET	"+OK mx.example.test ready\r\n"
+#define BT_UP(c)							\
+	{ 'C', c, NULL, NULL, FILTER_CONTINUE, 0 },			\
+	{ 'B', GREETING, "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },	\
+	{ 'B', CAPA_B_STLS, "STLS\r\n", NULL, FILTER_CONTINUE, 0 }
+#define BT_FAIL(nm, ...)						\
+	{ .name = "backend starttls: " nm, .tls_active = true,		\
+	  .backend_tls = BACKEND_TLS_STARTTLS, .steps = { __VA_ARGS__ } }
+
 static const struct fh_case pop3_cases[] = {
+/* SPEC 12: backend_tls = starttls. */
+{ .name = "backend starttls: dialogue, our greeting, client's CAPA inside "
+  "TLS gets the server's post-TLS list",
+  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS, .steps = {
+	BT_UP("CAPA\r\n"),
+	{ 'B', "+OK Begin TLS\r\n", "CAPA\r\n", BT_GREET,
+	    FILTER_BACKEND_STARTTLS, 0 },
+	{ 'B', CAPA_B, NULL, CAPA_TLS, FILTER_CONTINUE, 0 },
+	LOGIN_TLS } },
+{ .name = "backend starttls: client leg STLS is ours",
+  .starttls_service = true, .backend_tls = BACKEND_TLS_STARTTLS, .steps = {
+	BT_UP(""),
+	{ 'B', "+OK Begin TLS\r\n", NULL, BT_GREET,
+	    FILTER_BACKEND_STARTTLS, 0 },
+	{ 'C', "CAPA\r\n", "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', CAPA_B, NULL, CAPA_CLEAR, FILTER_CONTINUE, 0 },
+	{ 'C', "USER bob\r\n", NULL, R_CLEAR, FILTER_CONTINUE, 0 } } },
+BT_FAIL("no STLS in CAPA -> -ERR, STLS not sent",
+	{ 'C', "USER bob\r\n", NULL, NULL, FILTER_CONTINUE, 0 },
+	{ 'B', GREETING, "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', CAPA_B, NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+BT_FAIL("STLS only as a longer word does not count",
+	{ 'B', GREETING, "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\nSTLSX\r\nX STLS\r\n.\r\n", NULL, R_UNAVAIL,
+	    FILTER_CLOSE, 0 }),
+BT_FAIL("CAPA refused -> -ERR",
+	{ 'B', GREETING, "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "-ERR no CAPA\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+BT_FAIL("STLS refused -> -ERR",
+	BT_UP("QUIT\r\n"),
+	{ 'B', "-ERR not now\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+BT_FAIL("-ERR greeting -> our -ERR, never the server's",
+	{ 'B', "-ERR busy\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+BT_FAIL("malformed greeting",
+	{ 'B', "* OK imap\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+BT_FAIL("malformed reply to STLS",
+	BT_UP(""),
+	{ 'B', "+ go\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+BT_FAIL("bare LF in CAPA",
+	{ 'B', GREETING, "CAPA\r\n", NULL, FILTER_CONTINUE, 0 },
+	{ 'B', "+OK\r\nSTLS\n.\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+BT_FAIL("CAPA before it was asked for",
+	{ 'B', GREETING CAPA_B_STLS, NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+BT_FAIL("bytes after the go-ahead cut, never relayed",
+	BT_UP("NOOP\r\n"),
+	{ 'B', "+OK Begin TLS\r\n+OK injected\r\n", "NOOP\r\n", BT_GREET,
+	    FILTER_BACKEND_STARTTLS, 0 },
+	{ 'B', "+OK\r\n", NULL, "+OK\r\n", FILTER_CONTINUE, 0 }),
 /* SPEC 10: authentication failures. */
 { .name = "-ERR to PASS, APOP, AUTH counted; then refused, not sent",
   .tls_active = true, .max_auth_failures = 3, .auth_failures_want = 3,

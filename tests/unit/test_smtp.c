@@ -163,7 +163,124 @@
 	{ 'B', EHLO_XC, XCLIENT_ALL, NULL }, \
 	{ 'B', GREET2, tob, toc }
 
+/*
+ * SPEC 12, backend_tls = starttls: our EHLO and STARTTLS in cleartext, the
+ * client held and told nothing, then our greeting after the handshake and
+ * the client's held bytes, which go inside TLS.
+ */
+#define B_EHLO_STLS	"250-backend.test\r\n" \
+			"250-PIPELINING\r\n" \
+			"250-STARTTLS\r\n" \
+			"250 8BITMIME\r\n"
+#define OUR_STARTTLS	"STARTTLS\r\n"
+#define B_GO		"220 2.0.0 Ready to start TLS\r\n"
+#define LOCAL_GREET	"220 mx.example.test ESMTP\r\n"
+/* Up to the go-ahead; c is what the client sent meanwhile. */
+#define ST_BTLS(c) \
+	{ 'C', c, NULL, NULL }, \
+	{ 'B', GREET, OUR_EHLO, NULL }, \
+	{ 'B', B_EHLO_STLS, OUR_STARTTLS, NULL }
+
 static struct fh_case smtp_cases[] = {
+	/* ---- SPEC 12: backend_tls = starttls ---- */
+	{ .name = "backend starttls: dialogue, our greeting, client's EHLO "
+	  "inside TLS, post-TLS EHLO reply as for TLS",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = { ST_BTLS(EHLO_C),
+		{ 'B', B_GO, EHLO_C, LOCAL_GREET, FILTER_BACKEND_STARTTLS },
+		{ 'B', EHLO_B, NULL, EHLO_TLS },
+		{ 'C', MAIL, MAIL, NULL } } },
+	{ .name = "backend starttls: multi-line greeting, keyword in any "
+	  "case and split by HTAB",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = {
+		{ 'B', "220-backend.test\r\n220 ESMTP\r\n", OUR_EHLO, NULL },
+		{ 'B', "250-b\r\n250 starttls\tX\r\n", OUR_STARTTLS, NULL },
+		{ 'B', "220 go\r\n", NULL, LOCAL_GREET,
+		  FILTER_BACKEND_STARTTLS } } },
+	{ .name = "backend starttls: client leg starttls sees ours once",
+	  .starttls_service = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = { ST_BTLS(""),
+		{ 'B', B_GO, NULL, LOCAL_GREET, FILTER_BACKEND_STARTTLS },
+		ST_EHLO_CLEAR, ST_STARTTLS, ST_EHLO_UP } },
+	{ .name = "backend starttls: no STARTTLS in EHLO -> 421, nothing "
+	  "more sent",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = {
+		{ 'C', EHLO_C MAIL, NULL, NULL },
+		{ 'B', GREET, OUR_EHLO, NULL },
+		{ 'B', EHLO_B_PLAIN, NULL, R_UNAVAILABLE, FILTER_CLOSE } } },
+	{ .name = "backend starttls: STARTTLS refused -> 421",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = { ST_BTLS(EHLO_C),
+		{ 'B', "454 4.7.0 TLS not available\r\n", NULL,
+		  R_UNAVAILABLE, FILTER_CLOSE } } },
+	{ .name = "backend starttls: greeting 554 -> 421, the server's "
+	  "words never shown",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = {
+		{ 'B', "554 5.3.2 go away\r\n", NULL, R_UNAVAILABLE,
+		  FILTER_CLOSE } } },
+	{ .name = "backend starttls: our EHLO refused -> 421",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = {
+		{ 'B', GREET, OUR_EHLO, NULL },
+		{ 'B', "502 5.5.1 no\r\n", NULL, R_UNAVAILABLE,
+		  FILTER_CLOSE } } },
+	{ .name = "backend starttls: bytes after the go-ahead cut, never "
+	  "read as replies",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = { ST_BTLS(EHLO_C),
+		{ 'B', B_GO "250 injected\r\n554 more\r\n", EHLO_C,
+		  LOCAL_GREET, FILTER_BACKEND_STARTTLS },
+		{ 'B', EHLO_B_PLAIN, NULL, EHLO_B_PLAIN } } },
+	{ .name = "backend starttls: a reply before our EHLO was sent "
+	  "-> 421, EHLO not sent",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = {
+		{ 'B', GREET B_EHLO_STLS, NULL, R_UNAVAILABLE,
+		  FILTER_CLOSE } } },
+	{ .name = "backend starttls: a go-ahead before our STARTTLS was sent "
+	  "-> 421",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = {
+		{ 'B', GREET, OUR_EHLO, NULL },
+		{ 'B', B_EHLO_STLS B_GO, NULL, R_UNAVAILABLE,
+		  FILTER_CLOSE } } },
+	{ .name = "backend starttls: 334 to our EHLO -> 421",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = {
+		{ 'B', GREET, OUR_EHLO, NULL },
+		{ 'B', "334 VXNlcm5hbWU6\r\n", NULL, R_UNAVAILABLE,
+		  FILTER_CLOSE } } },
+	{ .name = "backend starttls: malformed reply -> 421",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = {
+		{ 'B', GREET, OUR_EHLO, NULL },
+		{ 'B', "250-b\r\n25 STARTTLS\r\n", NULL, R_UNAVAILABLE,
+		  FILTER_CLOSE } } },
+	{ .name = "backend starttls + xclient: XCLIENT inside TLS, its reply "
+	  "the greeting",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .xclient = true,
+	  .steps = { ST_BTLS(EHLO_C),
+		{ 'B', B_GO, OUR_EHLO, NULL, FILTER_BACKEND_STARTTLS },
+		{ 'B', EHLO_XC, XCLIENT_ALL, NULL },
+		{ 'B', GREET2, EHLO_C, GREET2 } } },
+	{ .name = "backend starttls + xclient + client STARTTLS: the fresh "
+	  "connection's dialogue all swallowed",
+	  .starttls_service = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .xclient = true,
+	  .steps = { ST_BTLS(""),
+		{ 'B', B_GO, OUR_EHLO, NULL, FILTER_BACKEND_STARTTLS },
+		{ 'B', EHLO_XC, XCLIENT_ALL, NULL },
+		{ 'B', GREET2, NULL, GREET2 },
+		ST_EHLO_CLEAR, ST_STARTTLS, ST_BTLS(EHLO_C),
+		{ 'B', B_GO, OUR_EHLO, NULL, FILTER_BACKEND_STARTTLS },
+		{ 'B', EHLO_XC, XCLIENT_ALL, NULL },
+		{ 'B', GREET2, EHLO_C, NULL },
+		{ 'B', EHLO_B, NULL, EHLO_TLS } } },
+
 	/* ---- SPEC 9: fresh backend for the TLS phase ---- */
 	{ .name = "send_proxy STARTTLS: fresh greeting swallowed, no RSET, "
 	  "client bytes held then forwarded",
@@ -244,7 +361,7 @@ static struct fh_case smtp_cases[] = {
 	{ .name = "xclient: unsolicited output before the greeting -> 421",
 	  .starttls_service = true, .xclient = true,
 	  .steps = {
-		{ 'B', GREET GREET, OUR_EHLO, R_UNAVAILABLE, FILTER_CLOSE } } },
+		{ 'B', GREET GREET, NULL, R_UNAVAILABLE, FILTER_CLOSE } } },
 	{ .name = "xclient: the client's own XCLIENT still refused",
 	  .starttls_service = true, .xclient = true,
 	  .steps = { ST_XCLIENT_UP("XCLIENT ADDR=6.6.6.6\r\n", NULL,
@@ -1468,6 +1585,76 @@ test_backend_lost(void **state)
 	fh_drv_close(&d);
 }
 
+/*
+ * SPEC 12 in the core: bytes behind the server's go-ahead are cut, logged
+ * with the backend's name and counted as an injection; the handshake then
+ * brings our greeting.  With the session's failover the filter writes no
+ * temporary failure itself and says the backend failed.
+ */
+static void
+test_backend_starttls_core(void **state)
+{
+	static const struct fh_case c = { .name = "btls", .tls_active = true,
+	    .backend_tls = BACKEND_TLS_STARTTLS };
+	static const char inj[] = "250 injected\r\n";
+	struct fh_drv	 d;
+	struct fh_log	 l;
+	char		 buf[8192];
+
+	(void)state;
+	fh_drv_open(&d, PROTO_SMTP, &proto_smtp_ops, &c, "0000000000000000",
+	    "192.0.2.1");
+	filter_set_backend(d.f, "192.0.2.25:587");
+	fh_log_begin(&l);
+	evbuffer_add(d.bin, GREET, strlen(GREET));
+	assert_int_equal(filter_pump(d.f, d.cin, d.bin, d.to_c, d.to_b),
+	    FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, OUR_EHLO, strlen(OUR_EHLO));
+	evbuffer_add(d.bin, B_EHLO_STLS, strlen(B_EHLO_STLS));
+	assert_int_equal(filter_pump(d.f, d.cin, d.bin, d.to_c, d.to_b),
+	    FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, OUR_STARTTLS, strlen(OUR_STARTTLS));
+	evbuffer_add(d.bin, B_GO, strlen(B_GO));
+	evbuffer_add(d.bin, inj, strlen(inj));
+	assert_int_equal(filter_pump(d.f, d.cin, d.bin, d.to_c, d.to_b),
+	    FILTER_BACKEND_STARTTLS);
+	assert_int_equal(evbuffer_get_length(d.bin), 0);
+	assert_int_equal(evbuffer_get_length(d.to_c), 0);
+	assert_int_equal(d.refusals[FILTER_REF_INJECTION], 1);
+	assert_true(filter_awaiting(d.f));
+	assert_int_equal(filter_backend_tls_established(d.f, d.bin, d.to_c,
+	    d.to_b), FILTER_CONTINUE);
+	fh_drv_expect(d.to_c, LOCAL_GREET, strlen(LOCAL_GREET));
+	assert_false(filter_awaiting(d.f));
+	fh_log_end(&l, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "backend 192.0.2.25:587: 14 bytes after "
+	    "the STARTTLS go-ahead discarded: 250 injected"));
+	fh_drv_close(&d);
+
+	fh_drv_open(&d, PROTO_SMTP, &proto_smtp_ops, &c, "0000000000000000",
+	    "192.0.2.1");
+	d.f->failover = true;
+	filter_set_backend(d.f, "192.0.2.25:587");
+	fh_log_begin(&l);
+	evbuffer_add(d.cin, EHLO_C, strlen(EHLO_C));
+	evbuffer_add(d.bin, GREET, strlen(GREET));
+	assert_int_equal(fh_drv_pump(&d), FILTER_CONTINUE);
+	fh_drv_expect(d.to_b, OUR_EHLO, strlen(OUR_EHLO));
+	evbuffer_add(d.bin, EHLO_B_PLAIN, strlen(EHLO_B_PLAIN));
+	assert_int_equal(fh_drv_pump(&d), FILTER_CLOSE);
+	assert_true(filter_backend_failed(d.f));
+	assert_string_equal(filter_reason(d.f),
+	    "server does not offer STARTTLS");
+	assert_int_equal(evbuffer_get_length(d.to_c), 0);
+	assert_int_equal(evbuffer_get_length(d.to_b), 0);
+	/* The client's EHLO is still there for the next backend. */
+	assert_int_equal(evbuffer_get_length(d.cin), strlen(EHLO_C));
+	fh_log_end(&l, buf, sizeof(buf));
+	assert_non_null(strstr(buf, "backend 192.0.2.25:587 not usable: "
+	    "server does not offer STARTTLS"));
+	fh_drv_close(&d);
+}
+
 static void
 test_ops(void **state)
 {
@@ -1583,6 +1770,7 @@ main(void)
 		cmocka_unit_test(test_logs),
 		cmocka_unit_test(test_ops),
 		cmocka_unit_test(test_backend_lost),
+		cmocka_unit_test(test_backend_starttls_core),
 		cmocka_unit_test(test_reasons),
 		cmocka_unit_test(test_timeout),
 	};
