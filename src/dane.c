@@ -191,6 +191,14 @@ dane_parse(const unsigned char *msg, size_t len, char *why, size_t whylen)
 		snprintf(why, whylen, "malformed answer");
 		return NULL;
 	}
+	/*
+	 * TC: records are missing (glibc retries over TCP, so this is a
+	 * resolver that could not): what is left may lack the one record
+	 * that matters, or its absence may be no proof of anything.
+	 */
+	if (ns_msg_getflag(h, ns_f_tc))
+		return dane_answer_new(DANE_FAILED, "truncated answer (TC)",
+		    DANE_TTL_FAILED);
 	switch (ns_msg_getflag(h, ns_f_rcode)) {
 	case ns_r_noerror:
 		break;

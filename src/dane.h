@@ -59,8 +59,9 @@ struct dane_answer {
  * A DNS response to a TLSA query (res_nquery's answer, len bytes): the
  * TLSA records of class IN in its answer section (others ignored, CNAMEs
  * were the resolver's to follow), SECURE if the header's AD bit is set,
- * else INSECURE; NONE when it holds no TLSA record.  NULL with a reason
- * in why when the message does not parse or memory runs out.
+ * else INSECURE; NONE when it holds no TLSA record; FAILED when it is
+ * truncated (TC).  NULL with a reason in why when the message does not
+ * parse or memory runs out.
  */
 struct dane_answer *dane_parse(const unsigned char *msg, size_t len,
 		    char *why, size_t whylen);

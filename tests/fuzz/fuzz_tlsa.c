@@ -13,6 +13,7 @@
  *  - every record's data lies inside the answer's own buffer, the data
  *    of all records end to end, and each is a copy of bytes of the input
  *    (the data was taken from the message, not from elsewhere);
+ *  - a truncated answer (TC) is FAILED;
  *  - the TTL is at most DANE_TTL_MAX.
  */
 #include "config.h"
@@ -40,7 +41,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
 	unsigned char		*msg;
 	char			 why[64] = "";
 	size_t			 i, off = 0;
-	int			 rcode, ad;
+	int			 rcode, ad, tc;
 
 	/* A copy of exactly n bytes: a read past the end is an ASan error. */
 	if ((msg = malloc(n ? n : 1)) == NULL)
@@ -57,6 +58,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
 		violated("a message shorter than its header parsed", n);
 	rcode = msg[3] & 0x0f;
 	ad = (msg[3] & 0x20) != 0;
+	tc = (msg[2] & 0x02) != 0;
+	if (tc && a->status != DANE_FAILED)
+		violated("a truncated answer (TC) that did not fail", n);
 	switch (a->status) {
 	case DANE_SECURE:
 	case DANE_INSECURE:
@@ -75,7 +79,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t n)
 			violated("NONE with records", n);
 		break;
 	case DANE_FAILED:
-		if (rcode == 0 || rcode == 3)
+		if ((rcode == 0 || rcode == 3) && !tc)
 			violated("FAILED from NOERROR or NXDOMAIN", n);
 		if (a->nrr != 0)
 			violated("FAILED with records", n);

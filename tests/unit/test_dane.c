@@ -22,6 +22,8 @@
 #define T_TLSA	52
 #define C_IN	1
 #define C_CH	3
+/* The TC bit, passed with the rcode (build() ors both in). */
+#define F_TC	0x0200
 
 /* One record of a message to build; owner is the question's name. */
 struct rr_spec {
@@ -156,6 +158,11 @@ static const struct parse_case cases[] = {
 	    DANE_TTL_NEGATIVE },
 	{ "SERVFAIL", false, 2, { { 0 } }, 0, 0, true, DANE_FAILED, 0,
 	    DANE_TTL_FAILED },
+	{ "truncated (TC): failed", true, F_TC, {
+	    TLSA(3, 1, 1, 0xab, 32, 300) }, 1, 0, true, DANE_FAILED, 0,
+	    DANE_TTL_FAILED },
+	{ "truncated NXDOMAIN: failed", true, F_TC | 3, { { 0 } }, 0, 0,
+	    true, DANE_FAILED, 0, DANE_TTL_FAILED },
 	{ "REFUSED", false, 5, { { 0 } }, 0, 0, true, DANE_FAILED, 0,
 	    DANE_TTL_FAILED },
 	{ "at most DANE_RR_MAX records", true, 0, {
