@@ -187,6 +187,8 @@ dane_parse(const unsigned char *msg, size_t len, char *why, size_t whylen)
 	uint32_t		 ttl = DANE_TTL_MAX;
 	int			 i, count, pass;
 
+	/* dane_answer_new() may fail on any path below: say so. */
+	snprintf(why, whylen, "out of memory");
 	if (len > DANE_ANSWER_MAX || ns_initparse(msg, (int)len, &h) == -1) {
 		snprintf(why, whylen, "malformed answer");
 		return NULL;
@@ -286,7 +288,7 @@ static struct dane_answer *
 dane_lookup(struct __res_state *res, const char *qname, unsigned char *buf)
 {
 	struct dane_answer	*a;
-	char			 why[64];
+	char			 why[64] = "out of memory";
 	int			 n;
 
 	if (!dane_res_ready)
