@@ -174,6 +174,20 @@ dane_answer_unref(struct dane_answer *a)
 }
 
 /*
+ * Whether a record can count under RFC 7672: DANE-TA or DANE-EE (PKIX-TA
+ * and PKIX-EE are not for SMTP, 3.1.3), selector Cert or SPKI, matching
+ * type Full, SHA2-256 or SHA2-512 (RFC 6698 7.2-7.4).  The others are
+ * skipped before anything is counted, so that no number of them can push
+ * a usable record out of the answer.
+ */
+static bool
+dane_rr_usable(const unsigned char *rdata)
+{
+	return (rdata[0] == DANE_USAGE_TA || rdata[0] == DANE_USAGE_EE) &&
+	    rdata[1] <= 1 && rdata[2] <= 2;
+}
+
+/*
  * ns_initparse() checks the header's counts against the message and
  * ns_parserr() every record's bounds: nothing here reads past len.
  */
@@ -186,6 +200,7 @@ dane_parse(const unsigned char *msg, size_t len, char *why, size_t whylen)
 	size_t			 total = 0, off = 0;
 	uint32_t		 ttl = DANE_TTL_MAX;
 	int			 i, count, pass;
+	bool			 found = false;
 
 	/* dane_answer_new() may fail on any path below: say so. */
 	snprintf(why, whylen, "out of memory");
@@ -221,7 +236,7 @@ dane_parse(const unsigned char *msg, size_t len, char *why, size_t whylen)
 	/* Pass 0 counts and sizes, pass 1 copies. */
 	for (pass = 0; pass < 2; pass++) {
 		a->nrr = 0;
-		for (i = 0; i < count && a->nrr < DANE_RR_MAX; i++) {
+		for (i = 0; i < count; i++) {
 			struct dane_rr	*r;
 
 			if (ns_parserr(&h, ns_s_an, i, &rr) == -1) {
@@ -234,9 +249,14 @@ dane_parse(const unsigned char *msg, size_t len, char *why, size_t whylen)
 			    ns_rr_class(rr) != ns_c_in || ns_rr_rdlen(rr) < 4)
 				continue;
 			if (pass == 0) {
-				total += ns_rr_rdlen(rr) - 3u;
+				found = true;
 				if (ns_rr_ttl(rr) < ttl)
 					ttl = ns_rr_ttl(rr);
+			}
+			if (!dane_rr_usable(ns_rr_rdata(rr)))
+				continue;
+			if (pass == 0) {
+				total += ns_rr_rdlen(rr) - 3u;
 				a->nrr++;
 				continue;
 			}
@@ -251,13 +271,23 @@ dane_parse(const unsigned char *msg, size_t len, char *why, size_t whylen)
 		}
 		if (pass == 1 || a->nrr == 0)
 			break;
+		/*
+		 * More usable records than we keep: dropping some could drop
+		 * the one that matches, so fail closed rather than guess.
+		 */
+		if (a->nrr > DANE_RR_MAX) {
+			dane_answer_free(a);
+			return dane_answer_new(DANE_FAILED, "too many usable "
+			    "TLSA records", DANE_TTL_FAILED);
+		}
 		if ((a->rr = calloc(a->nrr, sizeof(*a->rr))) == NULL ||
 		    (a->buf = malloc(total)) == NULL) {
 			dane_answer_free(a);
 			goto nomem;
 		}
 	}
-	if (a->nrr == 0) {
+	/* TLSA records of which none is usable keep their status. */
+	if (!found) {
 		a->status = DANE_NONE;
 		snprintf(a->why, sizeof(a->why), "no TLSA records");
 		ttl = DANE_TTL_NEGATIVE;

@@ -53,15 +53,17 @@ struct dane_answer {
 #define DANE_TTL_MAX		3600
 #define DANE_TTL_NEGATIVE	60	/* no records: SOA-less default */
 #define DANE_TTL_FAILED		5
-#define DANE_RR_MAX		64	/* records of one answer kept */
+#define DANE_RR_MAX		64	/* usable records of one answer */
 
 /*
  * A DNS response to a TLSA query (res_nquery's answer, len bytes): the
- * TLSA records of class IN in its answer section (others ignored, CNAMEs
- * were the resolver's to follow), SECURE if the header's AD bit is set,
- * else INSECURE; NONE when it holds no TLSA record; FAILED when it is
- * truncated (TC).  NULL with a reason in why when the message does not
- * parse or memory runs out.
+ * usable TLSA records (usage 2 or 3, known selector and matching type)
+ * of class IN in its answer section (others ignored, CNAMEs were the
+ * resolver's to follow), SECURE if the header's AD bit is set, else
+ * INSECURE, with no records kept when none is usable; NONE when it holds
+ * no TLSA record.  FAILED when the answer is truncated (TC) or has more
+ * than DANE_RR_MAX usable records.  NULL with a reason in why when the
+ * message does not parse or memory runs out.
  */
 struct dane_answer *dane_parse(const unsigned char *msg, size_t len,
 		    char *why, size_t whylen);

@@ -149,9 +149,12 @@ static const struct parse_case cases[] = {
 	{ "no data: ignored", true, 0, {
 	    { T_TLSA, C_IN, 60, 3, 0, 0, 0, 3, 0 },
 	    TLSA(3, 0, 0, 0x30, 300, 60) }, 2, 0, true, DANE_SECURE, 1, 60 },
-	{ "unusable usages are still records", true, 0, {
+	{ "unusable usages: records, none kept", true, 0, {
 	    TLSA(0, 0, 1, 0x05, 32, 60), TLSA(1, 1, 1, 0x06, 32, 60) }, 2, 0,
-	    true, DANE_SECURE, 2, 60 },
+	    true, DANE_SECURE, 0, 60 },
+	{ "unknown selector or matching type: not kept", true, 0, {
+	    TLSA(3, 2, 1, 0x05, 32, 60), TLSA(2, 0, 3, 0x06, 32, 60),
+	    TLSA(3, 1, 1, 0x08, 32, 90) }, 3, 0, true, DANE_SECURE, 1, 60 },
 	{ "empty answer", true, 0, { { 0 } }, 0, 0, true, DANE_NONE, 0,
 	    DANE_TTL_NEGATIVE },
 	{ "NXDOMAIN", true, 3, { { 0 } }, 0, 0, true, DANE_NONE, 0,
@@ -165,9 +168,15 @@ static const struct parse_case cases[] = {
 	    true, DANE_FAILED, 0, DANE_TTL_FAILED },
 	{ "REFUSED", false, 5, { { 0 } }, 0, 0, true, DANE_FAILED, 0,
 	    DANE_TTL_FAILED },
-	{ "at most DANE_RR_MAX records", true, 0, {
-	    TLSA(3, 1, 1, 0x07, 32, 60) }, 1, DANE_RR_MAX + 5, true,
+	{ "more than DANE_RR_MAX usable records: failed", true, 0, {
+	    TLSA(3, 1, 1, 0x07, 32, 60) }, 1, DANE_RR_MAX, true,
+	    DANE_FAILED, 0, DANE_TTL_FAILED },
+	{ "DANE_RR_MAX usable records", true, 0, {
+	    TLSA(3, 1, 1, 0x07, 32, 60) }, 1, DANE_RR_MAX - 1, true,
 	    DANE_SECURE, DANE_RR_MAX, 60 },
+	{ "many unusable records before a usable one", true, 0, {
+	    TLSA(1, 1, 1, 0x07, 32, 60), TLSA(3, 1, 1, 0x09, 32, 60) }, 2,
+	    DANE_RR_MAX + 5, true, DANE_SECURE, 1, 60 },
 	{ "rdlength past the end", true, 0, {
 	    { T_TLSA, C_IN, 60, -1, 3, 1, 1, 0xab, 32 } }, 1, 0, false },
 };
