@@ -356,11 +356,7 @@ backend_connect_timeout(struct session *s)
 	 * may have come in just now, its wake-up still unread).
 	 */
 	if (s->backend == NULL) {
-		if (s->dane != NULL) {
-			(void)dane_wait_cancel(s->dane->wait);
-			event_del(s->dane->ev);
-			dane_wait_drain(s->dane->wait);
-		}
+		backend_release(s);
 		log_error("%s backend %s: TLSA lookup timeout: DANE fails "
 		    "closed", s->id, s->backend_name);
 		metrics_backend_failure(s);
@@ -385,6 +381,7 @@ backend_connect_timeout(struct session *s)
 static int
 backend_dane_ready(struct session *s, const struct conf_endpoint *ep)
 {
+	struct dane_cache	*c;
 	struct dane_answer	*a;
 	struct timeval		 tv;
 	char			 name[BACKEND_TLS_NAME_MAX], qname[300];
@@ -400,14 +397,24 @@ backend_dane_ready(struct session *s, const struct conf_endpoint *ep)
 		metrics_backend_failure(s);
 		return -1;
 	}
-	if (s->dane == NULL && backend_dane_new(s) == -1) {
-		log_error("%s backend %s: cannot wait for TLSA %s", s->id,
-		    s->backend_name, qname);
-		metrics_backend_failure(s);
-		return -1;
+	/*
+	 * The cache first: a fresh answer needs no wait, and so no eventfd
+	 * (a session holds at most two descriptors, see raise_nofile()).
+	 * Without one, the lookup is queued; the wait registered next may
+	 * find the answer already in.
+	 */
+	c = tls_client_dane_cache(s->srt->btls);
+	if ((a = dane_get(c, s->backend_next - 1, qname, NULL)) == NULL) {
+		if (backend_dane_new(s) == -1) {
+			log_error("%s backend %s: cannot wait for TLSA %s",
+			    s->id, s->backend_name, qname);
+			metrics_backend_failure(s);
+			return -1;
+		}
+		if ((a = dane_get(c, s->backend_next - 1, qname,
+		    s->dane->wait)) != NULL)
+			backend_release(s);
 	}
-	a = dane_get(tls_client_dane_cache(s->srt->btls), s->backend_next - 1,
-	    qname, s->dane->wait);
 	if (a == NULL) {
 		event_add(s->dane->ev, NULL);
 		tv.tv_sec = s->svc->backend_connect_timeout;
@@ -431,9 +438,12 @@ backend_dane_ready(struct session *s, const struct conf_endpoint *ep)
 	return 1;
 }
 
+/* The wait of a session, for one lookup: released when it ends. */
 static int
 backend_dane_new(struct session *s)
 {
+	if (s->dane != NULL)
+		return 0;
 	if ((s->dane = calloc(1, sizeof(*s->dane))) == NULL)
 		return -1;
 	if ((s->dane->wait = dane_wait_new()) == NULL ||
@@ -454,7 +464,8 @@ backend_dane_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	dane_wait_drain(s->dane->wait);
+	/* The wait is over: its eventfd goes now, not with the session. */
+	backend_release(s);
 	if (s->state != SESSION_ST_CONNECTING || s->backend != NULL ||
 	    s->backend_next == 0)
 		return;
@@ -463,6 +474,8 @@ backend_dane_cb(evutil_socket_t fd, short what, void *arg)
 	backend_connect(s);
 }
 
+/* Stop waiting for a TLSA answer, if the session was: unlinked from
+ * the slot under dane.c's lock, then its eventfd closed. */
 void
 backend_release(struct session *s)
 {

@@ -53,11 +53,6 @@
 
 /* "_65535._tcp." and a name of at most 253 characters. */
 #define DANE_QNAME_MAX	272
-/*
- * Resolver threads: a lookup that hangs (a server that never answers,
- * until resolv.conf's timeout and attempts run out) holds up only one.
- */
-#define DANE_THREADS	4
 /* The largest answer res_nquery() can hand over (TCP). */
 #define DANE_ANSWER_MAX	65535
 

@@ -56,6 +56,19 @@ struct dane_answer {
 #define DANE_RR_MAX		64	/* usable records of one answer */
 
 /*
+ * Resolver threads: a lookup that hangs (a server that never answers,
+ * until resolv.conf's timeout and attempts run out) holds up only one.
+ */
+#define DANE_THREADS		4
+/*
+ * Descriptors the resolver threads may hold at once: glibc's res_nquery()
+ * opens a socket per name server (MAXNS, 3) and closes them all at the
+ * end of the query.  The sessions' own: a session waiting for an answer
+ * holds an eventfd in place of its backend socket, never both.
+ */
+#define DANE_FDS		(DANE_THREADS * 3)
+
+/*
  * A DNS response to a TLSA query (res_nquery's answer, len bytes): the
  * usable TLSA records (usage 2 or 3, known selector and matching type)
  * of class IN in its answer section (others ignored, CNAMEs were the

@@ -33,6 +33,7 @@
 #include "audit.h"
 #include "backend.h"
 #include "conf.h"
+#include "dane.h"
 #include "log.h"
 #include "mailtlsd.h"
 #include "sdnotify.h"
@@ -126,11 +127,14 @@ check_config(struct conf *conf)
 }
 
 /*
- * Two descriptors per session (client and backend) plus a reserve.  The
- * soft limit is raised to what the configuration needs, up to the hard
- * limit (as nginx and HAProxy do), never lowered; only a hard limit too
- * low for max_connections is worth a warning (issue 10 item 7: a soft
- * limit of 1024 under a generous hard limit is every stock system's).
+ * Two descriptors per session (client and backend; a session waiting for
+ * a TLSA answer holds the eventfd of its wait in place of the backend
+ * socket, see dane.h), the resolver threads' sockets when a service has
+ * backend_dane, plus a reserve.  The soft limit is raised to what the
+ * configuration needs, up to the hard limit (as nginx and HAProxy do),
+ * never lowered; only a hard limit too low for max_connections is worth
+ * a warning (issue 10 item 7: a soft limit of 1024 under a generous hard
+ * limit is every stock system's).
  */
 static void
 raise_nofile(const struct conf *conf)
@@ -138,6 +142,13 @@ raise_nofile(const struct conf *conf)
 	struct rlimit	 rl;
 	rlim_t		 want = (rlim_t)conf->max_connections * 2 + FD_RESERVE;
 	rlim_t		 was;
+	size_t		 i;
+
+	for (i = 0; i < conf->nservices; i++)
+		if (conf->services[i].backend_dane) {
+			want += DANE_FDS;
+			break;
+		}
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
 		log_warn("getrlimit RLIMIT_NOFILE");

@@ -139,6 +139,20 @@ for line in out:
     sys.stdout.write(repr(line) + "\n")
 '''
 
+HOLD_SCRIPT = r'''
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+socks = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    line = s.makefile("rb").readline(4096)
+    assert line.startswith(b"* OK"), line
+    socks.append(s)
+sys.stdout.write("ready\n")
+sys.stdout.flush()
+sys.stdin.read()                                # until the test is done
+'''
+
 AUTH_CONF = """server:
     interface: 127.0.0.2
     port: 53
@@ -614,6 +628,48 @@ def test_lookup_timeout_fails_closed(dane, mtd_ns):
     m.wait_log(r"error: \S+ backend 127\.0\.0\.1:%d: TLSA lookup timeout: "
                r"DANE fails closed" % PORTS["ee"])
     m.wait_log(r"session end service=void .*reason=backend unavailable")
+
+
+def _fds(pid):
+    """(descriptors, eventfds) the process holds."""
+    total = eventfds = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        total += 1
+        eventfds += target == "anon_inode:[eventfd]"
+    return total, eventfds
+
+
+def test_dane_sessions_hold_two_descriptors(dane, mtd_ns):
+    """A relaying DANE session holds its two sockets and nothing more: the
+    eventfd of a TLSA wait exists only while the session waits (here only
+    the first session waits; the others find the answer cached), as
+    raise_nofile() counts."""
+    n = 8
+    m = mtd_ns(workers=1)
+    port = dane_service(m, dane, "ee", "ee", "ee.dane.test")
+    m.start()
+    tok, lines = session(dane, port)            # the answer is cached now
+    assert_relayed(dane, "ee", tok, lines)
+    m.wait_log(r"session end service=ee ")
+    before = _fds(m.pid)
+    script = os.path.join(dane.dir, "hold.py")
+    with open(script, "w") as f:
+        f.write(HOLD_SCRIPT)
+    hold = subprocess.Popen(dane.argv(sys.executable, script, str(port),
+                                      str(n)), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert hold.stdout.readline() == b"ready\n"
+        during = _fds(m.pid)
+    finally:
+        hold.stdin.close()
+        hold.wait(30)
+    assert during[1] == before[1], (before, during)
+    assert during[0] <= before[0] + 2 * n, (before, during)
 
 
 @pytest.mark.parametrize("backend,name,why,word", [
