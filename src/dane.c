@@ -2,9 +2,9 @@
  * dane.c - TLSA lookups for backend_dane (SPEC 12, RFC 7672).
  *
  * The lookup goes through the system resolver, as Postfix's does:
- * libresolv's res_nquery() with EDNS0 and the DO bit, on a private
- * resolver state initialised (res_ninit) from /etc/resolv.conf when the
- * first service with backend_dane is built, and the records count as
+ * libresolv's res_nquery() with EDNS0 and the DO bit, on private
+ * resolver states initialised (res_ninit) from /etc/resolv.conf once, at
+ * startup before the chroot (dane_init()), and the records count as
  * authenticated only when the answer's header has the AD bit.  glibc
  * passes that bit on only when resolv.conf says "options trust-ad": the
  * resolver it names must be a validating one the host can trust (on
@@ -442,6 +442,30 @@ dane_start_locked(void)
 	return 0;
 }
 
+/*
+ * Read resolv.conf into every thread's resolver state, once, from main()
+ * before the chroot and the privilege drop (a reload inside the jail
+ * would find no /etc/resolv.conf), and before any thread exists: nothing
+ * here changes afterwards, so the threads read it without the lock.
+ */
+int
+dane_init(void)
+{
+	size_t	 i;
+
+	for (i = 0; i < DANE_THREADS; i++)
+		if (dane_res_init(&dane_res[i]) == -1)
+			return -1;
+	dane_res_ready = true;
+	return 0;
+}
+
+bool
+dane_ready(void)
+{
+	return dane_res_ready;
+}
+
 /* ------------------------------------------------------------------ */
 /* Caches. */
 
@@ -451,15 +475,6 @@ dane_cache_new(size_t nslots)
 	struct dane_cache	*c;
 	size_t			 i;
 
-	pthread_mutex_lock(&dane_lock);
-	/* Read resolv.conf once, before any chroot (SPEC 12). */
-	if (!dane_res_ready) {
-		for (i = 0; i < DANE_THREADS; i++)
-			if (dane_res_init(&dane_res[i]) == -1)
-				break;
-		dane_res_ready = i == DANE_THREADS;
-	}
-	pthread_mutex_unlock(&dane_lock);
 	if ((c = calloc(1, sizeof(*c) + nslots * sizeof(c->e[0]))) == NULL)
 		return NULL;
 	c->refs = 1;
@@ -630,29 +645,25 @@ dane_loopback(const struct sockaddr *sa)
 	return false;
 }
 
-void
-dane_check_resolver(dane_finding_cb cb, void *arg)
+/* What res means for DANE; with all, also what is right with it. */
+static void
+dane_findings(const struct __res_state *res, dane_finding_cb cb, void *arg,
+    bool all)
 {
-	struct __res_state	 res;
 	const struct sockaddr	*sa;
 	char			 msg[512], addr[INET6_ADDRSTRLEN];
 	int			 i, remote = 0;
 
-	if (dane_res_init(&res) == -1) {
-		cb(arg, "backend_dane: the resolver configuration "
-		    "(/etc/resolv.conf) cannot be read: every TLSA lookup "
-		    "will fail, and with it every session");
-		return;
-	}
-	if (!(res.options & RES_TRUSTAD))
+	if (!(res->options & RES_TRUSTAD))
 		cb(arg, "backend_dane: /etc/resolv.conf has no \"options "
 		    "trust-ad\": glibc clears the AD bit of every answer, so "
 		    "TLSA records never count as authenticated and DANE never "
-		    "applies (verification falls back to the CA store)");
-	for (i = 0; i < res.nscount && i < MAXNS; i++) {
-		sa = (const struct sockaddr *)&res.nsaddr_list[i];
-		if (sa->sa_family == 0 && res._u._ext.nsaddrs[i] != NULL)
-			sa = (const struct sockaddr *)res._u._ext.nsaddrs[i];
+		    "applies (backend_tls_verify decides: the CA store, or no "
+		    "verification at all when it is false)");
+	for (i = 0; i < res->nscount && i < MAXNS; i++) {
+		sa = (const struct sockaddr *)&res->nsaddr_list[i];
+		if (sa->sa_family == 0 && res->_u._ext.nsaddrs[i] != NULL)
+			sa = (const struct sockaddr *)res->_u._ext.nsaddrs[i];
 		if (dane_loopback(sa))
 			continue;
 		remote = 1;
@@ -668,10 +679,35 @@ dane_check_resolver(dane_finding_cb cb, void *arg)
 		    addr);
 		cb(arg, msg);
 	}
-	if ((res.options & RES_TRUSTAD) && !remote)
+	if (all && (res->options & RES_TRUSTAD) && !remote)
 		cb(arg, "backend_dane: TLSA records are trusted as far as the "
 		    "resolver of /etc/resolv.conf validates DNSSEC: it must be "
 		    "a validating resolver (e.g. unbound); resolv.conf is read "
 		    "once, at startup");
+}
+
+void
+dane_check_resolver(dane_finding_cb cb, void *arg)
+{
+	struct __res_state	 res;
+
+	if (dane_res_init(&res) == -1) {
+		cb(arg, "backend_dane: the resolver configuration "
+		    "(/etc/resolv.conf) cannot be read: every TLSA lookup "
+		    "will fail, and with it every session");
+		return;
+	}
+	dane_findings(&res, cb, arg, true);
 	res_nclose(&res);
+}
+
+void
+dane_warn_resolver(dane_finding_cb cb, void *arg)
+{
+	if (!dane_res_ready) {
+		cb(arg, "backend_dane: the resolver configuration "
+		    "(/etc/resolv.conf) could not be read at startup");
+		return;
+	}
+	dane_findings(&dane_res[0], cb, arg, false);
 }

@@ -95,6 +95,15 @@ const char	*dane_status_name(enum dane_status);
 int		dane_qname(const char *name, unsigned port, char *buf,
 		    size_t len);
 
+/*
+ * Read /etc/resolv.conf for the resolver threads: once, in main() before
+ * the chroot, the privilege drop and any thread.  -1 if it cannot be
+ * read; then every service with backend_dane fails to build, with
+ * dane_ready() false.
+ */
+int		dane_init(void);
+bool		dane_ready(void);
+
 /* One cache per service with backend_dane, one slot per backend. */
 struct dane_cache;
 struct dane_cache *dane_cache_new(size_t nslots);
@@ -128,5 +137,7 @@ struct dane_answer *dane_peek(struct dane_cache *, size_t slot);
  */
 typedef void	(*dane_finding_cb)(void *arg, const char *msg);
 void		dane_check_resolver(dane_finding_cb, void *arg);
+/* The same problems of the state dane_init() read (startup, reload). */
+void		dane_warn_resolver(dane_finding_cb, void *arg);
 
 #endif /* DANE_H */

@@ -56,6 +56,8 @@ static void	check_transparent(const struct conf *);
 static void	write_pid_file(const char *);
 static void	signal_cb(evutil_socket_t, short, void *);
 static void	reload(void);
+static void	warn_dane(const struct conf *);
+static void	warn_dane_finding(void *, const char *);
 static void	warn_unclaimed_sockets(void);
 static void	status_cb(evutil_socket_t, short, void *);
 
@@ -415,6 +417,7 @@ reload(void)
 	}
 	reload_notice_restart(current_rt->conf, conf);
 	warn_unclaimed_sockets();
+	warn_dane(conf);
 	if (!debug_logging) {
 		log_init(conf->log_target, conf->log_level,
 		    conf->syslog_facility);
@@ -425,6 +428,30 @@ reload(void)
 	metrics_reload(1);
 done:
 	sdnotify("READY=1\nSTATUS=accepting connections");
+}
+
+/*
+ * backend_dane: what the resolver state read at startup means for DANE
+ * (no "options trust-ad", a name server off this host), once per start
+ * or reload, as -t says it.
+ */
+static void
+warn_dane(const struct conf *conf)
+{
+	size_t	 i;
+
+	for (i = 0; i < conf->nservices; i++)
+		if (conf->services[i].backend_dane) {
+			dane_warn_resolver(warn_dane_finding, NULL);
+			return;
+		}
+}
+
+static void
+warn_dane_finding(void *arg, const char *msg)
+{
+	(void)arg;
+	log_warnx("%s", msg);
 }
 
 static void
@@ -485,6 +512,14 @@ main(int argc, char *argv[])
 		fprintf(stderr, "mailtlsd: %s\n", err);
 		return 1;
 	}
+	/*
+	 * backend_dane: resolv.conf is read here, before the chroot, even
+	 * if no service uses it yet (a reload may); a failure is reported
+	 * by any service that needs it (tls_client_new()).
+	 */
+	if (dane_init() == -1)
+		log_debug("cannot read the resolver configuration: "
+		    "backend_dane will not work");
 	if (check)
 		return check_config(conf);
 
@@ -509,6 +544,7 @@ main(int argc, char *argv[])
 		return 1;
 	}
 	current_rt = rt;
+	warn_dane(conf);
 	if (runtime_bind(rt, NULL, err, sizeof(err)) == -1 ||
 	    stats_bind(conf, err, sizeof(err)) == -1) {
 		log_error("%s", err);

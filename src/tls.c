@@ -1999,6 +1999,12 @@ tls_client_new(const struct conf_service *svc, char *err, size_t errlen)
 	SSL_CTX_set_verify(tc->ctx, tc->verify ? SSL_VERIFY_PEER :
 	    SSL_VERIFY_NONE, NULL);
 	/* backend_dane: OpenSSL's DANE verification, per connection. */
+	if (svc->backend_dane && !dane_ready()) {
+		tls_err(err, errlen, "%s: backend_dane: the resolver "
+		    "configuration (/etc/resolv.conf) could not be read at "
+		    "startup", where);
+		goto fail;
+	}
 	if (svc->backend_dane && (SSL_CTX_dane_enable(tc->ctx) <= 0 ||
 	    (tc->dane = dane_cache_new(svc->nbackends)) == NULL)) {
 		tls_err(err, errlen, "%s: cannot set up DANE: %s", where,

@@ -35,6 +35,7 @@ import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 
@@ -670,6 +671,52 @@ def test_dane_sessions_hold_two_descriptors(dane, mtd_ns):
         hold.wait(30)
     assert during[1] == before[1], (before, during)
     assert during[0] <= before[0] + 2 * n, (before, during)
+
+
+def test_reload_turns_dane_on_in_a_chroot(dane, mtd_ns, workdir):
+    """resolv.conf is read at startup, before the chroot: a reload that
+    adds a backend_dane service inside the jail (which has no
+    /etc/resolv.conf) gets working lookups."""
+    jail = os.path.join(workdir, "jail")
+    os.makedirs(jail)
+    os.chmod(jail, 0o755)
+    m = mtd_ns(chroot=jail)
+    m.add_service("plain", "imap", ["127.0.0.1:%d" % PORTS["plain"]],
+                  tls_mode="none", backend_tls="implicit",
+                  backend_tls_name="mx.plain.test",
+                  backend_ca_file=dane.pki.p("storeca.pem"))
+    m.start()
+    m.wait_log(r"chrooted to " + re.escape(jail))
+    port = dane_service(m, dane, "ee", "ee", "ee.dane.test")
+    m.write_config()
+    for path in (m.conf, dane.pki.p("storeca.pem")):
+        os.makedirs(os.path.dirname(jail + path), exist_ok=True)
+        shutil.copy2(path, jail + path)
+    assert not os.path.exists(jail + "/etc/resolv.conf")
+    os.kill(m.pid, signal.SIGHUP)
+    m.wait_log(r"configuration reloaded")
+    mtlib.wait_until(lambda: port in mtlib.listening_ports(m.pid), 10,
+                     "the new service's port")
+    tok, lines = session(dane, port)
+    assert_relayed(dane, "ee", tok, lines)
+    m.wait_log(r"session end service=ee .*dane=ee")
+    assert "backend_dane: " not in m.log_text()     # no resolver warning
+
+
+def test_resolver_warning_at_startup(dane, mtd_ns):
+    """Without "options trust-ad" the AD bit never arrives: the daemon
+    says so when it starts, not only -t."""
+    with open(os.path.join(dane.etc, "resolv.conf"), "w") as f:
+        f.write("nameserver 127.0.0.1\n")
+    try:
+        m = mtd_ns()
+        dane_service(m, dane, "ee", "ee", "ee.dane.test")
+        m.start()
+        m.wait_log(r'warning: backend_dane: /etc/resolv.conf has no '
+                   r'"options trust-ad"')
+    finally:
+        with open(os.path.join(dane.etc, "resolv.conf"), "w") as f:
+            f.write("nameserver 127.0.0.1\noptions trust-ad\n")
 
 
 @pytest.mark.parametrize("backend,name,why,word", [
