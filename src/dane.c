@@ -19,7 +19,17 @@
  * resolver state, work through one queue of cache slots; a slot (one per backend of a service) keeps its latest
  * answer until its TTL, clamped to [DANE_TTL_MIN, DANE_TTL_MAX], runs
  * out; an answer without records is kept DANE_TTL_NEGATIVE seconds, a
- * failed lookup DANE_TTL_FAILED.  The sessions that wait for a slot are
+ * failed lookup DANE_TTL_FAILED, doubled on each failure in a row up to
+ * DANE_TTL_FAILED_MAX.
+ *
+ * A slow name cannot hold up the others for long: a slot has at most one
+ * lookup queued or running (its queued flag), each lookup ends within
+ * about DANE_QUERY_BUDGET seconds (dane_res_init()), and a failed one is
+ * not retried before its backoff runs out, while sessions get the
+ * failure from the cache meanwhile.  So with K slots of dead names, a
+ * lookup of another name waits behind at most K of them, spread over
+ * DANE_THREADS threads: about K / DANE_THREADS * DANE_QUERY_BUDGET
+ * seconds, and only once per backoff period.  The sessions that wait for a slot are
  * woken through their own eventfd, which their worker watches in its own
  * event base: no other thread ever touches a worker's base.  One mutex
  * covers every cache, the queue and the waiter lists.
@@ -68,6 +78,7 @@ struct dane_entry {
 	struct dane_answer	*ans;		/* latest, or NULL */
 	struct timespec		 expires;	/* CLOCK_MONOTONIC */
 	bool			 queued;	/* or being looked up */
+	unsigned		 failures;	/* in a row: the backoff */
 	TAILQ_ENTRY(dane_entry)	 qentry;
 	TAILQ_HEAD(, dane_wait)	 waiters;
 };
@@ -297,6 +308,16 @@ nomem:
 /* ------------------------------------------------------------------ */
 /* The resolver. */
 
+/*
+ * A query's worst case is bounded here, not by resolv.conf (whose
+ * default is 5 s times 2 attempts per name server): glibc's res_send()
+ * tries each of the nscount servers in turn, retry times, and waits
+ * retrans seconds for the first server, (retrans << i) / nscount (at
+ * least 1) for the server of index i.  One round (retry 1) with retrans
+ * DANE_QUERY_BUDGET / nscount keeps a lookup within 4 s with one or two
+ * servers and 3 s with three, well below the default
+ * backend_connect_timeout of 10 s.
+ */
 static int
 dane_res_init(struct __res_state *res)
 {
@@ -305,7 +326,22 @@ dane_res_init(struct __res_state *res)
 		return -1;
 	/* EDNS0 with DO: ask for DNSSEC, so that AD is meaningful. */
 	res->options |= RES_USE_EDNS0 | RES_USE_DNSSEC;
+	res->retry = 1;
+	res->retrans = res->nscount > 1 ? DANE_QUERY_BUDGET / res->nscount :
+	    DANE_QUERY_BUDGET;
+	if (res->retrans < 1)
+		res->retrans = 1;
 	return 0;
+}
+
+uint32_t
+dane_backoff(unsigned failures)
+{
+	uint32_t	 ttl = DANE_TTL_FAILED;
+
+	while (failures-- > 0 && ttl < DANE_TTL_FAILED_MAX)
+		ttl *= 2;
+	return ttl < DANE_TTL_FAILED_MAX ? ttl : DANE_TTL_FAILED_MAX;
 }
 
 /* One lookup, in the resolver thread; never NULL but out of memory. */
@@ -400,8 +436,16 @@ dane_store(struct dane_entry *e, struct dane_answer *a)
 			dane_answer_free(e->ans);
 		e->ans = a;
 		clock_gettime(CLOCK_MONOTONIC, &now);
-		ttl = a->status == DANE_FAILED ? DANE_TTL_FAILED :
-		    dane_clamp(a->ttl, DANE_TTL_MIN, DANE_TTL_MAX);
+		/* Failures back off: a dead name is not asked for again
+		 * and again, holding a resolver thread each time. */
+		if (a->status == DANE_FAILED) {
+			ttl = dane_backoff(e->failures);
+			if (e->failures < 16)
+				e->failures++;
+		} else {
+			ttl = dane_clamp(a->ttl, DANE_TTL_MIN, DANE_TTL_MAX);
+			e->failures = 0;
+		}
 		e->expires = now;
 		e->expires.tv_sec += ttl;
 	}
@@ -527,6 +571,7 @@ dane_get(struct dane_cache *c, size_t slot, const char *qname,
 		if (e->ans != NULL && --e->ans->refs == 0)
 			dane_answer_free(e->ans);
 		e->ans = NULL;
+		e->failures = 0;
 	}
 	if (e->ans != NULL && now.tv_sec < e->expires.tv_sec) {
 		a = e->ans;

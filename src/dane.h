@@ -52,7 +52,10 @@ struct dane_answer {
 #define DANE_TTL_MIN		10
 #define DANE_TTL_MAX		3600
 #define DANE_TTL_NEGATIVE	60	/* no records: SOA-less default */
-#define DANE_TTL_FAILED		5
+#define DANE_TTL_FAILED		5	/* doubled per failure in a row */
+#define DANE_TTL_FAILED_MAX	60
+/* The seconds one query may take, shared among the name servers. */
+#define DANE_QUERY_BUDGET	4
 #define DANE_RR_MAX		64	/* usable records of one answer */
 
 /*
@@ -84,6 +87,12 @@ struct dane_answer *dane_parse(const unsigned char *msg, size_t len,
 struct dane_answer *dane_answer_new(enum dane_status, const char *why,
 		    uint32_t ttl);
 void		dane_answer_unref(struct dane_answer *);
+
+/*
+ * How long a failed answer is kept after that many failures in a
+ * row: DANE_TTL_FAILED doubled each time, at most DANE_TTL_FAILED_MAX.
+ */
+uint32_t	dane_backoff(unsigned failures);
 
 /* "ee", "ta", ... for the logs: the status word of an answer. */
 const char	*dane_status_name(enum dane_status);

@@ -269,6 +269,19 @@ test_qname(void **state)
 	    sizeof(small)), -1);
 }
 
+/* A failed lookup is kept 5 s, then 10, 20, 40, then 60 at most. */
+static void
+test_backoff(void **state)
+{
+	(void)state;
+	assert_int_equal(dane_backoff(0), DANE_TTL_FAILED);
+	assert_int_equal(dane_backoff(1), 2 * DANE_TTL_FAILED);
+	assert_int_equal(dane_backoff(3), 8 * DANE_TTL_FAILED);
+	assert_int_equal(dane_backoff(4), DANE_TTL_FAILED_MAX);
+	assert_int_equal(dane_backoff(16), DANE_TTL_FAILED_MAX);
+	assert_int_equal(dane_backoff(~0u), DANE_TTL_FAILED_MAX);
+}
+
 static void
 test_status_names(void **state)
 {
@@ -286,6 +299,7 @@ main(void)
 		cmocka_unit_test(test_parse_table),
 		cmocka_unit_test(test_parse_truncated),
 		cmocka_unit_test(test_qname),
+		cmocka_unit_test(test_backoff),
 		cmocka_unit_test(test_status_names),
 	};
 
