@@ -2059,7 +2059,11 @@ tls_client_new_session(SSL *ssl, SSL_SESSION *sess)
 
 	tc = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_client_idx);
 	slot = (uintptr_t)SSL_get_ex_data(ssl, tls_slot_idx);
-	if (tc == NULL || slot == 0 || slot > tc->ncache ||
+	/*
+	 * backend_dane: tls_client_ssl() never resumes (a session verified
+	 * under other records), so keeping one would only hold memory.
+	 */
+	if (tc == NULL || tc->dane != NULL || slot == 0 || slot > tc->ncache ||
 	    !SSL_SESSION_is_resumable(sess))
 		return 0;
 	/* A session of an unverified peer is not worth resuming. */
