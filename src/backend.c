@@ -37,6 +37,7 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,8 +68,9 @@ struct backend_dane {
 };
 
 static void	backend_event_cb(struct bufferevent *, short, void *);
+static void	backend_try(struct session *, bool);
 static int	backend_dane_ready(struct session *,
-		    const struct conf_endpoint *);
+		    const struct conf_endpoint *, bool);
 static int	backend_dane_new(struct session *);
 static void	backend_dane_cb(evutil_socket_t, short, void *);
 static void	backend_fail(struct session *, const char *why);
@@ -184,17 +186,28 @@ fail:
 void
 backend_connect(struct session *s)
 {
+	backend_try(s, false);
+}
+
+/*
+ * The next backend, or (resumed) the same one again once its TLSA answer
+ * is in: then the timer its wait armed keeps running, so that the wait,
+ * the connect and the handshake share one backend_connect_timeout.
+ */
+static void
+backend_try(struct session *s, bool resumed)
+{
 	const struct conf_service	*svc = s->svc;
 	const struct conf_endpoint	*ep;
 	struct timeval			 tv;
 	evutil_socket_t			 fd;
 
-	while (s->backend_next < svc->nbackends) {
+	for (; s->backend_next < svc->nbackends; resumed = false) {
 		ep = &svc->backends[s->backend_next++];
 		s->backend_name = ep->text;
 		/* backend_dane: the TLSA answer first (0: waiting for it). */
 		if (svc->backend_dane) {
-			int r = backend_dane_ready(s, ep);
+			int r = backend_dane_ready(s, ep, resumed);
 
 			if (r == 0)
 				return;
@@ -221,9 +234,11 @@ backend_connect(struct session *s)
 			    EVUTIL_SOCKET_ERROR()));
 			continue;
 		}
-		tv.tv_sec = svc->backend_connect_timeout;
-		tv.tv_usec = 0;
-		event_add(s->timer, &tv);
+		if (!resumed || !event_pending(s->timer, EV_TIMEOUT, NULL)) {
+			tv.tv_sec = svc->backend_connect_timeout;
+			tv.tv_usec = 0;
+			event_add(s->timer, &tv);
+		}
 		return;
 	}
 	s->backend_name = NULL;
@@ -372,14 +387,16 @@ backend_connect_timeout(struct session *s)
  * cache: tls_client_ssl() applies it.  The lookup itself is the resolver
  * thread's (dane.c); a session without a fresh answer waits for it on
  * its own eventfd, watched here in its worker's base, bounded by
- * backend_connect_timeout.  1: the answer is in, go on; 0: waiting,
- * backend_dane_cb() resumes; -1: the lookup failed (SERVFAIL, which is
- * also what a validating resolver makes of bogus data, or a timeout),
- * logged: the backend fails closed, as for a certificate that does not
- * verify (RFC 7672 2.1.1).
+ * backend_connect_timeout, which then also bounds the connect and the
+ * handshake (resumed: the timer is already running).  1: the answer is
+ * in, go on; 0: waiting, backend_dane_cb() resumes; -1: the lookup
+ * failed (SERVFAIL, which is also what a validating resolver makes of
+ * bogus data, or a timeout), logged: the backend fails closed, as for a
+ * certificate that does not verify (RFC 7672 2.1.1).
  */
 static int
-backend_dane_ready(struct session *s, const struct conf_endpoint *ep)
+backend_dane_ready(struct session *s, const struct conf_endpoint *ep,
+    bool resumed)
 {
 	struct dane_cache	*c;
 	struct dane_answer	*a;
@@ -417,9 +434,11 @@ backend_dane_ready(struct session *s, const struct conf_endpoint *ep)
 	}
 	if (a == NULL) {
 		event_add(s->dane->ev, NULL);
-		tv.tv_sec = s->svc->backend_connect_timeout;
-		tv.tv_usec = 0;
-		event_add(s->timer, &tv);
+		if (!resumed || !event_pending(s->timer, EV_TIMEOUT, NULL)) {
+			tv.tv_sec = s->svc->backend_connect_timeout;
+			tv.tv_usec = 0;
+			event_add(s->timer, &tv);
+		}
 		log_debug("%s backend %s: waiting for TLSA %s", s->id,
 		    s->backend_name, qname);
 		return 0;
@@ -471,7 +490,7 @@ backend_dane_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	/* The same backend again: its answer is in now. */
 	s->backend_next--;
-	backend_connect(s);
+	backend_try(s, true);
 }
 
 /* Stop waiting for a TLSA answer, if the session was: unlinked from
