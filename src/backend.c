@@ -401,7 +401,8 @@ backend_dane_ready(struct session *s, const struct conf_endpoint *ep,
 	struct dane_cache	*c;
 	struct dane_answer	*a;
 	struct timeval		 tv;
-	char			 name[BACKEND_TLS_NAME_MAX], qname[300];
+	char			 name[BACKEND_TLS_NAME_MAX];
+	char			 qname[DANE_QNAME_MAX];
 	unsigned		 port;
 
 	backend_tls_name(s, name, sizeof(name));

@@ -61,8 +61,6 @@
 #define DANE_T_TLSA	ns_t_tlsa
 #endif
 
-/* "_65535._tcp." and a name of at most 253 characters. */
-#define DANE_QNAME_MAX	272
 /* The largest answer res_nquery() can hand over (TCP). */
 #define DANE_ANSWER_MAX	65535
 

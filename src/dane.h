@@ -57,6 +57,8 @@ struct dane_answer {
 /* The seconds one query may take, shared among the name servers. */
 #define DANE_QUERY_BUDGET	4
 #define DANE_RR_MAX		64	/* usable records of one answer */
+/* "_65535._tcp." and a name of at most 253 characters (conf.c checks). */
+#define DANE_QNAME_MAX		272
 
 /*
  * Resolver threads: a lookup that hangs (a server that never answers,
