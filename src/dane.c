@@ -92,6 +92,8 @@ static pthread_cond_t	 dane_cond = PTHREAD_COND_INITIALIZER;
 static TAILQ_HEAD(, dane_entry) dane_queue =
     TAILQ_HEAD_INITIALIZER(dane_queue);
 static unsigned		 dane_nthreads;		/* resolver threads */
+static pthread_t	 dane_threads[DANE_THREADS];
+static bool		 dane_stopping;		/* dane_stop() */
 static bool		 dane_res_ready;
 static struct __res_state dane_res[DANE_THREADS];
 
@@ -389,8 +391,12 @@ dane_main(void *arg)
 		log_error("DANE resolver: out of memory");
 	for (;;) {
 		pthread_mutex_lock(&dane_lock);
-		while ((e = TAILQ_FIRST(&dane_queue)) == NULL)
+		while ((e = TAILQ_FIRST(&dane_queue)) == NULL && !dane_stopping)
 			pthread_cond_wait(&dane_cond, &dane_lock);
+		if (dane_stopping) {
+			pthread_mutex_unlock(&dane_lock);
+			break;
+		}
 		/* Stays queued (e->queued) until stored, but off the list. */
 		TAILQ_REMOVE(&dane_queue, e, qentry);
 		memcpy(qname, e->qname, sizeof(qname));
@@ -416,6 +422,7 @@ dane_main(void *arg)
 		dane_cache_unref_locked(e->cache);
 		pthread_mutex_unlock(&dane_lock);
 	}
+	free(buf);
 	return NULL;
 }
 
@@ -470,11 +477,11 @@ dane_start_locked(void)
 	/* Signals are for the main thread only. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
+	if (dane_stopping)
+		return -1;
 	while (dane_nthreads < DANE_THREADS && (rc = pthread_create(&t, NULL,
-	    dane_main, &dane_res[dane_nthreads])) == 0) {
-		pthread_detach(t);
-		dane_nthreads++;
-	}
+	    dane_main, &dane_res[dane_nthreads])) == 0)
+		dane_threads[dane_nthreads++] = t;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (dane_nthreads == 0) {
 		log_error("DANE: cannot start a resolver thread: %s",
@@ -506,6 +513,36 @@ bool
 dane_ready(void)
 {
 	return dane_res_ready;
+}
+
+/*
+ * At exit, after the workers, while the log is still there: a thread
+ * in a lookup finishes it (DANE_QUERY_BUDGET seconds at most), none
+ * starts another, and the slots still queued drop their cache
+ * references.  No lookup starts afterwards.
+ */
+void
+dane_stop(void)
+{
+	struct dane_entry	*e;
+	unsigned		 i;
+
+	pthread_mutex_lock(&dane_lock);
+	dane_stopping = true;
+	pthread_cond_broadcast(&dane_cond);
+	pthread_mutex_unlock(&dane_lock);
+	for (i = 0; i < dane_nthreads; i++)
+		pthread_join(dane_threads[i], NULL);
+	pthread_mutex_lock(&dane_lock);
+	dane_nthreads = 0;
+	while ((e = TAILQ_FIRST(&dane_queue)) != NULL) {
+		TAILQ_REMOVE(&dane_queue, e, qentry);
+		dane_store(e, NULL);
+		dane_cache_unref_locked(e->cache);
+	}
+	pthread_mutex_unlock(&dane_lock);
+	for (i = 0; i < DANE_THREADS && dane_res_ready; i++)
+		res_nclose(&dane_res[i]);
 }
 
 /* ------------------------------------------------------------------ */

@@ -114,6 +114,8 @@ int		dane_qname(const char *name, unsigned port, char *buf,
  */
 int		dane_init(void);
 bool		dane_ready(void);
+/* At exit: end the resolver threads (after the workers). */
+void		dane_stop(void);
 
 /* One cache per service with backend_dane, one slot per backend. */
 struct dane_cache;

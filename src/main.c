@@ -587,6 +587,7 @@ main(int argc, char *argv[])
 	sdnotify("STOPPING=1\nSTATUS=stopping: %u sessions", workers_sessions());
 	workers_stop(shutdown_timeout);
 	workers_join();
+	dane_stop();
 	for (i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	event_base_free(base);
