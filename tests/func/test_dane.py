@@ -27,8 +27,13 @@ Cases: DANE-EE 3 1 1 and DANE-TA 2 0 1 matches (the message reaches the
 backend), a TLSA mismatch and a bogus signature (SERVFAIL) fail closed
 (the temporary failure first, an error line, nothing reaches the
 backend), and an unsigned answer or a signed NXDOMAIN fall back to the CA
-store (works with the right CA, fails with the wrong one).  The
-namespace, its resolv.conf and every process are removed at the end.
+store (works with the right CA, fails with the wrong one).  The bogus
+and timeout backends hold certificates of the store CA, so that a wrong
+fallback to it would let the session through; not even a handshake may
+reach them.  With backend_tls_verify = false a TLSA mismatch still
+fails, and no authenticated records means no verification (logged).
+The namespace, its resolv.conf and every process are removed at the
+end.
 """
 
 import hashlib
@@ -46,7 +51,7 @@ import mtlib
 UNAVAILABLE = b"* BYE [UNAVAILABLE] Service temporarily unavailable\r\n"
 
 PORTS = {"ee": 4651, "ta": 4652, "mismatch": 4653, "plain": 4654,
-         "bogus": 4655, "nx": 4656}
+         "bogus": 4655, "nx": 4656, "void": 4657}
 
 BACKEND_SCRIPT = r'''
 import socket, ssl, sys, threading, time
@@ -381,7 +386,8 @@ def _zones(d, pki):
         # The store CA would accept this backend: DANE must not.
         "_%d._tcp.mismatch IN TLSA 3 1 1 %s" % (PORTS["mismatch"], ee),
         # Signed with a wrong digest, then "corrected" below: the
-        # record would match, but its signature no longer does.
+        # record would match (as would the store CA, which issued the
+        # certificate), but its signature no longer does.
         "_%d._tcp.bogus IN TLSA 3 1 1 %s" % (PORTS["bogus"], wrong),
     ]
     with open(os.path.join(d, "dane.test.zone"), "w") as f:
@@ -402,7 +408,7 @@ def _zones(d, pki):
         text = f.read()
     assert text.count(wrong) == 1, text
     with open(signed, "w") as f:
-        f.write(text.replace(wrong, ee))
+        f.write(text.replace(wrong, pki.spki_sha256("bogus")))
     return os.path.join(d, ksk + ".ds")
 
 
@@ -427,8 +433,11 @@ def dane(workroot, binary):
             "plain": pki.leaf("plain", "mx.plain.test", ca="storeca"),
             "nx": pki.leaf("nx", "nx.dane.test", ca="storeca",
                            more=("unusable.dane.test",)),
+            # The store CA would accept these: only a wrong fallback to
+            # it (instead of failing closed) would let a session through.
+            "bogus": pki.leaf("bogus", "bogus.dane.test", ca="storeca"),
+            "void": pki.leaf("void", "mx.void.test", ca="storeca"),
         }
-        chains["bogus"] = chains["ee"]
         anchor = _zones(net.dir, pki)
         for name, text in (("auth", AUTH_CONF), ("resolver", RESOLVER_CONF)):
             with open(os.path.join(net.dir, name + ".conf"), "w") as f:
@@ -529,6 +538,11 @@ def assert_refused(dane, tok, lines):
     assert tok not in _read(dane.backend_log)
 
 
+def assert_not_connected(dane, backend):
+    """Not even a handshake (failed or not) reached the backend."""
+    assert "%d handshake" % PORTS[backend] not in _read(dane.backend_log)
+
+
 # ---------------------------------------------------------------------------
 
 def test_dane_ee_match(dane, mtd_ns):
@@ -594,6 +608,7 @@ def test_bogus_signature_fails_closed(dane, mtd_ns):
     m.wait_log(r"error: \S+ backend 127\.0\.0\.1:%d: TLSA lookup "
                r"_%d\._tcp\.bogus\.dane\.test failed: .*DANE fails closed"
                % (PORTS["bogus"], PORTS["bogus"]))
+    assert_not_connected(dane, "bogus")
 
 
 def test_lookup_timeout_fails_closed(dane, mtd_ns):
@@ -602,7 +617,7 @@ def test_lookup_timeout_fails_closed(dane, mtd_ns):
     session's lookup and relay go through: neither the worker loop nor
     the other lookups wait for the hanging one."""
     m = mtd_ns(workers=1)
-    port = dane_service(m, dane, "void", "ee", "mx.void.test")
+    port = dane_service(m, dane, "void", "void", "mx.void.test")
     m.services[-1][2]["backend_connect_timeout"] = 3
     other = dane_service(m, dane, "ee", "ee", "ee.dane.test")
     m.start()
@@ -615,7 +630,7 @@ def test_lookup_timeout_fails_closed(dane, mtd_ns):
                                stderr=subprocess.STDOUT)
     try:
         m.wait_log(r"waiting for TLSA _%d\._tcp\.mx\.void\.test"
-                   % PORTS["ee"])
+                   % PORTS["void"])
         tok2, lines = session(dane, other)
         assert_relayed(dane, "ee", tok2, lines)
         out = waiting.communicate(timeout=60)[0].decode(errors="replace")
@@ -626,8 +641,9 @@ def test_lookup_timeout_fails_closed(dane, mtd_ns):
     assert [eval(line, {}) for line in out.splitlines()] == [UNAVAILABLE], \
         out
     assert tok not in _read(dane.backend_log)
+    assert_not_connected(dane, "void")
     m.wait_log(r"error: \S+ backend 127\.0\.0\.1:%d: TLSA lookup timeout: "
-               r"DANE fails closed" % PORTS["ee"])
+               r"DANE fails closed" % PORTS["void"])
     m.wait_log(r"session end service=void .*reason=backend unavailable")
 
 
@@ -745,6 +761,39 @@ def test_no_dane_falls_back_to_the_ca(dane, mtd_ns, backend, name, why,
     m.wait_log(r"error: \S+ backend 127\.0\.0\.1:%d: certificate "
                r"verification failed: self-signed certificate in certificate chain"
                % PORTS[backend])
+
+
+def test_verify_false_tlsa_mismatch_fails_closed(dane, mtd_ns):
+    """backend_tls_verify = false turns off the CA store, not DANE:
+    authenticated records that do not match still refuse the backend."""
+    m = mtd_ns()
+    port = dane_service(m, dane, "mismatch", "mismatch",
+                        "mismatch.dane.test", backend_tls_verify=False)
+    m.start()
+    tok, lines = session(dane, port)
+    assert_refused(dane, tok, lines)
+    m.wait_log(r"error: \S+ backend 127\.0\.0\.1:%d: certificate "
+               r"verification failed: TLSA mismatch" % PORTS["mismatch"])
+
+
+@pytest.mark.parametrize("backend,name,why,word", [
+    ("plain", "mx.plain.test", "TLSA answer not authenticated", "insecure"),
+    ("nx", "nx.dane.test", "no TLSA records", "none"),
+])
+def test_verify_false_without_dane_is_unverified(dane, mtd_ns, backend,
+                                                 name, why, word):
+    """No authenticated records and backend_tls_verify = false: relayed
+    although the CA (taca) cannot verify the chain, and logged so."""
+    m = mtd_ns()
+    port = dane_service(m, dane, backend, backend, name, ca="taca",
+                        backend_tls_verify=False)
+    m.start()
+    tok, lines = session(dane, port)
+    assert_relayed(dane, backend, tok, lines)
+    m.wait_log(r"backend 127\.0\.0\.1:%d: DANE does not apply \(%s[^)]*\): "
+               r"backend_tls_verify = false" % (PORTS[backend], why))
+    m.wait_log(r"session end service=%s .*backend_tls=\S+ unverified=\"[^\"]+"
+               r"\" dane=%s" % (backend, word))
 
 
 def test_config_check_names_the_resolver(dane, mtd_ns):
