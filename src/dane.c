@@ -13,10 +13,11 @@
  * anchor management, where the system resolver is what the host's
  * administrator already runs and what Postfix relies on.
  *
- * res_nquery() blocks for as long as the resolver takes (its timeout and
- * retries come from resolv.conf), so the workers never call it.  A few
- * resolver threads, started on the first lookup, each with its own
- * resolver state, work through one queue of cache slots; a slot (one per backend of a service) keeps its latest
+ * res_nquery() blocks for as long as the resolver takes (bounded by
+ * dane_res_init(), whatever resolv.conf says), so the workers never call
+ * it.  A few resolver threads, started on the first lookup, each with
+ * its own resolver state, work through one queue of cache slots; a slot
+ * (one per backend of a service) keeps its latest
  * answer until its TTL, clamped to [DANE_TTL_MIN, DANE_TTL_MAX], runs
  * out; an answer without records is kept DANE_TTL_NEGATIVE seconds, a
  * failed lookup DANE_TTL_FAILED, doubled on each failure in a row up to

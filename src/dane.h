@@ -62,7 +62,7 @@ struct dane_answer {
 
 /*
  * Resolver threads: a lookup that hangs (a server that never answers,
- * until resolv.conf's timeout and attempts run out) holds up only one.
+ * for up to DANE_QUERY_BUDGET seconds) holds up only one.
  */
 #define DANE_THREADS		4
 /*
