@@ -13,7 +13,10 @@ which `ip netns exec` puts in place of the host's for what it runs:
   - a validating unbound on 127.0.0.1 with dane.test's DS as its trust
     anchor and both zones as stubs to the first one;
   - TLS backends (a small IMAP-ish server, one port per certificate,
-    recording every line it gets after the handshake);
+    recording every line it gets after the handshake), one that never
+    answers a handshake, a name server that never answers (void.test)
+    and one that relays the authoritative answers 1.5 s late
+    (slow.test);
   - mailtlsd, tls_mode = "none" services with backend_tls = "implicit"
     and backend_dane = true;
   - the plaintext clients.
@@ -43,6 +46,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -52,6 +56,8 @@ UNAVAILABLE = b"* BYE [UNAVAILABLE] Service temporarily unavailable\r\n"
 
 PORTS = {"ee": 4651, "ta": 4652, "mismatch": 4653, "plain": 4654,
          "bogus": 4655, "nx": 4656, "void": 4657}
+# A backend that accepts TCP and never says a word (no TLS handshake).
+MUTE_PORT = 4658
 
 BACKEND_SCRIPT = r'''
 import socket, ssl, sys, threading, time
@@ -116,8 +122,44 @@ def black_hole():
         u.recvfrom(4096)
 
 
+def slow_relay(query, peer, u):
+    say("slow query")
+    time.sleep(1.5)
+    f = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    f.settimeout(5)
+    try:
+        f.sendto(query, ("127.0.0.2", 53))
+        u.sendto(f.recv(4096), peer)
+    except OSError:
+        pass
+    finally:
+        f.close()
+
+
+def slow_server():
+    """slow.test's server: the authoritative one's answers, 1.5 s late."""
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.4", 53))
+    for _ in range(10000):                      # bounded
+        query, peer = u.recvfrom(4096)
+        threading.Thread(target=slow_relay, args=(query, peer, u),
+                         daemon=True).start()
+
+
+def mute():
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", int(sys.argv[2])))
+    s.listen(16)
+    held = []
+    for _ in range(500):                        # bounded
+        held.append(s.accept()[0])
+
+
 threading.Thread(target=black_hole, daemon=True).start()
-for spec in sys.argv[2:]:
+threading.Thread(target=slow_server, daemon=True).start()
+threading.Thread(target=mute, daemon=True).start()
+for spec in sys.argv[3:]:
     port, chain, key = spec.split(",")
     threading.Thread(target=serve, args=(int(port), chain, key),
                      daemon=True).start()
@@ -183,6 +225,11 @@ auth-zone:
     zonefile: "{dir}/plain.test.zone"
     for-downstream: yes
     for-upstream: no
+auth-zone:
+    name: "slow.test"
+    zonefile: "{dir}/slow.test.zone"
+    for-downstream: yes
+    for-upstream: no
 """
 
 RESOLVER_CONF = """server:
@@ -208,6 +255,9 @@ RESOLVER_CONF = """server:
 stub-zone:
     name: "void.test"
     stub-addr: 127.0.0.3
+stub-zone:
+    name: "slow.test"
+    stub-addr: 127.0.0.4
 stub-zone:
     name: "dane.test"
     stub-addr: 127.0.0.2
@@ -398,6 +448,8 @@ def _zones(d, pki):
                 SOA.format(z="plain.test") +
                 # Would be a mismatch, if it counted: no AD, it does not.
                 "_%d._tcp.mx IN TLSA 3 1 1 %s\n" % (PORTS["plain"], wrong))
+    with open(os.path.join(d, "slow.test.zone"), "w") as f:
+        f.write("$ORIGIN slow.test.\n$TTL 300\n" + SOA.format(z="slow.test"))
     ksk = sh("ldns-keygen", "-a", "ECDSAP256SHA256", "-k", "dane.test",
              cwd=d).stdout.decode().strip()
     zsk = sh("ldns-keygen", "-a", "ECDSAP256SHA256", "dane.test",
@@ -457,8 +509,8 @@ def dane(workroot, binary):
         with open(script, "w") as f:
             f.write(BACKEND_SCRIPT)
         mtlib.register_log("dane-backends", net.backend_log)
-        net.start("backends", [sys.executable, script, net.backend_log]
-                  + specs)
+        net.start("backends", [sys.executable, script, net.backend_log,
+                               str(MUTE_PORT)] + specs)
         mtlib.wait_until(lambda: "listening" in _read(net.backend_log), 15,
                          "the TLS backends")
         net.pki = pki
@@ -733,6 +785,28 @@ def test_resolver_warning_at_startup(dane, mtd_ns):
     finally:
         with open(os.path.join(dane.etc, "resolv.conf"), "w") as f:
             f.write("nameserver 127.0.0.1\noptions trust-ad\n")
+
+
+def test_one_deadline_for_lookup_and_handshake(dane, mtd_ns):
+    """The TLSA answer takes a second or more, then the backend never
+    answers the handshake: the backend fails backend_connect_timeout (5 s)
+    after the session began, not 5 s after the answer came in."""
+    m = mtd_ns()
+    port = m.add_service("slow", "imap", ["127.0.0.1:%d" % MUTE_PORT],
+                         tls_mode="none", backend_tls="implicit",
+                         backend_dane=True, backend_tls_name="mx.slow.test",
+                         backend_ca_file=dane.pki.p("storeca.pem"),
+                         backend_connect_timeout=5)
+    m.start()
+    t0 = time.monotonic()
+    tok, lines = session(dane, port)
+    took = time.monotonic() - t0
+    assert lines == [UNAVAILABLE], lines
+    m.wait_log(r"waiting for TLSA _%d\._tcp\.mx\.slow\.test" % MUTE_PORT)
+    m.wait_log(r"TLSA _%d\._tcp\.mx\.slow\.test: none" % MUTE_PORT)
+    m.wait_log(r"backend 127\.0\.0\.1:%d: connect failed: timeout"
+               % MUTE_PORT)
+    assert 4.5 < took < 5.75, took
 
 
 @pytest.mark.parametrize("backend,name,why,word", [
