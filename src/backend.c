@@ -80,8 +80,9 @@ struct backend_dane {
 };
 
 static void	backend_event_cb(struct bufferevent *, short, void *);
+static void	backend_try(struct session *, bool);
 static int	backend_dane_ready(struct session *,
-		    const struct conf_endpoint *);
+		    const struct conf_endpoint *, bool);
 static int	backend_dane_new(struct session *);
 static void	backend_dane_cb(evutil_socket_t, short, void *);
 static void	backend_fail(struct session *, const char *why);
@@ -197,17 +198,28 @@ fail:
 void
 backend_connect(struct session *s)
 {
+	backend_try(s, false);
+}
+
+/*
+ * The next backend, or (resumed) the same one again once its TLSA answer
+ * is in: then the timer its wait armed keeps running, so that the wait,
+ * the connect and the handshake share one backend_connect_timeout.
+ */
+static void
+backend_try(struct session *s, bool resumed)
+{
 	const struct conf_service	*svc = s->svc;
 	const struct conf_endpoint	*ep;
 	struct timeval			 tv;
 	evutil_socket_t			 fd;
 
-	while (s->backend_next < svc->nbackends) {
+	for (; s->backend_next < svc->nbackends; resumed = false) {
 		ep = &svc->backends[s->backend_next++];
 		s->backend_name = ep->text;
 		/* backend_dane: the TLSA answer first (0: waiting for it). */
 		if (svc->backend_dane) {
-			int r = backend_dane_ready(s, ep);
+			int r = backend_dane_ready(s, ep, resumed);
 
 			if (r == 0)
 				return;
@@ -234,9 +246,11 @@ backend_connect(struct session *s)
 			    EVUTIL_SOCKET_ERROR()));
 			continue;
 		}
-		tv.tv_sec = svc->backend_connect_timeout;
-		tv.tv_usec = 0;
-		event_add(s->timer, &tv);
+		if (!resumed || !event_pending(s->timer, EV_TIMEOUT, NULL)) {
+			tv.tv_sec = svc->backend_connect_timeout;
+			tv.tv_usec = 0;
+			event_add(s->timer, &tv);
+		}
 		return;
 	}
 	s->backend_name = NULL;
@@ -371,11 +385,7 @@ backend_connect_timeout(struct session *s)
 	 * may have come in just now, its wake-up still unread).
 	 */
 	if (s->backend == NULL) {
-		if (s->dane != NULL) {
-			(void)dane_wait_cancel(s->dane->wait);
-			event_del(s->dane->ev);
-			dane_wait_drain(s->dane->wait);
-		}
+		backend_release(s);
 		log_error("%s backend %s: TLSA lookup timeout: DANE fails "
 		    "closed", s->id, s->backend_name);
 		metrics_backend_failure(s);
@@ -425,18 +435,22 @@ backend_starttls(struct session *s)
  * cache: tls_client_ssl() applies it.  The lookup itself is the resolver
  * thread's (dane.c); a session without a fresh answer waits for it on
  * its own eventfd, watched here in its worker's base, bounded by
- * backend_connect_timeout.  1: the answer is in, go on; 0: waiting,
- * backend_dane_cb() resumes; -1: the lookup failed (SERVFAIL, which is
- * also what a validating resolver makes of bogus data, or a timeout),
- * logged: the backend fails closed, as for a certificate that does not
- * verify (RFC 7672 2.1.1).
+ * backend_connect_timeout, which then also bounds the connect and the
+ * handshake (resumed: the timer is already running).  1: the answer is
+ * in, go on; 0: waiting, backend_dane_cb() resumes; -1: the lookup
+ * failed (SERVFAIL, which is also what a validating resolver makes of
+ * bogus data, or a timeout), logged: the backend fails closed, as for a
+ * certificate that does not verify (RFC 7672 2.1.1).
  */
 static int
-backend_dane_ready(struct session *s, const struct conf_endpoint *ep)
+backend_dane_ready(struct session *s, const struct conf_endpoint *ep,
+    bool resumed)
 {
+	struct dane_cache	*c;
 	struct dane_answer	*a;
 	struct timeval		 tv;
-	char			 name[BACKEND_TLS_NAME_MAX], qname[300];
+	char			 name[BACKEND_TLS_NAME_MAX];
+	char			 qname[DANE_QNAME_MAX];
 	unsigned		 port;
 
 	backend_tls_name(s, name, sizeof(name));
@@ -449,19 +463,31 @@ backend_dane_ready(struct session *s, const struct conf_endpoint *ep)
 		metrics_backend_failure(s);
 		return -1;
 	}
-	if (s->dane == NULL && backend_dane_new(s) == -1) {
-		log_error("%s backend %s: cannot wait for TLSA %s", s->id,
-		    s->backend_name, qname);
-		metrics_backend_failure(s);
-		return -1;
+	/*
+	 * The cache first: a fresh answer needs no wait, and so no eventfd
+	 * (a session holds at most two descriptors, see raise_nofile()).
+	 * Without one, the lookup is queued; the wait registered next may
+	 * find the answer already in.
+	 */
+	c = tls_client_dane_cache(s->srt->btls);
+	if ((a = dane_get(c, s->backend_next - 1, qname, NULL)) == NULL) {
+		if (backend_dane_new(s) == -1) {
+			log_error("%s backend %s: cannot wait for TLSA %s",
+			    s->id, s->backend_name, qname);
+			metrics_backend_failure(s);
+			return -1;
+		}
+		if ((a = dane_get(c, s->backend_next - 1, qname,
+		    s->dane->wait)) != NULL)
+			backend_release(s);
 	}
-	a = dane_get(tls_client_dane_cache(s->srt->btls), s->backend_next - 1,
-	    qname, s->dane->wait);
 	if (a == NULL) {
 		event_add(s->dane->ev, NULL);
-		tv.tv_sec = s->svc->backend_connect_timeout;
-		tv.tv_usec = 0;
-		event_add(s->timer, &tv);
+		if (!resumed || !event_pending(s->timer, EV_TIMEOUT, NULL)) {
+			tv.tv_sec = s->svc->backend_connect_timeout;
+			tv.tv_usec = 0;
+			event_add(s->timer, &tv);
+		}
 		log_debug("%s backend %s: waiting for TLSA %s", s->id,
 		    s->backend_name, qname);
 		return 0;
@@ -480,9 +506,12 @@ backend_dane_ready(struct session *s, const struct conf_endpoint *ep)
 	return 1;
 }
 
+/* The wait of a session, for one lookup: released when it ends. */
 static int
 backend_dane_new(struct session *s)
 {
+	if (s->dane != NULL)
+		return 0;
 	if ((s->dane = calloc(1, sizeof(*s->dane))) == NULL)
 		return -1;
 	if ((s->dane->wait = dane_wait_new()) == NULL ||
@@ -503,15 +532,18 @@ backend_dane_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	dane_wait_drain(s->dane->wait);
+	/* The wait is over: its eventfd goes now, not with the session. */
+	backend_release(s);
 	if (s->state != SESSION_ST_CONNECTING || s->backend != NULL ||
 	    s->backend_next == 0)
 		return;
 	/* The same backend again: its answer is in now. */
 	s->backend_next--;
-	backend_connect(s);
+	backend_try(s, true);
 }
 
+/* Stop waiting for a TLSA answer, if the session was: unlinked from
+ * the slot under dane.c's lock, then its eventfd closed. */
 void
 backend_release(struct session *s)
 {

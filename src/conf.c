@@ -1706,15 +1706,47 @@ conf_check_backend_tls(cfg_t *sec, struct conf_service *s)
 }
 
 /*
+ * A name _PORT._tcp.NAME can be built on (RFC 1035 2.3.4): at most 253
+ * characters (a trailing dot aside), labels of 1 to 63.  NULL if so,
+ * else what is wrong.  backend_tls_name has been checked as a host name
+ * already (conf_check_hostname()); a backend's host part only had to
+ * resolve, and /etc/hosts may hold names no DNS query can carry.
+ */
+static const char *
+conf_dane_name_bad(const char *name)
+{
+	size_t	 n = strlen(name), label = 0, i;
+
+	if (n > 0 && name[n - 1] == '.')
+		n--;
+	if (n == 0)
+		return "is empty";
+	if (n > 253)
+		return "is longer than 253 characters";
+	for (i = 0; i <= n; i++) {
+		if (i < n && name[i] != '.') {
+			if (++label > 63)
+				return "has a label longer than 63 characters";
+			continue;
+		}
+		if (label == 0)
+			return "has an empty label";
+		label = 0;
+	}
+	return NULL;
+}
+
+/*
  * backend_dane looks up _PORT._tcp.NAME: every backend needs a port (no
  * unix socket) and a host name (backend_tls_name, or the backend's own
- * host part), never an address literal.
+ * host part), never an address literal, and a name a query can carry
+ * (backend_dane_long_label.conf: backend_tls_name's own check says so).
  */
 static int
 conf_check_backend_dane(cfg_t *sec, struct conf_service *s)
 {
-	const char	*text, *end;
-	char		 host[256];
+	const char	*text, *end, *bad;
+	char		 host[300];
 	unsigned char	 buf[16];
 	size_t		 i, n;
 
@@ -1750,6 +1782,13 @@ conf_check_backend_dane(cfg_t *sec, struct conf_service *s)
 			    "'backend_dane': backend '%s' is an address; set "
 			    "backend_tls_name to the host name its TLSA "
 			    "records belong to", conf_q(text));
+			return -1;
+		}
+		if ((bad = conf_dane_name_bad(host)) != NULL) {
+			conf_fail(conf_line(sec, "backend_dane"), "option "
+			    "'backend_dane': the host name of backend '%s' %s: "
+			    "no TLSA query can be made for it", conf_q(text),
+			    bad);
 			return -1;
 		}
 	}

@@ -2,9 +2,9 @@
  * dane.c - TLSA lookups for backend_dane (SPEC 12, RFC 7672).
  *
  * The lookup goes through the system resolver, as Postfix's does:
- * libresolv's res_nquery() with EDNS0 and the DO bit, on a private
- * resolver state initialised (res_ninit) from /etc/resolv.conf when the
- * first service with backend_dane is built, and the records count as
+ * libresolv's res_nquery() with EDNS0 and the DO bit, on private
+ * resolver states initialised (res_ninit) from /etc/resolv.conf once, at
+ * startup before the chroot (dane_init()), and the records count as
  * authenticated only when the answer's header has the AD bit.  glibc
  * passes that bit on only when resolv.conf says "options trust-ad": the
  * resolver it names must be a validating one the host can trust (on
@@ -13,13 +13,24 @@
  * anchor management, where the system resolver is what the host's
  * administrator already runs and what Postfix relies on.
  *
- * res_nquery() blocks for as long as the resolver takes (its timeout and
- * retries come from resolv.conf), so the workers never call it.  A few
- * resolver threads, started on the first lookup, each with its own
- * resolver state, work through one queue of cache slots; a slot (one per backend of a service) keeps its latest
+ * res_nquery() blocks for as long as the resolver takes (bounded by
+ * dane_res_init(), whatever resolv.conf says), so the workers never call
+ * it.  A few resolver threads, started on the first lookup, each with
+ * its own resolver state, work through one queue of cache slots; a slot
+ * (one per backend of a service) keeps its latest
  * answer until its TTL, clamped to [DANE_TTL_MIN, DANE_TTL_MAX], runs
  * out; an answer without records is kept DANE_TTL_NEGATIVE seconds, a
- * failed lookup DANE_TTL_FAILED.  The sessions that wait for a slot are
+ * failed lookup DANE_TTL_FAILED, doubled on each failure in a row up to
+ * DANE_TTL_FAILED_MAX.
+ *
+ * A slow name cannot hold up the others for long: a slot has at most one
+ * lookup queued or running (its queued flag), each lookup ends within
+ * about DANE_QUERY_BUDGET seconds (dane_res_init()), and a failed one is
+ * not retried before its backoff runs out, while sessions get the
+ * failure from the cache meanwhile.  So with K slots of dead names, a
+ * lookup of another name waits behind at most K of them, spread over
+ * DANE_THREADS threads: about K / DANE_THREADS * DANE_QUERY_BUDGET
+ * seconds, and only once per backoff period.  The sessions that wait for a slot are
  * woken through their own eventfd, which their worker watches in its own
  * event base: no other thread ever touches a worker's base.  One mutex
  * covers every cache, the queue and the waiter lists.
@@ -51,13 +62,6 @@
 #define DANE_T_TLSA	ns_t_tlsa
 #endif
 
-/* "_65535._tcp." and a name of at most 253 characters. */
-#define DANE_QNAME_MAX	272
-/*
- * Resolver threads: a lookup that hangs (a server that never answers,
- * until resolv.conf's timeout and attempts run out) holds up only one.
- */
-#define DANE_THREADS	4
 /* The largest answer res_nquery() can hand over (TCP). */
 #define DANE_ANSWER_MAX	65535
 
@@ -73,6 +77,7 @@ struct dane_entry {
 	struct dane_answer	*ans;		/* latest, or NULL */
 	struct timespec		 expires;	/* CLOCK_MONOTONIC */
 	bool			 queued;	/* or being looked up */
+	unsigned		 failures;	/* in a row: the backoff */
 	TAILQ_ENTRY(dane_entry)	 qentry;
 	TAILQ_HEAD(, dane_wait)	 waiters;
 };
@@ -88,6 +93,8 @@ static pthread_cond_t	 dane_cond = PTHREAD_COND_INITIALIZER;
 static TAILQ_HEAD(, dane_entry) dane_queue =
     TAILQ_HEAD_INITIALIZER(dane_queue);
 static unsigned		 dane_nthreads;		/* resolver threads */
+static pthread_t	 dane_threads[DANE_THREADS];
+static bool		 dane_stopping;		/* dane_stop() */
 static bool		 dane_res_ready;
 static struct __res_state dane_res[DANE_THREADS];
 
@@ -174,6 +181,20 @@ dane_answer_unref(struct dane_answer *a)
 }
 
 /*
+ * Whether a record can count under RFC 7672: DANE-TA or DANE-EE (PKIX-TA
+ * and PKIX-EE are not for SMTP, 3.1.3), selector Cert or SPKI, matching
+ * type Full, SHA2-256 or SHA2-512 (RFC 6698 7.2-7.4).  The others are
+ * skipped before anything is counted, so that no number of them can push
+ * a usable record out of the answer.
+ */
+static bool
+dane_rr_usable(const unsigned char *rdata)
+{
+	return (rdata[0] == DANE_USAGE_TA || rdata[0] == DANE_USAGE_EE) &&
+	    rdata[1] <= 1 && rdata[2] <= 2;
+}
+
+/*
  * ns_initparse() checks the header's counts against the message and
  * ns_parserr() every record's bounds: nothing here reads past len.
  */
@@ -186,11 +207,22 @@ dane_parse(const unsigned char *msg, size_t len, char *why, size_t whylen)
 	size_t			 total = 0, off = 0;
 	uint32_t		 ttl = DANE_TTL_MAX;
 	int			 i, count, pass;
+	bool			 found = false;
 
+	/* dane_answer_new() may fail on any path below: say so. */
+	snprintf(why, whylen, "out of memory");
 	if (len > DANE_ANSWER_MAX || ns_initparse(msg, (int)len, &h) == -1) {
 		snprintf(why, whylen, "malformed answer");
 		return NULL;
 	}
+	/*
+	 * TC: records are missing (glibc retries over TCP, so this is a
+	 * resolver that could not): what is left may lack the one record
+	 * that matters, or its absence may be no proof of anything.
+	 */
+	if (ns_msg_getflag(h, ns_f_tc))
+		return dane_answer_new(DANE_FAILED, "truncated answer (TC)",
+		    DANE_TTL_FAILED);
 	switch (ns_msg_getflag(h, ns_f_rcode)) {
 	case ns_r_noerror:
 		break;
@@ -211,7 +243,7 @@ dane_parse(const unsigned char *msg, size_t len, char *why, size_t whylen)
 	/* Pass 0 counts and sizes, pass 1 copies. */
 	for (pass = 0; pass < 2; pass++) {
 		a->nrr = 0;
-		for (i = 0; i < count && a->nrr < DANE_RR_MAX; i++) {
+		for (i = 0; i < count; i++) {
 			struct dane_rr	*r;
 
 			if (ns_parserr(&h, ns_s_an, i, &rr) == -1) {
@@ -224,9 +256,14 @@ dane_parse(const unsigned char *msg, size_t len, char *why, size_t whylen)
 			    ns_rr_class(rr) != ns_c_in || ns_rr_rdlen(rr) < 4)
 				continue;
 			if (pass == 0) {
-				total += ns_rr_rdlen(rr) - 3u;
+				found = true;
 				if (ns_rr_ttl(rr) < ttl)
 					ttl = ns_rr_ttl(rr);
+			}
+			if (!dane_rr_usable(ns_rr_rdata(rr)))
+				continue;
+			if (pass == 0) {
+				total += ns_rr_rdlen(rr) - 3u;
 				a->nrr++;
 				continue;
 			}
@@ -241,13 +278,23 @@ dane_parse(const unsigned char *msg, size_t len, char *why, size_t whylen)
 		}
 		if (pass == 1 || a->nrr == 0)
 			break;
+		/*
+		 * More usable records than we keep: dropping some could drop
+		 * the one that matches, so fail closed rather than guess.
+		 */
+		if (a->nrr > DANE_RR_MAX) {
+			dane_answer_free(a);
+			return dane_answer_new(DANE_FAILED, "too many usable "
+			    "TLSA records", DANE_TTL_FAILED);
+		}
 		if ((a->rr = calloc(a->nrr, sizeof(*a->rr))) == NULL ||
 		    (a->buf = malloc(total)) == NULL) {
 			dane_answer_free(a);
 			goto nomem;
 		}
 	}
-	if (a->nrr == 0) {
+	/* TLSA records of which none is usable keep their status. */
+	if (!found) {
 		a->status = DANE_NONE;
 		snprintf(a->why, sizeof(a->why), "no TLSA records");
 		ttl = DANE_TTL_NEGATIVE;
@@ -262,6 +309,16 @@ nomem:
 /* ------------------------------------------------------------------ */
 /* The resolver. */
 
+/*
+ * A query's worst case is bounded here, not by resolv.conf (whose
+ * default is 5 s times 2 attempts per name server): glibc's res_send()
+ * tries each of the nscount servers in turn, retry times, and waits
+ * retrans seconds for the first server, (retrans << i) / nscount (at
+ * least 1) for the server of index i.  One round (retry 1) with retrans
+ * DANE_QUERY_BUDGET / nscount keeps a lookup within 4 s with one or two
+ * servers and 3 s with three, well below the default
+ * backend_connect_timeout of 10 s.
+ */
 static int
 dane_res_init(struct __res_state *res)
 {
@@ -270,7 +327,22 @@ dane_res_init(struct __res_state *res)
 		return -1;
 	/* EDNS0 with DO: ask for DNSSEC, so that AD is meaningful. */
 	res->options |= RES_USE_EDNS0 | RES_USE_DNSSEC;
+	res->retry = 1;
+	res->retrans = res->nscount > 1 ? DANE_QUERY_BUDGET / res->nscount :
+	    DANE_QUERY_BUDGET;
+	if (res->retrans < 1)
+		res->retrans = 1;
 	return 0;
+}
+
+uint32_t
+dane_backoff(unsigned failures)
+{
+	uint32_t	 ttl = DANE_TTL_FAILED;
+
+	while (failures-- > 0 && ttl < DANE_TTL_FAILED_MAX)
+		ttl *= 2;
+	return ttl < DANE_TTL_FAILED_MAX ? ttl : DANE_TTL_FAILED_MAX;
 }
 
 /* One lookup, in the resolver thread; never NULL but out of memory. */
@@ -278,7 +350,7 @@ static struct dane_answer *
 dane_lookup(struct __res_state *res, const char *qname, unsigned char *buf)
 {
 	struct dane_answer	*a;
-	char			 why[64];
+	char			 why[64] = "out of memory";
 	int			 n;
 
 	if (!dane_res_ready)
@@ -320,8 +392,12 @@ dane_main(void *arg)
 		log_error("DANE resolver: out of memory");
 	for (;;) {
 		pthread_mutex_lock(&dane_lock);
-		while ((e = TAILQ_FIRST(&dane_queue)) == NULL)
+		while ((e = TAILQ_FIRST(&dane_queue)) == NULL && !dane_stopping)
 			pthread_cond_wait(&dane_cond, &dane_lock);
+		if (dane_stopping) {
+			pthread_mutex_unlock(&dane_lock);
+			break;
+		}
 		/* Stays queued (e->queued) until stored, but off the list. */
 		TAILQ_REMOVE(&dane_queue, e, qentry);
 		memcpy(qname, e->qname, sizeof(qname));
@@ -347,6 +423,7 @@ dane_main(void *arg)
 		dane_cache_unref_locked(e->cache);
 		pthread_mutex_unlock(&dane_lock);
 	}
+	free(buf);
 	return NULL;
 }
 
@@ -365,8 +442,16 @@ dane_store(struct dane_entry *e, struct dane_answer *a)
 			dane_answer_free(e->ans);
 		e->ans = a;
 		clock_gettime(CLOCK_MONOTONIC, &now);
-		ttl = a->status == DANE_FAILED ? DANE_TTL_FAILED :
-		    dane_clamp(a->ttl, DANE_TTL_MIN, DANE_TTL_MAX);
+		/* Failures back off: a dead name is not asked for again
+		 * and again, holding a resolver thread each time. */
+		if (a->status == DANE_FAILED) {
+			ttl = dane_backoff(e->failures);
+			if (e->failures < 16)
+				e->failures++;
+		} else {
+			ttl = dane_clamp(a->ttl, DANE_TTL_MIN, DANE_TTL_MAX);
+			e->failures = 0;
+		}
 		e->expires = now;
 		e->expires.tv_sec += ttl;
 	}
@@ -393,11 +478,11 @@ dane_start_locked(void)
 	/* Signals are for the main thread only. */
 	sigfillset(&all);
 	pthread_sigmask(SIG_BLOCK, &all, &old);
+	if (dane_stopping)
+		return -1;
 	while (dane_nthreads < DANE_THREADS && (rc = pthread_create(&t, NULL,
-	    dane_main, &dane_res[dane_nthreads])) == 0) {
-		pthread_detach(t);
-		dane_nthreads++;
-	}
+	    dane_main, &dane_res[dane_nthreads])) == 0)
+		dane_threads[dane_nthreads++] = t;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 	if (dane_nthreads == 0) {
 		log_error("DANE: cannot start a resolver thread: %s",
@@ -405,6 +490,60 @@ dane_start_locked(void)
 		return -1;
 	}
 	return 0;
+}
+
+/*
+ * Read resolv.conf into every thread's resolver state, once, from main()
+ * before the chroot and the privilege drop (a reload inside the jail
+ * would find no /etc/resolv.conf), and before any thread exists: nothing
+ * here changes afterwards, so the threads read it without the lock.
+ */
+int
+dane_init(void)
+{
+	size_t	 i;
+
+	for (i = 0; i < DANE_THREADS; i++)
+		if (dane_res_init(&dane_res[i]) == -1)
+			return -1;
+	dane_res_ready = true;
+	return 0;
+}
+
+bool
+dane_ready(void)
+{
+	return dane_res_ready;
+}
+
+/*
+ * At exit, after the workers, while the log is still there: a thread
+ * in a lookup finishes it (DANE_QUERY_BUDGET seconds at most), none
+ * starts another, and the slots still queued drop their cache
+ * references.  No lookup starts afterwards.
+ */
+void
+dane_stop(void)
+{
+	struct dane_entry	*e;
+	unsigned		 i;
+
+	pthread_mutex_lock(&dane_lock);
+	dane_stopping = true;
+	pthread_cond_broadcast(&dane_cond);
+	pthread_mutex_unlock(&dane_lock);
+	for (i = 0; i < dane_nthreads; i++)
+		pthread_join(dane_threads[i], NULL);
+	pthread_mutex_lock(&dane_lock);
+	dane_nthreads = 0;
+	while ((e = TAILQ_FIRST(&dane_queue)) != NULL) {
+		TAILQ_REMOVE(&dane_queue, e, qentry);
+		dane_store(e, NULL);
+		dane_cache_unref_locked(e->cache);
+	}
+	pthread_mutex_unlock(&dane_lock);
+	for (i = 0; i < DANE_THREADS && dane_res_ready; i++)
+		res_nclose(&dane_res[i]);
 }
 
 /* ------------------------------------------------------------------ */
@@ -416,15 +555,6 @@ dane_cache_new(size_t nslots)
 	struct dane_cache	*c;
 	size_t			 i;
 
-	pthread_mutex_lock(&dane_lock);
-	/* Read resolv.conf once, before any chroot (SPEC 12). */
-	if (!dane_res_ready) {
-		for (i = 0; i < DANE_THREADS; i++)
-			if (dane_res_init(&dane_res[i]) == -1)
-				break;
-		dane_res_ready = i == DANE_THREADS;
-	}
-	pthread_mutex_unlock(&dane_lock);
 	if ((c = calloc(1, sizeof(*c) + nslots * sizeof(c->e[0]))) == NULL)
 		return NULL;
 	c->refs = 1;
@@ -477,6 +607,7 @@ dane_get(struct dane_cache *c, size_t slot, const char *qname,
 		if (e->ans != NULL && --e->ans->refs == 0)
 			dane_answer_free(e->ans);
 		e->ans = NULL;
+		e->failures = 0;
 	}
 	if (e->ans != NULL && now.tv_sec < e->expires.tv_sec) {
 		a = e->ans;
@@ -595,29 +726,25 @@ dane_loopback(const struct sockaddr *sa)
 	return false;
 }
 
-void
-dane_check_resolver(dane_finding_cb cb, void *arg)
+/* What res means for DANE; with all, also what is right with it. */
+static void
+dane_findings(const struct __res_state *res, dane_finding_cb cb, void *arg,
+    bool all)
 {
-	struct __res_state	 res;
 	const struct sockaddr	*sa;
 	char			 msg[512], addr[INET6_ADDRSTRLEN];
 	int			 i, remote = 0;
 
-	if (dane_res_init(&res) == -1) {
-		cb(arg, "backend_dane: the resolver configuration "
-		    "(/etc/resolv.conf) cannot be read: every TLSA lookup "
-		    "will fail, and with it every session");
-		return;
-	}
-	if (!(res.options & RES_TRUSTAD))
+	if (!(res->options & RES_TRUSTAD))
 		cb(arg, "backend_dane: /etc/resolv.conf has no \"options "
 		    "trust-ad\": glibc clears the AD bit of every answer, so "
 		    "TLSA records never count as authenticated and DANE never "
-		    "applies (verification falls back to the CA store)");
-	for (i = 0; i < res.nscount && i < MAXNS; i++) {
-		sa = (const struct sockaddr *)&res.nsaddr_list[i];
-		if (sa->sa_family == 0 && res._u._ext.nsaddrs[i] != NULL)
-			sa = (const struct sockaddr *)res._u._ext.nsaddrs[i];
+		    "applies (backend_tls_verify decides: the CA store, or no "
+		    "verification at all when it is false)");
+	for (i = 0; i < res->nscount && i < MAXNS; i++) {
+		sa = (const struct sockaddr *)&res->nsaddr_list[i];
+		if (sa->sa_family == 0 && res->_u._ext.nsaddrs[i] != NULL)
+			sa = (const struct sockaddr *)res->_u._ext.nsaddrs[i];
 		if (dane_loopback(sa))
 			continue;
 		remote = 1;
@@ -633,10 +760,35 @@ dane_check_resolver(dane_finding_cb cb, void *arg)
 		    addr);
 		cb(arg, msg);
 	}
-	if ((res.options & RES_TRUSTAD) && !remote)
+	if (all && (res->options & RES_TRUSTAD) && !remote)
 		cb(arg, "backend_dane: TLSA records are trusted as far as the "
 		    "resolver of /etc/resolv.conf validates DNSSEC: it must be "
 		    "a validating resolver (e.g. unbound); resolv.conf is read "
 		    "once, at startup");
+}
+
+void
+dane_check_resolver(dane_finding_cb cb, void *arg)
+{
+	struct __res_state	 res;
+
+	if (dane_res_init(&res) == -1) {
+		cb(arg, "backend_dane: the resolver configuration "
+		    "(/etc/resolv.conf) cannot be read: every TLSA lookup "
+		    "will fail, and with it every session");
+		return;
+	}
+	dane_findings(&res, cb, arg, true);
 	res_nclose(&res);
+}
+
+void
+dane_warn_resolver(dane_finding_cb cb, void *arg)
+{
+	if (!dane_res_ready) {
+		cb(arg, "backend_dane: the resolver configuration "
+		    "(/etc/resolv.conf) could not be read at startup");
+		return;
+	}
+	dane_findings(&dane_res[0], cb, arg, false);
 }

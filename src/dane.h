@@ -52,15 +52,36 @@ struct dane_answer {
 #define DANE_TTL_MIN		10
 #define DANE_TTL_MAX		3600
 #define DANE_TTL_NEGATIVE	60	/* no records: SOA-less default */
-#define DANE_TTL_FAILED		5
-#define DANE_RR_MAX		64	/* records of one answer kept */
+#define DANE_TTL_FAILED		5	/* doubled per failure in a row */
+#define DANE_TTL_FAILED_MAX	60
+/* The seconds one query may take, shared among the name servers. */
+#define DANE_QUERY_BUDGET	4
+#define DANE_RR_MAX		64	/* usable records of one answer */
+/* "_65535._tcp." and a name of at most 253 characters (conf.c checks). */
+#define DANE_QNAME_MAX		272
+
+/*
+ * Resolver threads: a lookup that hangs (a server that never answers,
+ * for up to DANE_QUERY_BUDGET seconds) holds up only one.
+ */
+#define DANE_THREADS		4
+/*
+ * Descriptors the resolver threads may hold at once: glibc's res_nquery()
+ * opens a socket per name server (MAXNS, 3) and closes them all at the
+ * end of the query.  The sessions' own: a session waiting for an answer
+ * holds an eventfd in place of its backend socket, never both.
+ */
+#define DANE_FDS		(DANE_THREADS * 3)
 
 /*
  * A DNS response to a TLSA query (res_nquery's answer, len bytes): the
- * TLSA records of class IN in its answer section (others ignored, CNAMEs
- * were the resolver's to follow), SECURE if the header's AD bit is set,
- * else INSECURE; NONE when it holds no TLSA record.  NULL with a reason
- * in why when the message does not parse or memory runs out.
+ * usable TLSA records (usage 2 or 3, known selector and matching type)
+ * of class IN in its answer section (others ignored, CNAMEs were the
+ * resolver's to follow), SECURE if the header's AD bit is set, else
+ * INSECURE, with no records kept when none is usable; NONE when it holds
+ * no TLSA record.  FAILED when the answer is truncated (TC) or has more
+ * than DANE_RR_MAX usable records.  NULL with a reason in why when the
+ * message does not parse or memory runs out.
  */
 struct dane_answer *dane_parse(const unsigned char *msg, size_t len,
 		    char *why, size_t whylen);
@@ -68,6 +89,12 @@ struct dane_answer *dane_parse(const unsigned char *msg, size_t len,
 struct dane_answer *dane_answer_new(enum dane_status, const char *why,
 		    uint32_t ttl);
 void		dane_answer_unref(struct dane_answer *);
+
+/*
+ * How long a failed answer is kept after that many failures in a
+ * row: DANE_TTL_FAILED doubled each time, at most DANE_TTL_FAILED_MAX.
+ */
+uint32_t	dane_backoff(unsigned failures);
 
 /* "ee", "ta", ... for the logs: the status word of an answer. */
 const char	*dane_status_name(enum dane_status);
@@ -78,6 +105,17 @@ const char	*dane_status_name(enum dane_status);
  */
 int		dane_qname(const char *name, unsigned port, char *buf,
 		    size_t len);
+
+/*
+ * Read /etc/resolv.conf for the resolver threads: once, in main() before
+ * the chroot, the privilege drop and any thread.  -1 if it cannot be
+ * read; then every service with backend_dane fails to build, with
+ * dane_ready() false.
+ */
+int		dane_init(void);
+bool		dane_ready(void);
+/* At exit: end the resolver threads (after the workers). */
+void		dane_stop(void);
 
 /* One cache per service with backend_dane, one slot per backend. */
 struct dane_cache;
@@ -112,5 +150,7 @@ struct dane_answer *dane_peek(struct dane_cache *, size_t slot);
  */
 typedef void	(*dane_finding_cb)(void *arg, const char *msg);
 void		dane_check_resolver(dane_finding_cb, void *arg);
+/* The same problems of the state dane_init() read (startup, reload). */
+void		dane_warn_resolver(dane_finding_cb, void *arg);
 
 #endif /* DANE_H */

@@ -33,6 +33,7 @@
 #include "audit.h"
 #include "backend.h"
 #include "conf.h"
+#include "dane.h"
 #include "log.h"
 #include "mailtlsd.h"
 #include "sdnotify.h"
@@ -55,6 +56,8 @@ static void	check_transparent(const struct conf *);
 static void	write_pid_file(const char *);
 static void	signal_cb(evutil_socket_t, short, void *);
 static void	reload(void);
+static void	warn_dane(const struct conf *);
+static void	warn_dane_finding(void *, const char *);
 static void	warn_unclaimed_sockets(void);
 static void	status_cb(evutil_socket_t, short, void *);
 
@@ -126,11 +129,14 @@ check_config(struct conf *conf)
 }
 
 /*
- * Two descriptors per session (client and backend) plus a reserve.  The
- * soft limit is raised to what the configuration needs, up to the hard
- * limit (as nginx and HAProxy do), never lowered; only a hard limit too
- * low for max_connections is worth a warning (issue 10 item 7: a soft
- * limit of 1024 under a generous hard limit is every stock system's).
+ * Two descriptors per session (client and backend; a session waiting for
+ * a TLSA answer holds the eventfd of its wait in place of the backend
+ * socket, see dane.h), the resolver threads' sockets when a service has
+ * backend_dane, plus a reserve.  The soft limit is raised to what the
+ * configuration needs, up to the hard limit (as nginx and HAProxy do),
+ * never lowered; only a hard limit too low for max_connections is worth
+ * a warning (issue 10 item 7: a soft limit of 1024 under a generous hard
+ * limit is every stock system's).
  */
 static void
 raise_nofile(const struct conf *conf)
@@ -138,6 +144,13 @@ raise_nofile(const struct conf *conf)
 	struct rlimit	 rl;
 	rlim_t		 want = (rlim_t)conf->max_connections * 2 + FD_RESERVE;
 	rlim_t		 was;
+	size_t		 i;
+
+	for (i = 0; i < conf->nservices; i++)
+		if (conf->services[i].backend_dane) {
+			want += DANE_FDS;
+			break;
+		}
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) == -1) {
 		log_warn("getrlimit RLIMIT_NOFILE");
@@ -404,6 +417,7 @@ reload(void)
 	}
 	reload_notice_restart(current_rt->conf, conf);
 	warn_unclaimed_sockets();
+	warn_dane(conf);
 	if (!debug_logging) {
 		log_init(conf->log_target, conf->log_level,
 		    conf->syslog_facility);
@@ -414,6 +428,30 @@ reload(void)
 	metrics_reload(1);
 done:
 	sdnotify("READY=1\nSTATUS=accepting connections");
+}
+
+/*
+ * backend_dane: what the resolver state read at startup means for DANE
+ * (no "options trust-ad", a name server off this host), once per start
+ * or reload, as -t says it.
+ */
+static void
+warn_dane(const struct conf *conf)
+{
+	size_t	 i;
+
+	for (i = 0; i < conf->nservices; i++)
+		if (conf->services[i].backend_dane) {
+			dane_warn_resolver(warn_dane_finding, NULL);
+			return;
+		}
+}
+
+static void
+warn_dane_finding(void *arg, const char *msg)
+{
+	(void)arg;
+	log_warnx("%s", msg);
 }
 
 static void
@@ -474,6 +512,14 @@ main(int argc, char *argv[])
 		fprintf(stderr, "mailtlsd: %s\n", err);
 		return 1;
 	}
+	/*
+	 * backend_dane: resolv.conf is read here, before the chroot, even
+	 * if no service uses it yet (a reload may); a failure is reported
+	 * by any service that needs it (tls_client_new()).
+	 */
+	if (dane_init() == -1)
+		log_debug("cannot read the resolver configuration: "
+		    "backend_dane will not work");
 	if (check)
 		return check_config(conf);
 
@@ -498,6 +544,7 @@ main(int argc, char *argv[])
 		return 1;
 	}
 	current_rt = rt;
+	warn_dane(conf);
 	if (runtime_bind(rt, NULL, err, sizeof(err)) == -1 ||
 	    stats_bind(conf, err, sizeof(err)) == -1) {
 		log_error("%s", err);
@@ -540,6 +587,7 @@ main(int argc, char *argv[])
 	sdnotify("STOPPING=1\nSTATUS=stopping: %u sessions", workers_sessions());
 	workers_stop(shutdown_timeout);
 	workers_join();
+	dane_stop();
 	for (i = 0; i < 3; i++)
 		event_free(sigs[i]);
 	event_base_free(base);

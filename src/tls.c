@@ -1999,6 +1999,12 @@ tls_client_new(const struct conf_service *svc, char *err, size_t errlen)
 	SSL_CTX_set_verify(tc->ctx, tc->verify ? SSL_VERIFY_PEER :
 	    SSL_VERIFY_NONE, NULL);
 	/* backend_dane: OpenSSL's DANE verification, per connection. */
+	if (svc->backend_dane && !dane_ready()) {
+		tls_err(err, errlen, "%s: backend_dane: the resolver "
+		    "configuration (/etc/resolv.conf) could not be read at "
+		    "startup", where);
+		goto fail;
+	}
 	if (svc->backend_dane && (SSL_CTX_dane_enable(tc->ctx) <= 0 ||
 	    (tc->dane = dane_cache_new(svc->nbackends)) == NULL)) {
 		tls_err(err, errlen, "%s: cannot set up DANE: %s", where,
@@ -2053,7 +2059,11 @@ tls_client_new_session(SSL *ssl, SSL_SESSION *sess)
 
 	tc = SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), tls_client_idx);
 	slot = (uintptr_t)SSL_get_ex_data(ssl, tls_slot_idx);
-	if (tc == NULL || slot == 0 || slot > tc->ncache ||
+	/*
+	 * backend_dane: tls_client_ssl() never resumes (a session verified
+	 * under other records), so keeping one would only hold memory.
+	 */
+	if (tc == NULL || tc->dane != NULL || slot == 0 || slot > tc->ncache ||
 	    !SSL_SESSION_is_resumable(sess))
 		return 0;
 	/* A session of an unverified peer is not worth resuming. */

@@ -13,7 +13,10 @@ which `ip netns exec` puts in place of the host's for what it runs:
   - a validating unbound on 127.0.0.1 with dane.test's DS as its trust
     anchor and both zones as stubs to the first one;
   - TLS backends (a small IMAP-ish server, one port per certificate,
-    recording every line it gets after the handshake);
+    recording every line it gets after the handshake), one that never
+    answers a handshake, a name server that never answers (void.test)
+    and one that relays the authoritative answers 1.5 s late
+    (slow.test);
   - mailtlsd, tls_mode = "none" services with backend_tls = "implicit"
     and backend_dane = true;
   - the plaintext clients.
@@ -27,16 +30,23 @@ Cases: DANE-EE 3 1 1 and DANE-TA 2 0 1 matches (the message reaches the
 backend), a TLSA mismatch and a bogus signature (SERVFAIL) fail closed
 (the temporary failure first, an error line, nothing reaches the
 backend), and an unsigned answer or a signed NXDOMAIN fall back to the CA
-store (works with the right CA, fails with the wrong one).  The
-namespace, its resolv.conf and every process are removed at the end.
+store (works with the right CA, fails with the wrong one).  The bogus
+and timeout backends hold certificates of the store CA, so that a wrong
+fallback to it would let the session through; not even a handshake may
+reach them.  With backend_tls_verify = false a TLSA mismatch still
+fails, and no authenticated records means no verification (logged).
+The namespace, its resolv.conf and every process are removed at the
+end.
 """
 
 import hashlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -45,7 +55,9 @@ import mtlib
 UNAVAILABLE = b"* BYE [UNAVAILABLE] Service temporarily unavailable\r\n"
 
 PORTS = {"ee": 4651, "ta": 4652, "mismatch": 4653, "plain": 4654,
-         "bogus": 4655, "nx": 4656}
+         "bogus": 4655, "nx": 4656, "void": 4657}
+# A backend that accepts TCP and never says a word (no TLS handshake).
+MUTE_PORT = 4658
 
 BACKEND_SCRIPT = r'''
 import socket, ssl, sys, threading, time
@@ -110,8 +122,44 @@ def black_hole():
         u.recvfrom(4096)
 
 
+def slow_relay(query, peer, u):
+    say("slow query")
+    time.sleep(1.5)
+    f = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    f.settimeout(5)
+    try:
+        f.sendto(query, ("127.0.0.2", 53))
+        u.sendto(f.recv(4096), peer)
+    except OSError:
+        pass
+    finally:
+        f.close()
+
+
+def slow_server():
+    """slow.test's server: the authoritative one's answers, 1.5 s late."""
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.bind(("127.0.0.4", 53))
+    for _ in range(10000):                      # bounded
+        query, peer = u.recvfrom(4096)
+        threading.Thread(target=slow_relay, args=(query, peer, u),
+                         daemon=True).start()
+
+
+def mute():
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", int(sys.argv[2])))
+    s.listen(16)
+    held = []
+    for _ in range(500):                        # bounded
+        held.append(s.accept()[0])
+
+
 threading.Thread(target=black_hole, daemon=True).start()
-for spec in sys.argv[2:]:
+threading.Thread(target=slow_server, daemon=True).start()
+threading.Thread(target=mute, daemon=True).start()
+for spec in sys.argv[3:]:
     port, chain, key = spec.split(",")
     threading.Thread(target=serve, args=(int(port), chain, key),
                      daemon=True).start()
@@ -139,6 +187,20 @@ for line in out:
     sys.stdout.write(repr(line) + "\n")
 '''
 
+HOLD_SCRIPT = r'''
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+socks = []
+for _ in range(n):
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    line = s.makefile("rb").readline(4096)
+    assert line.startswith(b"* OK"), line
+    socks.append(s)
+sys.stdout.write("ready\n")
+sys.stdout.flush()
+sys.stdin.read()                                # until the test is done
+'''
+
 AUTH_CONF = """server:
     interface: 127.0.0.2
     port: 53
@@ -161,6 +223,11 @@ auth-zone:
 auth-zone:
     name: "plain.test"
     zonefile: "{dir}/plain.test.zone"
+    for-downstream: yes
+    for-upstream: no
+auth-zone:
+    name: "slow.test"
+    zonefile: "{dir}/slow.test.zone"
     for-downstream: yes
     for-upstream: no
 """
@@ -188,6 +255,9 @@ RESOLVER_CONF = """server:
 stub-zone:
     name: "void.test"
     stub-addr: 127.0.0.3
+stub-zone:
+    name: "slow.test"
+    stub-addr: 127.0.0.4
 stub-zone:
     name: "dane.test"
     stub-addr: 127.0.0.2
@@ -366,7 +436,8 @@ def _zones(d, pki):
         # The store CA would accept this backend: DANE must not.
         "_%d._tcp.mismatch IN TLSA 3 1 1 %s" % (PORTS["mismatch"], ee),
         # Signed with a wrong digest, then "corrected" below: the
-        # record would match, but its signature no longer does.
+        # record would match (as would the store CA, which issued the
+        # certificate), but its signature no longer does.
         "_%d._tcp.bogus IN TLSA 3 1 1 %s" % (PORTS["bogus"], wrong),
     ]
     with open(os.path.join(d, "dane.test.zone"), "w") as f:
@@ -377,6 +448,8 @@ def _zones(d, pki):
                 SOA.format(z="plain.test") +
                 # Would be a mismatch, if it counted: no AD, it does not.
                 "_%d._tcp.mx IN TLSA 3 1 1 %s\n" % (PORTS["plain"], wrong))
+    with open(os.path.join(d, "slow.test.zone"), "w") as f:
+        f.write("$ORIGIN slow.test.\n$TTL 300\n" + SOA.format(z="slow.test"))
     ksk = sh("ldns-keygen", "-a", "ECDSAP256SHA256", "-k", "dane.test",
              cwd=d).stdout.decode().strip()
     zsk = sh("ldns-keygen", "-a", "ECDSAP256SHA256", "dane.test",
@@ -387,7 +460,7 @@ def _zones(d, pki):
         text = f.read()
     assert text.count(wrong) == 1, text
     with open(signed, "w") as f:
-        f.write(text.replace(wrong, ee))
+        f.write(text.replace(wrong, pki.spki_sha256("bogus")))
     return os.path.join(d, ksk + ".ds")
 
 
@@ -412,8 +485,11 @@ def dane(workroot, binary):
             "plain": pki.leaf("plain", "mx.plain.test", ca="storeca"),
             "nx": pki.leaf("nx", "nx.dane.test", ca="storeca",
                            more=("unusable.dane.test",)),
+            # The store CA would accept these: only a wrong fallback to
+            # it (instead of failing closed) would let a session through.
+            "bogus": pki.leaf("bogus", "bogus.dane.test", ca="storeca"),
+            "void": pki.leaf("void", "mx.void.test", ca="storeca"),
         }
-        chains["bogus"] = chains["ee"]
         anchor = _zones(net.dir, pki)
         for name, text in (("auth", AUTH_CONF), ("resolver", RESOLVER_CONF)):
             with open(os.path.join(net.dir, name + ".conf"), "w") as f:
@@ -433,8 +509,8 @@ def dane(workroot, binary):
         with open(script, "w") as f:
             f.write(BACKEND_SCRIPT)
         mtlib.register_log("dane-backends", net.backend_log)
-        net.start("backends", [sys.executable, script, net.backend_log]
-                  + specs)
+        net.start("backends", [sys.executable, script, net.backend_log,
+                               str(MUTE_PORT)] + specs)
         mtlib.wait_until(lambda: "listening" in _read(net.backend_log), 15,
                          "the TLS backends")
         net.pki = pki
@@ -514,6 +590,11 @@ def assert_refused(dane, tok, lines):
     assert tok not in _read(dane.backend_log)
 
 
+def assert_not_connected(dane, backend):
+    """Not even a handshake (failed or not) reached the backend."""
+    assert "%d handshake" % PORTS[backend] not in _read(dane.backend_log)
+
+
 # ---------------------------------------------------------------------------
 
 def test_dane_ee_match(dane, mtd_ns):
@@ -579,6 +660,7 @@ def test_bogus_signature_fails_closed(dane, mtd_ns):
     m.wait_log(r"error: \S+ backend 127\.0\.0\.1:%d: TLSA lookup "
                r"_%d\._tcp\.bogus\.dane\.test failed: .*DANE fails closed"
                % (PORTS["bogus"], PORTS["bogus"]))
+    assert_not_connected(dane, "bogus")
 
 
 def test_lookup_timeout_fails_closed(dane, mtd_ns):
@@ -587,7 +669,7 @@ def test_lookup_timeout_fails_closed(dane, mtd_ns):
     session's lookup and relay go through: neither the worker loop nor
     the other lookups wait for the hanging one."""
     m = mtd_ns(workers=1)
-    port = dane_service(m, dane, "void", "ee", "mx.void.test")
+    port = dane_service(m, dane, "void", "void", "mx.void.test")
     m.services[-1][2]["backend_connect_timeout"] = 3
     other = dane_service(m, dane, "ee", "ee", "ee.dane.test")
     m.start()
@@ -600,7 +682,7 @@ def test_lookup_timeout_fails_closed(dane, mtd_ns):
                                stderr=subprocess.STDOUT)
     try:
         m.wait_log(r"waiting for TLSA _%d\._tcp\.mx\.void\.test"
-                   % PORTS["ee"])
+                   % PORTS["void"])
         tok2, lines = session(dane, other)
         assert_relayed(dane, "ee", tok2, lines)
         out = waiting.communicate(timeout=60)[0].decode(errors="replace")
@@ -611,9 +693,120 @@ def test_lookup_timeout_fails_closed(dane, mtd_ns):
     assert [eval(line, {}) for line in out.splitlines()] == [UNAVAILABLE], \
         out
     assert tok not in _read(dane.backend_log)
+    assert_not_connected(dane, "void")
     m.wait_log(r"error: \S+ backend 127\.0\.0\.1:%d: TLSA lookup timeout: "
-               r"DANE fails closed" % PORTS["ee"])
+               r"DANE fails closed" % PORTS["void"])
     m.wait_log(r"session end service=void .*reason=backend unavailable")
+
+
+def _fds(pid):
+    """(descriptors, eventfds) the process holds."""
+    total = eventfds = 0
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            target = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        total += 1
+        eventfds += target == "anon_inode:[eventfd]"
+    return total, eventfds
+
+
+def test_dane_sessions_hold_two_descriptors(dane, mtd_ns):
+    """A relaying DANE session holds its two sockets and nothing more: the
+    eventfd of a TLSA wait exists only while the session waits (here only
+    the first session waits; the others find the answer cached), as
+    raise_nofile() counts."""
+    n = 8
+    m = mtd_ns(workers=1)
+    port = dane_service(m, dane, "ee", "ee", "ee.dane.test")
+    m.start()
+    tok, lines = session(dane, port)            # the answer is cached now
+    assert_relayed(dane, "ee", tok, lines)
+    m.wait_log(r"session end service=ee ")
+    before = _fds(m.pid)
+    script = os.path.join(dane.dir, "hold.py")
+    with open(script, "w") as f:
+        f.write(HOLD_SCRIPT)
+    hold = subprocess.Popen(dane.argv(sys.executable, script, str(port),
+                                      str(n)), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert hold.stdout.readline() == b"ready\n"
+        during = _fds(m.pid)
+    finally:
+        hold.stdin.close()
+        hold.wait(30)
+    assert during[1] == before[1], (before, during)
+    assert during[0] <= before[0] + 2 * n, (before, during)
+
+
+def test_reload_turns_dane_on_in_a_chroot(dane, mtd_ns, workdir):
+    """resolv.conf is read at startup, before the chroot: a reload that
+    adds a backend_dane service inside the jail (which has no
+    /etc/resolv.conf) gets working lookups."""
+    jail = os.path.join(workdir, "jail")
+    os.makedirs(jail)
+    os.chmod(jail, 0o755)
+    m = mtd_ns(chroot=jail)
+    m.add_service("plain", "imap", ["127.0.0.1:%d" % PORTS["plain"]],
+                  tls_mode="none", backend_tls="implicit",
+                  backend_tls_name="mx.plain.test",
+                  backend_ca_file=dane.pki.p("storeca.pem"))
+    m.start()
+    m.wait_log(r"chrooted to " + re.escape(jail))
+    port = dane_service(m, dane, "ee", "ee", "ee.dane.test")
+    m.write_config()
+    for path in (m.conf, dane.pki.p("storeca.pem")):
+        os.makedirs(os.path.dirname(jail + path), exist_ok=True)
+        shutil.copy2(path, jail + path)
+    assert not os.path.exists(jail + "/etc/resolv.conf")
+    os.kill(m.pid, signal.SIGHUP)
+    m.wait_log(r"configuration reloaded")
+    mtlib.wait_until(lambda: port in mtlib.listening_ports(m.pid), 10,
+                     "the new service's port")
+    tok, lines = session(dane, port)
+    assert_relayed(dane, "ee", tok, lines)
+    m.wait_log(r"session end service=ee .*dane=ee")
+    assert "backend_dane: " not in m.log_text()     # no resolver warning
+
+
+def test_resolver_warning_at_startup(dane, mtd_ns):
+    """Without "options trust-ad" the AD bit never arrives: the daemon
+    says so when it starts, not only -t."""
+    with open(os.path.join(dane.etc, "resolv.conf"), "w") as f:
+        f.write("nameserver 127.0.0.1\n")
+    try:
+        m = mtd_ns()
+        dane_service(m, dane, "ee", "ee", "ee.dane.test")
+        m.start()
+        m.wait_log(r'warning: backend_dane: /etc/resolv.conf has no '
+                   r'"options trust-ad"')
+    finally:
+        with open(os.path.join(dane.etc, "resolv.conf"), "w") as f:
+            f.write("nameserver 127.0.0.1\noptions trust-ad\n")
+
+
+def test_one_deadline_for_lookup_and_handshake(dane, mtd_ns):
+    """The TLSA answer takes a second or more, then the backend never
+    answers the handshake: the backend fails backend_connect_timeout (5 s)
+    after the session began, not 5 s after the answer came in."""
+    m = mtd_ns()
+    port = m.add_service("slow", "imap", ["127.0.0.1:%d" % MUTE_PORT],
+                         tls_mode="none", backend_tls="implicit",
+                         backend_dane=True, backend_tls_name="mx.slow.test",
+                         backend_ca_file=dane.pki.p("storeca.pem"),
+                         backend_connect_timeout=5)
+    m.start()
+    t0 = time.monotonic()
+    tok, lines = session(dane, port)
+    took = time.monotonic() - t0
+    assert lines == [UNAVAILABLE], lines
+    m.wait_log(r"waiting for TLSA _%d\._tcp\.mx\.slow\.test" % MUTE_PORT)
+    m.wait_log(r"TLSA _%d\._tcp\.mx\.slow\.test: none" % MUTE_PORT)
+    m.wait_log(r"backend 127\.0\.0\.1:%d: connect failed: timeout"
+               % MUTE_PORT)
+    assert 4.5 < took < 5.75, took
 
 
 @pytest.mark.parametrize("backend,name,why,word", [
@@ -642,6 +835,39 @@ def test_no_dane_falls_back_to_the_ca(dane, mtd_ns, backend, name, why,
     m.wait_log(r"error: \S+ backend 127\.0\.0\.1:%d: certificate "
                r"verification failed: self-signed certificate in certificate chain"
                % PORTS[backend])
+
+
+def test_verify_false_tlsa_mismatch_fails_closed(dane, mtd_ns):
+    """backend_tls_verify = false turns off the CA store, not DANE:
+    authenticated records that do not match still refuse the backend."""
+    m = mtd_ns()
+    port = dane_service(m, dane, "mismatch", "mismatch",
+                        "mismatch.dane.test", backend_tls_verify=False)
+    m.start()
+    tok, lines = session(dane, port)
+    assert_refused(dane, tok, lines)
+    m.wait_log(r"error: \S+ backend 127\.0\.0\.1:%d: certificate "
+               r"verification failed: TLSA mismatch" % PORTS["mismatch"])
+
+
+@pytest.mark.parametrize("backend,name,why,word", [
+    ("plain", "mx.plain.test", "TLSA answer not authenticated", "insecure"),
+    ("nx", "nx.dane.test", "no TLSA records", "none"),
+])
+def test_verify_false_without_dane_is_unverified(dane, mtd_ns, backend,
+                                                 name, why, word):
+    """No authenticated records and backend_tls_verify = false: relayed
+    although the CA (taca) cannot verify the chain, and logged so."""
+    m = mtd_ns()
+    port = dane_service(m, dane, backend, backend, name, ca="taca",
+                        backend_tls_verify=False)
+    m.start()
+    tok, lines = session(dane, port)
+    assert_relayed(dane, backend, tok, lines)
+    m.wait_log(r"backend 127\.0\.0\.1:%d: DANE does not apply \(%s[^)]*\): "
+               r"backend_tls_verify = false" % (PORTS[backend], why))
+    m.wait_log(r"session end service=%s .*backend_tls=\S+ unverified=\"[^\"]+"
+               r"\" dane=%s" % (backend, word))
 
 
 def test_config_check_names_the_resolver(dane, mtd_ns):

@@ -22,6 +22,8 @@
 #define T_TLSA	52
 #define C_IN	1
 #define C_CH	3
+/* The TC bit, passed with the rcode (build() ors both in). */
+#define F_TC	0x0200
 
 /* One record of a message to build; owner is the question's name. */
 struct rr_spec {
@@ -147,20 +149,34 @@ static const struct parse_case cases[] = {
 	{ "no data: ignored", true, 0, {
 	    { T_TLSA, C_IN, 60, 3, 0, 0, 0, 3, 0 },
 	    TLSA(3, 0, 0, 0x30, 300, 60) }, 2, 0, true, DANE_SECURE, 1, 60 },
-	{ "unusable usages are still records", true, 0, {
+	{ "unusable usages: records, none kept", true, 0, {
 	    TLSA(0, 0, 1, 0x05, 32, 60), TLSA(1, 1, 1, 0x06, 32, 60) }, 2, 0,
-	    true, DANE_SECURE, 2, 60 },
+	    true, DANE_SECURE, 0, 60 },
+	{ "unknown selector or matching type: not kept", true, 0, {
+	    TLSA(3, 2, 1, 0x05, 32, 60), TLSA(2, 0, 3, 0x06, 32, 60),
+	    TLSA(3, 1, 1, 0x08, 32, 90) }, 3, 0, true, DANE_SECURE, 1, 60 },
 	{ "empty answer", true, 0, { { 0 } }, 0, 0, true, DANE_NONE, 0,
 	    DANE_TTL_NEGATIVE },
 	{ "NXDOMAIN", true, 3, { { 0 } }, 0, 0, true, DANE_NONE, 0,
 	    DANE_TTL_NEGATIVE },
 	{ "SERVFAIL", false, 2, { { 0 } }, 0, 0, true, DANE_FAILED, 0,
 	    DANE_TTL_FAILED },
+	{ "truncated (TC): failed", true, F_TC, {
+	    TLSA(3, 1, 1, 0xab, 32, 300) }, 1, 0, true, DANE_FAILED, 0,
+	    DANE_TTL_FAILED },
+	{ "truncated NXDOMAIN: failed", true, F_TC | 3, { { 0 } }, 0, 0,
+	    true, DANE_FAILED, 0, DANE_TTL_FAILED },
 	{ "REFUSED", false, 5, { { 0 } }, 0, 0, true, DANE_FAILED, 0,
 	    DANE_TTL_FAILED },
-	{ "at most DANE_RR_MAX records", true, 0, {
-	    TLSA(3, 1, 1, 0x07, 32, 60) }, 1, DANE_RR_MAX + 5, true,
+	{ "more than DANE_RR_MAX usable records: failed", true, 0, {
+	    TLSA(3, 1, 1, 0x07, 32, 60) }, 1, DANE_RR_MAX, true,
+	    DANE_FAILED, 0, DANE_TTL_FAILED },
+	{ "DANE_RR_MAX usable records", true, 0, {
+	    TLSA(3, 1, 1, 0x07, 32, 60) }, 1, DANE_RR_MAX - 1, true,
 	    DANE_SECURE, DANE_RR_MAX, 60 },
+	{ "many unusable records before a usable one", true, 0, {
+	    TLSA(1, 1, 1, 0x07, 32, 60), TLSA(3, 1, 1, 0x09, 32, 60) }, 2,
+	    DANE_RR_MAX + 5, true, DANE_SECURE, 1, 60 },
 	{ "rdlength past the end", true, 0, {
 	    { T_TLSA, C_IN, 60, -1, 3, 1, 1, 0xab, 32 } }, 1, 0, false },
 };
@@ -253,6 +269,19 @@ test_qname(void **state)
 	    sizeof(small)), -1);
 }
 
+/* A failed lookup is kept 5 s, then 10, 20, 40, then 60 at most. */
+static void
+test_backoff(void **state)
+{
+	(void)state;
+	assert_int_equal(dane_backoff(0), DANE_TTL_FAILED);
+	assert_int_equal(dane_backoff(1), 2 * DANE_TTL_FAILED);
+	assert_int_equal(dane_backoff(3), 8 * DANE_TTL_FAILED);
+	assert_int_equal(dane_backoff(4), DANE_TTL_FAILED_MAX);
+	assert_int_equal(dane_backoff(16), DANE_TTL_FAILED_MAX);
+	assert_int_equal(dane_backoff(~0u), DANE_TTL_FAILED_MAX);
+}
+
 static void
 test_status_names(void **state)
 {
@@ -270,6 +299,7 @@ main(void)
 		cmocka_unit_test(test_parse_table),
 		cmocka_unit_test(test_parse_truncated),
 		cmocka_unit_test(test_qname),
+		cmocka_unit_test(test_backoff),
 		cmocka_unit_test(test_status_names),
 	};
 
