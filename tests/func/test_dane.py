@@ -17,8 +17,10 @@ which `ip netns exec` puts in place of the host's for what it runs:
     answers a handshake, a name server that never answers (void.test)
     and one that relays the authoritative answers 1.5 s late
     (slow.test);
+  - the same backends again on 127.0.0.5 (same ports, certificates and
+    TLSA records) behind an IMAP STARTTLS dialogue;
   - mailtlsd, tls_mode = "none" services with backend_tls = "implicit"
-    and backend_dane = true;
+    (or "starttls") and backend_dane = true;
   - the plaintext clients.
 
 The certificates are made here: a self-signed one no CA store trusts, for
@@ -56,6 +58,8 @@ UNAVAILABLE = b"* BYE [UNAVAILABLE] Service temporarily unavailable\r\n"
 
 PORTS = {"ee": 4651, "ta": 4652, "mismatch": 4653, "plain": 4654,
          "bogus": 4655, "nx": 4656, "void": 4657}
+# Each backend again, same port and certificate, TLS after IMAP STARTTLS.
+STARTTLS_ADDR = "127.0.0.5"
 # A backend that accepts TCP and never says a word (no TLS handshake).
 MUTE_PORT = 4658
 
@@ -71,9 +75,41 @@ def say(text):
         log.write(text + "\n")
 
 
-def handle(conn, ctx, port):
+def clear_line(conn):
+    """One cleartext line, read byte by byte: nothing beyond it."""
+    buf = b""
+    while not buf.endswith(b"\n") and len(buf) < 4096:     # bounded
+        c = conn.recv(1)
+        if not c:
+            return None
+        buf += c
+    return buf
+
+
+def starttls(conn, port):
+    """IMAP in cleartext up to the go-ahead of STARTTLS."""
+    conn.sendall(b"* OK cleartext greeting\r\n")
+    for _ in range(8):                          # bounded
+        line = clear_line(conn)
+        if line is None:
+            return False
+        say("%d clear %r" % (port, line))
+        parts = line.split()
+        tag = parts[0] if parts else b"*"
+        if len(parts) > 1 and parts[1].upper() == b"STARTTLS":
+            conn.sendall(tag + b" OK begin TLS now\r\n")
+            return True
+        conn.sendall(b"* CAPABILITY IMAP4rev1 STARTTLS\r\n" + tag +
+                     b" OK done\r\n")
+    return False
+
+
+def handle(conn, ctx, port, clear=False):
     conn.settimeout(15)
     try:
+        if clear and not starttls(conn, port):
+            conn.close()
+            return
         t = ctx.wrap_socket(conn, server_side=True)
     except (OSError, ssl.SSLError) as e:
         say("%d handshake failed: %s" % (port, e))
@@ -81,7 +117,8 @@ def handle(conn, ctx, port):
         return
     say("%d handshake" % port)
     try:
-        t.sendall(b"* OK [CAPABILITY IMAP4rev1] dane backend ready\r\n")
+        if not clear:                   # no second greeting after STARTTLS
+            t.sendall(b"* OK [CAPABILITY IMAP4rev1] dane backend ready\r\n")
         f = t.makefile("rb")
         for _ in range(64):                     # bounded
             line = f.readline(4096)
@@ -101,16 +138,18 @@ def handle(conn, ctx, port):
         t.close()
 
 
-def serve(port, chain, key):
+def serve(port, chain, key, addr="127.0.0.1"):
+    """TLS from the first byte on 127.0.0.1; STARTTLS on STARTTLS_ADDR."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(chain, key)
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(("127.0.0.1", port))
+    s.bind((addr, port))
     s.listen(16)
     for _ in range(500):                        # bounded
         conn, _ = s.accept()
-        threading.Thread(target=handle, args=(conn, ctx, port),
+        threading.Thread(target=handle, args=(conn, ctx, port,
+                                              addr != "127.0.0.1"),
                          daemon=True).start()
 
 
@@ -162,6 +201,9 @@ threading.Thread(target=mute, daemon=True).start()
 for spec in sys.argv[3:]:
     port, chain, key = spec.split(",")
     threading.Thread(target=serve, args=(int(port), chain, key),
+                     daemon=True).start()
+    threading.Thread(target=serve, args=(int(port), chain, key,
+                                         "127.0.0.5"),
                      daemon=True).start()
 time.sleep(0.5)
 say("listening")
@@ -554,9 +596,14 @@ def mtd_ns(dane, workdir, certs):
         m.stop()
 
 
-def dane_service(m, dane, name, backend, tls_name, ca="storeca", **opts):
-    return m.add_service(name, "imap", ["127.0.0.1:%d" % PORTS[backend]],
-                         tls_mode="none", backend_tls="implicit",
+def dane_service(m, dane, name, backend, tls_name, ca="storeca",
+                 backend_tls="implicit", **opts):
+    """A service towards one backend: with backend_tls = "starttls" the
+    same certificate, port and TLSA records, behind an IMAP STARTTLS
+    dialogue on STARTTLS_ADDR."""
+    addr = "127.0.0.1" if backend_tls == "implicit" else STARTTLS_ADDR
+    return m.add_service(name, "imap", ["%s:%d" % (addr, PORTS[backend])],
+                         tls_mode="none", backend_tls=backend_tls,
                          backend_dane=True, backend_tls_name=tls_name,
                          backend_ca_file=dane.pki.p(ca + ".pem"),
                          backend_connect_timeout=10, **opts)
@@ -607,6 +654,32 @@ def test_dane_ee_match(dane, mtd_ns):
     assert_relayed(dane, "ee", tok, lines)
     m.wait_log(r"session end service=ee .*backend_tls=TLSv1\.[23]/\S+ "
                r"verified=\S+ dane=ee")
+
+
+def test_dane_after_backend_starttls(dane, mtd_ns):
+    """backend_tls = "starttls": the TLSA records decide the handshake
+    after the cleartext dialogue as they do for implicit TLS.  DANE-EE
+    lets the self-signed certificate through; a mismatch fails closed
+    after STARTTLS, with nothing relayed."""
+    m = mtd_ns()
+    ok = dane_service(m, dane, "ee", "ee", "ee.dane.test",
+                      backend_tls="starttls")
+    bad = dane_service(m, dane, "mismatch", "mismatch",
+                       "mismatch.dane.test", backend_tls="starttls")
+    m.start()
+    tok, lines = session(dane, ok)
+    assert_relayed(dane, "ee", tok, lines)
+    log = _read(dane.backend_log)
+    assert "%d clear %r" % (PORTS["ee"], b"mt2 STARTTLS\r\n") in log, log
+    m.wait_log(r"session end service=ee .*backend_tls=TLSv1\.[23]/\S+ "
+               r"verified=\S+ dane=ee")
+    tok, lines = session(dane, bad)
+    assert_refused(dane, tok, lines)
+    m.wait_log(r"error: \S+ backend %s:%d: certificate verification "
+               r"failed: TLSA mismatch" % (re.escape(STARTTLS_ADDR),
+                                           PORTS["mismatch"]))
+    assert "%d clear %r" % (PORTS["mismatch"], b"mt2 STARTTLS\r\n") in \
+        _read(dane.backend_log)
 
 
 def test_dane_ta_match(dane, mtd_ns):
