@@ -193,6 +193,8 @@ backend_connect(struct session *s)
 			    EVUTIL_SOCKET_ERROR()));
 			continue;
 		}
+		util_tcp_nodelay(bufferevent_getfd(s->backend),
+		    ep->ss.ss_family);
 		tv.tv_sec = svc->backend_connect_timeout;
 		tv.tv_usec = 0;
 		event_add(s->timer, &tv);

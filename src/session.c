@@ -358,6 +358,7 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 		log_warn("%s getsockname", s->id);
 		s->locallen = 0;
 	}
+	util_tcp_nodelay(fd, sa->sa_family);
 	gettimeofday(&s->started, NULL);
 	/* Implicit TLS enters HANDSHAKE in session_start_tls(). */
 	s->state = SESSION_ST_CONNECTING;
