@@ -53,7 +53,10 @@ static void	 worker_drain_cb(evutil_socket_t, short, void *);
 static void	 worker_check_done(struct worker *);
 static void	 worker_detach_all(struct worker *);
 
-/* A loop for one thread: no locks, no cross-thread notification. */
+/*
+ * A loop for one thread: no locks, no cross-thread notification; epoll
+ * updates batched.
+ */
 static struct event_base *
 worker_base_new(void)
 {
@@ -63,6 +66,13 @@ worker_base_new(void)
 	if ((cfg = event_config_new()) == NULL)
 		return NULL;
 	event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+	/*
+	 * epoll changes go to the kernel once per turn of the loop, merged
+	 * (a write event added and removed in one turn costs nothing).  The
+	 * changelist's known trap is a dup()ed descriptor, which mailtlsd
+	 * never registers.
+	 */
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
 	base = event_base_new_with_config(cfg);
 	event_config_free(cfg);
 	return base;
