@@ -721,9 +721,13 @@ session_tls_established(struct session *s)
 
 	s->flags |= SF_TLS_UP;
 	metrics_handshake(s);
-	tls_summary(s->ssl, "unknown", s->peer_ip, line, sizeof(line));
-	log_info("%s", line);
-	if (s->svc->tls->client_certificates != CLIENT_CERT_NONE) {
+	/* The summary costs certificate and cipher lookups: only if logged. */
+	if (log_get_level() >= LOG_LEVEL_INFO) {
+		tls_summary(s->ssl, "unknown", s->peer_ip, line, sizeof(line));
+		log_info("%s", line);
+	}
+	if (s->svc->tls->client_certificates != CLIENT_CERT_NONE &&
+	    log_get_level() >= LOG_LEVEL_INFO) {
 		tls_peer_cert_info(s->ssl, cert, sizeof(cert));
 		log_info("%s client certificate: %s", s->id, cert);
 	}
