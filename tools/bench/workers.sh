@@ -90,15 +90,16 @@ measure() {
     after=$(ticks "$mpid")
     awk -v label="$label" -v out="$out" -v perf="$perfout" '
         BEGIN { n = split(out, kv, " "); for (i = 1; i <= n; i++) { split(kv[i], p, "="); m[p[1]] = p[2] }
-                while ((getline l < perf) > 0) { k = split(l, f, ","); if (k >= 2 && f[1] ~ /-[0-9]+$/) {
+                while ((getline l < perf) > 0) { nf = split(l, f, ","); if (nf >= 2 && f[1] ~ /-[0-9]+$/) {
                     t = f[1]; sub(/^.*-/, "", t); conn[t] = f[2] + 0; tc += f[2] } } }
         FNR == NR { b[$1] = $2; next }
         { d[$1] = $2 - b[$1]; tot += d[$1]; ids[++k] = $1 }
         END {
             printf "%s: completed=%s errors=%s proxy_us_per_conn=%s", label, m["completed"], m["errors"], m["proxy_us_per_conn"]
-            if (m["held"] != "")
-                printf " held=%s kB_per_session=%.1f", m["held"],
-                    m["held"] > 0 ? (m["proxy_rss_held_kb"] - m["proxy_rss_start_kb"]) / m["held"] : 0
+            if (m["held"] != "") {
+                kb = m["held"] > 0 ? (m["proxy_rss_held_kb"] - m["proxy_rss_start_kb"]) / m["held"] : 0
+                printf " held=%s kB_per_session=%.1f", m["held"], kb
+            }
             # Threads that did nothing (not workers, or idle) are left out.
             for (i = 1; i <= k; i++) {
                 if (d[ids[i]] == 0 && conn[ids[i]] == 0)
