@@ -246,6 +246,8 @@ backend_try(struct session *s, bool resumed)
 			    EVUTIL_SOCKET_ERROR()));
 			continue;
 		}
+		util_tcp_nodelay(bufferevent_getfd(s->backend),
+		    ep->ss.ss_family);
 		if (!resumed || !event_pending(s->timer, EV_TIMEOUT, NULL)) {
 			tv.tv_sec = svc->backend_connect_timeout;
 			tv.tv_usec = 0;

@@ -85,6 +85,7 @@
 #define SMTP_REPLY_BYTES_MAX	(64 * 1024)
 #define SMTP_BDAT_SIZE_LIMIT	(UINT64_C(1) << 31)
 #define SMTP_DATA_IOV		16	/* DATA is scanned this many chunks a go */
+#define SMTP_DATA_STAGE		8192	/* DATA goes out in blocks this big */
 
 /*
  * Replies mailtlsd writes itself.  500/5.5.2 for lines we cannot frame:
@@ -287,10 +288,19 @@ static void	 smtp_bdat_begin(struct filter *, uint64_t, bool);
 static void	 smtp_bdat_input(struct filter *, struct evbuffer *,
 		    struct evbuffer *);
 
+/* DATA content on its way to the backend (smtp_stage_add). */
+struct smtp_stage {
+	struct evbuffer	*out;
+	size_t		 len;
+	char		 buf[SMTP_DATA_STAGE];
+};
+
 static void	 smtp_data_input(struct filter *, struct evbuffer *,
 		    struct evbuffer *);
+static void	 smtp_stage_flush(struct smtp_stage *);
+static void	 smtp_stage_add(struct smtp_stage *, const char *, size_t);
 static size_t	 smtp_data_scan(struct filter *, const char *, size_t,
-		    struct evbuffer *, bool *);
+		    struct smtp_stage *, bool *);
 static void	 smtp_data_bare(struct filter *);
 static void	 smtp_data_end(struct filter *, struct evbuffer *);
 
@@ -1185,19 +1195,51 @@ smtp_data_input(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_backend)
 {
 	struct evbuffer_iovec	 v[SMTP_DATA_IOV];
+	struct smtp_stage	 st;
 	size_t			 used = 0;
 	bool			 end = false;
 	int			 i, n;
 
+	st.out = to_backend;
+	st.len = 0;
 	n = evbuffer_peek(in, -1, NULL, v, SMTP_DATA_IOV);
 	if (n > SMTP_DATA_IOV)
 		n = SMTP_DATA_IOV;
 	for (i = 0; i < n && !end; i++)
 		used += smtp_data_scan(f, v[i].iov_base, v[i].iov_len,
-		    to_backend, &end);
+		    &st, &end);
+	smtp_stage_flush(&st);
 	evbuffer_drain(in, used);
 	if (end)
 		smtp_data_end(f, to_backend);
+}
+
+/*
+ * Content for the backend is gathered here and added to its buffer a
+ * block at a time: an evbuffer_add per line (two, with its CRLF) runs
+ * the buffer's callbacks each time and cost more than the scan itself.
+ */
+static void
+smtp_stage_flush(struct smtp_stage *st)
+{
+	if (st->len > 0)
+		evbuffer_add(st->out, st->buf, st->len);
+	st->len = 0;
+}
+
+static void
+smtp_stage_add(struct smtp_stage *st, const char *p, size_t n)
+{
+	if (st->len + n > sizeof(st->buf)) {
+		smtp_stage_flush(st);
+		if (n > sizeof(st->buf) / 2) {
+			/* A long run: no copy through the stage. */
+			evbuffer_add(st->out, p, n);
+			return;
+		}
+	}
+	memcpy(st->buf + st->len, p, n);
+	st->len += n;
 }
 
 /* A bare LF or bare CR in content: in reject mode, refuse the message. */
@@ -1220,7 +1262,7 @@ smtp_data_bare(struct filter *f)
 
 #define DATA_OUT(b, n)	do {						\
 	if (!s->data_refused)						\
-		evbuffer_add(out, (b), (n));				\
+		smtp_stage_add(out, (b), (n));				\
 } while (0)
 
 /*
@@ -1236,10 +1278,12 @@ smtp_data_bare(struct filter *f)
  */
 static size_t
 smtp_data_scan(struct filter *f, const char *p, size_t n,
-    struct evbuffer *out, bool *end)
+    struct smtp_stage *out, bool *end)
 {
 	struct smtp	*s = f->proto;
-	size_t		 i = 0, run;
+	const char	*q;
+	size_t		 i = 0, run, cr = 0, lf = 0;
+	bool		 cr_known = false, lf_known = false;
 	char	 c;
 
 	while (i < n) {
@@ -1255,10 +1299,23 @@ smtp_data_scan(struct filter *f, const char *p, size_t n,
 			s->dstate = D_MID;
 			continue;
 		case D_MID:
-			/* The common case: a run of ordinary bytes. */
-			for (run = i; run < n && p[run] != '\r' &&
-			    p[run] != '\n'; run++)
-				;
+			/*
+			 * The common case: a run of ordinary bytes, up to the
+			 * next CR or LF.  Where they are is remembered, so
+			 * that each byte is searched once (memchr) however
+			 * the CRs and LFs alternate.
+			 */
+			if (!cr_known || cr < i) {
+				q = memchr(p + i, '\r', n - i);
+				cr = q != NULL ? (size_t)(q - p) : n;
+				cr_known = true;
+			}
+			if (!lf_known || lf < i) {
+				q = memchr(p + i, '\n', (cr < n ? cr + 1 : n) - i);
+				lf = q != NULL ? (size_t)(q - p) : n;
+				lf_known = q != NULL || cr >= n;
+			}
+			run = cr < lf ? cr : lf;
 			if (run > i) {
 				DATA_OUT(p + i, run - i);
 				i = run;

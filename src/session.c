@@ -47,6 +47,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/rand.h>
@@ -84,6 +85,7 @@ static int	session_send_proxy(struct session *);
 static void	session_begin(struct session *);
 static void	session_proxy_wait(struct session *);
 static void	session_proxy_read_cb(evutil_socket_t, short, void *);
+static void	session_write_now(struct session *);
 static void	session_proxy_accept(struct session *,
 		    const struct proxy_hdr *);
 static void	session_proxy_free(struct session *);
@@ -385,6 +387,7 @@ session_accept(struct worker *w, struct runtime *rt, struct service_rt *srt,
 		log_warn("%s getsockname", s->id);
 		s->locallen = 0;
 	}
+	util_tcp_nodelay(fd, sa->sa_family);
 	gettimeofday(&s->started, NULL);
 	/* Implicit TLS enters HANDSHAKE in session_start_tls(). */
 	s->state = SESSION_ST_CONNECTING;
@@ -754,9 +757,13 @@ session_tls_established(struct session *s)
 
 	s->flags |= SF_TLS_UP;
 	metrics_handshake(s);
-	tls_summary(s->ssl, "unknown", s->peer_ip, line, sizeof(line));
-	log_info("%s", line);
-	if (s->svc->tls->client_certificates != CLIENT_CERT_NONE) {
+	/* The summary costs certificate and cipher lookups: only if logged. */
+	if (log_get_level() >= LOG_LEVEL_INFO) {
+		tls_summary(s->ssl, "unknown", s->peer_ip, line, sizeof(line));
+		log_info("%s", line);
+	}
+	if (s->svc->tls->client_certificates != CLIENT_CERT_NONE &&
+	    log_get_level() >= LOG_LEVEL_INFO) {
 		tls_peer_cert_info(s->ssl, cert, sizeof(cert));
 		log_info("%s client certificate: %s", s->id, cert);
 	}
@@ -969,6 +976,8 @@ session_pump(struct session *s)
 
 	cin0 = evbuffer_get_length(cin);
 	v = filter_pump(s->filter, cin, bin, cout, bout);
+	if (v == FILTER_CONTINUE)
+		session_write_now(s);
 	/* The greeting (or a failure reply) is out: no early talker now. */
 	if ((s->flags & SF_GREET_HOLD) &&
 	    (evbuffer_get_length(cout) != 0 || s->bytes_out != 0)) {
@@ -1011,6 +1020,48 @@ session_pump(struct session *s)
 		session_start_tls(s);
 		break;
 	}
+}
+
+/*
+ * Write what the filter queued for either leg now, in the turn of the
+ * loop that produced it.  A bufferevent writes only when its write event
+ * fires: an epoll change to add the event, a turn of the loop, the write,
+ * then a change to remove it, for every reply relayed.  When the socket
+ * takes all of the output at once (a command or a reply fits its buffer),
+ * removing the write event again in the same turn cancels the pending
+ * change (worker bases batch epoll changes), and the bufferevent is left
+ * as after a complete write of its own.  Whatever is left (socket full,
+ * an error) stays for the bufferevent, which writes, calls back and
+ * reports errors as usual; session_flow() runs after this, on the new
+ * lengths.  Only cleartext sockets and the socket under the client's TLS
+ * once its plaintext is all in TLS records (bufferevent_openssl then has
+ * nothing waiting for a write callback); not a backend under TLS.
+ */
+static void
+session_write_sock(struct bufferevent *sock)
+{
+	struct evbuffer	*out = bufferevent_get_output(sock);
+	evutil_socket_t	 fd = bufferevent_getfd(sock);
+
+	if (fd == -1 || evbuffer_get_length(out) == 0 ||
+	    evbuffer_write(out, fd) <= 0 || evbuffer_get_length(out) != 0)
+		return;
+	event_del(&sock->ev_write);
+}
+
+static void
+session_write_now(struct session *s)
+{
+	struct bufferevent	*under;
+
+	if (!(s->flags & SF_TLS))
+		session_write_sock(s->client);
+	else if ((s->flags & SF_TLS_UP) &&
+	    evbuffer_get_length(bufferevent_get_output(s->client)) == 0 &&
+	    (under = bufferevent_get_underlying(s->client)) != NULL)
+		session_write_sock(under);
+	if (!(s->flags & SF_BACKEND_TLS))
+		session_write_sock(s->backend);
 }
 
 /*

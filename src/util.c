@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -357,4 +358,14 @@ util_addr_key(const struct sockaddr *sa, unsigned char key[16])
 	} else if (sa->sa_family == AF_INET6)
 		memcpy(key,
 		    &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, 16);
+}
+
+void
+util_tcp_nodelay(int fd, int family)
+{
+	int	on = 1;
+
+	if (fd == -1 || (family != AF_INET && family != AF_INET6))
+		return;
+	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
 }

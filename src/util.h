@@ -51,4 +51,11 @@ char	*util_xstrdup(const char *);
 
 void		util_addr_key(const struct sockaddr *, unsigned char [16]);
 
+/*
+ * TCP_NODELAY on a relay socket: a proxy writes what it has, and Nagle's
+ * algorithm would hold a reply behind the peer's delayed ACK (~40 ms).
+ * A no-op for other families (unix).
+ */
+void		util_tcp_nodelay(int fd, int family);
+
 #endif /* UTIL_H */

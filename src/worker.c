@@ -9,12 +9,24 @@
  * Stopping (SIGTERM): the main thread wakes every worker through its ctl
  * event; the worker stops accepting, waits up to shutdown_timeout for its
  * sessions to end, then closes the rest and leaves its loop.
+ *
+ * A worker's event_base is touched by its own thread only, so it is
+ * created without locks (EVENT_BASE_FLAG_NOLOCK: no mutex around every
+ * event_add, event_del and deferred callback of the relay).  The one
+ * thing another thread does to a worker is to wake it: the main thread
+ * writes to the worker's eventfd (worker_wake), which its ctl event
+ * reads; never event_active() or any other libevent call on a worker's
+ * base from outside.  Anything that needs another wake-up (a resolver
+ * thread, say) must do the same: a descriptor, not a call into the base.
  */
 #include "config.h"
 
+#include <sys/eventfd.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -40,6 +52,42 @@ static void	 worker_ctl_cb(evutil_socket_t, short, void *);
 static void	 worker_drain_cb(evutil_socket_t, short, void *);
 static void	 worker_check_done(struct worker *);
 static void	 worker_detach_all(struct worker *);
+
+/*
+ * A loop for one thread: no locks, no cross-thread notification; epoll
+ * updates batched.
+ */
+static struct event_base *
+worker_base_new(void)
+{
+	struct event_config	*cfg;
+	struct event_base	*base;
+
+	if ((cfg = event_config_new()) == NULL)
+		return NULL;
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_NOLOCK);
+	/*
+	 * epoll changes go to the kernel once per turn of the loop, merged
+	 * (a write event added and removed in one turn costs nothing).  The
+	 * changelist's known trap is a dup()ed descriptor, which mailtlsd
+	 * never registers.
+	 */
+	event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+	base = event_base_new_with_config(cfg);
+	event_config_free(cfg);
+	return base;
+}
+
+/* From another thread: make the worker run worker_ctl_cb(). */
+static void
+worker_wake(struct worker *w)
+{
+	uint64_t	one = 1;
+
+	/* EAGAIN: the counter is full, so a wake-up is pending anyway. */
+	while (write(w->wake_fd, &one, sizeof(one)) == -1 && errno == EINTR)
+		;
+}
 
 static int
 worker_listen(struct worker *w, struct runtime *rt)
@@ -79,10 +127,11 @@ workers_start(struct runtime *rt, unsigned n)
 		w->rt = rt;
 		runtime_ref(rt);
 		TAILQ_INIT(&w->sessions);
-		w->base = event_base_new();
-		if (w->base == NULL)
+		w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+		if (w->wake_fd == -1 || (w->base = worker_base_new()) == NULL)
 			return -1;
-		w->ctl = event_new(w->base, -1, EV_PERSIST, worker_ctl_cb, w);
+		w->ctl = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST,
+		    worker_ctl_cb, w);
 		w->drain_timer = evtimer_new(w->base, worker_drain_cb, w);
 		if (w->ctl == NULL || w->drain_timer == NULL ||
 		    event_add(w->ctl, NULL) == -1 || worker_listen(w, rt) == -1 ||
@@ -135,7 +184,7 @@ workers_stop(unsigned timeout)
 	shutdown_secs = timeout;
 	for (i = 0; i < nworkers; i++) {
 		atomic_store(&workers[i].stopping, 1);
-		event_active(workers[i].ctl, EV_READ, 0);
+		worker_wake(&workers[i]);
 	}
 }
 
@@ -150,7 +199,7 @@ workers_reload(struct runtime *rt)
 	for (i = 0; i < nworkers; i++) {
 		runtime_ref(rt);
 		atomic_store(&workers[i].next_rt, rt);
-		event_active(workers[i].ctl, EV_READ, 0);
+		worker_wake(&workers[i]);
 	}
 	return 0;
 }
@@ -193,7 +242,11 @@ worker_ctl_cb(evutil_socket_t fd, short what, void *arg)
 	struct worker	*w = arg;
 	struct runtime	*rt;
 	struct timeval	 tv = { (time_t)shutdown_secs, 0 };
+	uint64_t	 n;
 
+	/* Reset the counter; what to do is in next_rt and stopping. */
+	while (read(w->wake_fd, &n, sizeof(n)) == -1 && errno == EINTR)
+		;
 	if ((rt = atomic_exchange(&w->next_rt, NULL)) != NULL)
 		worker_switch(w, rt);
 	if (!atomic_load(&w->stopping) || w->drain_started)
@@ -275,6 +328,7 @@ workers_join(void)
 		event_free(w->ctl);
 		event_free(w->drain_timer);
 		event_base_free(w->base);
+		close(w->wake_fd);
 	}
 	free(workers);
 	workers = NULL;

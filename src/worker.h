@@ -22,7 +22,8 @@ struct worker {
 	unsigned		 index;
 	pthread_t		 thread;
 	struct event_base	*base;
-	struct event		*ctl;		/* woken by the main thread */
+	struct event		*ctl;		/* reads wake_fd */
+	int			 wake_fd;	/* eventfd: the main thread's wake-up */
 	struct event		*drain_timer;	/* shutdown_timeout */
 	struct listener_ctx	**listeners;
 	size_t			 nlisteners;
