@@ -2347,6 +2347,7 @@ imap_prelude_line(struct filter *f, const char *s, size_t len,
 	struct imap		*st = f->proto;
 	struct filter_slot	*head = filter_slot_head(f);
 	struct imap_lit		 lit;
+	char			 esc[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
 	const char		*tag;
 	size_t			 t, w;
 
@@ -2358,8 +2359,10 @@ imap_prelude_line(struct filter *f, const char *s, size_t len,
 	w = t + 1 < len ? imap_word_len(s + t + 1, len - t - 1) : 0;
 	if (!st->greeted) {
 		if (t != 1 || s[0] != '*' || !filter_word_eq(s + 2, w, "OK")) {
-			flog(f, info, "backend greeting: %.*s",
-			    (int)(t + 1 + w < len ? t + 1 + w : len), s);
+			/* The server's words: escaped, like all peer text. */
+			flog(f, info, "backend greeting: %s", log_escape(esc,
+			    sizeof(esc), s, t + 1 + w < len ? t + 1 + w : len,
+			    LOG_CLIENT_TEXT_MAX));
 			return imap_prelude_fail(f, t == 1 && s[0] == '*' &&
 			    filter_word_eq(s + 2, w, "PREAUTH") ?
 			    "backend greeting is PREAUTH" : t == 1 &&

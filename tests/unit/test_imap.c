@@ -1719,6 +1719,25 @@ test_log(void **state)
 	assert_null(strstr(buf, "198.51.100.4"));
 }
 
+/* SPEC 12: the words of a greeting we refuse are logged escaped. */
+static void
+test_prelude_log(void **state)
+{
+	static const struct fh_case c = BT_FAIL("greeting logged escaped",
+		{ 'B', "* \x1b[31mNO go away\r\n", NULL, R_UNAVAIL,
+		    FILTER_CLOSE, 0 });
+	static char	 buf[8192];
+	struct fh_log	 logcap;
+	size_t		 n;
+
+	(void)state;
+	fh_log_begin(&logcap);
+	fh_run(PROTO_IMAP, &proto_imap_ops, &c);
+	n = fh_log_end(&logcap, buf, sizeof(buf));
+	assert_null(memchr(buf, 0x1b, n));
+	assert_non_null(strstr(buf, "backend greeting: * \\x1b[31mNO"));
+}
+
 int
 main(void)
 {
@@ -1732,6 +1751,7 @@ main(void)
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_reasons),
 		cmocka_unit_test(test_log),
+		cmocka_unit_test(test_prelude_log),
 	};
 
 	return fh_main("imap", imap_cases, sizeof(imap_cases) /
