@@ -130,6 +130,12 @@
 #define IMAP_SLOT_OWN		(FSLOT_PROTO + 1)
 #define IMAP_OWN_CAPA_TAG	"mt1"
 #define IMAP_OWN_TLS_TAG	"mt2"
+/*
+ * Untagged lines a server may send while one of our own commands is
+ * pending (as POP3's CAPA and SMTP's EHLO replies are bounded): past
+ * this the server is not one we can use.
+ */
+#define IMAP_OWN_LINES_MAX	256
 
 /* What the backend's last capability list said (framing depends on it). */
 #define IMAP_BC_LITPLUS		0x01	/* LITERAL+ */
@@ -326,6 +332,7 @@ struct imap {
 	size_t		 btaglen;
 	bool		 bno;		/* that tagged response is a NO */
 	bool		 bstarttls;	/* prelude: STARTTLS listed */
+	unsigned	 own_lines;	/* prelude: untagged lines read */
 };
 
 struct imap_verb {
@@ -2373,6 +2380,7 @@ imap_prelude_line(struct filter *f, const char *s, size_t len,
 		/* Its capabilities, sent in cleartext, are not looked at. */
 		st->greeted = true;
 		st->bstarttls = false;
+		st->own_lines = 0;
 		filter_own_command(f, to_backend, IMAP_SLOT_OWN,
 		    IMAP_OWN_CAPA_TAG, "CAPABILITY");
 		return 1;
@@ -2384,6 +2392,9 @@ imap_prelude_line(struct filter *f, const char *s, size_t len,
 		    filter_word_eq(s + 2, w, "OK") ||
 		    filter_word_eq(s + 2, w, "NO") ||
 		    filter_word_eq(s + 2, w, "BAD")) {
+			if (++st->own_lines > IMAP_OWN_LINES_MAX)
+				return imap_prelude_fail(f,
+				    "too many untagged responses");
 			imap_prelude_capa(f, s, len);
 			return 1;
 		}
@@ -2395,6 +2406,7 @@ imap_prelude_line(struct filter *f, const char *s, size_t len,
 	    !imap_status_word(s + t + 1, w, false))
 		return imap_prelude_fail(f, "unexpected response");
 	filter_slot_pop(f);
+	st->own_lines = 0;
 	if (memcmp(tag, IMAP_OWN_CAPA_TAG, t) == 0 && t ==
 	    sizeof(IMAP_OWN_CAPA_TAG) - 1) {
 		if (!filter_word_eq(s + t + 1, w, "OK"))
