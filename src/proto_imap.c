@@ -2357,6 +2357,7 @@ imap_prelude_line(struct filter *f, const char *s, size_t len,
 	char			 esc[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
 	const char		*tag;
 	size_t			 t, w;
+	bool			 capa;
 
 	if (flags & (LINEIO_BARE_LF | LINEIO_HAS_CR | LINEIO_HAS_NUL))
 		return imap_prelude_fail(f, "malformed response");
@@ -2405,10 +2406,12 @@ imap_prelude_line(struct filter *f, const char *s, size_t len,
 	if (t != head->taglen || memcmp(s, tag, t) != 0 ||
 	    !imap_status_word(s + t + 1, w, false))
 		return imap_prelude_fail(f, "unexpected response");
+	/* Which command this completes, while its slot (and tag) is ours. */
+	capa = t == sizeof(IMAP_OWN_CAPA_TAG) - 1 &&
+	    memcmp(tag, IMAP_OWN_CAPA_TAG, t) == 0;
 	filter_slot_pop(f);
 	st->own_lines = 0;
-	if (memcmp(tag, IMAP_OWN_CAPA_TAG, t) == 0 && t ==
-	    sizeof(IMAP_OWN_CAPA_TAG) - 1) {
+	if (capa) {
 		if (!filter_word_eq(s + t + 1, w, "OK"))
 			return imap_prelude_fail(f,
 			    "server refused CAPABILITY");

@@ -1791,6 +1791,11 @@ smtp_ehlo_keyword(struct filter *f, const char *kw, size_t *lenp)
  * The attributes of the XCLIENT keyword in the EHLO reply in s->reply
  * ("250-XCLIENT NAME ADDR PORT ..."), as XA_* bits, or -1 when XCLIENT
  * is not advertised.  Consumes s->reply.
+ *
+ * A reply that lists XCLIENT more than once is odd (Postfix never does);
+ * the first line is the one used, deliberately, as for every keyword
+ * smtp_ehlo_keyword() looks up: the attributes sent are then a subset of
+ * what that line promised, and a later line cannot widen them.
  */
 static int
 smtp_xclient_attrs(struct filter *f)

@@ -328,6 +328,13 @@ static struct fh_case smtp_cases[] = {
 		{ 'B', "250-b\r\n250 xclient\tname  addr\r\n", XCLIENT_OLD,
 		  NULL },
 		{ 'B', GREET2, NULL, GREET2 } } },
+	{ .name = "xclient: listed twice, the first line's attributes",
+	  .tls_active = true, .xclient = true,
+	  .steps = {
+		{ 'B', GREET, OUR_EHLO, NULL },
+		{ 'B', "250-b\r\n250-XCLIENT NAME ADDR\r\n250 XCLIENT ADDR "
+		  "PORT DESTADDR DESTPORT\r\n", XCLIENT_OLD, NULL },
+		{ 'B', GREET2, NULL, GREET2 } } },
 	{ .name = "xclient: not advertised -> 421",
 	  .starttls_service = true, .xclient = true,
 	  .steps = {
