@@ -305,7 +305,7 @@ static enum filter_verdict smtp_backend_error(struct filter *,
 		    const char *);
 static bool	 smtp_backend_line(struct filter *, size_t, unsigned,
 		    struct evbuffer *, struct evbuffer *);
-static int	 smtp_check_reply_line(const char *, size_t, unsigned,
+static int	 smtp_check_reply_line(const char *, size_t, unsigned, bool,
 		    int *, bool *);
 static int	 smtp_reply_begin(struct filter *, unsigned, int);
 static void	 smtp_reply_add(struct filter *, size_t);
@@ -1424,7 +1424,8 @@ smtp_backend_line(struct filter *f, size_t len, unsigned flags,
 		smtp_enter_state(f, SMTP_ST_CLOSING);
 		return false;
 	}
-	if (smtp_check_reply_line(s->buf, len, flags, &code, &final) == -1) {
+	if (smtp_check_reply_line(s->buf, len, flags,
+	    filter_backend_dialogue(f), &code, &final) == -1) {
 		smtp_backend_error(f, "malformed reply line");
 		return false;
 	}
@@ -1448,13 +1449,20 @@ smtp_backend_line(struct filter *f, size_t len, unsigned flags,
 /*
  * RFC 5321 4.2: Reply-code [ ("-" / SP) textstring ].  The codes a
  * server may send are 2yz-5yz with y in 0-5.  A bare LF ending is
- * accepted (we write CRLF); CR and NUL inside are not.
+ * accepted from a relayed session (we write CRLF); CR and NUL inside are
+ * not.  In the cleartext STARTTLS dialogue of backend_tls = starttls
+ * (dialogue) the bare LF is refused too, as IMAP and POP3 refuse it
+ * there: those lines are what a man in the middle would forge, and a
+ * server that cannot end a line with CRLF is not one we trust to end
+ * its go-ahead where we think it ends.
  */
 static int
-smtp_check_reply_line(const char *s, size_t len, unsigned flags, int *code,
-    bool *final)
+smtp_check_reply_line(const char *s, size_t len, unsigned flags,
+    bool dialogue, int *code, bool *final)
 {
 	if (flags & (LINEIO_HAS_CR | LINEIO_HAS_NUL))
+		return -1;
+	if (dialogue && (flags & LINEIO_BARE_LF))
 		return -1;
 	if (len < 3 || s[0] < '2' || s[0] > '5' || s[1] < '0' ||
 	    s[1] > '5' || s[2] < '0' || s[2] > '9')

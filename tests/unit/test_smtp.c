@@ -259,6 +259,21 @@ static struct fh_case smtp_cases[] = {
 		{ 'B', GREET, OUR_EHLO, NULL },
 		{ 'B', "250-b\r\n25 STARTTLS\r\n", NULL, R_UNAVAILABLE,
 		  FILTER_CLOSE } } },
+	{ .name = "backend starttls: bare LF in the dialogue -> 421",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = {
+		{ 'B', GREET, OUR_EHLO, NULL },
+		{ 'B', "250-b\r\n250 STARTTLS\n", NULL, R_UNAVAILABLE,
+		  FILTER_CLOSE } } },
+	{ .name = "backend starttls: bare LF greeting -> 421, EHLO not sent",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = {
+		{ 'B', "220 backend.test ESMTP\n", NULL, R_UNAVAILABLE,
+		  FILTER_CLOSE } } },
+	{ .name = "backend starttls: bare LF go-ahead -> 421",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = { ST_BTLS(EHLO_C),
+		{ 'B', "220 go\n", NULL, R_UNAVAILABLE, FILTER_CLOSE } } },
 	{ .name = "backend starttls + xclient: XCLIENT inside TLS, its reply "
 	  "the greeting",
 	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
