@@ -32,6 +32,7 @@ import smtplib
 import socket
 import ssl
 import threading
+import time
 
 import pytest
 
@@ -416,12 +417,29 @@ class StarttlsServer:
         line, _, buf[0] = buf[0].partition(b"\n")
         return line + b"\n"
 
+    # How long the server waits for each connection of mailtlsd's.
+    ACCEPT_WAIT = 30.0
+
+    def accept(self):
+        """The next connection, or None once the socket is closed or
+        ACCEPT_WAIT has passed.  mtlib.listen() makes accept() time out
+        every 0.2 s, and socket.timeout is an OSError: only the other
+        OSErrors (the socket closed by close()) end the wait early."""
+        deadline = time.monotonic() + self.ACCEPT_WAIT
+        while time.monotonic() < deadline:
+            try:
+                return self.sock.accept()[0]
+            except socket.timeout:
+                continue
+            except OSError:
+                return None
+        return None
+
     def serve(self):
         try:
             for _ in range(self.connections):
-                try:
-                    conn, _ = self.sock.accept()
-                except OSError:
+                conn = self.accept()
+                if conn is None:
                     return
                 conn.settimeout(10)
                 self.clear.append(b"")
