@@ -179,16 +179,18 @@ session_arm_idle(struct session *s)
 	tv.tv_usec = 0;
 	/*
 	 * A backend still in its prelude (greeting, XCLIENT, STARTTLS):
-	 * backend_connect_timeout, counted from its first pump (after any
-	 * smtp_greeting_delay), which the handshake after STARTTLS shares.
+	 * the deadline its connect started (backend.c), which the
+	 * handshake after STARTTLS shares too.
 	 */
 	if (filter_awaiting(s->filter)) {
-		if (s->prelude_until == 0)
-			s->prelude_until = now.tv_sec + (now.tv_usec > 0) +
-			    (time_t)s->svc->backend_connect_timeout;
-		tv.tv_sec = s->prelude_until - now.tv_sec;
-		if (tv.tv_sec < 0)
-			tv.tv_sec = 0;
+		if (!timerisset(&s->prelude_until)) {
+			tv.tv_sec = (time_t)s->svc->backend_connect_timeout;
+			timeradd(&now, &tv, &s->prelude_until);
+		}
+		if (timercmp(&s->prelude_until, &now, >))
+			timersub(&s->prelude_until, &now, &tv);
+		else
+			timerclear(&tv);
 		event_add(s->timer, &tv);
 		return;
 	}
@@ -863,7 +865,6 @@ void
 session_backend_ready(struct session *s)
 {
 	s->flags |= SF_BACKEND_UP;
-	s->prelude_until = 0;
 	filter_set_backend(s->filter, s->backend_name);
 	if (s->svc->send_proxy != SEND_PROXY_NONE &&
 	    session_send_proxy(s) == -1) {
@@ -1460,7 +1461,7 @@ session_backend_drop(struct session *s)
 	s->flags &= ~(SF_BACKEND_UP | SF_BACKEND_EOF | SF_BACKEND_READ_OFF |
 	    SF_SHUTWR_BACKEND | SF_BACKEND_TLS | SF_BACKEND_TLS_UP |
 	    SF_BACKEND_SHUTDOWN | SF_BACKEND_TLS_ERR | SF_BACKEND_STARTTLS);
-	s->prelude_until = 0;
+	timerclear(&s->prelude_until);
 }
 
 void
