@@ -931,11 +931,11 @@ session_backend_failed(struct session *s, const char *why)
 	if (s->backend != NULL)
 		metrics_backend_failure(s);
 	session_backend_drop(s);
-	if (s->bytes_out == 0 && !(s->flags & SF_CLIENT_EOF)) {
+	if (s->bytes_out == 0) {
 		/*
 		 * The client has heard nothing and sent nothing that was
-		 * read (its bytes are held): a fresh filter, as if this
-		 * backend had refused the connection.
+		 * read (its bytes are held, also after its EOF): a fresh
+		 * filter, as if this backend had refused the connection.
 		 */
 		filter_free(s->filter);
 		if ((s->filter = session_filter_new(s)) == NULL) {
@@ -1185,9 +1185,19 @@ session_client_event_cb(struct bufferevent *bev, short what, void *arg)
 	/* EOF (with or without close_notify): SPEC 8.6, no way back. */
 	s->flags |= SF_CLIENT_EOF;
 	bufferevent_disable(bev, EV_READ);
-	/* Gone before the backend was ready: nothing to relay for it. */
+	/*
+	 * Gone before the backend was ready (connecting, or its prelude:
+	 * XCLIENT, STARTTLS towards it): with nothing sent there is nothing
+	 * to relay.  What the client did send is held in its input, as any
+	 * bytes are until then: a legacy script that pipelines its whole
+	 * session and half-closes (printf ... | nc -N) has said all it had
+	 * to say.  The backend becomes ready (or the next one, or the
+	 * temporary failure), the held bytes are relayed, and once they
+	 * are all out the half-close follows (session_flow()), as in RELAY.
+	 */
 	if (s->state != SESSION_ST_RELAY || filter_awaiting(s->filter)) {
-		session_close(s, "client closed");
+		if (evbuffer_get_length(bufferevent_get_input(bev)) == 0)
+			session_close(s, "client closed");
 		return;
 	}
 	session_pump(s);

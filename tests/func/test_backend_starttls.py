@@ -151,6 +151,48 @@ def test_smtp_to_postfix_starttls(mtd, certs, spost, dave):
     assert "improper command pipelining" not in mark.text()
 
 
+def smtp_stuffed(msg):
+    """msg (CRLF lines) as DATA content, dot-stuffed, with its end."""
+    lines = msg.split(b"\r\n")
+    assert lines[-1] == b""
+    return b"".join((b"." + line if line.startswith(b".") else line) +
+                    b"\r\n" for line in lines[:-1]) + b".\r\n"
+
+
+@pytest.mark.parametrize("xclient", [False, True])
+def test_smtp_pipelined_session_then_half_close(mtd, certs, spost, dave,
+                                                xclient):
+    """A legacy script that writes its whole SMTP session at once and
+    half-closes at once (printf ... | nc -N): its EOF comes while
+    mailtlsd still talks to Postfix (EHLO, STARTTLS, the handshake, with
+    xclient also EHLO and XCLIENT inside TLS).  Nothing is lost: the held
+    bytes are relayed once the backend leg is ready, the half-close
+    follows, and the message arrives byte for byte.  (The replies after
+    the message are not checked: the half-close is a close_notify, which
+    Postfix may leave unread when it closes after QUIT, and its kernel
+    then resets the connection, its last reply with it.)"""
+    m = mtd()
+    port = client_mode(m, "relay", "smtp",
+                       spost.xclient_port if xclient else spost.port,
+                       xclient=xclient, backend_ca_file=certs.ca,
+                       backend_tls_name=SERVER_NAME)
+    m.start()
+    tok = mtlib.token()
+    msg = mtlib.make_message(tok, rcpt=dave.address)
+    script = (b"EHLO legacy.example.test\r\n"
+              b"MAIL FROM:<sender@example.org>\r\n"
+              b"RCPT TO:<" + dave.address.encode() + b">\r\n"
+              b"DATA\r\n" + smtp_stuffed(msg) + b"QUIT\r\n")
+    with Conn.plain(port) as c:
+        c.send(script)
+        c.sock.shutdown(socket.SHUT_WR)
+        got = c.read_to_eof()
+    assert got.startswith(b"220 "), got
+    assert b"\r\n354 " in got and b"421 " not in got, got
+    assert_delivered(dave.find(tok), msg)
+    m.wait_log(END_RX % ("relay", re.escape(SERVER_NAME)))
+
+
 def test_smtp_xclient_inside_starttls(mtd, certs, spost, dave):
     """xclient with backend_tls = "starttls": EHLO and STARTTLS in
     cleartext, then EHLO and XCLIENT inside TLS, whose reply greets the
