@@ -46,12 +46,14 @@
 #include "config.h"
 
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <netinet/in.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -80,6 +82,7 @@ struct backend_dane {
 };
 
 static void	backend_event_cb(struct bufferevent *, short, void *);
+static void	backend_deadline(struct session *);
 static void	backend_try(struct session *, bool);
 static int	backend_dane_ready(struct session *,
 		    const struct conf_endpoint *, bool);
@@ -202,6 +205,39 @@ backend_connect(struct session *s)
 }
 
 /*
+ * backend_connect_timeout is one deadline per backend, set as its
+ * connection (or the wait for its TLSA answer) starts: the connect, an
+ * implicit handshake, and the prelude (the greeting, XCLIENT, the
+ * STARTTLS dialogue and the handshake after it) all count in it, so that
+ * no backend holds a client for more than backend_connect_timeout (the
+ * prelude used to get a second one of its own).  The connect timer
+ * (backend_connect_timeout seconds from now) ends at the same time; the
+ * session arms the rest (session_arm_idle(), backend_starttls()).  What
+ * is left of smtp_greeting_delay is added: the prelude cannot start
+ * before the client's greeting is due (the backend is not read).
+ */
+static void
+backend_deadline(struct session *s)
+{
+	struct timeval	 now, tv, mono;
+	struct timespec	 ts;
+
+	event_base_gettimeofday_cached(s->worker->base, &now);
+	tv.tv_sec = (time_t)s->svc->backend_connect_timeout;
+	tv.tv_usec = 0;
+	timeradd(&now, &tv, &s->prelude_until);
+	if (!(s->flags & SF_GREET_HOLD) ||
+	    clock_gettime(CLOCK_MONOTONIC, &ts) == -1)
+		return;
+	mono.tv_sec = ts.tv_sec;
+	mono.tv_usec = ts.tv_nsec / 1000;
+	if (timercmp(&s->greet_until, &mono, >)) {
+		timersub(&s->greet_until, &mono, &tv);
+		timeradd(&s->prelude_until, &tv, &s->prelude_until);
+	}
+}
+
+/*
  * The next backend, or (resumed) the same one again once its TLSA answer
  * is in: then the timer its wait armed keeps running, so that the wait,
  * the connect and the handshake share one backend_connect_timeout.
@@ -249,6 +285,7 @@ backend_try(struct session *s, bool resumed)
 		util_tcp_nodelay(bufferevent_getfd(s->backend),
 		    ep->ss.ss_family);
 		if (!resumed || !event_pending(s->timer, EV_TIMEOUT, NULL)) {
+			backend_deadline(s);
 			tv.tv_sec = svc->backend_connect_timeout;
 			tv.tv_usec = 0;
 			event_add(s->timer, &tv);
@@ -419,13 +456,14 @@ backend_starttls(struct session *s)
 		s->flags &= ~SF_BACKEND_STARTTLS;
 		return -1;
 	}
+	/* What is left of the deadline the connect started. */
+	if (!timerisset(&s->prelude_until))
+		backend_deadline(s);
 	event_base_gettimeofday_cached(s->worker->base, &now);
-	if (s->prelude_until == 0)
-		s->prelude_until = now.tv_sec + 1 +
-		    (time_t)s->svc->backend_connect_timeout;
-	tv.tv_sec = s->prelude_until > now.tv_sec ? s->prelude_until -
-	    now.tv_sec : 0;
-	tv.tv_usec = 0;
+	if (timercmp(&s->prelude_until, &now, >))
+		timersub(&s->prelude_until, &now, &tv);
+	else
+		timerclear(&tv);
 	event_add(s->timer, &tv);
 	return 0;
 }
@@ -486,6 +524,7 @@ backend_dane_ready(struct session *s, const struct conf_endpoint *ep,
 	if (a == NULL) {
 		event_add(s->dane->ev, NULL);
 		if (!resumed || !event_pending(s->timer, EV_TIMEOUT, NULL)) {
+			backend_deadline(s);
 			tv.tv_sec = s->svc->backend_connect_timeout;
 			tv.tv_usec = 0;
 			event_add(s->timer, &tv);

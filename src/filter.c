@@ -29,6 +29,8 @@ static enum filter_verdict filter_await_input(struct filter *,
 		    struct evbuffer *, struct evbuffer *, struct evbuffer *);
 static enum filter_verdict filter_backend_cut(struct filter *,
 		    struct evbuffer *);
+static enum filter_verdict filter_backend_spoke(struct filter *,
+		    struct evbuffer *, struct evbuffer *);
 
 struct filter *
 filter_new(const struct proto_ops *ops, const struct filter_params *p)
@@ -121,6 +123,9 @@ filter_pump(struct filter *f, struct evbuffer *cin, struct evbuffer *bin,
 				return FILTER_CONTINUE;
 			continue;
 		}
+		/* Backend first: bytes that came before a command of ours. */
+		if (f->btls_quiet && evbuffer_get_length(bin) != 0)
+			return filter_backend_spoke(f, bin, cout);
 		v = f->ops->backend_input(f, bin, cout, bout);
 		if (f->observe != NULL)
 			f->observe(f->observe_arg, 'B', v);
@@ -211,6 +216,45 @@ filter_backend_cut(struct filter *f, struct evbuffer *bin)
 		evbuffer_drain(bin, n);
 	}
 	return FILTER_BACKEND_STARTTLS;
+}
+
+/*
+ * SPEC 12: the server sent bytes inside TLS before it was sent anything
+ * of the client's (f->btls_quiet).  A server that follows RFC 3207 4.2,
+ * RFC 9051 6.2.1 or RFC 2595 4 says nothing until it gets a command
+ * after the handshake, so these bytes are no reply of anything: read as
+ * one they would answer the client's first command (SMTP, POP3) or reach
+ * the client as the server's own words (IMAP).  They are dropped and the
+ * backend is not usable: awaiting it still (the handshake has just
+ * ended), the session tries the next backend or the client gets the
+ * temporary failure as its first line; once our greeting has gone, the
+ * temporary failure is its last word (session_backend_failed()).
+ */
+static enum filter_verdict
+filter_backend_spoke(struct filter *f, struct evbuffer *bin,
+    struct evbuffer *to_client)
+{
+	char	 esc[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
+	size_t	 n = evbuffer_get_length(bin), show;
+
+	show = n < LOG_CLIENT_TEXT_MAX ? n : LOG_CLIENT_TEXT_MAX;
+	flog(f, error, "backend %s not usable: server spoke first inside "
+	    "TLS, %zu bytes before any command: %s",
+	    f->backend ? f->backend : "-", n, log_escape(esc, sizeof(esc),
+	    (const char *)evbuffer_pullup(bin, (ssize_t)show), show,
+	    LOG_CLIENT_TEXT_MAX));
+	evbuffer_drain(bin, n);
+	f->btls_quiet = false;
+	f->await = FILTER_AWAIT_NONE;
+	if (f->reason == NULL)
+		f->reason = "server spoke first inside TLS";
+	f->closing = true;
+	/* The session may try the next backend: it answers the client. */
+	if (f->failover)
+		f->backend_failed = true;
+	else
+		f->ops->unavailable(to_client, f->hostname);
+	return FILTER_CLOSE;
 }
 
 int
@@ -310,12 +354,10 @@ filter_backend_tls_established(struct filter *f, struct evbuffer *bin,
 	if (f->btls != FILTER_BTLS_HANDSHAKE)
 		fatalx("%s: backend TLS established out of place", f->log);
 	f->btls = FILTER_BTLS_ACTIVE;
-	if (evbuffer_get_length(bin) != 0) {
-		flog(f, warnx, "backend %s: data before the TLS layer, closing",
-		    f->backend ? f->backend : "-");
-		filter_abort(f, "backend data during TLS handshake");
-		return FILTER_CLOSE;
-	}
+	f->btls_quiet = true;
+	/* Inside TLS already, in the handshake's last segment. */
+	if (evbuffer_get_length(bin) != 0)
+		return filter_backend_spoke(f, bin, to_client);
 	if (f->await == FILTER_AWAIT_SWALLOW)
 		out = f->swallowed;
 	f->ops->backend_tls_ready(f, out, to_backend);
@@ -394,6 +436,13 @@ filter_slot_push(struct filter *f, unsigned kind, const char *reply,
 	memset(s, 0, sizeof(*s));
 	s->kind = kind;
 	s->reply = reply;
+	/*
+	 * A command of the client's is on its way to the backend (the
+	 * prelude's own ones are pushed while awaiting): the server may
+	 * speak from now on (SPEC 12, f->btls_quiet).
+	 */
+	if (kind >= FSLOT_PROTO && f->await == FILTER_AWAIT_NONE)
+		f->btls_quiet = false;
 	s->id = f->next_id++;
 	if (f->next_id == 0)
 		f->next_id = 1;

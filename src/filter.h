@@ -146,6 +146,16 @@ struct filter {
 	enum filter_await	 await;
 	struct evbuffer		*swallowed;	/* FILTER_AWAIT_SWALLOW output */
 	enum filter_btls	 btls;
+	/*
+	 * SPEC 12: the backend leg is TLS and the server has been sent
+	 * nothing of the client's yet, so it must be silent: SMTP, IMAP
+	 * and POP3 servers all wait for a command after the STARTTLS
+	 * handshake (RFC 3207 4.2, RFC 9051 6.2.1, RFC 2595 4).  Cleared
+	 * by the first slot a client command takes (filter_slot_push()):
+	 * the length of the backend's output says nothing, a TLS leg
+	 * encrypts it away at once.
+	 */
+	bool			 btls_quiet;
 	bool			 failover;	/* backend_failover (proto.h) */
 	bool			 backend_failed; /* ... and it failed */
 	const char		*backend;	/* its name, or NULL */
@@ -316,18 +326,31 @@ filter_backend_dialogue(const struct filter *f)
  */
 void		 filter_backend_go_ahead(struct filter *);
 
+/*
+ * Whether the protocol must leave backend input alone: after the
+ * go-ahead (the core cuts what follows), and while the server must be
+ * silent inside TLS (f->btls_quiet: the core fails the backend for any
+ * byte), which a protocol reading on after its last prelude reply (SMTP's
+ * XCLIENT) would otherwise take for an unsolicited reply of its own.
+ */
 static inline bool
 filter_backend_paused(const struct filter *f)
 {
-	return f->btls == FILTER_BTLS_HANDSHAKE;
+	return f->btls == FILTER_BTLS_HANDSHAKE ||
+	    (f->btls_quiet && f->await == FILTER_AWAIT_NONE);
 }
 
 /*
  * The backend leg's handshake has verified: the protocol goes on
- * (ops->backend_tls_ready).  Backend bytes in bin cannot be there (the
- * TLS layer is new); if they are, the session ends.  to_client is the
- * client's output: while the core swallows (a fresh connection of the TLS
- * phase) what the protocol writes is discarded.
+ * (ops->backend_tls_ready).  From now until the client's first command
+ * has been forwarded the server must be silent (f->btls_quiet): bytes it
+ * sends inside TLS before that, already in bin now (a TLS 1.2 Finished
+ * and a line in one segment, TLS 1.3 0.5-RTT data) or arriving later,
+ * fail the backend like any other that is not usable: while the client
+ * has heard nothing the session tries the next one, else the client
+ * gets the temporary failure as the last word.  to_client is the
+ * client's output: while the core swallows (a fresh connection of the
+ * TLS phase) what the protocol writes is discarded.
  */
 enum filter_verdict filter_backend_tls_established(struct filter *,
 		    struct evbuffer *bin, struct evbuffer *to_client,

@@ -130,6 +130,12 @@
 #define IMAP_SLOT_OWN		(FSLOT_PROTO + 1)
 #define IMAP_OWN_CAPA_TAG	"mt1"
 #define IMAP_OWN_TLS_TAG	"mt2"
+/*
+ * Untagged lines a server may send while one of our own commands is
+ * pending (as POP3's CAPA and SMTP's EHLO replies are bounded): past
+ * this the server is not one we can use.
+ */
+#define IMAP_OWN_LINES_MAX	256
 
 /* What the backend's last capability list said (framing depends on it). */
 #define IMAP_BC_LITPLUS		0x01	/* LITERAL+ */
@@ -326,6 +332,7 @@ struct imap {
 	size_t		 btaglen;
 	bool		 bno;		/* that tagged response is a NO */
 	bool		 bstarttls;	/* prelude: STARTTLS listed */
+	unsigned	 own_lines;	/* prelude: untagged lines read */
 };
 
 struct imap_verb {
@@ -2347,8 +2354,10 @@ imap_prelude_line(struct filter *f, const char *s, size_t len,
 	struct imap		*st = f->proto;
 	struct filter_slot	*head = filter_slot_head(f);
 	struct imap_lit		 lit;
+	char			 esc[LOG_ESCAPE_SIZE(LOG_CLIENT_TEXT_MAX)];
 	const char		*tag;
 	size_t			 t, w;
+	bool			 capa;
 
 	if (flags & (LINEIO_BARE_LF | LINEIO_HAS_CR | LINEIO_HAS_NUL))
 		return imap_prelude_fail(f, "malformed response");
@@ -2358,8 +2367,10 @@ imap_prelude_line(struct filter *f, const char *s, size_t len,
 	w = t + 1 < len ? imap_word_len(s + t + 1, len - t - 1) : 0;
 	if (!st->greeted) {
 		if (t != 1 || s[0] != '*' || !filter_word_eq(s + 2, w, "OK")) {
-			flog(f, info, "backend greeting: %.*s",
-			    (int)(t + 1 + w < len ? t + 1 + w : len), s);
+			/* The server's words: escaped, like all peer text. */
+			flog(f, info, "backend greeting: %s", log_escape(esc,
+			    sizeof(esc), s, t + 1 + w < len ? t + 1 + w : len,
+			    LOG_CLIENT_TEXT_MAX));
 			return imap_prelude_fail(f, t == 1 && s[0] == '*' &&
 			    filter_word_eq(s + 2, w, "PREAUTH") ?
 			    "backend greeting is PREAUTH" : t == 1 &&
@@ -2370,6 +2381,7 @@ imap_prelude_line(struct filter *f, const char *s, size_t len,
 		/* Its capabilities, sent in cleartext, are not looked at. */
 		st->greeted = true;
 		st->bstarttls = false;
+		st->own_lines = 0;
 		filter_own_command(f, to_backend, IMAP_SLOT_OWN,
 		    IMAP_OWN_CAPA_TAG, "CAPABILITY");
 		return 1;
@@ -2381,6 +2393,9 @@ imap_prelude_line(struct filter *f, const char *s, size_t len,
 		    filter_word_eq(s + 2, w, "OK") ||
 		    filter_word_eq(s + 2, w, "NO") ||
 		    filter_word_eq(s + 2, w, "BAD")) {
+			if (++st->own_lines > IMAP_OWN_LINES_MAX)
+				return imap_prelude_fail(f,
+				    "too many untagged responses");
 			imap_prelude_capa(f, s, len);
 			return 1;
 		}
@@ -2391,9 +2406,12 @@ imap_prelude_line(struct filter *f, const char *s, size_t len,
 	if (t != head->taglen || memcmp(s, tag, t) != 0 ||
 	    !imap_status_word(s + t + 1, w, false))
 		return imap_prelude_fail(f, "unexpected response");
+	/* Which command this completes, while its slot (and tag) is ours. */
+	capa = t == sizeof(IMAP_OWN_CAPA_TAG) - 1 &&
+	    memcmp(tag, IMAP_OWN_CAPA_TAG, t) == 0;
 	filter_slot_pop(f);
-	if (memcmp(tag, IMAP_OWN_CAPA_TAG, t) == 0 && t ==
-	    sizeof(IMAP_OWN_CAPA_TAG) - 1) {
+	st->own_lines = 0;
+	if (capa) {
 		if (!filter_word_eq(s + t + 1, w, "OK"))
 			return imap_prelude_fail(f,
 			    "server refused CAPABILITY");

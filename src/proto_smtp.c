@@ -315,7 +315,7 @@ static enum filter_verdict smtp_backend_error(struct filter *,
 		    const char *);
 static bool	 smtp_backend_line(struct filter *, size_t, unsigned,
 		    struct evbuffer *, struct evbuffer *);
-static int	 smtp_check_reply_line(const char *, size_t, unsigned,
+static int	 smtp_check_reply_line(const char *, size_t, unsigned, bool,
 		    int *, bool *);
 static int	 smtp_reply_begin(struct filter *, unsigned, int);
 static void	 smtp_reply_add(struct filter *, size_t);
@@ -1481,7 +1481,8 @@ smtp_backend_line(struct filter *f, size_t len, unsigned flags,
 		smtp_enter_state(f, SMTP_ST_CLOSING);
 		return false;
 	}
-	if (smtp_check_reply_line(s->buf, len, flags, &code, &final) == -1) {
+	if (smtp_check_reply_line(s->buf, len, flags,
+	    filter_backend_dialogue(f), &code, &final) == -1) {
 		smtp_backend_error(f, "malformed reply line");
 		return false;
 	}
@@ -1505,13 +1506,20 @@ smtp_backend_line(struct filter *f, size_t len, unsigned flags,
 /*
  * RFC 5321 4.2: Reply-code [ ("-" / SP) textstring ].  The codes a
  * server may send are 2yz-5yz with y in 0-5.  A bare LF ending is
- * accepted (we write CRLF); CR and NUL inside are not.
+ * accepted from a relayed session (we write CRLF); CR and NUL inside are
+ * not.  In the cleartext STARTTLS dialogue of backend_tls = starttls
+ * (dialogue) the bare LF is refused too, as IMAP and POP3 refuse it
+ * there: those lines are what a man in the middle would forge, and a
+ * server that cannot end a line with CRLF is not one we trust to end
+ * its go-ahead where we think it ends.
  */
 static int
-smtp_check_reply_line(const char *s, size_t len, unsigned flags, int *code,
-    bool *final)
+smtp_check_reply_line(const char *s, size_t len, unsigned flags,
+    bool dialogue, int *code, bool *final)
 {
 	if (flags & (LINEIO_HAS_CR | LINEIO_HAS_NUL))
+		return -1;
+	if (dialogue && (flags & LINEIO_BARE_LF))
 		return -1;
 	if (len < 3 || s[0] < '2' || s[0] > '5' || s[1] < '0' ||
 	    s[1] > '5' || s[2] < '0' || s[2] > '9')
@@ -1848,6 +1856,11 @@ smtp_ehlo_keyword(struct filter *f, const char *kw, size_t *lenp)
  * The attributes of the XCLIENT keyword in the EHLO reply in s->reply
  * ("250-XCLIENT NAME ADDR PORT ..."), as XA_* bits, or -1 when XCLIENT
  * is not advertised.  Consumes s->reply.
+ *
+ * A reply that lists XCLIENT more than once is odd (Postfix never does);
+ * the first line is the one used, deliberately, as for every keyword
+ * smtp_ehlo_keyword() looks up: the attributes sent are then a subset of
+ * what that line promised, and a later line cannot widen them.
  */
 static int
 smtp_xclient_attrs(struct filter *f)

@@ -181,16 +181,18 @@ session_arm_idle(struct session *s)
 	tv.tv_usec = 0;
 	/*
 	 * A backend still in its prelude (greeting, XCLIENT, STARTTLS):
-	 * backend_connect_timeout, counted from its first pump (after any
-	 * smtp_greeting_delay), which the handshake after STARTTLS shares.
+	 * the deadline its connect started (backend.c), which the
+	 * handshake after STARTTLS shares too.
 	 */
 	if (filter_awaiting(s->filter)) {
-		if (s->prelude_until == 0)
-			s->prelude_until = now.tv_sec + (now.tv_usec > 0) +
-			    (time_t)s->svc->backend_connect_timeout;
-		tv.tv_sec = s->prelude_until - now.tv_sec;
-		if (tv.tv_sec < 0)
-			tv.tv_sec = 0;
+		if (!timerisset(&s->prelude_until)) {
+			tv.tv_sec = (time_t)s->svc->backend_connect_timeout;
+			timeradd(&now, &tv, &s->prelude_until);
+		}
+		if (timercmp(&s->prelude_until, &now, >))
+			timersub(&s->prelude_until, &now, &tv);
+		else
+			timerclear(&tv);
 		event_add(s->timer, &tv);
 		return;
 	}
@@ -870,7 +872,6 @@ void
 session_backend_ready(struct session *s)
 {
 	s->flags |= SF_BACKEND_UP;
-	s->prelude_until = 0;
 	filter_set_backend(s->filter, s->backend_name);
 	if (s->svc->send_proxy != SEND_PROXY_NONE &&
 	    session_send_proxy(s) == -1) {
@@ -937,11 +938,11 @@ session_backend_failed(struct session *s, const char *why)
 	if (s->backend != NULL)
 		metrics_backend_failure(s);
 	session_backend_drop(s);
-	if (s->bytes_out == 0 && !(s->flags & SF_CLIENT_EOF)) {
+	if (s->bytes_out == 0) {
 		/*
 		 * The client has heard nothing and sent nothing that was
-		 * read (its bytes are held): a fresh filter, as if this
-		 * backend had refused the connection.
+		 * read (its bytes are held, also after its EOF): a fresh
+		 * filter, as if this backend had refused the connection.
 		 */
 		filter_free(s->filter);
 		if ((s->filter = session_filter_new(s)) == NULL) {
@@ -1235,9 +1236,19 @@ session_client_event_cb(struct bufferevent *bev, short what, void *arg)
 	/* EOF (with or without close_notify): SPEC 8.6, no way back. */
 	s->flags |= SF_CLIENT_EOF;
 	bufferevent_disable(bev, EV_READ);
-	/* Gone before the backend was ready: nothing to relay for it. */
+	/*
+	 * Gone before the backend was ready (connecting, or its prelude:
+	 * XCLIENT, STARTTLS towards it): with nothing sent there is nothing
+	 * to relay.  What the client did send is held in its input, as any
+	 * bytes are until then: a legacy script that pipelines its whole
+	 * session and half-closes (printf ... | nc -N) has said all it had
+	 * to say.  The backend becomes ready (or the next one, or the
+	 * temporary failure), the held bytes are relayed, and once they
+	 * are all out the half-close follows (session_flow()), as in RELAY.
+	 */
 	if (s->state != SESSION_ST_RELAY || filter_awaiting(s->filter)) {
-		session_close(s, "client closed");
+		if (evbuffer_get_length(bufferevent_get_input(bev)) == 0)
+			session_close(s, "client closed");
 		return;
 	}
 	session_pump(s);
@@ -1511,7 +1522,7 @@ session_backend_drop(struct session *s)
 	s->flags &= ~(SF_BACKEND_UP | SF_BACKEND_EOF | SF_BACKEND_READ_OFF |
 	    SF_SHUTWR_BACKEND | SF_BACKEND_TLS | SF_BACKEND_TLS_UP |
 	    SF_BACKEND_SHUTDOWN | SF_BACKEND_TLS_ERR | SF_BACKEND_STARTTLS);
-	s->prelude_until = 0;
+	timerclear(&s->prelude_until);
 }
 
 void

@@ -86,11 +86,13 @@ struct session {
 	const char		*backend_name;	/* the one connected */
 	struct backend_dane	*dane;		/* backend_dane: TLSA wait */
 	/*
-	 * The backend prelude (filter.h: XCLIENT, STARTTLS and its
-	 * handshake) must be over by then (backend_connect_timeout from
-	 * its first pump); 0: not started.
+	 * One deadline per backend (backend_connect_timeout, set by
+	 * backend.c when its connection, or the wait for its TLSA answer,
+	 * starts): the connect, the backend prelude (filter.h: XCLIENT,
+	 * STARTTLS and its handshake) and an implicit handshake must all
+	 * be over by then; unset: not started.
 	 */
-	time_t			 prelude_until;
+	struct timeval		 prelude_until;
 	const char		*backend_why;	/* last prelude failure */
 
 	enum session_state	 state;

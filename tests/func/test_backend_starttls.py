@@ -32,6 +32,7 @@ import smtplib
 import socket
 import ssl
 import threading
+import time
 
 import pytest
 
@@ -148,6 +149,48 @@ def test_smtp_to_postfix_starttls(mtd, certs, spost, dave):
         "postfix: TLS connection established")
     # Postfix saw our EHLO twice (before and after TLS) and STARTTLS.
     assert "improper command pipelining" not in mark.text()
+
+
+def smtp_stuffed(msg):
+    """msg (CRLF lines) as DATA content, dot-stuffed, with its end."""
+    lines = msg.split(b"\r\n")
+    assert lines[-1] == b""
+    return b"".join((b"." + line if line.startswith(b".") else line) +
+                    b"\r\n" for line in lines[:-1]) + b".\r\n"
+
+
+@pytest.mark.parametrize("xclient", [False, True])
+def test_smtp_pipelined_session_then_half_close(mtd, certs, spost, dave,
+                                                xclient):
+    """A legacy script that writes its whole SMTP session at once and
+    half-closes at once (printf ... | nc -N): its EOF comes while
+    mailtlsd still talks to Postfix (EHLO, STARTTLS, the handshake, with
+    xclient also EHLO and XCLIENT inside TLS).  Nothing is lost: the held
+    bytes are relayed once the backend leg is ready, the half-close
+    follows, and the message arrives byte for byte.  (The replies after
+    the message are not checked: the half-close is a close_notify, which
+    Postfix may leave unread when it closes after QUIT, and its kernel
+    then resets the connection, its last reply with it.)"""
+    m = mtd()
+    port = client_mode(m, "relay", "smtp",
+                       spost.xclient_port if xclient else spost.port,
+                       xclient=xclient, backend_ca_file=certs.ca,
+                       backend_tls_name=SERVER_NAME)
+    m.start()
+    tok = mtlib.token()
+    msg = mtlib.make_message(tok, rcpt=dave.address)
+    script = (b"EHLO legacy.example.test\r\n"
+              b"MAIL FROM:<sender@example.org>\r\n"
+              b"RCPT TO:<" + dave.address.encode() + b">\r\n"
+              b"DATA\r\n" + smtp_stuffed(msg) + b"QUIT\r\n")
+    with Conn.plain(port) as c:
+        c.send(script)
+        c.sock.shutdown(socket.SHUT_WR)
+        got = c.read_to_eof()
+    assert got.startswith(b"220 "), got
+    assert b"\r\n354 " in got and b"421 " not in got, got
+    assert_delivered(dave.find(tok), msg)
+    m.wait_log(END_RX % ("relay", re.escape(SERVER_NAME)))
 
 
 def test_smtp_xclient_inside_starttls(mtd, certs, spost, dave):
@@ -386,8 +429,14 @@ class StarttlsServer:
     CAPA = {"smtp": b"EHLO", "imap": b"CAPABILITY", "pop3": b"CAPA"}
 
     def __init__(self, protocol, chain, key, offer=True, refuse=False,
-                 inject=b"", greeting=None, connections=1, stall=False):
+                 inject=b"", greeting=None, connections=1, stall=False,
+                 post_tls=b"", post_tls_delay=None):
         self.protocol = protocol
+        # Said unasked inside TLS: in the segment of the handshake's last
+        # flight (TLS 1.2, the Finished corked with it), or after
+        # post_tls_delay seconds.
+        self.post_tls = post_tls
+        self.post_tls_delay = post_tls_delay
         self.stall = stall
         self.offer = offer
         self.refuse = refuse
@@ -416,12 +465,29 @@ class StarttlsServer:
         line, _, buf[0] = buf[0].partition(b"\n")
         return line + b"\n"
 
+    # How long the server waits for each connection of mailtlsd's.
+    ACCEPT_WAIT = 30.0
+
+    def accept(self):
+        """The next connection, or None once the socket is closed or
+        ACCEPT_WAIT has passed.  mtlib.listen() makes accept() time out
+        every 0.2 s, and socket.timeout is an OSError: only the other
+        OSErrors (the socket closed by close()) end the wait early."""
+        deadline = time.monotonic() + self.ACCEPT_WAIT
+        while time.monotonic() < deadline:
+            try:
+                return self.sock.accept()[0]
+            except socket.timeout:
+                continue
+            except OSError:
+                return None
+        return None
+
     def serve(self):
         try:
             for _ in range(self.connections):
-                try:
-                    conn, _ = self.sock.accept()
-                except OSError:
+                conn = self.accept()
+                if conn is None:
                     return
                 conn.settimeout(10)
                 self.clear.append(b"")
@@ -480,8 +546,20 @@ class StarttlsServer:
             # Never answers the ClientHello.
             self._drain(conn, buf)
             return
+        cork = self.post_tls and self.post_tls_delay is None
+        if cork:
+            # TLS 1.2: the server's Finished is the handshake's last
+            # message, and the line goes out in the same TCP segment.
+            self.ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
         t = self.ctx.wrap_socket(conn, server_side=True)
         self.handshakes += 1
+        if self.post_tls:
+            if not cork:
+                time.sleep(self.post_tls_delay)
+            t.sendall(self.post_tls)
+            if cork:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
         self.relay(t)
 
     def _drain(self, conn, buf):
@@ -776,3 +854,92 @@ def test_handshake_timeout(mtd, certs, server):
     sent = srv.clear[0]
     prelude = OUR_CAPA["pop3"] + OUR_STARTTLS["pop3"]
     assert sent.startswith(prelude) and sent[len(prelude):][:1] == b"\x16"
+
+
+SPOKE_FIRST = {"smtp": b"220 again\r\n", "imap": b"* OK again\r\n",
+               "pop3": b"+OK again\r\n"}
+SPOKE_RX = r"error: \S+ .*backend 127\.0\.0\.1:%d not usable: server " \
+           r"spoke first inside TLS, \d+ bytes before any command: .*again"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_server_speaks_first_inside_tls(mtd, certs, server, protocol):
+    """A server that sends a line with its TLS 1.2 Finished, in one
+    segment: it can have nothing to say before a command, so the backend
+    is not usable.  The client, which talked at once, gets the temporary
+    failure as its first line (never our greeting, never the server's
+    line), an error line names why, and the server gets nothing of the
+    client's."""
+    srv = server(protocol, post_tls=SPOKE_FIRST[protocol])
+    m = mtd()
+    port = client_mode(m, "svc", protocol, srv.port, backend_ca_file=certs.ca,
+                       backend_tls_name=SERVER_NAME)
+    m.start()
+    with Conn.plain(port) as c:
+        c.send(CLIENT_BYTES[protocol])
+        assert c.line() == UNAVAILABLE[protocol]
+        assert c.read_to_eof() == b""
+    m.wait_log(SPOKE_RX % srv.port)
+    m.wait_log(r"session end .*reason=server spoke first inside TLS")
+    assert "data before the TLS layer" not in m.log_text()
+    srv.wait()
+    assert srv.handshakes == 1 and srv.tls == [b""], srv.tls
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_server_speaks_first_after_our_greeting(mtd, certs, server,
+                                                protocol):
+    """The same line a little later, once the client has our greeting but
+    has not sent anything: the other backends cannot be tried any more,
+    so the temporary failure is the client's last line, and the server's
+    line never reaches it."""
+    srv = server(protocol, post_tls=SPOKE_FIRST[protocol],
+                 post_tls_delay=0.5)
+    m = mtd()
+    port = client_mode(m, "svc", protocol, srv.port, backend_ca_file=certs.ca,
+                       backend_tls_name=SERVER_NAME)
+    m.start()
+    with Conn.plain(port) as c:
+        assert c.line() == GREETING[protocol]
+        assert c.line() == UNAVAILABLE[protocol]
+        assert c.read_to_eof() == b""
+    m.wait_log(SPOKE_RX % srv.port)
+    srv.wait()
+    assert srv.tls == [b""], srv.tls
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_server_speaks_first_failover(mtd, certs, server, protocol):
+    """Two backends, the first speaks first inside TLS: the client, who
+    heard nothing of it, is served by the second, its pipelined bytes
+    intact."""
+    bad = server(protocol, post_tls=SPOKE_FIRST[protocol])
+    good = server(protocol)
+    m = mtd()
+    port = m.add_service("svc", protocol, [bad.port, good.port],
+                         tls_mode="none", backend_tls="starttls",
+                         backend_ca_file=certs.ca,
+                         backend_tls_name=SERVER_NAME)
+    m.start()
+    first = {"smtp": b"EHLO client\r\n", "imap": b"a CAPABILITY\r\n",
+             "pop3": b"CAPA\r\n"}[protocol]
+    with Conn.plain(port) as c:
+        c.send(first)
+        assert c.line() == GREETING[protocol]
+        if protocol == "smtp":
+            assert c.smtp_reply().endswith(b"250 AUTH PLAIN\r\n")
+            c.send(b"QUIT\r\n")
+        elif protocol == "imap":
+            assert c.tagged(b"a").endswith(b"a OK done\r\n")
+            c.send(b"b LOGOUT\r\n")
+        else:
+            assert c.pop3_multi().endswith(b"SASL PLAIN\r\n.\r\n")
+            c.send(b"QUIT\r\n")
+        rest = c.read_to_eof()
+        assert b"again" not in rest
+    m.wait_log(SPOKE_RX % bad.port)
+    m.wait_log(END_RX % ("svc", re.escape(SERVER_NAME)))
+    bad.wait()
+    assert bad.tls == [b""], bad.tls
+    good.wait()
+    assert good.tls[0].startswith(first), good.tls

@@ -24,6 +24,7 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -291,10 +292,20 @@ class TLSRecorder:
         self.thread.start()
 
     def serve(self):
+        # mtlib.listen() makes accept() time out every 0.2 s, and
+        # socket.timeout is an OSError: only the others (close()) end
+        # the wait, which is bounded (30 s for all connections).
+        deadline = time.monotonic() + 30
         for _ in range(8):                  # bounded
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
+            conn = None
+            while conn is None and time.monotonic() < deadline:
+                try:
+                    conn, _ = self.sock.accept()
+                except socket.timeout:
+                    continue
+                except OSError:
+                    return
+            if conn is None:
                 return
             try:
                 t = self.ctx.wrap_socket(conn, server_side=True)

@@ -882,6 +882,30 @@ def test_one_deadline_for_lookup_and_handshake(dane, mtd_ns):
     assert 4.5 < took < 5.75, took
 
 
+def test_one_deadline_for_lookup_and_starttls_prelude(dane, mtd_ns):
+    """backend_tls = "starttls": the TLSA answer takes a second or more,
+    then the server never greets.  The lookup, the connect and the
+    STARTTLS dialogue share one backend_connect_timeout (5 s from the
+    start of the session), the dialogue does not get 5 s of its own."""
+    m = mtd_ns()
+    port = m.add_service("slowstls", "imap", ["127.0.0.1:%d" % MUTE_PORT],
+                         tls_mode="none", backend_tls="starttls",
+                         backend_dane=True,
+                         backend_tls_name="mx2.slow.test",
+                         backend_ca_file=dane.pki.p("storeca.pem"),
+                         backend_connect_timeout=5)
+    m.start()
+    t0 = time.monotonic()
+    tok, lines = session(dane, port)
+    took = time.monotonic() - t0
+    assert lines == [UNAVAILABLE], lines
+    m.wait_log(r"waiting for TLSA _%d\._tcp\.mx2\.slow\.test" % MUTE_PORT)
+    m.wait_log(r"TLSA _%d\._tcp\.mx2\.slow\.test: none" % MUTE_PORT)
+    m.wait_log(r"error: \S+ backend 127\.0\.0\.1:%d: not ready within "
+               r"backend_connect_timeout 5 s" % MUTE_PORT)
+    assert 4.5 < took < 5.75, took
+
+
 @pytest.mark.parametrize("backend,name,why,word", [
     ("plain", "mx.plain.test", "TLSA answer not authenticated", "insecure"),
     ("nx", "nx.dane.test", "no TLSA records", "none"),

@@ -110,6 +110,14 @@
 	    .backend_tls = BACKEND_TLS_STARTTLS, .steps = { __VA_ARGS__, \
 	    { 0 } } }
 
+/* Untagged lines during our own command: 256 are allowed, not more. */
+#define BT_U1		"* NO x\r\n"
+#define BT_U4		BT_U1 BT_U1 BT_U1 BT_U1
+#define BT_U16		BT_U4 BT_U4 BT_U4 BT_U4
+#define BT_U256		BT_U16 BT_U16 BT_U16 BT_U16 BT_U16 BT_U16 BT_U16 \
+			BT_U16 BT_U16 BT_U16 BT_U16 BT_U16 BT_U16 BT_U16 \
+			BT_U16 BT_U16
+
 static const struct fh_case imap_cases[] = {
 	/* ---- SPEC 12: backend_tls = starttls ---- */
 	{ .name = "backend starttls: dialogue, our greeting, client's "
@@ -181,6 +189,28 @@ static const struct fh_case imap_cases[] = {
 	BT_FAIL("untagged data -> BYE",
 		{ 'B', "* OK hi\r\n", BT_CAPA, NULL, CONT, 0 },
 		{ 'B', "* 3 EXISTS\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+	{ .name = "backend starttls: 256 untagged lines to our command",
+	    .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	    .steps = {
+		{ 'B', "* OK hi\r\n", BT_CAPA, NULL, CONT, 0 },
+		{ 'B', BT_U256, NULL, NULL, CONT, 0 },
+		{ 'B', "mt1 OK [CAPABILITY IMAP4rev1 STARTTLS] x\r\n", BT_TLS,
+		    NULL, CONT, 0 },
+		/* The count starts again for our STARTTLS. */
+		{ 'B', BT_U256, NULL, NULL, CONT, 0 },
+		{ 'B', "mt2 OK go\r\n", NULL, BT_GREET,
+		    FILTER_BACKEND_STARTTLS, 0 },
+		{ 0 } } },
+	BT_FAIL("257 untagged lines to our command -> BYE",
+		{ 'B', "* OK hi\r\n", BT_CAPA, NULL, CONT, 0 },
+		{ 'B', BT_U256 BT_U1, NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+	BT_FAIL("257 untagged lines to our STARTTLS -> BYE",
+		BT_UP("a NOOP\r\n"),
+		{ 'B', BT_U256 BT_U1, NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
+	BT_FAIL("the server speaks first inside TLS -> BYE after ours",
+		BT_UP(""),
+		{ 'B', BT_GO, NULL, BT_GREET, FILTER_BACKEND_STARTTLS, 0 },
+		{ 'B', "* OK again\r\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
 	BT_FAIL("bare LF -> BYE",
 		{ 'B', "* OK hi\n", NULL, R_UNAVAIL, FILTER_CLOSE, 0 }),
 	BT_FAIL("a response before our CAPABILITY was sent -> BYE",
@@ -1719,6 +1749,25 @@ test_log(void **state)
 	assert_null(strstr(buf, "198.51.100.4"));
 }
 
+/* SPEC 12: the words of a greeting we refuse are logged escaped. */
+static void
+test_prelude_log(void **state)
+{
+	static const struct fh_case c = BT_FAIL("greeting logged escaped",
+		{ 'B', "* \x1b[31mNO go away\r\n", NULL, R_UNAVAIL,
+		    FILTER_CLOSE, 0 });
+	static char	 buf[8192];
+	struct fh_log	 logcap;
+	size_t		 n;
+
+	(void)state;
+	fh_log_begin(&logcap);
+	fh_run(PROTO_IMAP, &proto_imap_ops, &c);
+	n = fh_log_end(&logcap, buf, sizeof(buf));
+	assert_null(memchr(buf, 0x1b, n));
+	assert_non_null(strstr(buf, "backend greeting: * \\x1b[31mNO"));
+}
+
 int
 main(void)
 {
@@ -1732,6 +1781,7 @@ main(void)
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_reasons),
 		cmocka_unit_test(test_log),
+		cmocka_unit_test(test_prelude_log),
 	};
 
 	return fh_main("imap", imap_cases, sizeof(imap_cases) /

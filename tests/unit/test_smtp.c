@@ -259,6 +259,44 @@ static struct fh_case smtp_cases[] = {
 		{ 'B', GREET, OUR_EHLO, NULL },
 		{ 'B', "250-b\r\n25 STARTTLS\r\n", NULL, R_UNAVAILABLE,
 		  FILTER_CLOSE } } },
+	{ .name = "backend starttls: the server speaks first inside TLS, "
+	  "after our greeting -> 421",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = { ST_BTLS(""),
+		{ 'B', B_GO, NULL, LOCAL_GREET, FILTER_BACKEND_STARTTLS },
+		{ 'B', "220 again\r\n", NULL, R_UNAVAILABLE,
+		  FILTER_CLOSE } } },
+	{ .name = "backend starttls + xclient: the server speaks after the "
+	  "XCLIENT reply -> 421",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .xclient = true,
+	  .steps = { ST_BTLS(""),
+		{ 'B', B_GO, OUR_EHLO, NULL, FILTER_BACKEND_STARTTLS },
+		{ 'B', EHLO_XC, XCLIENT_ALL, NULL },
+		{ 'B', GREET2 "250 more\r\n", NULL, GREET2 R_UNAVAILABLE,
+		  FILTER_CLOSE } } },
+	{ .name = "backend starttls: the server answers once the client's "
+	  "first command went",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = { ST_BTLS(""),
+		{ 'B', B_GO, NULL, LOCAL_GREET, FILTER_BACKEND_STARTTLS },
+		{ 'C', "NOOP\r\n", "NOOP\r\n", NULL },
+		{ 'B', "250 ok\r\n", NULL, "250 ok\r\n" } } },
+	{ .name = "backend starttls: bare LF in the dialogue -> 421",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = {
+		{ 'B', GREET, OUR_EHLO, NULL },
+		{ 'B', "250-b\r\n250 STARTTLS\n", NULL, R_UNAVAILABLE,
+		  FILTER_CLOSE } } },
+	{ .name = "backend starttls: bare LF greeting -> 421, EHLO not sent",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = {
+		{ 'B', "220 backend.test ESMTP\n", NULL, R_UNAVAILABLE,
+		  FILTER_CLOSE } } },
+	{ .name = "backend starttls: bare LF go-ahead -> 421",
+	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
+	  .steps = { ST_BTLS(EHLO_C),
+		{ 'B', "220 go\n", NULL, R_UNAVAILABLE, FILTER_CLOSE } } },
 	{ .name = "backend starttls + xclient: XCLIENT inside TLS, its reply "
 	  "the greeting",
 	  .tls_active = true, .backend_tls = BACKEND_TLS_STARTTLS,
@@ -327,6 +365,13 @@ static struct fh_case smtp_cases[] = {
 		{ 'B', GREET, OUR_EHLO, NULL },
 		{ 'B', "250-b\r\n250 xclient\tname  addr\r\n", XCLIENT_OLD,
 		  NULL },
+		{ 'B', GREET2, NULL, GREET2 } } },
+	{ .name = "xclient: listed twice, the first line's attributes",
+	  .tls_active = true, .xclient = true,
+	  .steps = {
+		{ 'B', GREET, OUR_EHLO, NULL },
+		{ 'B', "250-b\r\n250-XCLIENT NAME ADDR\r\n250 XCLIENT ADDR "
+		  "PORT DESTADDR DESTPORT\r\n", XCLIENT_OLD, NULL },
 		{ 'B', GREET2, NULL, GREET2 } } },
 	{ .name = "xclient: not advertised -> 421",
 	  .starttls_service = true, .xclient = true,
@@ -1655,6 +1700,68 @@ test_backend_starttls_core(void **state)
 	fh_drv_close(&d);
 }
 
+/*
+ * SPEC 12: the server speaks first inside TLS.  Bytes already there when
+ * the handshake completes (a TLS 1.2 Finished and "220 again" in one
+ * segment): the backend is not usable, the client never gets our
+ * greeting; with the session's failover the filter writes nothing and
+ * says the backend failed, the client's bytes kept for the next one.
+ */
+static void
+test_backend_spoke_first(void **state)
+{
+	static const struct fh_case c = { .name = "btls", .tls_active = true,
+	    .backend_tls = BACKEND_TLS_STARTTLS };
+	static const char again[] = "220 \x1b again\r\n";
+	struct fh_drv	 d;
+	struct fh_log	 l;
+	char		 buf[8192];
+	int		 failover;
+
+	(void)state;
+	for (failover = 0; failover < 2; failover++) {
+		fh_drv_open(&d, PROTO_SMTP, &proto_smtp_ops, &c,
+		    "0000000000000000", "192.0.2.1");
+		d.f->failover = failover;
+		filter_set_backend(d.f, "192.0.2.25:587");
+		fh_log_begin(&l);
+		evbuffer_add(d.cin, EHLO_C, strlen(EHLO_C));
+		evbuffer_add(d.bin, GREET, strlen(GREET));
+		assert_int_equal(filter_pump(d.f, d.cin, d.bin, d.to_c,
+		    d.to_b), FILTER_CONTINUE);
+		evbuffer_add(d.bin, B_EHLO_STLS, strlen(B_EHLO_STLS));
+		assert_int_equal(filter_pump(d.f, d.cin, d.bin, d.to_c,
+		    d.to_b), FILTER_CONTINUE);
+		evbuffer_add(d.bin, B_GO, strlen(B_GO));
+		assert_int_equal(filter_pump(d.f, d.cin, d.bin, d.to_c,
+		    d.to_b), FILTER_BACKEND_STARTTLS);
+		fh_drv_expect(d.to_b, OUR_EHLO OUR_STARTTLS,
+		    strlen(OUR_EHLO OUR_STARTTLS));
+		/* Decrypted with the Finished, before the CONNECTED event. */
+		evbuffer_add(d.bin, again, strlen(again));
+		assert_int_equal(filter_backend_tls_established(d.f, d.bin,
+		    d.to_c, d.to_b), FILTER_CLOSE);
+		assert_int_equal(evbuffer_get_length(d.bin), 0);
+		assert_int_equal(evbuffer_get_length(d.to_b), 0);
+		assert_string_equal(filter_reason(d.f),
+		    "server spoke first inside TLS");
+		if (failover) {
+			assert_true(filter_backend_failed(d.f));
+			assert_int_equal(evbuffer_get_length(d.to_c), 0);
+			assert_int_equal(evbuffer_get_length(d.cin),
+			    strlen(EHLO_C));
+		} else
+			fh_drv_expect(d.to_c, R_UNAVAILABLE,
+			    strlen(R_UNAVAILABLE));
+		fh_log_end(&l, buf, sizeof(buf));
+		assert_non_null(strstr(buf, "error: 0000000000000000 smtp "
+		    "client=192.0.2.1: backend 192.0.2.25:587 not usable: "
+		    "server spoke first inside TLS, 13 bytes before any "
+		    "command: 220 \\x1b again"));
+		fh_drv_close(&d);
+	}
+}
+
 static void
 test_ops(void **state)
 {
@@ -1771,6 +1878,7 @@ main(void)
 		cmocka_unit_test(test_ops),
 		cmocka_unit_test(test_backend_lost),
 		cmocka_unit_test(test_backend_starttls_core),
+		cmocka_unit_test(test_backend_spoke_first),
 		cmocka_unit_test(test_reasons),
 		cmocka_unit_test(test_timeout),
 	};
