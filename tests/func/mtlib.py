@@ -1558,6 +1558,29 @@ def cert_info(pem_text):
 # ---------------------------------------------------------------------------
 # Test messages.
 
+def imap_fetch_token(im, tok):
+    """The newest message of the selected mailbox whose X-Mt-Token header
+    is tok, as the server holds it (BODY.PEEK[], byte for byte)."""
+    typ, data = im.search(None, "HEADER", "X-Mt-Token", tok)
+    assert typ == "OK" and data[0], data
+    typ, data = im.fetch(data[0].split()[-1], "(BODY.PEEK[])")
+    assert typ == "OK", data
+    return data[0][1]
+
+
+def pop3_find_token(p, tok):
+    """The newest message of the drop that holds tok, its CRLFs put back
+    (poplib strips them and un-stuffs dots), or None."""
+    count, _ = p.stat()
+    for i in range(count, 0, -1):                   # bounded by the drop
+        _, lines, _ = p.retr(i)
+        body = b"\r\n".join(lines) + b"\r\n"
+        if tok.encode() in body:
+            return body
+    return None
+
+
+
 def token():
     return "mt" + os.urandom(8).hex()
 

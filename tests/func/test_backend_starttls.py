@@ -256,12 +256,7 @@ def test_imap_to_dovecot_starttls(mtd, certs, sdove, dave):
         assert "AUTH=PLAIN" in im.capabilities, im.capabilities
         im.login("dave", "dave-secret")
         im.select("INBOX", readonly=True)
-        typ, data = im.search(None, "HEADER", "X-Mt-Token", tok)
-        assert typ == "OK" and data[0], data
-        num = data[0].split()[-1]
-        typ, data = im.fetch(num, "(BODY.PEEK[])")
-        assert typ == "OK"
-        assert data[0][1] == msg
+        assert mtlib.imap_fetch_token(im, tok) == msg
         im.logout()
     finally:
         try:
@@ -289,15 +284,7 @@ def test_pop3_to_dovecot_stls(mtd, certs, sdove, dave):
         assert "STLS" not in caps and "USER" in caps, caps
         p.user("dave")
         p.pass_("dave-secret")
-        count, _ = p.stat()
-        found = None
-        for i in range(count, 0, -1):
-            _, lines, _ = p.retr(i)
-            body = b"\r\n".join(lines) + b"\r\n"
-            if tok.encode() in body:
-                found = body
-                break
-        assert found == msg
+        assert mtlib.pop3_find_token(p, tok) == msg
         p.quit()
     finally:
         p.close()
@@ -324,9 +311,7 @@ def test_imap_and_pop3_to_dovecot_implicit(mtd, certs, sdove, dave):
     try:
         im.login("dave", "dave-secret")
         im.select("INBOX", readonly=True)
-        typ, data = im.search(None, "HEADER", "X-Mt-Token", tok)
-        typ, data = im.fetch(data[0].split()[-1], "(BODY.PEEK[])")
-        assert data[0][1] == msg
+        assert mtlib.imap_fetch_token(im, tok) == msg
         im.logout()
     finally:
         try:

@@ -140,12 +140,7 @@ def test_imap_to_dovecot_imaps(mtd, certs, tdove, carol):
         assert "LOGINDISABLED" not in im.capabilities
         im.login("carol", "carol-secret")
         im.select("INBOX", readonly=True)
-        typ, data = im.search(None, "HEADER", "X-Mt-Token", tok)
-        assert typ == "OK" and data[0], data
-        num = data[0].split()[-1]
-        typ, data = im.fetch(num, "(BODY.PEEK[])")
-        assert typ == "OK"
-        assert data[0][1] == msg
+        assert mtlib.imap_fetch_token(im, tok) == msg
         im.logout()
     finally:
         try:
@@ -168,16 +163,7 @@ def test_pop3_to_dovecot_pop3s(mtd, certs, tdove, carol):
     try:
         p.user("carol")
         p.pass_("carol-secret")
-        count, _ = p.stat()
-        found = None
-        for i in range(count, 0, -1):
-            _, lines, _ = p.retr(i)
-            # poplib strips CRLF and un-stuffs dots.
-            body = b"\r\n".join(lines) + b"\r\n"
-            if tok.encode() in body:
-                found = body
-                break
-        assert found == msg
+        assert mtlib.pop3_find_token(p, tok) == msg
         p.quit()
     finally:
         p.close()
