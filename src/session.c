@@ -93,6 +93,7 @@ static bool	session_rate_ok(struct session *);
 static void	session_rate_refuse(struct session *);
 static bool	session_auth_blocked(void *, unsigned);
 static void	session_auth_failed(void *);
+static void	session_backend_relay(struct session *);
 static void	session_pump(struct session *);
 static void	session_flow(struct session *);
 static void	session_arm(struct session *, unsigned seconds);
@@ -868,6 +869,20 @@ session_send_proxy(struct session *s)
 	return 0;
 }
 
+/*
+ * The backend leg is relayed: the session's callbacks and the relay's
+ * watermarks on it (the socket bufferevent, or the TLS one over it).
+ */
+static void
+session_backend_relay(struct session *s)
+{
+	bufferevent_setcb(s->backend, session_backend_read_cb,
+	    session_backend_write_cb, session_backend_event_cb, s);
+	bufferevent_setwatermark(s->backend, EV_READ, 0, RELAY_READ_WATERMARK);
+	bufferevent_setwatermark(s->backend, EV_WRITE, RELAY_LOW_WATERMARK, 0);
+	bufferevent_enable(s->backend, EV_READ | EV_WRITE);
+}
+
 void
 session_backend_ready(struct session *s)
 {
@@ -878,11 +893,7 @@ session_backend_ready(struct session *s)
 		session_close(s, "PROXY header failed");
 		return;
 	}
-	bufferevent_setcb(s->backend, session_backend_read_cb,
-	    session_backend_write_cb, session_backend_event_cb, s);
-	bufferevent_setwatermark(s->backend, EV_READ, 0, RELAY_READ_WATERMARK);
-	bufferevent_setwatermark(s->backend, EV_WRITE, RELAY_LOW_WATERMARK, 0);
-	bufferevent_enable(s->backend, EV_READ | EV_WRITE);
+	session_backend_relay(s);
 	log_debug("%s backend %s connected", s->id, s->backend_name);
 	session_enter_state(s, SESSION_ST_RELAY);
 	session_pump(s);
@@ -908,11 +919,7 @@ session_backend_tls_ready(struct session *s)
 {
 	enum filter_verdict	 v;
 
-	bufferevent_setcb(s->backend, session_backend_read_cb,
-	    session_backend_write_cb, session_backend_event_cb, s);
-	bufferevent_setwatermark(s->backend, EV_READ, 0, RELAY_READ_WATERMARK);
-	bufferevent_setwatermark(s->backend, EV_WRITE, RELAY_LOW_WATERMARK, 0);
-	bufferevent_enable(s->backend, EV_READ | EV_WRITE);
+	session_backend_relay(s);
 	log_debug("%s backend %s: TLS after STARTTLS", s->id, s->backend_name);
 	session_enter_state(s, SESSION_ST_RELAY);
 	v = filter_backend_tls_established(s->filter,
