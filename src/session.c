@@ -79,6 +79,7 @@ static void	session_count_out_cb(struct evbuffer *,
 		    const struct evbuffer_cb_info *, void *);
 static void	session_enter_state(struct session *, enum session_state);
 static void	session_start_tls(struct session *);
+static void	session_write_sock(struct bufferevent *);
 static void	session_tls_established(struct session *);
 static void	session_renew_backend(struct session *);
 static int	session_send_proxy(struct session *);
@@ -703,48 +704,70 @@ session_proxy_free(struct session *s)
 
 /*
  * Put the client leg under TLS: implicit services at once, STARTTLS ones
- * right after the go-ahead was queued.  The filter variant of
- * bufferevent_openssl is used in both cases: it wraps the socket
- * bufferevent that already holds the go-ahead in its output (so that
- * reply leaves in cleartext, before any TLS byte), and it honours
- * allow_dirty_shutdown (see tls_classify_close()).
+ * right after the go-ahead was queued.  bufferevent_openssl goes straight
+ * on the socket whenever nothing cleartext is left in between: always for
+ * implicit TLS, and after STARTTLS once the go-ahead has been written
+ * (it is, at once, unless the client's receive window is full).  OpenSSL
+ * then reads whole records from the socket and writes to it, with no
+ * second bufferevent and pair of buffers in between.  Otherwise the filter
+ * variant wraps the socket bufferevent that still holds the go-ahead, so
+ * that the reply leaves in cleartext before any TLS byte.  How either
+ * ends is classified by tls_classify_close().
  */
 static void
 session_start_tls(struct session *s)
 {
-	struct bufferevent	*tlsbev;
+	struct bufferevent	*tlsbev, *sock = s->client;
 	struct event_base	*base = s->worker->base;
+	evutil_socket_t		 fd = bufferevent_getfd(sock);
+	int			 opts = BEV_OPT_CLOSE_ON_FREE |
+				    BEV_OPT_DEFER_CALLBACKS;
 
 	s->ssl = tls_server_ssl(s->srt->tls, s->ops->alpn);
 	if (s->ssl == NULL) {
 		session_close(s, "TLS setup failed");
 		return;
 	}
-	tlsbev = bufferevent_openssl_filter_new(base, s->client, s->ssl,
-	    BUFFEREVENT_SSL_ACCEPTING,
-	    BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	session_write_sock(sock);
+	if (fd != -1 &&
+	    evbuffer_get_length(bufferevent_get_output(sock)) == 0 &&
+	    evbuffer_get_length(bufferevent_get_input(sock)) == 0) {
+		tlsbev = tls_server_socket_bev(base, fd, s->ssl, opts);
+		if (tlsbev != NULL) {
+			/* The socket is the TLS bufferevent's now. */
+			bufferevent_setfd(sock, -1);
+			bufferevent_free(sock);
+		}
+	} else {
+		tlsbev = bufferevent_openssl_filter_new(base, sock, s->ssl,
+		    BUFFEREVENT_SSL_ACCEPTING, opts);
+		if (tlsbev != NULL) {
+			bufferevent_openssl_set_allow_dirty_shutdown(tlsbev, 1);
+			/*
+			 * The TLS layer moves plaintext from its output into
+			 * the socket's output as ciphertext only while that is
+			 * below its high watermark; without one a client that
+			 * stops reading would make us buffer the backend's
+			 * whole answer (bounded memory, SPEC section 6).
+			 */
+			bufferevent_setwatermark(sock, EV_WRITE,
+			    RELAY_LOW_WATERMARK, RELAY_HIGH_WATERMARK);
+			/* The go-ahead was counted before. */
+			evbuffer_remove_cb(bufferevent_get_output(sock),
+			    session_count_out_cb, s);
+		}
+	}
 	if (tlsbev == NULL) {
 		SSL_free(s->ssl);
 		s->ssl = NULL;
 		session_close(s, "TLS setup failed");
 		return;
 	}
-	/*
-	 * The TLS layer moves plaintext from its output into the socket's
-	 * output as ciphertext only while that is below its high watermark;
-	 * without one a client that stops reading would make us buffer the
-	 * backend's whole answer (bounded memory, SPEC section 6).
-	 */
-	bufferevent_setwatermark(s->client, EV_WRITE, RELAY_LOW_WATERMARK,
-	    RELAY_HIGH_WATERMARK);
 	s->client = tlsbev;
 	s->flags |= SF_TLS;
-	bufferevent_openssl_set_allow_dirty_shutdown(tlsbev, 1);
 	bufferevent_setcb(tlsbev, session_client_read_cb,
 	    session_client_write_cb, session_client_event_cb, s);
-	/* Count plaintext handed to TLS; the go-ahead was counted before. */
-	evbuffer_remove_cb(bufferevent_get_output(
-	    bufferevent_get_underlying(tlsbev)), session_count_out_cb, s);
+	/* Count plaintext handed to TLS. */
 	evbuffer_add_cb(bufferevent_get_output(tlsbev), session_count_out_cb, s);
 	bufferevent_setwatermark(tlsbev, EV_READ, 0, RELAY_READ_WATERMARK);
 	bufferevent_setwatermark(tlsbev, EV_WRITE, RELAY_LOW_WATERMARK, 0);
@@ -1064,9 +1087,18 @@ session_write_now(struct session *s)
 
 	if (!(s->flags & SF_TLS))
 		session_write_sock(s->client);
-	else if ((s->flags & SF_TLS_UP) &&
-	    evbuffer_get_length(bufferevent_get_output(s->client)) == 0 &&
-	    (under = bufferevent_get_underlying(s->client)) != NULL)
+	else if (!(s->flags & SF_TLS_UP))
+		;
+	else if ((under = bufferevent_get_underlying(s->client)) == NULL) {
+		/*
+		 * TLS on the socket: bufferevent_openssl only writes from
+		 * its write event.  Activated now, it runs in this turn
+		 * (and cancels its own epoll change once the output is
+		 * empty) instead of waiting for the next epoll_wait().
+		 */
+		if (evbuffer_get_length(bufferevent_get_output(s->client)) != 0)
+			event_active(&s->client->ev_write, EV_WRITE, 1);
+	} else if (evbuffer_get_length(bufferevent_get_output(s->client)) == 0)
 		session_write_sock(under);
 	if (!(s->flags & SF_BACKEND_TLS))
 		session_write_sock(s->backend);
@@ -1356,8 +1388,9 @@ session_timer_cb(evutil_socket_t fd, short what, void *arg)
 void
 session_close(struct session *s, const char *reason)
 {
-	struct timeval	 now, dur;
-	char		 btls[512] = "";
+	struct bufferevent	*under;
+	struct timeval		 now, dur;
+	char			 btls[512] = "";
 
 	if (s->state == SESSION_ST_CLOSING)
 		return;
@@ -1391,9 +1424,9 @@ session_close(struct session *s, const char *reason)
 	 */
 	bufferevent_disable(s->client, EV_READ);
 	bufferevent_setwatermark(s->client, EV_WRITE, 0, 0);
-	if (s->flags & SF_TLS)
-		evbuffer_add_cb(bufferevent_get_output(
-		    bufferevent_get_underlying(s->client)),
+	if ((s->flags & SF_TLS) &&
+	    (under = bufferevent_get_underlying(s->client)) != NULL)
+		evbuffer_add_cb(bufferevent_get_output(under),
 		    session_closing_out_cb, s);
 	gettimeofday(&s->linger_until, NULL);
 	s->linger_until.tv_sec += CLOSE_LINGER_TIMEOUT;
@@ -1472,11 +1505,13 @@ session_flushed(struct session *s)
 static void
 session_free(struct session *s)
 {
+	struct bufferevent	*under;
+
 	session_proxy_free(s);	/* its event watches the client's fd */
 	if (s->client) {
-		if (s->flags & SF_TLS)
-			evbuffer_remove_cb(bufferevent_get_output(
-			    bufferevent_get_underlying(s->client)),
+		if ((s->flags & SF_TLS) &&
+		    (under = bufferevent_get_underlying(s->client)) != NULL)
+			evbuffer_remove_cb(bufferevent_get_output(under),
 			    session_closing_out_cb, s);
 		bufferevent_free(s->client);
 	}

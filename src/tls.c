@@ -1875,8 +1875,21 @@ tls_classify_close(struct bufferevent *bev, short what, char *detail,
 	ERR_clear_error();
 	if (rc != -1)
 		return (enum tls_close)rc;
-	/* Invariant 6: close_notify and EOF both end the connection. */
+	/*
+	 * Invariant 6: close_notify and EOF both end the connection.  With
+	 * SSL_OP_IGNORE_UNEXPECTED_EOF (the socket variant, see
+	 * tls_server_socket_bev()) OpenSSL marks a bare FIN as a received
+	 * shutdown too; only then has the socket BIO seen the end of the
+	 * stream (a close_notify stops reading before it).
+	 */
 	if (ssl != NULL && (SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN)) {
+		if (BIO_method_type(SSL_get_rbio(ssl)) == BIO_TYPE_SOCKET &&
+		    BIO_eof(SSL_get_rbio(ssl)) == 1) {
+			snprintf(detail, detaillen,
+			    "EOF without close_notify%s",
+			    tls_handshake_done(ssl) ? "" : " during handshake");
+			return TLS_CLOSE_EOF;
+		}
 		snprintf(detail, detaillen, "close_notify");
 		return TLS_CLOSE_NOTIFY;
 	}
@@ -1897,6 +1910,31 @@ tls_classify_close(struct bufferevent *bev, short what, char *detail,
 	snprintf(detail, detaillen, "EOF without close_notify%s",
 	    tls_handshake_done(ssl) ? "" : " during handshake");
 	return TLS_CLOSE_EOF;
+}
+
+/*
+ * The client leg's TLS straight on its socket: OpenSSL reads whole records
+ * from the socket and writes to it, with no socket bufferevent and no
+ * second pair of buffers in between (issue 12: bulk relay CPU, memory per
+ * idle connection).  libevent 2.1.12 reports a FIN without close_notify on
+ * this variant as an error that leaves the SSL unusable for writing, even
+ * with allow_dirty_shutdown, so a half-closed client would lose its last
+ * reply; SSL_OP_IGNORE_UNEXPECTED_EOF makes OpenSSL treat that FIN as a
+ * received shutdown instead (reading ends, writing goes on), and
+ * tls_classify_close() still tells the two apart.
+ */
+struct bufferevent *
+tls_server_socket_bev(struct event_base *base, evutil_socket_t fd, SSL *ssl,
+    int options)
+{
+	struct bufferevent	*bev;
+
+	SSL_set_options(ssl, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	bev = bufferevent_openssl_socket_new(base, fd, ssl,
+	    BUFFEREVENT_SSL_ACCEPTING, options);
+	if (bev != NULL)
+		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	return bev;
 }
 
 /* ------------------------------------------------------------------ */

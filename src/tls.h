@@ -149,6 +149,13 @@ enum tls_close {
 	TLS_CLOSE_PROTOCOL,	/* alert, decrypt error, bad record... */
 	TLS_CLOSE_SYSCALL,	/* socket error (errno) */
 };
+/*
+ * The server side of TLS directly on a socket (implicit TLS, and STARTTLS
+ * once the go-ahead has left): a FIN without close_notify is an EOF.
+ * options: BEV_OPT_*; on failure the caller still owns the SSL and fd.
+ */
+struct bufferevent *tls_server_socket_bev(struct event_base *,
+		    evutil_socket_t, SSL *, int);
 /* what: BEV_EVENT_* flags; bev: the TLS bufferevent. */
 enum tls_close	tls_classify_close(struct bufferevent *bev, short what,
 		    char *detail, size_t detaillen);
