@@ -129,10 +129,16 @@ static const struct tls_profile_def {
 	    TLS_OPPORTUNISTIC_CIPHERS, NULL, NULL },
 };
 
+/* The protocols' ALPN ids: their session id contexts are made once. */
+static const char *const tls_sid_alpn[] = { "smtp", "imap", "pop3" };
+#define TLS_SID_N	(sizeof(tls_sid_alpn) / sizeof(tls_sid_alpn[0]))
+
 struct tls_server {
 	char		*name;
 	SSL_CTX		*ctx;		/* default; owns the SNI contexts */
 	struct tls_ticket_ring *ring;	/* a reference; NULL: tickets off */
+	/* tls_sid_ctx() of name and each tls_sid_alpn[], same index. */
+	unsigned char	 sid[TLS_SID_N][SSL_MAX_SID_CTX_LENGTH];
 };
 
 struct tls_sni_entry {
@@ -202,6 +208,7 @@ struct tls_client {
 };
 
 static CRYPTO_ONCE	tls_once = CRYPTO_ONCE_STATIC_INIT;
+static EVP_CIPHER	*tls_ticket_cipher;	/* AES-256-CBC, or NULL */
 static int		tls_ctx_idx = -1;	/* SSL_CTX: tls_ctx_data */
 static int		tls_alpn_idx = -1;	/* SSL: char *, protocol id */
 static int		tls_client_idx = -1;	/* SSL_CTX: tls_client */
@@ -294,6 +301,11 @@ tls_init_once(void)
 	tls_client_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	tls_slot_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
 	tls_dane_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	/*
+	 * Fetched once: EVP_aes_256_cbc() would be looked up by name (a
+	 * lock and string compares) in every ticket callback.
+	 */
+	tls_ticket_cipher = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL);
 }
 
 static int
@@ -1253,6 +1265,7 @@ tls_ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv,
     EVP_CIPHER_CTX *cctx, EVP_MAC_CTX *hctx, int enc)
 {
 	static char			 digest[] = "SHA256";
+	const EVP_CIPHER		*cipher = tls_ticket_cipher;
 	const struct tls_ctx_data	*d;
 	unsigned char			 k[TLS_TICKET_KEY_LEN];
 	OSSL_PARAM			 params[2];
@@ -1270,15 +1283,16 @@ tls_ticket_cb(SSL *ssl, unsigned char *name, unsigned char *iv,
 	params[0] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST,
 	    digest, 0);
 	params[1] = OSSL_PARAM_construct_end();
+	if (cipher == NULL)
+		cipher = EVP_aes_256_cbc();
 	if (enc) {
 		memcpy(name, k, TLS_TICKET_NAME_LEN);
-		if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(
-		    EVP_aes_256_cbc())) != 1 ||
-		    EVP_EncryptInit_ex2(cctx, EVP_aes_256_cbc(),
-		    k + TLS_TICKET_AES_OFF, iv, NULL) != 1)
+		if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(cipher)) != 1 ||
+		    EVP_EncryptInit_ex2(cctx, cipher, k + TLS_TICKET_AES_OFF,
+		    iv, NULL) != 1)
 			goto done;
-	} else if (EVP_DecryptInit_ex2(cctx, EVP_aes_256_cbc(),
-	    k + TLS_TICKET_AES_OFF, iv, NULL) != 1)
+	} else if (EVP_DecryptInit_ex2(cctx, cipher, k + TLS_TICKET_AES_OFF,
+	    iv, NULL) != 1)
 		goto done;
 	if (EVP_MAC_init(hctx, k + TLS_TICKET_HMAC_OFF, 32, params) != 1)
 		goto done;
@@ -1450,6 +1464,7 @@ tls_server_new(const struct conf_tls *conf, const struct tls_server *prev,
 	struct tls_build	 b;
 	struct tls_server	*ts = NULL;
 	char			 where[TLS_WHERE_MAX];
+	size_t			 i;
 
 	snprintf(where, sizeof(where), "tls \"%s\"", conf->name);
 	memset(&b, 0, sizeof(b));
@@ -1471,6 +1486,12 @@ tls_server_new(const struct conf_tls *conf, const struct tls_server *prev,
 	if ((ts->ctx = tls_ctx_new(&b, where, conf->pairs,
 	    conf->npairs)) == NULL || tls_sni_build(&b, ts->ctx, where) == -1)
 		goto fail;
+	for (i = 0; i < TLS_SID_N; i++)
+		if (tls_sid_ctx(ts->name, tls_sid_alpn[i], ts->sid[i]) == -1) {
+			tls_err(err, errlen, "%s: session id context: %s",
+			    where, tls_ossl_reason());
+			goto fail;
+		}
 	ts->ring = b.ring;
 	b.ring = NULL;
 	tls_build_clear(&b);
@@ -1500,6 +1521,7 @@ tls_server_ssl(struct tls_server *ts, const char *alpn)
 	SSL		*ssl;
 	char		*copy = NULL;
 	unsigned char	 sid[SSL_MAX_SID_CTX_LENGTH];
+	size_t		 i;
 
 	if ((ssl = SSL_new(ts->ctx)) == NULL)
 		goto fail;
@@ -1511,8 +1533,15 @@ tls_server_ssl(struct tls_server *ts, const char *alpn)
 			goto fail;
 		}
 	}
-	if (tls_sid_ctx(ts->name, alpn, sid) == -1 ||
-	    SSL_set_session_id_context(ssl, sid, sizeof(sid)) != 1)
+	/* Made with the server for the protocols' ids (SHA-256 each). */
+	for (i = 0; alpn != NULL && i < TLS_SID_N; i++)
+		if (strcmp(alpn, tls_sid_alpn[i]) == 0)
+			break;
+	if (alpn != NULL && i < TLS_SID_N)
+		memcpy(sid, ts->sid[i], sizeof(sid));
+	else if (tls_sid_ctx(ts->name, alpn, sid) == -1)
+		goto fail;
+	if (SSL_set_session_id_context(ssl, sid, sizeof(sid)) != 1)
 		goto fail;
 	SSL_set_accept_state(ssl);
 	return ssl;
