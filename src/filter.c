@@ -21,6 +21,7 @@
 #include "log.h"
 #include "mailtlsd.h"
 #include "metrics.h"
+#include "util.h"
 
 /* Rounds of one pump before it is a bug (each round must consume). */
 #define FILTER_PUMP_ROUNDS	(1 << 16)
@@ -31,6 +32,11 @@ static enum filter_verdict filter_backend_cut(struct filter *,
 		    struct evbuffer *);
 static enum filter_verdict filter_backend_spoke(struct filter *,
 		    struct evbuffer *, struct evbuffer *);
+
+/* struct filter_slot's pos. */
+_Static_assert(FILTER_SLOTS <= 256, "FILTER_SLOTS must fit a uint8_t");
+
+static void	 filter_slots_release(struct filter *);
 
 struct filter *
 filter_new(const struct proto_ops *ops, const struct filter_params *p)
@@ -59,7 +65,7 @@ filter_new(const struct proto_ops *ops, const struct filter_params *p)
 	f->auth_arg = p->auth_arg;
 	f->failover = p->backend_failover;
 	f->next_id = 1;
-	if (ops->tagged && (f->tags = calloc(FILTER_SLOTS,
+	if (ops->tagged && (f->tags = calloc(FILTER_SLOTS_INLINE,
 	    sizeof(*f->tags))) == NULL) {
 		free(f);
 		return NULL;
@@ -94,7 +100,9 @@ filter_free(struct filter *f)
 	f->ops->free(f->proto);
 	if (f->swallowed != NULL)
 		evbuffer_free(f->swallowed);
+	filter_slots_release(f);
 	free(f->tags);
+	free(f->lastword);
 	free(f);
 }
 
@@ -411,12 +419,31 @@ filter_tls_established(struct filter *f, struct evbuffer *bin,
 /* ---------------------------------------------------------------------- */
 /* The reply FIFO. */
 
+/* The slot at a ring position (its part of the ring allocated). */
+static struct filter_slot *
+filter_slot_pos(struct filter *f, unsigned pos)
+{
+	if (pos < FILTER_SLOTS_INLINE)
+		return &f->slots[pos];
+	return &f->more[pos - FILTER_SLOTS_INLINE];
+}
+
+/* The heap part of the ring, while no slot is in it. */
+static void
+filter_slots_release(struct filter *f)
+{
+	free(f->more);
+	free(f->tagsmore);
+	f->more = NULL;
+	f->tagsmore = NULL;
+}
+
 struct filter_slot *
 filter_slot_at(struct filter *f, unsigned i)
 {
 	if (i >= f->nslots)
 		return NULL;
-	return &f->slots[(f->head + i) % FILTER_SLOTS];
+	return filter_slot_pos(f, (f->head + i) % FILTER_SLOTS);
 }
 
 struct filter_slot *
@@ -424,6 +451,7 @@ filter_slot_push(struct filter *f, unsigned kind, const char *reply,
     const char *tag, size_t taglen)
 {
 	struct filter_slot *s;
+	unsigned	 pos;
 
 	/* Client commands are held at FILTER_PENDING_MAX; see FILTER_SLOTS. */
 	if (f->nslots >= FILTER_SLOTS)
@@ -432,8 +460,32 @@ filter_slot_push(struct filter *f, unsigned kind, const char *reply,
 		taglen = 0;
 	if (taglen > 0 && f->tags == NULL)
 		fatalx("%s: a tag for a protocol without tags", f->log);
-	s = &f->slots[(f->head + f->nslots) % FILTER_SLOTS];
+	/*
+	 * An empty ring starts over at the inline slots and gives the heap
+	 * part back: an idle session holds only the inline slots.  (Not at
+	 * the pop, so that a slot just popped stays readable until the
+	 * next push, as it always was.)
+	 */
+	if (f->nslots == 0) {
+		f->head = 0;
+		if (f->more != NULL)
+			filter_slots_release(f);
+	}
+	pos = (f->head + f->nslots) % FILTER_SLOTS;
+	if (pos >= FILTER_SLOTS_INLINE && f->more == NULL) {
+		/*
+		 * Callers rely on a slot (like the fixed ring did): out of
+		 * memory here is fatal, as for util_xcalloc().
+		 */
+		f->more = util_xcalloc(FILTER_SLOTS - FILTER_SLOTS_INLINE,
+		    sizeof(*f->more));
+		if (f->tags != NULL)
+			f->tagsmore = util_xcalloc(FILTER_SLOTS -
+			    FILTER_SLOTS_INLINE, sizeof(*f->tagsmore));
+	}
+	s = filter_slot_pos(f, pos);
 	memset(s, 0, sizeof(*s));
+	s->pos = (uint8_t)pos;
 	s->kind = kind;
 	s->reply = reply;
 	/*
@@ -447,7 +499,8 @@ filter_slot_push(struct filter *f, unsigned kind, const char *reply,
 	if (f->next_id == 0)
 		f->next_id = 1;
 	if (taglen > 0)
-		memcpy(f->tags[s - f->slots], tag, taglen);
+		memcpy(pos < FILTER_SLOTS_INLINE ? f->tags[pos] :
+		    f->tagsmore[pos - FILTER_SLOTS_INLINE], tag, taglen);
 	s->taglen = (uint8_t)taglen;
 	f->nslots++;
 	return s;
@@ -539,7 +592,10 @@ filter_refuse(struct filter *f, const char *tag, size_t taglen,
 	if (++f->errors < f->max_errors)
 		return false;
 	flog(f, warnx, "%u refused commands, closing", f->errors);
-	f->ops->last_word(f, f->lastword, sizeof(f->lastword));
+	/* Only a session that reaches its budget needs one. */
+	if (f->lastword == NULL)
+		f->lastword = util_xcalloc(1, FILTER_LASTWORD_MAX);
+	f->ops->last_word(f, f->lastword, FILTER_LASTWORD_MAX);
 	filter_close_after(f, f->lastword, "too many errors");
 	return true;
 }

@@ -48,6 +48,15 @@
 #define FILTER_TAG_MAX		64
 /* Client slots, plus a greeting or an own command, plus a last reply. */
 #define FILTER_SLOTS		(FILTER_PENDING_MAX + 2)
+/*
+ * The first slots of the ring are inside struct filter; the rest
+ * (f->more) are allocated only when pipelining reaches them.  The ring
+ * starts over at slot 0 whenever it is empty, so a client that waits
+ * for its replies never needs more than the first.
+ */
+#define FILTER_SLOTS_INLINE	4
+/* The "too many errors" reply (ops->last_word), allocated on demand. */
+#define FILTER_LASTWORD_MAX	320
 /* A SASL response line may be longer than a command (RFC 4954 4). */
 #define FILTER_SASL_LINE_MAX	12288
 
@@ -70,6 +79,7 @@ struct filter_slot {
 	 */
 	bool		 credential;
 	uint8_t		 taglen;	/* tag, in f->tags (filter_slot_tag()) */
+	uint8_t		 pos;		/* in the ring (< FILTER_SLOTS) */
 	const char	*reply;		/* local: the whole reply (after tag) */
 };
 
@@ -169,7 +179,7 @@ struct filter {
 	bool			(*auth_blocked)(void *, unsigned);
 	void			(*auth_failed)(void *);
 	void			*auth_arg;
-	char			 lastword[320];	/* "too many errors" reply */
+	char			*lastword;	/* "too many errors" reply */
 
 	/*
 	 * Test drivers only: called by filter_pump() after every call of
@@ -178,13 +188,22 @@ struct filter {
 	void			(*observe)(void *, char, enum filter_verdict);
 	void			*observe_arg;
 
-	struct filter_slot	 slots[FILTER_SLOTS];	/* FIFO ring */
 	/*
-	 * Tags of the slots, same index, only for protocols with tags
+	 * The FIFO ring: positions below FILTER_SLOTS_INLINE in slots[],
+	 * the others in more[pos - FILTER_SLOTS_INLINE], allocated on
+	 * demand and released when the ring is empty at the next push
+	 * (filter_slot_push()).  Slots never move: a pointer stays valid
+	 * while its slot is in the FIFO.
+	 */
+	struct filter_slot	 slots[FILTER_SLOTS_INLINE];
+	struct filter_slot	*more;
+	/*
+	 * Tags of the slots, same positions, only for protocols with tags
 	 * (ops->tagged, IMAP): the others do not pay for them in every
-	 * idle session.
+	 * idle session.  tagsmore goes with more.
 	 */
 	char			(*tags)[FILTER_TAG_MAX + 1];
+	char			(*tagsmore)[FILTER_TAG_MAX + 1];
 	unsigned		 head;
 	unsigned		 nslots;
 	unsigned		 next_id;
@@ -382,7 +401,10 @@ filter_slot_head(struct filter *f)
 static inline const char *
 filter_slot_tag(const struct filter *f, const struct filter_slot *s)
 {
-	return s->taglen > 0 ? f->tags[s - f->slots] : NULL;
+	if (s->taglen == 0)
+		return NULL;
+	return s->pos < FILTER_SLOTS_INLINE ? f->tags[s->pos] :
+	    f->tagsmore[s->pos - FILTER_SLOTS_INLINE];
 }
 /*
  * Append a slot; tag may be NULL (and must be, unless ops->tagged).

@@ -8,6 +8,7 @@
 #include "config.h"
 
 #include <sys/types.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lineio.h"
@@ -82,4 +83,41 @@ lineio_skip(struct evbuffer *in)
 	}
 	evbuffer_drain(in, (size_t)p.pos + 1);
 	return 1;
+}
+
+/*
+ * Per thread: a session lives on one worker thread, and no two hooks of
+ * one thread run at once.
+ */
+static __thread char	*scratch[LINEIO_SCRATCH_N];
+static __thread size_t	 scratchsz[LINEIO_SCRATCH_N];
+
+char *
+lineio_scratch(unsigned which, size_t size)
+{
+	char	*p;
+
+	if (which >= LINEIO_SCRATCH_N || size == 0)
+		return NULL;
+	if (scratchsz[which] >= size)
+		return scratch[which];
+	/* Nothing to keep: a new buffer, the old one only freed then. */
+	if ((p = malloc(size)) == NULL)
+		return NULL;
+	free(scratch[which]);
+	scratch[which] = p;
+	scratchsz[which] = size;
+	return p;
+}
+
+void
+lineio_scratch_free(void)
+{
+	unsigned	 i;
+
+	for (i = 0; i < LINEIO_SCRATCH_N; i++) {
+		free(scratch[i]);
+		scratch[i] = NULL;
+		scratchsz[i] = 0;
+	}
 }

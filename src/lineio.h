@@ -40,4 +40,25 @@ int		lineio_skip(struct evbuffer *in);
 /* Position of the first LF within the first max bytes, or -1. */
 ssize_t		lineio_find_lf(struct evbuffer *in, size_t max);
 
+/*
+ * Scratch line buffers, one set per thread.  A protocol needs its line
+ * buffers only while one of its hooks runs (a line is read, checked and
+ * forwarded or refused within the call; what must outlive the call is
+ * kept in the protocol's own state), so an idle session holds none: the
+ * worker thread's buffers serve all its sessions in turn.
+ *
+ * lineio_scratch() returns buffer which (< LINEIO_SCRATCH_N) of at least
+ * size bytes, or NULL when out of memory.  The contents do not survive a
+ * call that asks for more than the buffer holds (it is replaced, never
+ * shrunk), so a hook asks once, with its session's fixed size, and the
+ * pointer is not kept past the hook.  lineio_scratch_free() releases the
+ * calling thread's buffers (at the end of a worker thread).
+ */
+#define LINEIO_SCRATCH_LINE	0	/* a line as read */
+#define LINEIO_SCRATCH_OUT	1	/* its rewritten form (IMAP) */
+#define LINEIO_SCRATCH_N	2
+
+char		*lineio_scratch(unsigned which, size_t size);
+void		 lineio_scratch_free(void);
+
 #endif /* LINEIO_H */

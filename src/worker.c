@@ -31,6 +31,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "lineio.h"
 #include "listener.h"
 #include "log.h"
 #include "mailtlsd.h"
@@ -173,6 +174,8 @@ worker_main(void *arg)
 	 */
 	for (i = 0; i < 8; i++)
 		event_base_loop(w->base, EVLOOP_NONBLOCK);
+	/* The line buffers the protocols borrowed (lineio_scratch()). */
+	lineio_scratch_free();
 	return NULL;
 }
 
