@@ -758,7 +758,7 @@ session_start_tls(struct session *s)
 		}
 	}
 	if (tlsbev == NULL) {
-		SSL_free(s->ssl);
+		/* libevent freed the SSL (BEV_OPT_CLOSE_ON_FREE). */
 		s->ssl = NULL;
 		session_close(s, "TLS setup failed");
 		return;
@@ -1275,6 +1275,8 @@ session_client_event_cb(struct bufferevent *bev, short what, void *arg)
 	/* EOF (with or without close_notify): SPEC 8.6, no way back. */
 	s->flags |= SF_CLIENT_EOF;
 	bufferevent_disable(bev, EV_READ);
+	if (s->flags & SF_TLS)
+		tls_keep_writing(bev);
 	/*
 	 * Gone before the backend was ready (connecting, or its prelude:
 	 * XCLIENT, STARTTLS towards it): with nothing sent there is nothing

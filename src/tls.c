@@ -48,6 +48,7 @@
 
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
 #include <event2/util.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -1868,6 +1869,18 @@ tls_classify_errors(struct bufferevent *bev, SSL *ssl, int err, char *detail,
 		snprintf(detail, len, "%s", evutil_socket_error_to_string(sys));
 		return TLS_CLOSE_SYSCALL;
 	}
+	/*
+	 * With SSL_OP_IGNORE_UNEXPECTED_EOF (tls_server_socket_bev()) a FIN
+	 * is a received shutdown, never SSL_ERROR_SYSCALL: this one is a
+	 * socket error whose errno was overwritten before the (deferred)
+	 * callback ran.
+	 */
+	if (raw_syscall && ssl != NULL &&
+	    (SSL_get_options(ssl) & SSL_OP_IGNORE_UNEXPECTED_EOF) &&
+	    !(SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN)) {
+		snprintf(detail, len, "connection error");
+		return TLS_CLOSE_SYSCALL;
+	}
 	if (eof || raw_syscall) {
 		/* SSL_ERROR_SYSCALL with errno 0 is OpenSSL 1.1's dirty EOF. */
 		snprintf(detail, len, "EOF without close_notify%s",
@@ -1964,6 +1977,20 @@ tls_server_socket_bev(struct event_base *base, evutil_socket_t fd, SSL *ssl,
 	if (bev != NULL)
 		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	return bev;
+}
+
+/*
+ * After the peer's EOF or close_notify reading is over but writing goes on
+ * (a client that half-closes after QUIT still gets the rest of the answer).
+ * libevent's socket variant stops its write event on any close
+ * (conn_closed() calls stop_writing()), and nothing adds it back while
+ * output is still queued; enabling EV_WRITE does.  Harmless on the filter
+ * variant.
+ */
+void
+tls_keep_writing(struct bufferevent *bev)
+{
+	bufferevent_enable(bev, EV_WRITE);
 }
 
 /* ------------------------------------------------------------------ */

@@ -152,10 +152,13 @@ enum tls_close {
 /*
  * The server side of TLS directly on a socket (implicit TLS, and STARTTLS
  * once the go-ahead has left): a FIN without close_notify is an EOF.
- * options: BEV_OPT_*; on failure the caller still owns the SSL and fd.
+ * options: BEV_OPT_*; on failure the caller still owns the fd, and the SSL
+ * too unless options has BEV_OPT_CLOSE_ON_FREE (libevent frees it then).
  */
 struct bufferevent *tls_server_socket_bev(struct event_base *,
 		    evutil_socket_t, SSL *, int);
+/* After the peer's EOF: keep writing what is queued (either variant). */
+void		tls_keep_writing(struct bufferevent *);
 /* what: BEV_EVENT_* flags; bev: the TLS bufferevent. */
 enum tls_close	tls_classify_close(struct bufferevent *bev, short what,
 		    char *detail, size_t detaillen);

@@ -1915,6 +1915,7 @@ struct cl {
 	SSL_CTX			*cc;
 	int			 fd[2];
 	bool			 connected, done, c_ok;
+	bool			 keep_writing;	/* as the session, after EOF */
 	short			 what;
 	enum tls_close		 how;
 	char			 detail[128];
@@ -1937,7 +1938,11 @@ cl_eventcb(struct bufferevent *bev, short what, void *arg)
 	if (getenv("TEST_TLS_DEBUG"))
 		fprintf(stderr, "event what=0x%x how=%d detail=%s\n", what,
 		    c->how, c->detail);
-	bufferevent_disable(bev, EV_READ | EV_WRITE);
+	if (c->keep_writing) {
+		bufferevent_disable(bev, EV_READ);
+		tls_keep_writing(bev);
+	} else
+		bufferevent_disable(bev, EV_READ | EV_WRITE);
 }
 
 static void
@@ -1946,6 +1951,9 @@ cl_readcb(struct bufferevent *bev, void *arg)
 	evbuffer_drain(bufferevent_get_input(bev),
 	    evbuffer_get_length(bufferevent_get_input(bev)));
 }
+
+/* More than a socketpair's buffers hold. */
+#define BIG_REPLY	(4 * 1024 * 1024)
 
 /* The bufferevent variants: session.c's two, and libevent's bare socket one. */
 enum cl_variant {
@@ -2049,8 +2057,8 @@ cl_cases(struct tls_server *ts, enum cl_variant v)
 	static const char	 junk[] = "\x17\x03\x03\x00\x20"
 	    "0123456789abcdef0123456789abcdef";
 	struct cl		 c;
-	char			 buf[16];
-	int			 i;
+	char			 buf[16], *big;
+	int			 i, r, got;
 
 	/* close_notify, then the FIN. */
 	cl_init(&c, ts, v);
@@ -2131,6 +2139,35 @@ cl_cases(struct tls_server *ts, enum cl_variant v)
 	 */
 	assert_true(c.what & (v == CL_FILTER ? BEV_EVENT_ERROR : BEV_EVENT_EOF));
 	cl_expect(&c, TLS_CLOSE_SYSCALL, "reset");
+	cl_free(&c);
+
+	/*
+	 * Half closed with much more queued than the socket takes: all of
+	 * it still arrives (libevent's socket variant stops writing on the
+	 * EOF; tls_keep_writing() is what the session does then).
+	 */
+	cl_init(&c, ts, v);
+	c.keep_writing = true;
+	cl_handshake(&c);
+	big = malloc(BIG_REPLY);
+	assert_non_null(big);
+	memset(big, 'x', BIG_REPLY);
+	assert_int_equal(bufferevent_write(c.bev, big, BIG_REPLY), 0);
+	assert_int_equal(shutdown(c.fd[1], SHUT_WR), 0);
+	got = 0;
+	for (i = 0; i < LOOP_ROUNDS * 10 && got < BIG_REPLY; i++) {
+		event_base_loop(c.base, EVLOOP_NONBLOCK);
+		ERR_clear_error();
+		while ((r = SSL_read(c.c, big, BIG_REPLY)) > 0)
+			got += r;
+		if (got < BIG_REPLY && !c.done)
+			usleep(1000);
+	}
+	ERR_clear_error();
+	assert_true(c.done);
+	cl_expect(&c, TLS_CLOSE_EOF, "without close_notify");
+	assert_int_equal(got, BIG_REPLY);
+	free(big);
 	cl_free(&c);
 }
 
