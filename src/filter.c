@@ -33,6 +33,105 @@ static enum filter_verdict filter_backend_cut(struct filter *,
 static enum filter_verdict filter_backend_spoke(struct filter *,
 		    struct evbuffer *, struct evbuffer *);
 
+
+void
+filter_lend_buffer(struct filter *f, char **ptr, size_t size)
+{
+	if (f->nlend >= LINEIO_SCRATCH_N)
+		fatalx("%s: more than %d line buffers", f->log,
+		    LINEIO_SCRATCH_N);
+	f->lend[f->nlend].ptr = ptr;
+	f->lend[f->nlend].size = size;
+	*ptr = NULL;
+	f->nlend++;
+}
+
+/*
+ * A line is read, checked and forwarded or refused within one hook, so
+ * the protocols' line buffers are the worker thread's, lent for the call.
+ * A hook called inside another gets the same buffers, as it did when
+ * they were the session's.
+ */
+static bool
+filter_lend(struct filter *f, char **saved)
+{
+	unsigned	i;
+
+	for (i = 0; i < f->nlend; i++) {
+		saved[i] = *f->lend[i].ptr;
+		if ((*f->lend[i].ptr = lineio_scratch(i,
+		    f->lend[i].size)) == NULL) {
+			*f->lend[i].ptr = saved[i];
+			while (i-- > 0)
+				*f->lend[i].ptr = saved[i];
+			filter_abort(f, "out of memory");
+			return false;
+		}
+	}
+	return true;
+}
+
+static void
+filter_unlend(struct filter *f, char **saved)
+{
+	unsigned	i;
+
+	for (i = 0; i < f->nlend; i++)
+		*f->lend[i].ptr = saved[i];
+}
+
+/* The protocol hooks, each with its line buffers lent. */
+static enum filter_verdict
+filter_call_client(struct filter *f, struct evbuffer *in,
+    struct evbuffer *to_backend, struct evbuffer *to_client)
+{
+	char			*saved[LINEIO_SCRATCH_N];
+	enum filter_verdict	 v;
+
+	if (!filter_lend(f, saved))
+		return FILTER_CLOSE;
+	v = f->ops->client_input(f, in, to_backend, to_client);
+	filter_unlend(f, saved);
+	return v;
+}
+
+static enum filter_verdict
+filter_call_backend(struct filter *f, struct evbuffer *in,
+    struct evbuffer *to_client, struct evbuffer *to_backend)
+{
+	char			*saved[LINEIO_SCRATCH_N];
+	enum filter_verdict	 v;
+
+	if (!filter_lend(f, saved))
+		return FILTER_CLOSE;
+	v = f->ops->backend_input(f, in, to_client, to_backend);
+	filter_unlend(f, saved);
+	return v;
+}
+
+static void
+filter_call_tls_reset(struct filter *f, struct evbuffer *to_backend)
+{
+	char	*saved[LINEIO_SCRATCH_N];
+
+	if (!filter_lend(f, saved))
+		return;
+	f->ops->tls_reset(f, to_backend);
+	filter_unlend(f, saved);
+}
+
+static void
+filter_call_backend_tls_ready(struct filter *f, struct evbuffer *to_client,
+    struct evbuffer *to_backend)
+{
+	char	*saved[LINEIO_SCRATCH_N];
+
+	if (!filter_lend(f, saved))
+		return;
+	f->ops->backend_tls_ready(f, to_client, to_backend);
+	filter_unlend(f, saved);
+}
+
 /* struct filter_slot's pos. */
 _Static_assert(FILTER_SLOTS <= 256, "FILTER_SLOTS must fit a uint8_t");
 
@@ -134,14 +233,14 @@ filter_pump(struct filter *f, struct evbuffer *cin, struct evbuffer *bin,
 		/* Backend first: bytes that came before a command of ours. */
 		if (f->btls_quiet && evbuffer_get_length(bin) != 0)
 			return filter_backend_spoke(f, bin, cout);
-		v = f->ops->backend_input(f, bin, cout, bout);
+		v = filter_call_backend(f, bin, cout, bout);
 		if (f->observe != NULL)
 			f->observe(f->observe_arg, 'B', v);
 		if (v != FILTER_CONTINUE)
 			return v;
 		/* A client that does not read its replies is not read. */
 		if (evbuffer_get_length(cout) < RELAY_HIGH_WATERMARK) {
-			v = f->ops->client_input(f, cin, bout, cout);
+			v = filter_call_client(f, cin, bout, cout);
 			if (f->observe != NULL)
 				f->observe(f->observe_arg, 'C', v);
 			if (v != FILTER_CONTINUE)
@@ -182,7 +281,7 @@ filter_await_input(struct filter *f, struct evbuffer *bin,
 	    f->btls == FILTER_BTLS_DIALOGUE || f->btls == FILTER_BTLS_HANDSHAKE)
 		to_client = f->swallowed;
 	f->prelude_in = bin;
-	v = f->ops->backend_input(f, bin, to_client, bout);
+	v = filter_call_backend(f, bin, to_client, bout);
 	f->prelude_in = NULL;
 	if (f->observe != NULL)
 		f->observe(f->observe_arg, 'B', v);
@@ -368,7 +467,7 @@ filter_backend_tls_established(struct filter *f, struct evbuffer *bin,
 		return filter_backend_spoke(f, bin, to_client);
 	if (f->await == FILTER_AWAIT_SWALLOW)
 		out = f->swallowed;
-	f->ops->backend_tls_ready(f, out, to_backend);
+	filter_call_backend_tls_ready(f, out, to_backend);
 	if (out != to_client)
 		evbuffer_drain(out, evbuffer_get_length(out));
 	if (f->closing && f->await != FILTER_AWAIT_NONE) {
@@ -395,7 +494,7 @@ filter_tls_established(struct filter *f, struct evbuffer *bin,
 		 * protocol only expects the new greeting, which is consumed
 		 * here, never shown to the client.
 		 */
-		f->ops->tls_reset(f, bout);
+		filter_call_tls_reset(f, bout);
 		/* The fresh connection has its own STARTTLS dialogue. */
 		if (f->renew_backend &&
 		    f->svc->backend_tls == BACKEND_TLS_STARTTLS)

@@ -41,6 +41,7 @@
 
 #include <event2/buffer.h>
 
+#include "lineio.h"
 #include "mailtlsd.h"
 #include "proto.h"
 
@@ -187,6 +188,16 @@ struct filter {
 	 */
 	void			(*observe)(void *, char, enum filter_verdict);
 	void			*observe_arg;
+
+	/*
+	 * The protocol's line buffers (filter_lend_buffer()): where each
+	 * pointer lives and its size.  NULL between hook calls.
+	 */
+	struct {
+		char		**ptr;
+		size_t		  size;
+	}			 lend[LINEIO_SCRATCH_N];
+	unsigned		 nlend;
 
 	/*
 	 * The FIFO ring: positions below FILTER_SLOTS_INLINE in slots[],
@@ -558,6 +569,15 @@ bool		 filter_word_eq(const char *tok, size_t len, const char *word);
  * is the one logged.
  */
 void		 filter_abort(struct filter *, const char *reason);
+/*
+ * From a protocol's init: *ptr is a line buffer of size bytes that the
+ * protocol uses only inside its hooks (client_input, backend_input,
+ * tls_reset, backend_tls_ready).  The core points it into the worker
+ * thread's scratch set (lineio_scratch()) for each call and back to NULL
+ * afterwards, so an idle session holds none; nothing in it may outlive
+ * the call.  At most LINEIO_SCRATCH_N per protocol.
+ */
+void		 filter_lend_buffer(struct filter *, char **ptr, size_t size);
 
 /*
  * Whether a command line holds a control character (0x00-0x1F or 0x7F):

@@ -300,7 +300,7 @@ struct imap_io {
 struct imap {
 	size_t		 line_max;
 	size_t		 bufsz;		/* line_max + 2 */
-	char		*buf;		/* a line as read (lent: imap_lend) */
+	char		*buf;		/* a line as read (lent) */
 	char		*out;		/* its canonical form (lent) */
 
 	/* client side */
@@ -560,7 +560,14 @@ imap_init(struct filter *f, const struct filter_params *p)
 		return NULL;
 	st->line_max = f->svc->max_line_length ? f->svc->max_line_length :
 	    DEFAULT_IMAP_LINE_MAX;
-	st->bufsz = st->line_max + 2;	/* st->buf, st->out: imap_lend() */
+	st->bufsz = st->line_max + 2;
+	/*
+	 * Lent per hook (filter_lend_buffer()): an ID being gathered is kept
+	 * in st->collect, the command's tag in st->ctag, the lexer's state
+	 * across literals in st->clex, never in these.
+	 */
+	filter_lend_buffer(f, &st->buf, st->bufsz);
+	filter_lend_buffer(f, &st->out, st->bufsz);
 	return st;
 }
 
@@ -583,7 +590,7 @@ imap_free(void *p)
  * backend reader has nothing to forget; bcapa stays (see the header).
  */
 static void
-imap_tls_reset_lent(struct filter *f, struct evbuffer *to_backend)
+imap_tls_reset(struct filter *f, struct evbuffer *to_backend)
 {
 	struct imap	*st = f->proto;
 
@@ -1197,7 +1204,7 @@ imap_flush(struct filter *f, struct evbuffer *to_client)
 /* Client side */
 
 static enum filter_verdict
-imap_client_input_lent(struct filter *f, struct evbuffer *in,
+imap_client_input(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_backend, struct evbuffer *to_client)
 {
 	struct imap	*st = f->proto;
@@ -2077,7 +2084,7 @@ imap_id_value(const struct imap *st, struct evbuffer *out,
 /* Backend side */
 
 static enum filter_verdict
-imap_backend_input_lent(struct filter *f, struct evbuffer *in,
+imap_backend_input(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_client, struct evbuffer *to_backend)
 {
 	struct imap	*st = f->proto;
@@ -2430,7 +2437,7 @@ imap_prelude_line(struct filter *f, const char *s, size_t len,
  * told before STARTTLS, and so do we).
  */
 static void
-imap_backend_tls_ready_lent(struct filter *f, struct evbuffer *to_client,
+imap_backend_tls_ready(struct filter *f, struct evbuffer *to_client,
     struct evbuffer *to_backend)
 {
 	struct imap	*st = f->proto;
@@ -2663,105 +2670,4 @@ imap_capa_rewrite(struct filter *f, const char *s, size_t len, size_t beg,
 	}
 	evbuffer_add(out, s + end, len - end);
 	evbuffer_add(out, "\r\n", 2);
-}
-
-/* ------------------------------------------------------------------ */
-/* The line buffers: the thread's, lent for one hook */
-
-/*
- * A line is read, checked and forwarded or refused within one hook, so
- * the line buffers are needed only while a hook runs, and an idle session
- * holds none: they are the worker thread's (lineio_scratch()), of the
- * session's size, lent for the call.  Nothing in them outlives it: an
- * ID being gathered is kept in st->collect (bounded by bufsz), the tag of
- * the command in st->ctag, the lexer's state across literals in
- * st->clex, a line not yet complete stays in the input evbuffer.
- * The pointers are put back afterwards (NULL between calls, so that a
- * use outside a hook fails at once).
- */
-static void
-imap_unlend(struct imap *st, char **saved)
-{
-	st->buf = saved[0];
-	st->out = saved[1];
-}
-
-static bool
-imap_lend(struct imap *st, char **saved)
-{
-	saved[0] = st->buf;
-	saved[1] = st->out;
-	st->buf = lineio_scratch(LINEIO_SCRATCH_LINE, st->bufsz);
-	if (st->buf == NULL) {
-		imap_unlend(st, saved);
-		return false;
-	}
-	if ((st->out = lineio_scratch(LINEIO_SCRATCH_OUT, st->bufsz)) == NULL) {
-		imap_unlend(st, saved);
-		return false;
-	}
-	return true;
-}
-
-static enum filter_verdict
-imap_client_input(struct filter *f, struct evbuffer *in,
-    struct evbuffer *to_backend, struct evbuffer *to_client)
-{
-	struct imap	*st = f->proto;
-	char		*saved[2];
-	enum filter_verdict v;
-
-	if (!imap_lend(st, saved)) {
-		filter_abort(f, "out of memory");
-		return FILTER_CLOSE;
-	}
-	v = imap_client_input_lent(f, in, to_backend, to_client);
-	imap_unlend(st, saved);
-	return v;
-}
-
-static enum filter_verdict
-imap_backend_input(struct filter *f, struct evbuffer *in,
-    struct evbuffer *to_client, struct evbuffer *to_backend)
-{
-	struct imap	*st = f->proto;
-	char		*saved[2];
-	enum filter_verdict v;
-
-	if (!imap_lend(st, saved)) {
-		filter_abort(f, "out of memory");
-		return FILTER_CLOSE;
-	}
-	v = imap_backend_input_lent(f, in, to_client, to_backend);
-	imap_unlend(st, saved);
-	return v;
-}
-
-static void
-imap_tls_reset(struct filter *f, struct evbuffer *to_backend)
-{
-	struct imap	*st = f->proto;
-	char		*saved[2];
-
-	if (!imap_lend(st, saved)) {
-		filter_abort(f, "out of memory");
-		return;
-	}
-	imap_tls_reset_lent(f, to_backend);
-	imap_unlend(st, saved);
-}
-
-static void
-imap_backend_tls_ready(struct filter *f, struct evbuffer *to_client,
-    struct evbuffer *to_backend)
-{
-	struct imap	*st = f->proto;
-	char		*saved[2];
-
-	if (!imap_lend(st, saved)) {
-		filter_abort(f, "out of memory");
-		return;
-	}
-	imap_backend_tls_ready_lent(f, to_client, to_backend);
-	imap_unlend(st, saved);
 }

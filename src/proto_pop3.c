@@ -288,7 +288,9 @@ pop3_init(struct filter *f, const struct filter_params *fp)
 	/* A short client limit must not break long backend greetings. */
 	p->bline_max = p->line_max > DEFAULT_POP3_LINE_MAX ? p->line_max :
 	    DEFAULT_POP3_LINE_MAX;
-	p->linesz = p->bline_max + 2;	/* p->line: lent by pop3_lend() */
+	p->linesz = p->bline_max + 2;
+	/* Lent per hook (filter_lend_buffer()): POP3 keeps no line state. */
+	filter_lend_buffer(f, &p->line, p->linesz);
 	return p;
 }
 
@@ -353,7 +355,7 @@ pop3_timeout_reply(struct evbuffer *to_client, const char *hostname)
  * The error count is kept: the core counts across the boundary.
  */
 static void
-pop3_tls_reset_lent(struct filter *f, struct evbuffer *to_backend)
+pop3_tls_reset(struct filter *f, struct evbuffer *to_backend)
 {
 	struct pop3	*p = f->proto;
 
@@ -410,7 +412,7 @@ pop3_enter_state(struct filter *f, enum pop3_state st)
  * full FIFO.
  */
 static enum filter_verdict
-pop3_client_input_lent(struct filter *f, struct evbuffer *in,
+pop3_client_input(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_backend, struct evbuffer *to_client)
 {
 	struct pop3	*p = f->proto;
@@ -729,7 +731,7 @@ pop3_sasl_response(struct filter *f, struct evbuffer *in,
  * body), 0 when it needs more bytes, -1 when it closed the session.
  */
 static enum filter_verdict
-pop3_backend_input_lent(struct filter *f, struct evbuffer *in,
+pop3_backend_input(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_client, struct evbuffer *to_backend)
 {
 	struct pop3	*p = f->proto;
@@ -1158,104 +1160,10 @@ pop3_prelude_capa(struct filter *f, struct evbuffer *in,
  * (the server's came in cleartext, and does not come again).
  */
 static void
-pop3_backend_tls_ready_lent(struct filter *f, struct evbuffer *to_client,
+pop3_backend_tls_ready(struct filter *f, struct evbuffer *to_client,
     struct evbuffer *to_backend)
 {
 	(void)to_backend;
 	evbuffer_add_printf(to_client, "+OK %s ready\r\n", f->hostname);
 	filter_backend_ready(f, true, NULL);
-}
-
-/* ------------------------------------------------------------------ */
-/* The line buffers: the thread's, lent for one hook */
-
-/*
- * A line is read, checked and forwarded or refused within one hook, so
- * the line buffers are needed only while a hook runs, and an idle session
- * holds none: they are the worker thread's (lineio_scratch()), of the
- * session's size, lent for the call.  Nothing in them outlives it: what
- * POP3 keeps between calls is flags and counters, a line not yet
- * complete stays in the input evbuffer.
- * The pointers are put back afterwards (NULL between calls, so that a
- * use outside a hook fails at once).
- */
-static void
-pop3_unlend(struct pop3 *p, char **saved)
-{
-	p->line = saved[0];
-}
-
-static bool
-pop3_lend(struct pop3 *p, char **saved)
-{
-	saved[0] = p->line;
-	p->line = lineio_scratch(LINEIO_SCRATCH_LINE, p->linesz);
-	if (p->line == NULL) {
-		pop3_unlend(p, saved);
-		return false;
-	}
-	return true;
-}
-
-static enum filter_verdict
-pop3_client_input(struct filter *f, struct evbuffer *in,
-    struct evbuffer *to_backend, struct evbuffer *to_client)
-{
-	struct pop3	*p = f->proto;
-	char		*saved[1];
-	enum filter_verdict v;
-
-	if (!pop3_lend(p, saved)) {
-		filter_abort(f, "out of memory");
-		return FILTER_CLOSE;
-	}
-	v = pop3_client_input_lent(f, in, to_backend, to_client);
-	pop3_unlend(p, saved);
-	return v;
-}
-
-static enum filter_verdict
-pop3_backend_input(struct filter *f, struct evbuffer *in,
-    struct evbuffer *to_client, struct evbuffer *to_backend)
-{
-	struct pop3	*p = f->proto;
-	char		*saved[1];
-	enum filter_verdict v;
-
-	if (!pop3_lend(p, saved)) {
-		filter_abort(f, "out of memory");
-		return FILTER_CLOSE;
-	}
-	v = pop3_backend_input_lent(f, in, to_client, to_backend);
-	pop3_unlend(p, saved);
-	return v;
-}
-
-static void
-pop3_tls_reset(struct filter *f, struct evbuffer *to_backend)
-{
-	struct pop3	*p = f->proto;
-	char		*saved[1];
-
-	if (!pop3_lend(p, saved)) {
-		filter_abort(f, "out of memory");
-		return;
-	}
-	pop3_tls_reset_lent(f, to_backend);
-	pop3_unlend(p, saved);
-}
-
-static void
-pop3_backend_tls_ready(struct filter *f, struct evbuffer *to_client,
-    struct evbuffer *to_backend)
-{
-	struct pop3	*p = f->proto;
-	char		*saved[1];
-
-	if (!pop3_lend(p, saved)) {
-		filter_abort(f, "out of memory");
-		return;
-	}
-	pop3_backend_tls_ready_lent(f, to_client, to_backend);
-	pop3_unlend(p, saved);
 }

@@ -177,7 +177,7 @@ enum smtp_data_state {
 
 struct smtp {
 	size_t			 line_max;	/* command and reply lines */
-	char			*buf;		/* one line (lent: smtp_lend) */
+	char			*buf;		/* one line (lent) */
 	size_t			 bufsz;
 	enum smtp_state		 state;
 	bool			 reject_bare;	/* smtp_bare_newline = reject */
@@ -424,7 +424,9 @@ smtp_init(struct filter *f, const struct filter_params *p)
 		return NULL;
 	s->line_max = svc->max_line_length ? svc->max_line_length :
 	    DEFAULT_SMTP_LINE_MAX;
-	s->bufsz = s->line_max + 2;	/* s->buf: lent by smtp_lend() */
+	s->bufsz = s->line_max + 2;
+	/* Lent per hook (filter_lend_buffer()): a reply being built is in s->reply. */
+	filter_lend_buffer(f, &s->buf, s->bufsz);
 	s->reply = evbuffer_new();
 	if (s->reply == NULL) {
 		smtp_free(s);
@@ -477,7 +479,7 @@ smtp_free(void *p)
  * the handshake window (SPEC 8.2).
  */
 static void
-smtp_tls_reset_lent(struct filter *f, struct evbuffer *to_backend)
+smtp_tls_reset(struct filter *f, struct evbuffer *to_backend)
 {
 	struct smtp	*s = f->proto;
 
@@ -598,7 +600,7 @@ smtp_close_after(struct filter *f, const char *reply, const char *reason)
 /* Client side. */
 
 static enum filter_verdict
-smtp_client_input_lent(struct filter *f, struct evbuffer *in,
+smtp_client_input(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_backend, struct evbuffer *to_client)
 {
 	struct filter_slot	*head;
@@ -1421,7 +1423,7 @@ smtp_data_end(struct filter *f, struct evbuffer *to_backend)
 /* Backend side. */
 
 static enum filter_verdict
-smtp_backend_input_lent(struct filter *f, struct evbuffer *in,
+smtp_backend_input(struct filter *f, struct evbuffer *in,
     struct evbuffer *to_client, struct evbuffer *to_backend)
 {
 	struct smtp	*s = f->proto;
@@ -1807,7 +1809,7 @@ smtp_own_ehlo(struct filter *f, struct evbuffer *to_backend)
  * server's first command inside TLS.
  */
 static void
-smtp_backend_tls_ready_lent(struct filter *f, struct evbuffer *to_client,
+smtp_backend_tls_ready(struct filter *f, struct evbuffer *to_client,
     struct evbuffer *to_backend)
 {
 	struct smtp	*s = f->proto;
@@ -1939,97 +1941,4 @@ smtp_xtext(struct evbuffer *out, const char *v)
 		else
 			evbuffer_add(out, p, 1);
 	}
-}
-
-/* ------------------------------------------------------------------ */
-/* The line buffers: the thread's, lent for one hook */
-
-/*
- * A line is read, checked and forwarded or refused within one hook, so
- * the line buffers are needed only while a hook runs, and an idle session
- * holds none: they are the worker thread's (lineio_scratch()), of the
- * session's size, lent for the call.  Nothing in them outlives it: a
- * reply being assembled is kept in s->reply, a line not yet complete
- * stays in the input evbuffer.
- * The pointers are put back afterwards (NULL between calls, so that a
- * use outside a hook fails at once).
- */
-static void
-smtp_unlend(struct smtp *s, char **saved)
-{
-	s->buf = saved[0];
-}
-
-static bool
-smtp_lend(struct smtp *s, char **saved)
-{
-	saved[0] = s->buf;
-	if ((s->buf = lineio_scratch(LINEIO_SCRATCH_LINE, s->bufsz)) == NULL) {
-		smtp_unlend(s, saved);
-		return false;
-	}
-	return true;
-}
-
-static enum filter_verdict
-smtp_client_input(struct filter *f, struct evbuffer *in,
-    struct evbuffer *to_backend, struct evbuffer *to_client)
-{
-	struct smtp	*s = f->proto;
-	char		*saved[1];
-	enum filter_verdict v;
-
-	if (!smtp_lend(s, saved)) {
-		filter_abort(f, "out of memory");
-		return FILTER_CLOSE;
-	}
-	v = smtp_client_input_lent(f, in, to_backend, to_client);
-	smtp_unlend(s, saved);
-	return v;
-}
-
-static enum filter_verdict
-smtp_backend_input(struct filter *f, struct evbuffer *in,
-    struct evbuffer *to_client, struct evbuffer *to_backend)
-{
-	struct smtp	*s = f->proto;
-	char		*saved[1];
-	enum filter_verdict v;
-
-	if (!smtp_lend(s, saved)) {
-		filter_abort(f, "out of memory");
-		return FILTER_CLOSE;
-	}
-	v = smtp_backend_input_lent(f, in, to_client, to_backend);
-	smtp_unlend(s, saved);
-	return v;
-}
-
-static void
-smtp_tls_reset(struct filter *f, struct evbuffer *to_backend)
-{
-	struct smtp	*s = f->proto;
-	char		*saved[1];
-
-	if (!smtp_lend(s, saved)) {
-		filter_abort(f, "out of memory");
-		return;
-	}
-	smtp_tls_reset_lent(f, to_backend);
-	smtp_unlend(s, saved);
-}
-
-static void
-smtp_backend_tls_ready(struct filter *f, struct evbuffer *to_client,
-    struct evbuffer *to_backend)
-{
-	struct smtp	*s = f->proto;
-	char		*saved[1];
-
-	if (!smtp_lend(s, saved)) {
-		filter_abort(f, "out of memory");
-		return;
-	}
-	smtp_backend_tls_ready_lent(f, to_client, to_backend);
-	smtp_unlend(s, saved);
 }
